@@ -1,0 +1,348 @@
+"""Soil-column case folders (the format of ``shared/reference/noahmp_soil``): read, validate, write.
+
+A case folder holds ``params.json`` (grid, parameters, options, initial state), ``forcing.csv`` (one row
+per step) and, for reference cases, ``output.csv`` (row 0 the initial state). Everything is validated at
+this boundary: a missing file or column, a NaN, a gap in the steps, a wrong layer count or an unphysical
+parameter raises :class:`CaseError` naming the item.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from dam.physics import SoilFluxes, SoilForcing, SoilGrid, SoilOptions, SoilParams, SoilState
+
+
+class CaseError(ValueError):
+    """A case folder is missing something or holds invalid values."""
+
+
+PER_LAYER_PARAMS = ("smcmax", "smcref", "smcwlt", "bexp", "dksat", "dwsat", "psisat", "quartz")
+SCALAR_PARAMS = {  # params.json "scalars" key -> SoilParams field
+    "csoil_J_m3_K": "csoil",
+    "slope_drainage": "slope",
+    "refkdt": "refkdt",
+    "refdk_m_s": "refdk",
+    "frzk": "frzk",
+}
+_OPTION_CODES = {
+    "OPT_RUN": ("surface_runoff", {3: "schaake96"}),
+    "OPT_FRZ": ("supercooled", {1: "niu06", 2: "koren99"}),
+    "OPT_INF": ("frozen_permeability", {1: "niu06", 2: "koren99"}),
+    "OPT_TBOT": ("bottom_temperature", {1: "zero_flux", 2: "tbot"}),
+    "OPT_STC": ("temperature_scheme", {1: "semi_implicit", 2: "full_implicit", 3: "semi_implicit"}),
+}
+_OPTION_DEFAULTS = {"OPT_RUN": 3, "OPT_FRZ": 1, "OPT_INF": 1, "OPT_TBOT": 2, "OPT_STC": 3}
+
+
+def forcing_columns(n_layers: int) -> list[str]:
+    """Columns of ``forcing.csv`` after ``step`` and ``time_s``."""
+    etran = [f"etran{k}_mps" for k in range(1, n_layers + 1)]
+    return ["ghf_wm2", "qinsurf_mps", "evap_soil_mps", *etran, "frozen_ground", "frz_top_ice_flux_mmps"]
+
+
+def output_columns(n_layers: int) -> list[str]:
+    """Columns of ``output.csv``, in order."""
+    layers = range(1, n_layers + 1)
+    return [
+        "step",
+        "time_s",
+        *[f"t{k}_k" for k in layers],
+        *[f"smc{k}" for k in layers],
+        *[f"sh2o{k}" for k in layers],
+        "runoff_surface_mm",
+        "runoff_subsurface_mm",
+        "drainage_mmps",
+        "infil_mps",
+        "nsub",
+        *[f"tdiff{k}_k" for k in layers],
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """A soil-column case, in float64 NumPy (convert with :meth:`params_as` etc.)."""
+
+    name: str
+    grid: SoilGrid
+    options: SoilOptions
+    params: SoilParams
+    state0: SoilState
+    forcing: SoilForcing
+    time_s: np.ndarray
+    reference: pd.DataFrame | None
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.time_s)
+
+    @property
+    def n_layers(self) -> int:
+        return self.grid.n_layers
+
+    def as_dtype(self, dtype) -> tuple[SoilParams, SoilState, SoilForcing]:
+        """Parameters, initial state and forcing as JAX arrays of ``dtype``."""
+        cast = lambda tree: _map(tree, lambda x: jnp.asarray(x, dtype))  # noqa: E731
+        return cast(self.params), cast(self.state0), cast(self.forcing)
+
+    def reference_states(self) -> SoilState:
+        """Reference states, rows 0..T (float64 NumPy); requires ``output.csv``."""
+        if self.reference is None:
+            raise CaseError(f"case {self.name!r} has no output.csv to replay from")
+        ref, n = self.reference, self.n_layers
+        cols = lambda fmt: ref[[fmt.format(k) for k in range(1, n + 1)]].to_numpy()  # noqa: E731
+        return SoilState(t=cols("t{}_k"), smc=cols("smc{}"), sh2o=cols("sh2o{}"))
+
+
+def _map(tree, fn):
+    import jax
+
+    return jax.tree_util.tree_map(fn, tree)
+
+
+def _require(mapping: dict, key: str, where: str):
+    if key not in mapping:
+        raise CaseError(f"{where}: missing entry {key!r}")
+    return mapping[key]
+
+
+def _finite_array(values, name: str, n: int | None = None) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    if n is not None and arr.shape != (n,):
+        raise CaseError(f"params.json: {name} has {arr.size} values, expected one per layer ({n})")
+    if not np.all(np.isfinite(arr)):
+        raise CaseError(f"params.json: {name} holds non-finite values {arr.tolist()}")
+    return arr
+
+
+def parse_options(raw: dict, dt_s: float) -> SoilOptions:
+    """Noah-MP integer option codes (keys starting with OPT_RUN, OPT_FRZ, ...) to :class:`SoilOptions`."""
+    codes = dict(_OPTION_DEFAULTS)
+    for key, value in raw.items():
+        for name in _OPTION_CODES:
+            if key.split(" ")[0] == name:
+                codes[name] = value
+    kwargs = {}
+    for name, code in codes.items():
+        field, choices = _OPTION_CODES[name]
+        if code not in choices:
+            raise CaseError(f"params.json: {name}={code!r} is not supported (supported: {sorted(choices)})")
+        kwargs[field] = choices[code]
+    return SoilOptions(dt_s=float(dt_s), **kwargs)
+
+
+def validate_params(params: SoilParams, state0: SoilState | None = None) -> None:
+    """Reject unphysical parameter sets with an error naming the parameter (concrete arrays only)."""
+    p = {f.name: np.asarray(getattr(params, f.name)) for f in dataclasses.fields(params)}
+    checks = [
+        ("smcmax", (p["smcmax"] > 0) & (p["smcmax"] <= 1), "must lie in (0, 1] m3/m3"),
+        ("smcwlt", (p["smcwlt"] >= 0) & (p["smcwlt"] < p["smcmax"]), "must satisfy 0 <= smcwlt < smcmax"),
+        ("smcref", (p["smcref"] > 0) & (p["smcref"] <= p["smcmax"]), "must satisfy 0 < smcref <= smcmax"),
+        ("bexp", p["bexp"] > 0, "must be > 0 (b = 0 is the water soil type)"),
+        ("dksat", p["dksat"] > 0, "must be > 0 m/s"),
+        ("dwsat", p["dwsat"] > 0, "must be > 0 m2/s"),
+        ("psisat", p["psisat"] > 0, "must be > 0 m (positive magnitude)"),
+        ("quartz", (p["quartz"] >= 0) & (p["quartz"] <= 1), "must lie in [0, 1]"),
+        ("csoil", p["csoil"] > 0, "must be > 0 J/m3/K"),
+        ("slope", (p["slope"] >= 0) & (p["slope"] <= 1), "must lie in [0, 1]"),
+        ("refkdt", p["refkdt"] > 0, "must be > 0"),
+        ("refdk", p["refdk"] > 0, "must be > 0 m/s"),
+        ("frzk", p["frzk"] >= 0, "must be >= 0"),
+        ("tbot", (p["tbot"] > 150) & (p["tbot"] < 350), "must be a temperature in K (150-350)"),
+    ]
+    for name, ok, rule in checks:
+        if not np.all(ok):
+            raise CaseError(f"parameter {name}={p[name].tolist()} {rule}")
+    if state0 is not None:
+        t, smc, sh2o = (np.asarray(x) for x in (state0.t, state0.smc, state0.sh2o))
+        if not np.all((t > 150) & (t < 350)):
+            raise CaseError(f"initial_state t_K={t.tolist()} must be temperatures in K (150-350)")
+        if not np.all((smc >= 0) & (smc <= p["smcmax"] + 1e-12)):
+            raise CaseError(f"initial_state smc={smc.tolist()} must lie in [0, smcmax]")
+        if not np.all((sh2o >= 0) & (sh2o <= smc + 1e-12)):
+            raise CaseError(f"initial_state sh2o={sh2o.tolist()} must lie in [0, smc]")
+
+
+def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
+    if not path.is_file():
+        raise CaseError(f"missing file {path}")
+    df = pd.read_csv(path, float_precision="round_trip")
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise CaseError(f"{path.name}: missing column(s) {missing}")
+    for col in required:
+        values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            rows = np.flatnonzero(bad)[:5].tolist()
+            raise CaseError(f"{path.name}: column {col!r} has NaN/non-numeric values at rows {rows}")
+    return df
+
+
+def _check_steps(df: pd.DataFrame, name: str, first: int, dt_s: float) -> None:
+    steps = df["step"].to_numpy()
+    expected = np.arange(first, first + len(df))
+    if not np.array_equal(steps, expected):
+        i = int(np.flatnonzero(steps != expected)[0])
+        raise CaseError(f"{name}: steps must be consecutive from {first}; row {i} has step {steps[i]}")
+    if "time_s" in df and not np.allclose(df["time_s"].to_numpy(), steps * dt_s, rtol=0, atol=1e-6 * dt_s):
+        raise CaseError(f"{name}: time_s is not step * dt_s (dt_s = {dt_s}); a gap or a wrong time step")
+
+
+def read_case(case_dir: str | Path) -> Case:
+    """Read and validate a case folder."""
+    root = Path(case_dir)
+    if not root.is_dir():
+        raise CaseError(f"case folder {root} does not exist")
+    pfile = root / "params.json"
+    if not pfile.is_file():
+        raise CaseError(f"missing file {pfile}")
+    try:
+        meta = json.loads(pfile.read_text())
+    except json.JSONDecodeError as err:
+        raise CaseError(f"params.json is not valid JSON: {err}") from None
+
+    zsoil = _finite_array(_require(meta, "zsoil_m", "params.json"), "zsoil_m")
+    n = zsoil.size
+    if "n_soil_layers" in meta and int(meta["n_soil_layers"]) != n:
+        raise CaseError(f"params.json: n_soil_layers={meta['n_soil_layers']} but zsoil_m has {n} depths")
+    dt_s = float(_require(meta, "dt_s", "params.json"))
+    if not dt_s > 0:
+        raise CaseError(f"params.json: dt_s={dt_s} must be > 0 s")
+    try:
+        grid = SoilGrid(zsoil=zsoil, zbot=float(meta.get("zbot_m", -8.0)))
+    except ValueError as err:
+        raise CaseError(f"params.json: {err}") from None
+    options = parse_options(meta.get("options", {}), dt_s)
+
+    per_layer = _require(meta, "per_layer", "params.json")
+    scalars = _require(meta, "scalars", "params.json")
+    fields = {name: _finite_array(_require(per_layer, name, "params.json per_layer"), name, n)
+              for name in PER_LAYER_PARAMS}
+    for key, name in SCALAR_PARAMS.items():
+        fields[name] = _finite_array(_require(scalars, key, "params.json scalars"), key)
+    fields["tbot"] = _finite_array(_require(meta, "tbot_K", "params.json"), "tbot_K")
+    params = SoilParams(**fields)
+
+    init = _require(meta, "initial_state", "params.json")
+    state0 = SoilState(
+        t=_finite_array(_require(init, "t_K", "initial_state"), "initial_state t_K", n),
+        smc=_finite_array(_require(init, "smc", "initial_state"), "initial_state smc", n),
+        sh2o=_finite_array(_require(init, "sh2o", "initial_state"), "initial_state sh2o", n),
+    )
+    validate_params(params, state0)
+
+    fdf = _read_csv(root / "forcing.csv", ["step", *forcing_columns(n)])
+    extra_etran = [c for c in fdf.columns if c.startswith("etran") and c not in forcing_columns(n)]
+    if extra_etran:
+        raise CaseError(f"forcing.csv has transpiration for more layers than zsoil_m ({n}): {extra_etran}")
+    if len(fdf) == 0:
+        raise CaseError("forcing.csv has no rows")
+    _check_steps(fdf, "forcing.csv", 1, dt_s)
+    col = lambda c: fdf[c].to_numpy(dtype=np.float64)  # noqa: E731
+    if np.any(col("qinsurf_mps") < 0):
+        raise CaseError("forcing.csv: qinsurf_mps (water input) must be >= 0 m/s")
+    if not np.all(np.isin(col("frozen_ground"), (0.0, 1.0))):
+        raise CaseError("forcing.csv: frozen_ground must be 0 or 1")
+    forcing = SoilForcing(
+        ghf_wm2=col("ghf_wm2"),
+        qinsurf_mps=col("qinsurf_mps"),
+        evap_mps=col("evap_soil_mps"),
+        etran_mps=np.stack([col(f"etran{k}_mps") for k in range(1, n + 1)], axis=-1),
+        frozen_ground=col("frozen_ground"),
+        frz_top_ice_flux_mmps=col("frz_top_ice_flux_mmps"),
+    )
+    time_s = fdf["time_s"].to_numpy(dtype=np.float64) if "time_s" in fdf else np.arange(1, len(fdf) + 1) * dt_s
+
+    reference = None
+    if (root / "output.csv").is_file():
+        reference = _read_csv(root / "output.csv", output_columns(n))
+        _check_steps(reference, "output.csv", 0, dt_s)
+        if len(reference) != len(fdf) + 1:
+            raise CaseError(f"output.csv has {len(reference)} rows, expected {len(fdf) + 1} (initial + steps)")
+    return Case(root.name, grid, options, params, state0, forcing, time_s, reference)
+
+
+def trajectory_table(
+    state0: SoilState, states: SoilState, fluxes: SoilFluxes, dt_s: float
+) -> pd.DataFrame:
+    """Model output in the reference ``output.csv`` layout (row 0 the initial state)."""
+    t = np.concatenate([np.asarray(state0.t)[None], np.asarray(states.t)])
+    smc = np.concatenate([np.asarray(state0.smc)[None], np.asarray(states.smc)])
+    sh2o = np.concatenate([np.asarray(state0.sh2o)[None], np.asarray(states.sh2o)])
+    tdiff = np.concatenate([np.asarray(state0.t)[None], np.asarray(fluxes.t_diff)])
+    n_rows, n = t.shape
+    zero_first = lambda x: np.concatenate([[0.0], np.asarray(x, dtype=np.float64)])  # noqa: E731
+    data = {"step": np.arange(n_rows), "time_s": np.arange(n_rows) * float(dt_s)}
+    for k in range(n):
+        data[f"t{k + 1}_k"] = t[:, k]
+    for k in range(n):
+        data[f"smc{k + 1}"] = smc[:, k]
+    for k in range(n):
+        data[f"sh2o{k + 1}"] = sh2o[:, k]
+    data["runoff_surface_mm"] = zero_first(fluxes.runoff_surface_mm)
+    data["runoff_subsurface_mm"] = zero_first(fluxes.runoff_subsurface_mm)
+    data["drainage_mmps"] = zero_first(fluxes.drainage_mmps)
+    data["infil_mps"] = zero_first(fluxes.infil_mps)
+    data["nsub"] = np.concatenate([[0], np.asarray(fluxes.nsub)]).astype(np.int64)
+    for k in range(n):
+        data[f"tdiff{k + 1}_k"] = tdiff[:, k]
+    return pd.DataFrame(data, columns=output_columns(n))
+
+
+def write_csv(table: pd.DataFrame, path: str | Path) -> None:
+    """Write a trajectory table with every float as the shortest decimal that round-trips."""
+    floats = [c for c in table.columns if c not in ("step", "nsub")]
+    out = table.astype({c: object for c in floats})
+    for c in floats:
+        out[c] = [repr(float(v)) for v in table[c].to_numpy(dtype=np.float64)]
+    out.to_csv(path, index=False)
+
+
+_NC_VARS = {  # output column stem -> (netCDF name, attributes)
+    "t": ("soil_temperature", {"standard_name": "soil_temperature", "units": "K"}),
+    "smc": ("soil_moisture", {"long_name": "total (liquid + ice) volumetric soil moisture", "units": "m3 m-3"}),
+    "sh2o": ("soil_liquid_water", {"long_name": "liquid volumetric soil moisture", "units": "m3 m-3"}),
+    "tdiff": ("soil_temperature_before_phase_change",
+              {"long_name": "soil temperature after heat diffusion, before phase change", "units": "K"}),
+}
+
+
+def trajectory_dataset(table: pd.DataFrame, grid: SoilGrid, attrs: dict | None = None) -> xr.Dataset:
+    """The trajectory table as a CF-style ``xarray.Dataset`` with dimensions (time, layer)."""
+    n = grid.n_layers
+    z = np.asarray(grid.zsoil)
+    ztop = np.concatenate([[0.0], z[:-1]])
+    coords = {
+        "time": ("time", table["time_s"].to_numpy(),
+                 {"standard_name": "time", "units": "s", "long_name": "seconds since the start of the run"}),
+        "layer": ("layer", np.arange(1, n + 1), {"long_name": "soil layer, 1 = top"}),
+        "depth": ("layer", -(ztop + z) / 2, {"standard_name": "depth", "units": "m", "positive": "down",
+                                             "long_name": "depth of the layer mid-point"}),
+        "layer_bottom": ("layer", -z, {"units": "m", "positive": "down", "long_name": "depth of the layer bottom"}),
+    }
+    data = {}
+    for stem, (name, a) in _NC_VARS.items():
+        suffix = "_k" if stem in ("t", "tdiff") else ""
+        cols = [f"{stem}{k}{suffix}" for k in range(1, n + 1)]
+        data[name] = (("time", "layer"), table[cols].to_numpy(), a)
+    data["surface_runoff_amount"] = ("time", table["runoff_surface_mm"].to_numpy(),
+                                     {"standard_name": "surface_runoff_amount", "units": "kg m-2",
+                                      "long_name": "surface runoff during the step (mm per step)"})
+    data["subsurface_runoff_amount"] = ("time", table["runoff_subsurface_mm"].to_numpy(),
+                                        {"standard_name": "subsurface_runoff_amount", "units": "kg m-2",
+                                         "long_name": "subsurface runoff during the step (mm per step)"})
+    data["drainage_flux"] = ("time", table["drainage_mmps"].to_numpy(),
+                             {"units": "kg m-2 s-1", "long_name": "free drainage out of the column bottom"})
+    data["infiltration_rate"] = ("time", table["infil_mps"].to_numpy(),
+                                 {"units": "m s-1", "long_name": "infiltration rate of the last water sub-step"})
+    data["n_substeps"] = ("time", table["nsub"].to_numpy(), {"long_name": "number of water sub-steps"})
+    ds = xr.Dataset(data, coords=coords, attrs={"Conventions": "CF-1.10", **(attrs or {})})
+    return ds

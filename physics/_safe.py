@@ -1,0 +1,33 @@
+"""Gradient-safe elementary functions: both branches of a select must have finite derivatives."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def safe_where(cond: jax.Array, x: jax.Array, safe_value: float | jax.Array) -> jax.Array:
+    """``x`` where ``cond`` holds, else ``safe_value``: feed the result to a function that is singular
+    outside ``cond`` and select again afterwards (the double-where pattern)."""
+    return jnp.where(cond, x, safe_value)
+
+
+def safe_divide(num: jax.Array, den: jax.Array, fallback: float | jax.Array = 0.0) -> jax.Array:
+    """``num / den`` where ``den != 0``, else ``fallback``; no NaN in value or gradient."""
+    ok = den != 0
+    return jnp.where(ok, num / jnp.where(ok, den, 1.0), fallback)
+
+
+def div(x: jax.Array | float, y: jax.Array | float) -> jax.Array:
+    """``x / y`` as a true IEEE division, element by element.
+
+    XLA rewrites a division by a broadcast operand (a scalar time step, a per-layer parameter shared by a
+    batch) into a multiplication by its reciprocal, which differs from the Fortran in the last bit; an
+    optimisation barrier on the broadcast divisor keeps the division. Used wherever the divisor may be
+    broadcast, so that batched runs are bit-reproducible against the Fortran reference.
+    """
+    shape = jnp.broadcast_shapes(jnp.shape(x), jnp.shape(y))
+    if jnp.shape(y) != shape:
+        y = lax.optimization_barrier(jnp.broadcast_to(y, shape))
+    return x / y

@@ -1,0 +1,144 @@
+"""The soil column: one pure step function and a (checkpointed) ``lax.scan`` runner.
+
+Order within a step, as in Noah-MP ``EnergyMain`` then ``WaterMain``: thermal properties from the
+start-of-step state, implicit heat diffusion, phase change, soil water. The water step is the seam for
+learned components: any callable with the signature of :func:`dam.physics.soil_water.soil_water` can
+replace the Richards solver (``water=...``) while heat, phase change and bookkeeping stay physical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from .phase_change import phase_change
+from .soil_temperature import heat_diffusion
+from .soil_thermal_properties import soil_thermal_properties
+from .soil_water import soil_water
+from .types import SoilFluxes, SoilForcing, SoilGrid, SoilOptions, SoilParams, SoilState
+
+WaterStep = Callable[..., Any]
+Observer = Callable[[SoilState, SoilFluxes], Any]
+
+
+def soil_step(
+    state: SoilState,
+    forcing: SoilForcing,
+    params: SoilParams,
+    grid: SoilGrid,
+    options: SoilOptions,
+    *,
+    water: WaterStep = soil_water,
+) -> tuple[SoilState, SoilFluxes]:
+    """Advance the soil column(s) by one time step of ``options.dt_s`` seconds.
+
+    Works on one column or on any leading batch shape (state and forcing (..., N) / (...,); parameters
+    broadcast against them; the grid is shared).
+    """
+    c = options.const
+    heat_capacity, conductivity, phase_factor = soil_thermal_properties(state, params, grid, c, options.dt_s)
+    t_diff, heat_bottom = heat_diffusion(
+        state.t, heat_capacity, conductivity, forcing.ghf_wm2, params, grid, options
+    )
+    t, smc, sh2o, latent = phase_change(t_diff, state.smc, state.sh2o, phase_factor, params, grid.dz, options)
+    smc, sh2o, wf = water(smc, sh2o, forcing, params, grid, options)
+    fluxes = SoilFluxes(
+        runoff_surface_mm=wf.runoff_surface_mm,
+        runoff_subsurface_mm=wf.runoff_subsurface_mm,
+        drainage_mmps=wf.drainage_mmps,
+        infil_mps=wf.infil_mps,
+        nsub=wf.nsub,
+        t_diff=t_diff,
+        heat_bottom_wm2=heat_bottom,
+        latent_heat_wm2=latent,
+        heat_capacity=heat_capacity,
+    )
+    return SoilState(t=t, smc=smc, sh2o=sh2o), fluxes
+
+
+def _full_output(state: SoilState, fluxes: SoilFluxes) -> tuple[SoilState, SoilFluxes]:
+    return state, fluxes
+
+
+def check_finite(state: SoilState) -> SoilState:
+    """Raise (also under ``jit``) when the state holds NaN or infinity."""
+    bad = ~(jnp.all(jnp.isfinite(state.t)) & jnp.all(jnp.isfinite(state.smc)) & jnp.all(jnp.isfinite(state.sh2o)))
+    return eqx.error_if(state, bad, "soil state became non-finite (NaN or inf): check forcing and parameters")
+
+
+def run(
+    state0: SoilState,
+    forcing: SoilForcing,
+    params: SoilParams,
+    grid: SoilGrid,
+    options: SoilOptions,
+    *,
+    water: WaterStep = soil_water,
+    observe: Observer | None = _full_output,
+    checkpoint_every: int | None = None,
+    finite_check: bool = True,
+) -> tuple[SoilState, Any]:
+    """Run the column(s) over a forcing time series with ``lax.scan``.
+
+    Parameters
+    ----------
+    forcing : SoilForcing whose leaves have a leading time axis (T, ...).
+    observe : what to keep per step, ``observe(state, fluxes)``; the default keeps the state after each
+        step and all fluxes; ``None`` keeps nothing (only the final state is returned).
+    checkpoint_every : if given, steps are grouped in segments of this length and each segment is
+        rematerialised in the backward pass (``jax.checkpoint``): reverse-mode memory grows with
+        T / checkpoint_every + checkpoint_every steps instead of T.
+    finite_check : raise if the state becomes non-finite (``eqx.error_if``, works under ``jit``).
+
+    Returns
+    -------
+    final_state, outputs (stacked along a leading time axis, or None).
+    """
+    observe = observe or (lambda s, f: None)
+
+    def step(state, frc):
+        new, fluxes = soil_step(state, frc, params, grid, options, water=water)
+        if finite_check:
+            new = check_finite(new)
+        return new, observe(new, fluxes)
+
+    n_steps = jax.tree_util.tree_leaves(forcing)[0].shape[0]
+    if not checkpoint_every or checkpoint_every >= n_steps:
+        return lax.scan(step, state0, forcing)
+
+    seg = int(checkpoint_every)
+    n_seg, rest = divmod(n_steps, seg)
+    head = jax.tree_util.tree_map(lambda x: x[: n_seg * seg].reshape(n_seg, seg, *x.shape[1:]), forcing)
+
+    @jax.checkpoint
+    def segment(state, frc):
+        return lax.scan(step, state, frc)
+
+    state, out = lax.scan(segment, state0, head)
+    out = jax.tree_util.tree_map(lambda x: x.reshape(n_seg * seg, *x.shape[2:]), out)
+    if rest:
+        tail = jax.tree_util.tree_map(lambda x: x[n_seg * seg :], forcing)
+        state, out_tail = segment(state, tail)
+        out = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), out, out_tail)
+    return state, out
+
+
+def replay(
+    states: SoilState,
+    forcing: SoilForcing,
+    params: SoilParams,
+    grid: SoilGrid,
+    options: SoilOptions,
+    *,
+    water: WaterStep = soil_water,
+) -> tuple[SoilState, SoilFluxes]:
+    """Per-step replay: step t starts from ``states[t]`` (e.g. a reference trajectory) with ``forcing[t]``.
+
+    All steps are independent, so they run as one batch (the time axis is a batch axis).
+    """
+    return soil_step(states, forcing, params, grid, options, water=water)

@@ -1,0 +1,129 @@
+"""Soil freezing and thawing with a supercooled liquid-water limit (Noah-MP ``SoilSnowWaterPhaseChange``,
+``SoilWaterSupercoolNiu06``, ``SoilWaterSupercoolKoren99``).
+
+Explicit: the energy (T - TFRZ) C dz of a layer that crossed the freezing point melts or freezes water,
+down to the supercooled liquid limit; whatever energy is left warms or cools the layer.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ._safe import div, safe_where
+from .constants import Constants
+from .types import SoilOptions, SoilParams
+
+
+def supercooled_niu06(t: jax.Array, params: SoilParams, const: Constants) -> jax.Array:
+    """Supercooled liquid water limit (m3 m-3) from the freezing-point depression (Niu & Yang 2006).
+
+    Valid below TFRZ; returns 0 elsewhere (gradient-safe at and above TFRZ).
+    """
+    c = const
+    below = t < c.tfrz
+    ts = safe_where(below, t, c.tfrz - 1.0)
+    psi_frz = div(c.lf * (c.tfrz - ts), c.grav * ts)
+    limit = params.smcmax * jnp.power(div(psi_frz, params.psisat), div(-1.0, params.bexp))
+    return jnp.where(below, limit, 0.0)
+
+
+def supercooled_koren99(
+    t: jax.Array, smc: jax.Array, sh2o: jax.Array, params: SoilParams, const: Constants
+) -> jax.Array:
+    """Supercooled liquid water limit (m3 m-3) of Koren et al. (1999): Newton iterations on the ice content.
+
+    A fixed loop of 10 iterations in which a column stops changing after its first converged iteration,
+    as Noah-MP's ``while`` loop does; Flerchinger's explicit formula where it never converges.
+    """
+    c = const
+    bk = jnp.minimum(params.bexp, c.koren_bmax)
+    ck = c.koren_ck
+    freezing = t <= c.tfrz - c.koren_no_freeze
+    ts = safe_where(freezing, t, c.tfrz - 1.0)
+    log_t = jnp.log(div(-(ts - c.tfrz), ts))
+    xmax = smc - c.koren_min_liquid
+
+    def clip(x):
+        x = jnp.where(x > xmax, xmax, x)
+        return jnp.where(x < 0.0, 0.0, x)
+
+    def body(_, carry):
+        x, conv = carry
+        a = 1.0 + ck * x
+        liq = smc - x
+        liq_ok = liq > 0.0
+        liq = safe_where(liq_ok, liq, 1.0)
+        df = jnp.log(div(params.psisat * c.grav, c.lf) * (a * a) * jnp.power(div(params.smcmax, liq), bk)) - log_t
+        den = div(2.0 * ck, a) + div(bk, liq)
+        xn = clip(x - div(df, den))
+        active = conv == 0
+        conv = jnp.where(active & (jnp.abs(xn - x) <= c.koren_tol), conv + 1, conv)
+        return jnp.where(active, xn, x), conv
+
+    x0 = clip(smc - sh2o)
+    x, conv = lax.fori_loop(0, c.koren_iterations, body, (x0, jnp.zeros(x0.shape, jnp.int32)))
+    fk = jnp.power(div(c.lf, c.grav * (-params.psisat)) * div(ts - c.tfrz, ts), div(-1.0, bk)) * params.smcmax
+    fallback = jnp.minimum(jnp.maximum(fk, c.koren_min_liquid), smc)
+    limit = jnp.where(conv == 0, fallback, smc - x)
+    return jnp.where(freezing, limit, smc)
+
+
+def phase_change(
+    t: jax.Array,
+    smc: jax.Array,
+    sh2o: jax.Array,
+    phase_factor: jax.Array,
+    params: SoilParams,
+    dz: jax.Array,
+    options: SoilOptions,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Melt and freeze soil water of every layer.
+
+    Parameters
+    ----------
+    t : (..., N) temperature after heat diffusion, K.
+    smc, sh2o : (..., N) start-of-step total and liquid moisture, m3 m-3.
+    phase_factor : (..., N) dt / (C dz), K m2 W-1.
+
+    Returns
+    -------
+    t, smc, sh2o : updated state.
+    latent_heat_wm2 : (...,) energy used by melting (negative when freezing), W m-2.
+    """
+    c = options.const
+    dt = options.dt_s
+    below = t < c.tfrz
+    if options.supercooled == "niu06":
+        theta_sc = supercooled_niu06(t, params, c)
+    else:
+        theta_sc = jnp.where(below, supercooled_koren99(t, smc, sh2o, params, c), 0.0)
+    w_liq0 = sh2o * dz * c.rho_water
+    w_ice0 = (smc - sh2o) * dz * c.rho_water
+    w_tot0 = w_liq0 + w_ice0
+    w_sc = jnp.where(below, theta_sc * dz * c.rho_water, 0.0)
+
+    melt = (w_ice0 > 0.0) & (t >= c.tfrz)
+    freeze = (w_liq0 > w_sc) & below
+    flagged = melt | freeze
+    e_res = jnp.where(flagged, div(t - c.tfrz, phase_factor), 0.0)
+    t = jnp.where(flagged, c.tfrz, t)
+    # Noah-MP resets the flag when the residual energy has the wrong sign (unreachable, kept for parity).
+    wrong_sign = (melt & (e_res < 0.0)) | (freeze & (e_res > 0.0))
+    e_res = jnp.where(wrong_sign, 0.0, e_res)
+    active = flagged & ~wrong_sign & (jnp.abs(e_res) > 0.0)
+
+    w_pc = div(e_res * dt, c.lf)
+    w_ice_freeze = jnp.where(w_tot0 < w_sc, 0.0, jnp.maximum(jnp.minimum(w_tot0 - w_sc, w_ice0 - w_pc), 0.0))
+    w_ice = jnp.where(w_pc > 0.0, jnp.maximum(0.0, w_ice0 - w_pc), jnp.where(w_pc < 0.0, w_ice_freeze, w_ice0))
+    e_left = jnp.where(w_pc == 0.0, 0.0, e_res - div(c.lf * (w_ice0 - w_ice), dt))
+    w_liq = jnp.maximum(0.0, w_tot0 - w_ice)
+    t = jnp.where(active & (jnp.abs(e_left) > 0.0), t + phase_factor * e_left, t)
+    w_ice = jnp.where(active, w_ice, w_ice0)
+    w_liq = jnp.where(active, w_liq, w_liq0)
+
+    latent_heat = jnp.sum(div(c.lf * (w_ice0 - w_ice), dt), axis=-1)
+    sh2o = div(w_liq, c.rho_water * dz)
+    smc = div(w_liq + w_ice, c.rho_water * dz)
+    return t, smc, sh2o, latent_heat

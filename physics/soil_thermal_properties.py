@@ -1,0 +1,49 @@
+"""Soil heat capacity, thermal conductivity and phase-change factor (Noah-MP ``SoilThermalProperty`` and
+``GroundThermalProperty``): Johansen/Peters-Lidard conductivity with quartz, volumetric heat capacity."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ._safe import div, safe_where
+from .constants import Constants
+from .types import SoilGrid, SoilParams, SoilState
+
+
+def soil_thermal_properties(
+    state: SoilState, params: SoilParams, grid: SoilGrid, const: Constants, dt_s: float
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Heat capacity (J m-3 K-1), conductivity (W m-1 K-1) and phase-change factor (K m2 W-1), (..., N).
+
+    All from the start-of-step state. The phase-change factor is dt / (C dz) with the MAIN step.
+    Layer 1's conductivity goes through Noah-MP's snow blend with zero snow depth, as the Fortran does.
+    """
+    c = const
+    smc, sh2o, smcmax = state.smc, state.sh2o, params.smcmax
+    ice = smc - sh2o
+    heat_capacity = sh2o * c.c_water + (1.0 - smcmax) * params.csoil[..., None] + (smcmax - smc) * c.c_air
+    heat_capacity = heat_capacity + ice * c.c_ice
+
+    sat = div(smc, smcmax)
+    k_solids = jnp.power(c.k_quartz, params.quartz) * jnp.power(c.k_other, 1.0 - params.quartz)
+    wet = smc > 0.0
+    liquid_frac = jnp.where(wet, div(sh2o, safe_where(wet, smc, 1.0)), 1.0)
+    xu = liquid_frac * smcmax
+    k_sat = (
+        jnp.power(k_solids, 1.0 - smcmax) * jnp.power(c.k_ice, smcmax - xu) * jnp.power(c.k_water, xu)
+    )
+    gamma_dry = (1.0 - smcmax) * c.rho_solid
+    k_dry = div(c.kdry_a * gamma_dry + c.kdry_b, c.rho_solid - c.kdry_c * gamma_dry)
+    frozen = (sh2o + c.kersten_frozen) < smc
+    moist = sat > c.kersten_sr
+    kersten_unfrozen = jnp.where(moist, jnp.log10(safe_where(moist, sat, 1.0)) + 1.0, 0.0)
+    kersten = jnp.where(frozen, sat, kersten_unfrozen)
+    conductivity = kersten * (k_sat - k_dry) + k_dry
+
+    dz = grid.dz
+    snow_depth = 0.0  # snow-free column: Noah-MP still applies the blend, which is not an exact identity
+    k1 = div(conductivity[..., 0] * dz[0] + c.k_snow_blend * snow_depth, snow_depth + dz[0])
+    conductivity = conductivity.at[..., 0].set(k1)
+    phase_factor = div(dt_s, heat_capacity * dz)
+    return heat_capacity, conductivity, phase_factor

@@ -1,0 +1,227 @@
+"""Soil water: Richards equation with Noah-MP's sub-stepping, saturation excess and drainage
+(Noah-MP ``WaterMain`` soil part, ``SoilWaterMain``, ``SoilWaterDiffusionRichards``,
+``SoilMoistureSolver``).
+
+The prognostic variable is liquid water; ice is frozen during the water step. The step is split into 3
+sub-steps, or 6 when the infiltration of the whole step would exceed the top layer's porosity. Diffusion
+is implicit (tridiagonal), gravity drainage, infiltration, evaporation and transpiration explicit.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ._safe import div
+from .infiltration_runoff import schaake_infiltration
+from .soil_hydraulics import hydraulics_liquid_moisture, hydraulics_total_moisture, impermeable_fraction
+from .tridiagonal import tridiagonal_solve
+from .types import SoilForcing, SoilGrid, SoilOptions, SoilParams
+
+MAX_SUBSTEPS = 6
+
+
+class WaterFluxes(eqx.Module):
+    """Water-step diagnostics (see :class:`dam.physics.SoilFluxes` for units)."""
+
+    runoff_surface_mm: jax.Array
+    runoff_subsurface_mm: jax.Array
+    drainage_mmps: jax.Array
+    infil_mps: jax.Array
+    nsub: jax.Array
+
+
+def _bucket(sh2o: list, ice: jax.Array, params: SoilParams, dz: jax.Array, const) -> tuple[list, jax.Array]:
+    """Push water above the effective porosity up to layer 1, then any layer-1 excess back down.
+
+    Returns the new liquid content per layer and the water that no layer can hold, m.
+    """
+    n = len(sh2o)
+    sh2o = list(sh2o)
+
+    def spill(k):
+        porosity = jnp.maximum(const.porosity_floor, params.smcmax[..., k] - ice[..., k])
+        excess = jnp.maximum(sh2o[k] - porosity, 0.0) * dz[k]
+        sh2o[k] = jnp.minimum(porosity, sh2o[k])
+        return excess
+
+    for k in range(n - 1, 0, -1):
+        excess = spill(k)
+        sh2o[k - 1] = sh2o[k - 1] + div(excess, dz[k - 1])
+    excess_top = spill(0)
+    up = list(sh2o)
+    sh2o[1] = sh2o[1] + div(excess_top, dz[1])
+    for k in range(1, n - 1):
+        excess = spill(k)
+        sh2o[k + 1] = sh2o[k + 1] + div(excess, dz[k + 1])
+    excess_bottom = spill(n - 1)
+    down = excess_top > 0.0
+    sh2o = [jnp.where(down, d, u) for d, u in zip(sh2o, up, strict=True)]
+    return sh2o, jnp.where(down, excess_bottom, excess_top)
+
+
+def richards_substep(
+    sh2o: jax.Array,
+    smc: jax.Array,
+    ice: jax.Array,
+    infil_mps: jax.Array,
+    evap_mps: jax.Array,
+    etran_mps: jax.Array,
+    imperm: jax.Array,
+    ice_max: jax.Array,
+    params: SoilParams,
+    grid: SoilGrid,
+    options: SoilOptions,
+    dt: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """One Richards sub-step of length ``dt`` (s).
+
+    Returns the new liquid and total moisture (m3 m-3), the saturation excess (m) and the bottom
+    drainage (m s-1).
+    """
+    c = options.const
+    n = grid.n_layers
+    dz, dist = grid.dz, grid.node_distance
+    if options.frozen_permeability == "niu06":
+        diff, cond = hydraulics_total_moisture(smc, imperm, params, c)
+        moist = smc
+    else:
+        diff, cond = hydraulics_liquid_moisture(sh2o, ice_max, params, c)
+        moist = sh2o
+    inv = div(2.0, dist)
+    grad = [div(2.0 * (moist[..., k] - moist[..., k + 1]), dist[k]) for k in range(n - 1)]
+    drain = params.slope * cond[..., -1]
+    d, kk, tr = diff, cond, etran_mps
+
+    exc = [d[..., 0] * grad[0] + kk[..., 0] - infil_mps + tr[..., 0] + evap_mps]
+    exc += [
+        d[..., k] * grad[k] + kk[..., k] - d[..., k - 1] * grad[k - 1] - kk[..., k - 1] + tr[..., k]
+        for k in range(1, n - 1)
+    ]
+    exc.append(-(d[..., n - 2] * grad[n - 2]) - kk[..., n - 2] + tr[..., n - 1] + drain)
+    rhs = div(jnp.stack(exc, axis=-1), -dz)
+
+    b1 = div(d[..., 0] * inv[0], dz[0])
+    upper = [-b1] + [div(-d[..., k] * inv[k], dz[k]) for k in range(1, n - 1)]
+    lower = [div(-d[..., k - 1] * inv[k - 1], dz[k]) for k in range(1, n)]
+    zero = jnp.zeros_like(b1)
+    diag = [b1] + [-(lower[k - 1] + upper[k]) for k in range(1, n - 1)] + [-(lower[-1] + zero)]
+    a = jnp.stack([zero] + lower, axis=-1)
+    b = jnp.stack(diag, axis=-1)
+    cc = jnp.stack(upper + [zero], axis=-1)
+    dt = dt[..., None]
+    dtheta = tridiagonal_solve(a * dt, 1.0 + b * dt, cc * dt, rhs * dt)
+
+    new = sh2o + dtheta
+    layers, sat_excess = _bucket([new[..., k] for k in range(n)], ice, params, dz, c)
+    sh2o = jnp.stack(layers, axis=-1)
+    return sh2o, sh2o + ice, sat_excess, drain
+
+
+def _min_water_fix(sh2o: jax.Array, dz: jax.Array, const) -> tuple[jax.Array, jax.Array]:
+    """Refill layers with negative water from the layer below (to 0.01 mm); the bottom layer is refilled
+    from outside the column. Returns liquid moisture and the bottom refill, mm."""
+    n = sh2o.shape[-1]
+    w = [sh2o[..., k] * dz[k] * const.rho_water for k in range(n)]
+    wmin = const.min_water_mm
+    for k in range(n - 1):
+        rem = jnp.where(w[k] < 0.0, wmin - w[k], 0.0)
+        w[k] = w[k] + rem
+        w[k + 1] = w[k + 1] - rem
+    rem = jnp.where(w[-1] < wmin, wmin - w[-1], 0.0)
+    w[-1] = w[-1] + rem
+    return jnp.stack([div(w[k], dz[k] * const.rho_water) for k in range(n)], axis=-1), rem
+
+
+def soil_water(
+    smc: jax.Array,
+    sh2o: jax.Array,
+    forcing: SoilForcing,
+    params: SoilParams,
+    grid: SoilGrid,
+    options: SoilOptions,
+) -> tuple[jax.Array, jax.Array, WaterFluxes]:
+    """The soil water step of Noah-MP (after the phase change).
+
+    Parameters
+    ----------
+    smc, sh2o : (..., N) total and liquid moisture after the phase change, m3 m-3.
+
+    Returns
+    -------
+    smc, sh2o : (..., N) updated moisture, m3 m-3.
+    fluxes : :class:`WaterFluxes`.
+    """
+    c = options.const
+    dt = options.dt_s
+    dz = grid.dz
+    n = grid.n_layers
+
+    # WaterMain: ice, and the frost/sublimation of frozen ground goes to layer-1 ice (main time step).
+    ice = jnp.maximum(0.0, smc - sh2o)
+    frozen = forcing.frozen_ground > 0
+    ice1 = ice[..., 0] + div(forcing.frz_top_ice_flux_mmps * dt, dz[0] * c.rho_water)
+    liq1 = jnp.where(ice1 < 0.0, sh2o[..., 0] + ice1, sh2o[..., 0])
+    ice1 = jnp.where(ice1 < 0.0, 0.0, ice1)
+    ice = ice.at[..., 0].set(jnp.where(frozen, ice1, ice[..., 0]))
+    sh2o = sh2o.at[..., 0].set(jnp.where(frozen, liq1, sh2o[..., 0]))
+    smc = smc.at[..., 0].set(jnp.where(frozen, liq1 + ice1, smc[..., 0]))
+    evap = jnp.where(frozen, 0.0, forcing.evap_mps)
+
+    # SoilWaterMain: clip liquid water to the effective porosity; the excess leaves as runoff.
+    porosity = jnp.maximum(c.porosity_floor, params.smcmax - ice)
+    sat_excess = jnp.zeros_like(sh2o[..., 0])
+    for k in range(n):
+        sat_excess = sat_excess + jnp.maximum(0.0, sh2o[..., k] - porosity[..., k]) * dz[k]
+    sh2o = jnp.minimum(porosity, sh2o)
+    imperm = impermeable_fraction(ice, params, c)
+    ice_max = jnp.maximum(0.0, jnp.max(ice, axis=-1))
+
+    qin = forcing.qinsurf_mps
+    _, infil_full = schaake_infiltration(qin, sh2o, ice, params, dz, dt, c)
+    nsub = jnp.where(infil_full * dt > dz[0] * params.smcmax[..., 0], MAX_SUBSTEPS, 3).astype(jnp.int32)
+    nsub_f = nsub.astype(sh2o.dtype)
+    dt_sub = div(dt, nsub_f)
+
+    def substep(i, carry):
+        sh2o, smc, runoff_acc, drain_acc, sat_acc, infil_last = carry
+        runoff, infil = schaake_infiltration(qin, sh2o, ice, params, dz, dt_sub, c)
+        new = richards_substep(
+            sh2o, smc, ice, infil, evap, forcing.etran_mps, imperm, ice_max, params, grid, options, dt_sub
+        )
+        active = i < nsub
+        sh2o = jnp.where(active[..., None], new[0], sh2o)
+        smc = jnp.where(active[..., None], new[1], smc)
+        runoff_acc = jnp.where(active, runoff_acc + runoff, runoff_acc)
+        drain_acc = jnp.where(active, drain_acc + new[3], drain_acc)
+        sat_acc = jnp.where(active, sat_acc + new[2], sat_acc)
+        infil_last = jnp.where(active, infil, infil_last)
+        return sh2o, smc, runoff_acc, drain_acc, sat_acc, infil_last
+
+    zero = jnp.zeros_like(qin)
+    carry = (sh2o, smc, zero, zero, sat_excess, zero)
+    carry = lax.fori_loop(0, 3, substep, carry)
+    # The last three sub-steps only run when some column of the batch needs six.
+    carry = lax.cond(
+        jnp.any(nsub == MAX_SUBSTEPS),
+        lambda cr: lax.fori_loop(3, MAX_SUBSTEPS, substep, cr),
+        lambda cr: cr,
+        carry,
+    )
+    sh2o, _, runoff_acc, drain_acc, sat_acc, infil_last = carry
+
+    runoff_mmps = div(runoff_acc, nsub_f) * c.rho_water + div(sat_acc * c.rho_water, dt)
+    drainage_mmps = div(drain_acc, nsub_f) * c.rho_water
+    sh2o, refill_mm = _min_water_fix(sh2o, dz, c)
+    subsurface_mmps = -div(refill_mm, dt) + drainage_mmps
+    smc = sh2o + ice
+    fluxes = WaterFluxes(
+        runoff_surface_mm=runoff_mmps * dt,
+        runoff_subsurface_mm=subsurface_mmps * dt,
+        drainage_mmps=drainage_mmps,
+        infil_mps=infil_last,
+        nsub=nsub,
+    )
+    return smc, sh2o, fluxes

@@ -1,0 +1,194 @@
+"""Types of the soil column: static options, grid, parameters, state, forcing and fluxes.
+
+Every array type works for one column (per-layer fields of shape ``(N,)``) and for any batch of
+columns (leading batch axes, ``(..., N)``); the physics broadcasts over the leading axes, so
+``jax.vmap`` is optional. Units are SI unless a field name says otherwise (``_mm`` per step,
+``_mmps`` mm s-1, ``_mps`` m s-1, ``_wm2`` W m-2).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._safe import div
+from .constants import Constants, LiteralFlavour, constants
+
+Supercooled = Literal["niu06", "koren99"]
+FrozenPermeability = Literal["niu06", "koren99"]
+BottomTemperature = Literal["zero_flux", "tbot"]
+TemperatureScheme = Literal["semi_implicit", "full_implicit"]
+SurfaceRunoff = Literal["schaake96"]
+SubsurfaceRunoff = Literal["free_drainage"]
+
+
+def _check_choice(name: str, value: str, choices: type) -> None:
+    allowed = get_args(choices)
+    if value not in allowed:
+        raise ValueError(f"option {name}={value!r} is not one of {allowed}")
+
+
+class SoilOptions(eqx.Module):
+    """Static process choices of the soil column (hashable: changing one recompiles).
+
+    Noah-MP namelist equivalents: ``supercooled`` = OPT_FRZ (1 ``"niu06"``, 2 ``"koren99"``);
+    ``frozen_permeability`` = OPT_INF (1 ``"niu06"``: K and D from total moisture times (1 - impermeable
+    fraction); 2 ``"koren99"``: from liquid moisture with the column-maximum ice); ``bottom_temperature`` =
+    OPT_TBOT (1 ``"zero_flux"``, 2 ``"tbot"``); ``temperature_scheme`` = OPT_STC (1 and 3
+    ``"semi_implicit"``, 2 ``"full_implicit"``); ``surface_runoff``/``subsurface_runoff`` = OPT_RUN 3
+    (Schaake et al. 1996 infiltration, free drainage at the bottom).
+    """
+
+    dt_s: float = eqx.field(static=True, default=1800.0)
+    supercooled: Supercooled = eqx.field(static=True, default="niu06")
+    frozen_permeability: FrozenPermeability = eqx.field(static=True, default="niu06")
+    bottom_temperature: BottomTemperature = eqx.field(static=True, default="tbot")
+    temperature_scheme: TemperatureScheme = eqx.field(static=True, default="semi_implicit")
+    surface_runoff: SurfaceRunoff = eqx.field(static=True, default="schaake96")
+    subsurface_runoff: SubsurfaceRunoff = eqx.field(static=True, default="free_drainage")
+    literals: LiteralFlavour = eqx.field(static=True, default="f64")
+
+    def __check_init__(self) -> None:
+        if not (isinstance(self.dt_s, float | int) and self.dt_s > 0):
+            raise ValueError(f"option dt_s must be a positive number of seconds, got {self.dt_s!r}")
+        _check_choice("supercooled", self.supercooled, Supercooled)
+        _check_choice("frozen_permeability", self.frozen_permeability, FrozenPermeability)
+        _check_choice("bottom_temperature", self.bottom_temperature, BottomTemperature)
+        _check_choice("temperature_scheme", self.temperature_scheme, TemperatureScheme)
+        _check_choice("surface_runoff", self.surface_runoff, SurfaceRunoff)
+        _check_choice("subsurface_runoff", self.subsurface_runoff, SubsurfaceRunoff)
+        _check_choice("literals", self.literals, LiteralFlavour)
+
+    @property
+    def const(self) -> Constants:
+        return constants(self.literals)
+
+
+class SoilGrid(eqx.Module):
+    """Layer geometry: ``zsoil`` (N,) depths of the layer bottoms, negative down, m; ``zbot`` depth of the
+    deep temperature boundary, m (negative). Thickness and node distances are derived exactly as Noah-MP does
+    (``dz2 = 0.30000000000000004`` for the default grid)."""
+
+    zsoil: jax.Array
+    zbot: float = eqx.field(static=True, default=-8.0)
+
+    def __check_init__(self) -> None:
+        z = self.zsoil
+        if isinstance(z, jax.core.Tracer):
+            return
+        z = np.asarray(z)
+        if z.ndim != 1 or z.size < 2:
+            raise ValueError(f"zsoil must be a 1-D array of at least 2 layer depths, got shape {z.shape}")
+        if not (z[0] < 0 and np.all(np.diff(z) < 0)):
+            raise ValueError(f"zsoil must be negative and strictly decreasing (m), got {z.tolist()}")
+        if not self.zbot < z[-1]:
+            raise ValueError(f"zbot={self.zbot} m must lie below the last layer bottom {z[-1]} m")
+
+    @property
+    def n_layers(self) -> int:
+        return self.zsoil.shape[-1]
+
+    @property
+    def dz(self) -> jax.Array:
+        """Layer thickness, m: dz_1 = -z_1, dz_k = z_{k-1} - z_k."""
+        z = self.zsoil
+        return jnp.concatenate([-z[..., :1], z[..., :-1] - z[..., 1:]], axis=-1)
+
+    @property
+    def node_distance(self) -> jax.Array:
+        """Twice the distance between node k and node k+1 for k < N, m: -z_2, then z_{k-1} - z_{k+1}."""
+        z = self.zsoil
+        ztop = jnp.concatenate([jnp.zeros_like(z[..., :1]), z[..., :-2]], axis=-1)
+        return ztop - z[..., 1:]
+
+
+class SoilParams(eqx.Module):
+    """Soil parameters of a column. Per-layer fields have shape (..., N); the others (...,).
+
+    Names and units follow Noah-MP's STAS table: ``smcmax`` porosity, ``smcref`` field capacity,
+    ``smcwlt`` wilting point (m3 m-3); ``bexp`` Clapp-Hornberger b (-); ``dksat`` saturated hydraulic
+    conductivity (m s-1); ``dwsat`` saturated diffusivity (m2 s-1); ``psisat`` saturated matric potential
+    magnitude (m, positive); ``quartz`` quartz fraction (-). Column scalars: ``csoil`` solids heat capacity
+    (J m-3 K-1), ``slope`` free-drainage factor (-), ``refkdt`` (-) and ``refdk`` (m s-1) of the Schaake
+    infiltration capacity, ``frzk`` frozen-ground parameter (m), ``tbot`` deep soil temperature (K).
+    """
+
+    smcmax: jax.Array
+    smcref: jax.Array
+    smcwlt: jax.Array
+    bexp: jax.Array
+    dksat: jax.Array
+    dwsat: jax.Array
+    psisat: jax.Array
+    quartz: jax.Array
+    csoil: jax.Array
+    slope: jax.Array
+    refkdt: jax.Array
+    refdk: jax.Array
+    frzk: jax.Array
+    tbot: jax.Array
+
+    @property
+    def infmax_coeff(self) -> jax.Array:
+        """Schaake KDT = (REFKDT * DKSAT_1) / REFDK (SoilInfilMaxCoeff), -."""
+        return div(self.refkdt * self.dksat[..., 0], self.refdk)
+
+    def imperv_coeff(self, const: Constants) -> jax.Array:
+        """FRZX = FRZK * ((SMCMAX_1 / SMCREF_1) * (0.412/0.468)) (SoilImpervFracCoeff), m."""
+        return self.frzk * (div(self.smcmax[..., 0], self.smcref[..., 0]) * const.frzx_ratio)
+
+
+class SoilState(eqx.Module):
+    """Prognostic state: layer temperature ``t`` (K), total ``smc`` and liquid ``sh2o`` volumetric
+    moisture (m3 m-3), each (..., N). Ice is ``smc - sh2o``."""
+
+    t: jax.Array
+    smc: jax.Array
+    sh2o: jax.Array
+
+
+class SoilForcing(eqx.Module):
+    """Boundary fluxes of one step (Noah-MP names in brackets).
+
+    ``ghf_wm2`` ground heat flux into the top of layer 1, positive down [HeatGroundTotMean];
+    ``qinsurf_mps`` water reaching the soil surface, >= 0 [SoilSfcInflowMean];
+    ``evap_mps`` soil surface evaporation from layer 1, positive = loss [EvapSoilSfcLiqMean];
+    ``etran_mps`` (..., N) transpiration loss per layer, positive = loss [TranspWatLossSoilMean];
+    ``frozen_ground`` 1 where the ground skin is at or below freezing, else 0 [FlagFrozenGround];
+    ``frz_top_ice_flux_mmps`` dew minus evaporation added to layer-1 ice when ``frozen_ground`` is 1,
+    mm s-1 (kg m-2 s-1).
+    """
+
+    ghf_wm2: jax.Array
+    qinsurf_mps: jax.Array
+    evap_mps: jax.Array
+    etran_mps: jax.Array
+    frozen_ground: jax.Array
+    frz_top_ice_flux_mmps: jax.Array
+
+
+class SoilFluxes(eqx.Module):
+    """Diagnostics of one step.
+
+    ``runoff_surface_mm`` infiltration and saturation excess, mm per step; ``runoff_subsurface_mm``
+    free drainage minus the negative-water refill, mm per step; ``drainage_mmps`` bottom drainage, mm s-1
+    (mean over the water sub-steps); ``infil_mps`` infiltration rate of the last sub-step, m s-1; ``nsub``
+    number of water sub-steps (3 or 6); ``t_diff`` (..., N) temperature after heat diffusion, before phase
+    change, K; ``heat_bottom_wm2`` heat flux out of the column bottom, W m-2 (positive down);
+    ``latent_heat_wm2`` energy consumed by melt (negative for freezing), W m-2; ``heat_capacity`` (..., N)
+    volumetric heat capacity used by the step, J m-3 K-1.
+    """
+
+    runoff_surface_mm: jax.Array
+    runoff_subsurface_mm: jax.Array
+    drainage_mmps: jax.Array
+    infil_mps: jax.Array
+    nsub: jax.Array
+    t_diff: jax.Array
+    heat_bottom_wm2: jax.Array
+    latent_heat_wm2: jax.Array
+    heat_capacity: jax.Array
