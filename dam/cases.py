@@ -170,10 +170,25 @@ def validate_params(params: SoilParams, state0: SoilState | None = None) -> None
             raise CaseError(f"initial_state sh2o={sh2o.tolist()} must lie in [0, smc]")
 
 
-def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
-    if not path.is_file():
-        raise CaseError(f"missing file {path}")
-    df = pd.read_csv(path, float_precision="round_trip")
+def read_exact_csv(path) -> pd.DataFrame:
+    """Read a CSV whose decimals must parse to the exact float64 they were written from."""
+    # pandas < 3 parses with a fast, not always correctly rounded routine unless asked for round-trip.
+    exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+    return pd.read_csv(path, **exact)
+
+
+def _csv_path(root: Path, stem: str) -> Path | None:
+    """``stem.csv`` or its gzipped copy ``stem.csv.gz`` in ``root``, if either exists."""
+    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+def _read_csv(path: Path | None, required: list[str], name: str = "") -> pd.DataFrame:
+    if path is None or not path.is_file():
+        raise CaseError(f"missing file {path or name}")
+    df = read_exact_csv(path)
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise CaseError(f"{path.name}: missing column(s) {missing}")
@@ -239,7 +254,7 @@ def read_case(case_dir: str | Path) -> Case:
     )
     validate_params(params, state0)
 
-    fdf = _read_csv(root / "forcing.csv", ["step", *forcing_columns(n)])
+    fdf = _read_csv(_csv_path(root, "forcing"), ["step", *forcing_columns(n)], str(root / "forcing.csv"))
     extra_etran = [c for c in fdf.columns if c.startswith("etran") and c not in forcing_columns(n)]
     if extra_etran:
         raise CaseError(f"forcing.csv has transpiration for more layers than zsoil_m ({n}): {extra_etran}")
@@ -262,8 +277,8 @@ def read_case(case_dir: str | Path) -> Case:
     time_s = fdf["time_s"].to_numpy(dtype=np.float64) if "time_s" in fdf else np.arange(1, len(fdf) + 1) * dt_s
 
     reference = None
-    if (root / "output.csv").is_file():
-        reference = _read_csv(root / "output.csv", output_columns(n))
+    if (out_path := _csv_path(root, "output")) is not None:
+        reference = _read_csv(out_path, output_columns(n))
         _check_steps(reference, "output.csv", 0, dt_s)
         if len(reference) != len(fdf) + 1:
             raise CaseError(f"output.csv has {len(reference)} rows, expected {len(fdf) + 1} (initial + steps)")

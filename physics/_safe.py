@@ -22,12 +22,16 @@ def safe_divide(num: jax.Array, den: jax.Array, fallback: float | jax.Array = 0.
 def div(x: jax.Array | float, y: jax.Array | float) -> jax.Array:
     """``x / y`` as a true IEEE division, element by element.
 
-    XLA rewrites a division by a broadcast operand (a scalar time step, a per-layer parameter shared by a
-    batch) into a multiplication by its reciprocal, which differs from the Fortran in the last bit; an
-    optimisation barrier on the broadcast divisor keeps the division. Used wherever the divisor may be
+    XLA rewrites a division by a constant or a broadcast operand (a time step, a per-layer parameter shared
+    by a batch) into a multiplication by its reciprocal, which differs from the Fortran in the last bit; an
+    optimisation barrier on the (broadcast) divisor keeps the division. Used wherever the divisor may be
     broadcast, so that batched runs are bit-reproducible against the Fortran reference.
     """
     shape = jnp.broadcast_shapes(jnp.shape(x), jnp.shape(y))
-    if jnp.shape(y) != shape:
-        y = lax.optimization_barrier(jnp.broadcast_to(y, shape))
-    return x / y
+    return x / lax.optimization_barrier(jnp.broadcast_to(y, shape))
+
+
+def pow_libm(x: jax.Array, exponent: float) -> jax.Array:
+    """``x ** exponent`` through the libm-equivalent ``pow`` even for a constant integral exponent, which
+    XLA would otherwise expand into multiplications (``pow(x, 3.0)`` is a real ``pow`` call in Noah-MP)."""
+    return jnp.power(x, lax.optimization_barrier(jnp.full_like(x, exponent)))

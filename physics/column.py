@@ -41,6 +41,7 @@ def soil_step(
     broadcast against them; the grid is shared).
     """
     c = options.const
+    grid = grid.astype(state.t.dtype)
     heat_capacity, conductivity, phase_factor = soil_thermal_properties(state, params, grid, c, options.dt_s)
     t_diff, heat_bottom = heat_diffusion(
         state.t, heat_capacity, conductivity, forcing.ghf_wm2, params, grid, options

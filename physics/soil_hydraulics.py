@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._safe import div
+from ._safe import div, pow_libm
 from .constants import Constants
 from .types import SoilParams
 
@@ -37,7 +37,7 @@ def hydraulics_liquid_moisture(
     pow_d, pow_k = _powers(sh2o, params, const)
     diffusivity = params.dwsat * pow_d
     ice_max = ice_max[..., None]
-    weight = div(1.0, 1.0 + jnp.power(500.0 * ice_max, 3.0))
+    weight = div(1.0, 1.0 + pow_libm(500.0 * ice_max, 3.0))
     blended = weight * diffusivity + (1.0 - weight) * params.dwsat * jnp.power(s1, params.bexp + 2.0)
     diffusivity = jnp.where(ice_max > 0.0, blended, diffusivity)
     conductivity = params.dksat * pow_k

@@ -92,6 +92,10 @@ class SoilGrid(eqx.Module):
     def n_layers(self) -> int:
         return self.zsoil.shape[-1]
 
+    def astype(self, dtype) -> SoilGrid:
+        """The grid with depths in ``dtype`` (the precision of the state it is used with)."""
+        return SoilGrid(zsoil=jnp.asarray(self.zsoil, dtype), zbot=self.zbot)
+
     @property
     def dz(self) -> jax.Array:
         """Layer thickness, m: dz_1 = -z_1, dz_k = z_{k-1} - z_k."""
