@@ -1,0 +1,191 @@
+"""Soil-column throughput: column-steps per second, forward and forward+gradient.
+
+Columns are heterogeneous (STAS soil classes 1-12, perturbed initial states and forcing from the Bondville
+case), as in the Fortran baseline of ``shared/reference/noahmp_soil/README.md``. Prints a table with the
+ratio to the Fortran single-core figures and to the forward time, and writes JSON with machine info.
+
+    python benchmarks/soil_throughput.py [--columns 1 100 10000 100000] [--dtypes float64 float32]
+                                         [--steps 96] [--output benchmarks/results/soil_throughput.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+FORTRAN_COLUMN_STEPS_PER_S = {"float64": 3.21e5, "float32": 4.34e5}  # 1 core, 1e4 columns, gfortran -O2
+STAS = {  # BEXP, SMCMAX, SMCREF, SMCWLT, PSISAT, DKSAT, DWSAT, QUARTZ (Noah-MP STAS table, classes 1-12)
+    1: (2.79, 0.339, 0.192, 0.010, 0.069, 4.66e-5, 2.65e-5, 0.92),
+    2: (4.26, 0.421, 0.283, 0.028, 0.036, 1.41e-5, 5.14e-6, 0.82),
+    3: (4.74, 0.434, 0.312, 0.047, 0.141, 5.23e-6, 8.05e-6, 0.60),
+    4: (5.33, 0.476, 0.360, 0.084, 0.759, 2.81e-6, 2.39e-5, 0.25),
+    5: (3.86, 0.484, 0.347, 0.061, 0.955, 2.18e-6, 1.66e-5, 0.10),
+    6: (5.25, 0.439, 0.329, 0.066, 0.355, 3.38e-6, 1.43e-5, 0.40),
+    7: (6.77, 0.404, 0.315, 0.069, 0.135, 4.45e-6, 1.01e-5, 0.60),
+    8: (8.72, 0.464, 0.387, 0.120, 0.617, 2.03e-6, 2.35e-5, 0.10),
+    9: (8.17, 0.465, 0.382, 0.103, 0.263, 2.45e-6, 1.13e-5, 0.35),
+    10: (10.73, 0.406, 0.338, 0.100, 0.098, 7.22e-6, 1.87e-5, 0.52),
+    11: (10.39, 0.468, 0.404, 0.126, 0.324, 1.34e-6, 9.64e-6, 0.10),
+    12: (11.55, 0.468, 0.412, 0.138, 0.468, 9.74e-7, 1.12e-5, 0.25),
+}
+
+
+def machine_info() -> dict:
+    import jax
+
+    info = {"platform": platform.platform(), "processor": platform.processor(), "python": sys.version.split()[0],
+            "cpu_count": os.cpu_count(), "jax": jax.__version__, "backend": jax.default_backend(),
+            "devices": [str(d) for d in jax.devices()], "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return info
+
+
+def make_columns(n_columns: int, n_steps: int, dtype, seed: int = 0):
+    """Heterogeneous columns: parameters, initial states and forcing (T, columns, ...)."""
+    import jax.numpy as jnp
+
+    from dam import physics
+
+    rng = np.random.default_rng(seed)
+    soil = np.array([STAS[k] for k in rng.integers(1, 13, n_columns)])
+    per_layer = lambda j: np.repeat(soil[:, j : j + 1], 4, axis=1)  # noqa: E731
+    params = physics.SoilParams(
+        bexp=per_layer(0), smcmax=per_layer(1), smcref=per_layer(2), smcwlt=per_layer(3), psisat=per_layer(4),
+        dksat=per_layer(5), dwsat=per_layer(6), quartz=per_layer(7), csoil=np.full(n_columns, 2.0e6),
+        slope=np.full(n_columns, 0.1), refkdt=np.full(n_columns, 3.0), refdk=np.full(n_columns, 2.0e-6),
+        frzk=np.full(n_columns, 0.15), tbot=rng.uniform(272.0, 295.0, n_columns),
+    )
+    frac = rng.uniform(0.3, 0.95, (n_columns, 4))
+    smc = frac * soil[:, 1:2]
+    t = rng.uniform(268.0, 300.0, (n_columns, 1)) + np.linspace(0, 3, 4)
+    liquid = np.where(t < 273.16, 0.5 * smc, smc)
+    state = physics.SoilState(t=t, smc=smc, sh2o=liquid)
+    hours = np.arange(n_steps) * 0.5
+    diurnal = np.sin(2 * np.pi * (hours[:, None] / 24.0 + rng.uniform(0, 1, n_columns)))
+    rain = (rng.uniform(0, 1, (n_steps, n_columns)) < 0.05) * rng.exponential(3e-6, (n_steps, n_columns))
+    forcing = physics.SoilForcing(
+        ghf_wm2=60.0 * diurnal + rng.normal(0, 10, (n_steps, n_columns)),
+        qinsurf_mps=rain,
+        evap_mps=np.maximum(0, 2e-8 * (1 + diurnal)),
+        etran_mps=np.maximum(0, 1e-8 * (1 + diurnal))[..., None] * np.array([0.4, 0.3, 0.2, 0.1]),
+        frozen_ground=np.zeros((n_steps, n_columns)),
+        frz_top_ice_flux_mmps=np.zeros((n_steps, n_columns)),
+    )
+    import jax
+
+    cast = lambda tree: jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), tree)  # noqa: E731
+    return cast(params), cast(state), cast(forcing), physics.SoilGrid(zsoil=np.array([-0.1, -0.4, -1.0, -2.0]))
+
+
+def _time(fn, *args, repeats: int = 3) -> float:
+    import jax
+
+    jax.block_until_ready(fn(*args))  # compile
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench(n_columns: int, n_steps: int, dtype_name: str) -> dict:
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from dam import physics
+
+    dtype = jnp.float64 if dtype_name == "float64" else jnp.float32
+    params, state, forcing, grid = make_columns(n_columns, n_steps, dtype)
+    options = physics.SoilOptions(dt_s=1800.0)
+
+    @eqx.filter_jit
+    def forward(params, state, forcing):
+        return physics.run(state, forcing, params, grid, options, observe=None, finite_check=False)[0]
+
+    def loss(params, state, forcing):
+        final = physics.run(state, forcing, params, grid, options, observe=None, finite_check=False,
+                            checkpoint_every=max(8, int(np.sqrt(n_steps))))[0]
+        return jnp.sum(final.smc) + jnp.sum(final.t) * 1e-3
+
+    grad = eqx.filter_jit(jax.value_and_grad(loss, argnums=(0, 1)))
+    t_fwd = _time(forward, params, state, forcing)
+    t_grad = _time(grad, params, state, forcing)
+    cs = n_columns * n_steps
+    return {"columns": n_columns, "steps": n_steps, "dtype": dtype_name,
+            "forward_s": t_fwd, "forward_column_steps_per_s": cs / t_fwd,
+            "gradient_s": t_grad, "gradient_column_steps_per_s": cs / t_grad,
+            "gradient_over_forward": t_grad / t_fwd,
+            "forward_over_fortran": cs / t_fwd / FORTRAN_COLUMN_STEPS_PER_S[dtype_name]}
+
+
+def bench_tridiagonal(n_columns: int = 100_000, dtype_name: str = "float64") -> dict:
+    """Our vectorised Thomas solve against jax.lax.linalg.tridiagonal_solve (same systems)."""
+    import jax
+    import jax.numpy as jnp
+
+    from dam.physics import tridiagonal_solve
+
+    dtype = jnp.float64 if dtype_name == "float64" else jnp.float32
+    rng = np.random.default_rng(1)
+    a, c = (jnp.asarray(rng.uniform(-1, 0, (n_columns, 4)), dtype) for _ in range(2))
+    b = jnp.asarray(rng.uniform(2.5, 3, (n_columns, 4)), dtype)
+    d = jnp.asarray(rng.normal(size=(n_columns, 4)), dtype)
+    a, c = a.at[:, 0].set(0), c.at[:, -1].set(0)
+    ours = jax.jit(tridiagonal_solve)
+    lax_solve = jax.jit(lambda a, b, c, d: jax.lax.linalg.tridiagonal_solve(a, b, c, d[..., None])[..., 0])
+    t_ours, t_lax = _time(ours, a, b, c, d, repeats=5), _time(lax_solve, a, b, c, d, repeats=5)
+    err = float(jnp.max(jnp.abs(ours(a, b, c, d) - lax_solve(a, b, c, d))))
+    return {"columns": n_columns, "dtype": dtype_name, "thomas_s": t_ours, "lax_tridiagonal_solve_s": t_lax,
+            "lax_over_thomas": t_lax / t_ours, "max_abs_difference": err}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--columns", type=int, nargs="+", default=[1, 100, 10_000, 100_000])
+    parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
+    parser.add_argument("--steps", type=int, default=96, help="steps per run (1 column runs 20x more)")
+    parser.add_argument("--output", default="benchmarks/results/soil_throughput.json")
+    args = parser.parse_args(argv)
+
+    import jax
+
+    if "float64" in args.dtypes:
+        jax.config.update("jax_enable_x64", True)
+    results = []
+    print(f"{'dtype':8s} {'columns':>8s} {'steps':>6s} {'fwd col-steps/s':>16s} {'x Fortran':>10s} "
+          f"{'grad col-steps/s':>17s} {'grad/fwd':>9s}")
+    for dtype in args.dtypes:
+        for n in args.columns:
+            steps = args.steps * 20 if n == 1 else args.steps
+            r = bench(n, steps, dtype)
+            results.append(r)
+            print(f"{dtype:8s} {n:8d} {steps:6d} {r['forward_column_steps_per_s']:16.3e} "
+                  f"{r['forward_over_fortran']:10.2f} {r['gradient_column_steps_per_s']:17.3e} "
+                  f"{r['gradient_over_forward']:9.2f}", flush=True)
+    tri = bench_tridiagonal(min(max(args.columns), 100_000), args.dtypes[0])
+    print(f"tridiagonal, {tri['columns']} systems of 4: Thomas {tri['thomas_s'] * 1e3:.2f} ms, "
+          f"lax.linalg.tridiagonal_solve {tri['lax_tridiagonal_solve_s'] * 1e3:.2f} ms "
+          f"(ratio {tri['lax_over_thomas']:.2f}), max |difference| {tri['max_abs_difference']:.1e}")
+    out = {"machine": machine_info(), "fortran_baseline_column_steps_per_s": FORTRAN_COLUMN_STEPS_PER_S,
+           "results": results, "tridiagonal": tri}
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(out, indent=1))
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

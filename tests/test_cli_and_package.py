@@ -1,0 +1,57 @@
+"""The command line on case folders, and the installed package layout."""
+
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from dam.cases import output_columns, read_case
+from dam.cli import main
+
+
+def test_soil_column_cli_replay_csv(reference_dir, tmp_path):
+    out = tmp_path / "out.csv"
+    assert main(["soil-column", str(reference_dir / "koren_freeze"), "--output", str(out), "--replay", "--quiet"]) == 0
+    table = pd.read_csv(out)
+    ref = read_case(reference_dir / "koren_freeze").reference
+    assert list(table.columns) == output_columns(4) == list(ref.columns)
+    assert len(table) == len(ref)
+    np.testing.assert_array_equal(table["nsub"].to_numpy(), ref["nsub"].to_numpy())
+    state_cols = [c for c in ref.columns if c.startswith(("t", "smc", "sh2o")) and c != "time_s"]
+    assert np.max(np.abs(table[state_cols].to_numpy() - ref[state_cols].to_numpy())) < 1e-6
+
+
+def test_soil_column_cli_netcdf_is_cf(reference_dir, tmp_path):
+    out = tmp_path / "out.nc"
+    assert main(["soil-column", str(reference_dir / "koren_freeze"), "--output", str(out), "--dtype", "float32",
+                 "--quiet"]) == 0
+    ds = xr.open_dataset(out)
+    assert ds["soil_temperature"].attrs["standard_name"] == "soil_temperature"
+    assert ds["soil_temperature"].attrs["units"] == "K"
+    assert ds["soil_temperature"].dims == ("time", "layer")
+    assert ds.sizes["time"] == 2881
+    assert ds.attrs["option_supercooled"] == "koren99"
+    assert float(ds["soil_temperature"].min()) > 250
+
+
+def test_cli_reports_bad_case(tmp_path, capsys):
+    assert main(["soil-column", str(tmp_path / "nowhere"), "--output", str(tmp_path / "x.csv")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_wheel_installs_only_dam(tmp_path):
+    """Only the import name ``dam`` goes to site-packages: physics/ etc. are mapped to dam.physics."""
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path)], check=True)
+    (wheel,) = tmp_path.glob("dam-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names}
+    assert top == {"dam", next(t for t in top if t.endswith(".dist-info"))}
+    for sub in ("physics", "surrogates", "coupling"):
+        assert f"dam/{sub}/__init__.py" in names
+    assert "dam/physics/soil_water.py" in names
+    assert "dam/data/bondville_soil/forcing.csv.gz" in names
