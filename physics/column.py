@@ -72,6 +72,12 @@ def check_finite(state: SoilState) -> SoilState:
     return eqx.error_if(state, bad, "soil state became non-finite (NaN or inf): check forcing and parameters")
 
 
+def check_finite_forcing(forcing: SoilForcing) -> SoilForcing:
+    """Raise (also under ``jit``) when a forcing value is NaN or infinite."""
+    bad = ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(forcing)]))
+    return eqx.error_if(forcing, bad, "forcing is non-finite (NaN or inf): check the input series")
+
+
 def run(
     state0: SoilState,
     forcing: SoilForcing,
@@ -94,7 +100,7 @@ def run(
     checkpoint_every : if given, steps are grouped in segments of this length and each segment is
         rematerialised in the backward pass (``jax.checkpoint``): reverse-mode memory grows with
         T / checkpoint_every + checkpoint_every steps instead of T.
-    finite_check : raise if the state becomes non-finite (``eqx.error_if``, works under ``jit``).
+    finite_check : raise if the forcing or the state is non-finite (``eqx.error_if``, works under ``jit``).
 
     Returns
     -------
@@ -103,6 +109,8 @@ def run(
     observe = observe or (lambda s, f: None)
 
     def step(state, frc):
+        if finite_check:
+            frc = check_finite_forcing(frc)
         new, fluxes = soil_step(state, frc, params, grid, options, water=water)
         if finite_check:
             new = check_finite(new)

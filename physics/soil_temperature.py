@@ -34,7 +34,7 @@ def heat_diffusion(
     Returns
     -------
     t_new : (..., N) temperature after diffusion, K.
-    heat_bottom_wm2 : (...,) heat flux leaving the column bottom (positive down), W m-2.
+    heat_bottom_wm2 : (...,) heat flux into the column through its bottom (Noah-MP Hbot, positive up), W m-2.
     """
     n = grid.n_layers
     z, dz, dist = grid.zsoil, grid.dz, grid.node_distance

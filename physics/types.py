@@ -182,7 +182,8 @@ class SoilFluxes(eqx.Module):
     free drainage minus the negative-water refill, mm per step; ``drainage_mmps`` bottom drainage, mm s-1
     (mean over the water sub-steps); ``infil_mps`` infiltration rate of the last sub-step, m s-1; ``nsub``
     number of water sub-steps (3 or 6); ``t_diff`` (..., N) temperature after heat diffusion, before phase
-    change, K; ``heat_bottom_wm2`` heat flux out of the column bottom, W m-2 (positive down);
+    change, K; ``heat_bottom_wm2`` heat flux into the column through its bottom, W m-2 (positive up, Noah-MP's Hbot: the
+    diffusion step conserves ``sum C dz dT = (ghf + heat_bottom) dt``);
     ``latent_heat_wm2`` energy consumed by melt (negative for freezing), W m-2; ``heat_capacity`` (..., N)
     volumetric heat capacity used by the step, J m-3 K-1.
     """
