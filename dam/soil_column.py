@@ -111,17 +111,24 @@ def plot_comparison(table: pd.DataFrame, reference: pd.DataFrame | None, path: s
 
     n = sum(c.startswith("smc") for c in table.columns)
     days = table["time_s"].to_numpy() / 86400.0
-    fig, axes = plt.subplots(3, 1, figsize=(11, 9), sharex=True)
+    panels = (("t{}_k", "temperature (K)"), ("smc{}", "total moisture (m3/m3)"), ("sh2o{}", "liquid moisture (m3/m3)"))
+    fig, axes = plt.subplots(len(panels) + (reference is not None), 1, figsize=(11, 11), sharex=True)
     colours = plt.cm.viridis(np.linspace(0, 0.85, n))
-    for ax, stem, label in zip(axes, ("t{}_k", "smc{}", "sh2o{}"),
-                               ("temperature (K)", "total moisture (m3/m3)", "liquid moisture (m3/m3)"),
-                               strict=True):
+    for ax, (stem, label) in zip(axes, panels, strict=False):
         for k in range(1, n + 1):
             col = stem.format(k)
             if reference is not None:
                 ax.plot(days, reference[col], color=colours[k - 1], lw=3, alpha=0.35)
             ax.plot(days, table[col], color=colours[k - 1], lw=0.8, label=f"layer {k}")
         ax.set_ylabel(label)
+    if reference is not None:  # how far the model is from the reference, per variable (log scale)
+        ax = axes[-1]
+        for (stem, label), style in zip(panels, ("-", "--", ":"), strict=True):
+            cols = [stem.format(k) for k in range(1, n + 1)]
+            diff = np.max(np.abs(table[cols].to_numpy() - reference[cols].to_numpy()), axis=1)
+            ax.semilogy(days, np.maximum(diff, 1e-18), style, lw=0.8, label=f"max |d| {label}")
+        ax.set_ylabel("|dam - reference|")
+        ax.legend(fontsize=8, loc="upper left")
     axes[0].legend(ncol=n, fontsize=8, loc="upper left")
     axes[-1].set_xlabel("days since start")
     axes[0].set_title(title or "dam (thin) vs Fortran Noah-MP (thick, translucent)")
