@@ -25,6 +25,13 @@ def fortran_exact_cpu() -> bool:
     return True
 
 
+def emulate_cpu_devices(n: int) -> None:
+    """Split the host CPU into ``n`` XLA devices (for sharding tests); only before JAX starts its backend."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+
+
 def enable_x64() -> None:
     """Enable float64 in JAX (idempotent). Call before creating float64 arrays."""
     jax.config.update("jax_enable_x64", True)

@@ -1,12 +1,14 @@
-"""Test set-up: float64 and Fortran-like arithmetic (no FMA contraction) before JAX starts its backend."""
+"""Test set-up before JAX starts its backend: float64, Fortran-like arithmetic (no FMA contraction) and eight
+emulated CPU devices for the sharding tests (unsharded computations run on the first)."""
 
 from pathlib import Path
 
 import pytest
 
-from dam.precision import enable_x64, fortran_exact_cpu
+from dam.precision import emulate_cpu_devices, enable_x64, fortran_exact_cpu
 
 fortran_exact_cpu()
+emulate_cpu_devices(8)
 enable_x64()
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -1,0 +1,105 @@
+"""Synthetic gridded soil-column inputs: varied soils, climates and a land mask, no downloads needed.
+
+Two CF-style datasets on a regular lat-lon grid:
+
+* ``static``: ``land_mask`` (1 land, 0 sea), the soil parameters of :class:`dam.physics.SoilParams`
+  (per layer ``(layer, lat, lon)``, per column ``(lat, lon)``) and the initial state ``t``, ``smc``, ``sh2o``;
+* ``forcing``: the soil-column boundary fluxes of :class:`dam.physics.SoilForcing` on ``(time, [layer,] lat,
+  lon)``, with a diurnal and seasonal ground heat flux that depends on latitude, stochastic storms and
+  evapotranspiration, and frozen ground in cold places.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+ZSOIL = np.array([-0.1, -0.4, -1.0, -2.0])
+# STAS classes 1-12: BEXP, SMCMAX, SMCREF, SMCWLT, PSISAT, DKSAT, DWSAT, QUARTZ (NoahmpTable.TBL)
+STAS = np.array([
+    (2.79, 0.339, 0.192, 0.010, 0.069, 4.66e-5, 2.65e-5, 0.92),
+    (4.26, 0.421, 0.283, 0.028, 0.036, 1.41e-5, 5.14e-6, 0.82),
+    (4.74, 0.434, 0.312, 0.047, 0.141, 5.23e-6, 8.05e-6, 0.60),
+    (5.33, 0.476, 0.360, 0.084, 0.759, 2.81e-6, 2.39e-5, 0.25),
+    (3.86, 0.484, 0.347, 0.061, 0.955, 2.18e-6, 1.66e-5, 0.10),
+    (5.25, 0.439, 0.329, 0.066, 0.355, 3.38e-6, 1.43e-5, 0.40),
+    (6.77, 0.404, 0.315, 0.069, 0.135, 4.45e-6, 1.01e-5, 0.60),
+    (8.72, 0.464, 0.387, 0.120, 0.617, 2.03e-6, 2.35e-5, 0.10),
+    (8.17, 0.465, 0.382, 0.103, 0.263, 2.45e-6, 1.13e-5, 0.35),
+    (10.73, 0.406, 0.338, 0.100, 0.098, 7.22e-6, 1.87e-5, 0.52),
+    (10.39, 0.468, 0.404, 0.126, 0.324, 1.34e-6, 9.64e-6, 0.10),
+    (11.55, 0.468, 0.412, 0.138, 0.468, 9.74e-7, 1.12e-5, 0.25),
+])
+PER_LAYER = ("bexp", "smcmax", "smcref", "smcwlt", "psisat", "dksat", "dwsat", "quartz")
+UNITS = {"bexp": "1", "smcmax": "m3 m-3", "smcref": "m3 m-3", "smcwlt": "m3 m-3", "psisat": "m", "dksat": "m s-1",
+         "dwsat": "m2 s-1", "quartz": "1", "csoil": "J m-3 K-1", "slope": "1", "refkdt": "1", "refdk": "m s-1",
+         "frzk": "m", "tbot": "K", "t": "K", "smc": "m3 m-3", "sh2o": "m3 m-3"}
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np.ndarray:
+    """A smooth random field in [0, 1] (sum of a few random plane waves)."""
+    lat, lon = np.meshgrid(np.linspace(0, 1, shape[0]), np.linspace(0, 1, shape[1]), indexing="ij")
+    field = np.zeros(shape)
+    for _ in range(6):
+        k = rng.normal(0, scale, 2)
+        field += np.cos(2 * np.pi * (k[0] * lat + k[1] * lon) + rng.uniform(0, 2 * np.pi))
+    return (field - field.min()) / (np.ptp(field) + 1e-12)
+
+
+def make_grid(n_lat: int = 16, n_lon: int = 24, n_steps: int = 480, dt_s: float = 1800.0,
+              land_fraction: float = 0.6, seed: int = 0) -> tuple[xr.Dataset, xr.Dataset]:
+    """Synthetic static fields and forcing, ``(static, forcing)``, deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    shape = (n_lat, n_lon)
+    lat = np.linspace(-60, 70, n_lat)
+    lon = np.linspace(-180, 180, n_lon, endpoint=False)
+    land = _smooth_field(rng, shape, 1.5) < land_fraction
+    soil = rng.integers(0, len(STAS), shape)
+    n_layers = len(ZSOIL)
+    latg = np.broadcast_to(lat[:, None], shape)
+    mean_t = 300.0 - 0.45 * np.abs(latg - 10.0) + rng.normal(0, 1.5, shape)  # K, colder towards the poles
+
+    static = xr.Dataset(coords={"lat": ("lat", lat, {"units": "degrees_north", "standard_name": "latitude"}),
+                                "lon": ("lon", lon, {"units": "degrees_east", "standard_name": "longitude"}),
+                                "layer": ("layer", np.arange(1, n_layers + 1)),
+                                "zsoil": ("layer", ZSOIL, {"units": "m", "long_name": "depth of layer bottom"})})
+    static["land_mask"] = (("lat", "lon"), land.astype(np.int8), {"long_name": "1 = land column, 0 = not run"})
+    for j, name in enumerate(PER_LAYER):
+        values = np.broadcast_to(STAS[soil, j][None], (n_layers, *shape)).copy()
+        static[name] = (("layer", "lat", "lon"), values, {"units": UNITS[name]})
+    for name, value in (("csoil", 2.0e6), ("slope", 0.1), ("refkdt", 3.0), ("refdk", 2.0e-6), ("frzk", 0.15)):
+        static[name] = (("lat", "lon"), np.full(shape, value), {"units": UNITS[name]})
+    static["tbot"] = (("lat", "lon"), mean_t, {"units": "K"})
+    smcmax = STAS[soil, 1]
+    wetness = 0.45 + 0.45 * _smooth_field(rng, shape, 1.0)
+    smc = np.stack([wetness * smcmax * (0.9 + 0.05 * k) for k in range(n_layers)])
+    t0 = np.stack([mean_t + 4.0 - 2.0 * k for k in range(n_layers)])
+    sh2o = np.where(t0 < 273.16, 0.6 * smc, smc)
+    for name, values in (("t", t0), ("smc", smc), ("sh2o", sh2o)):
+        static[f"{name}_init"] = (("layer", "lat", "lon"), values, {"units": UNITS[name]})
+
+    time = np.arange(1, n_steps + 1) * dt_s
+    hours = time / 3600.0
+    day = hours[:, None, None] / 24.0
+    phase = (lon[None, None, :] / 360.0)
+    diurnal = np.sin(2 * np.pi * (day + phase))
+    seasonal = np.sin(2 * np.pi * day / 365.0 - np.sign(latg)[None] * np.pi / 2)
+    amplitude = 40.0 + 40.0 * np.abs(latg)[None] / 70.0
+    ghf = amplitude * (0.8 * diurnal + 0.3 * seasonal) + rng.normal(0, 8, (n_steps, *shape))
+    storms = rng.uniform(0, 1, (n_steps, *shape)) < 0.03
+    rain = storms * rng.exponential(4e-6, (n_steps, *shape))
+    cold = (mean_t[None] + 6.0 * diurnal) < 273.16
+    et = np.maximum(0.0, 3e-8 * (1.0 + diurnal)) * (~cold)
+    roots = np.array([0.4, 0.3, 0.2, 0.1])
+    forcing = xr.Dataset(coords={"time": ("time", time, {"units": "s", "long_name": "end of step since start"}),
+                                 "lat": static.lat, "lon": static.lon, "layer": static.layer})
+    forcing["ghf_wm2"] = (("time", "lat", "lon"), ghf, {"units": "W m-2", "long_name": "ground heat flux, down"})
+    forcing["qinsurf_mps"] = (("time", "lat", "lon"), rain, {"units": "m s-1"})
+    forcing["evap_mps"] = (("time", "lat", "lon"), 0.5 * et, {"units": "m s-1"})
+    forcing["etran_mps"] = (("time", "layer", "lat", "lon"), 0.5 * et[:, None] * roots[None, :, None, None],
+                            {"units": "m s-1"})
+    forcing["frozen_ground"] = (("time", "lat", "lon"), cold.astype(np.float64), {"units": "1"})
+    forcing["frz_top_ice_flux_mmps"] = (("time", "lat", "lon"), np.where(cold, 1e-6, 0.0), {"units": "kg m-2 s-1"})
+    forcing.attrs = static.attrs = {"Conventions": "CF-1.10", "title": "dam synthetic soil-column grid",
+                                    "dt_s": dt_s, "seed": seed}
+    return static, forcing
