@@ -135,6 +135,7 @@ def bench_tridiagonal(n_columns: int = 100_000, dtype_name: str = "float64") -> 
     """Our vectorised Thomas solve against jax.lax.linalg.tridiagonal_solve (same systems)."""
     import jax
     import jax.numpy as jnp
+
     from dam.physics import tridiagonal_solve
 
     dtype = jnp.float64 if dtype_name == "float64" else jnp.float32

@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-from dam.physics import SoilOptions, run
 
 from dam import stress
 from dam.cases import CaseError, read_case
+from dam.physics import SoilOptions, run
 
 N_ROWS = 50
 

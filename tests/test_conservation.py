@@ -33,10 +33,10 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-from dam.physics import run
 
 from dam import stress
 from dam.cases import read_case
+from dam.physics import run
 
 REFERENCE_CASES = ("bondville", "koren_freeze")
 STRESS_CASES = tuple(stress.STRESS_CASES)
