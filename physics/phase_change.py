@@ -108,7 +108,6 @@ def phase_change(
     freeze = (w_liq0 > w_sc) & below
     flagged = melt | freeze
     e_res = jnp.where(flagged, div(t - c.tfrz, phase_factor), 0.0)
-    t = jnp.where(flagged, c.tfrz, t)
     # Noah-MP resets the flag when the residual energy has the wrong sign (unreachable, kept for parity).
     wrong_sign = (melt & (e_res < 0.0)) | (freeze & (e_res > 0.0))
     e_res = jnp.where(wrong_sign, 0.0, e_res)
@@ -116,12 +115,12 @@ def phase_change(
 
     w_pc = div(e_res * dt, c.lf)
     w_ice_freeze = jnp.where(w_tot0 < w_sc, 0.0, jnp.maximum(jnp.minimum(w_tot0 - w_sc, w_ice0 - w_pc), 0.0))
-    w_ice = jnp.where(w_pc > 0.0, jnp.maximum(0.0, w_ice0 - w_pc), jnp.where(w_pc < 0.0, w_ice_freeze, w_ice0))
-    e_left = jnp.where(w_pc == 0.0, 0.0, e_res - div(c.lf * (w_ice0 - w_ice), dt))
-    w_liq = jnp.maximum(0.0, w_tot0 - w_ice)
-    t = jnp.where(active & (jnp.abs(e_left) > 0.0), t + phase_factor * e_left, t)
-    w_ice = jnp.where(active, w_ice, w_ice0)
-    w_liq = jnp.where(active, w_liq, w_liq0)
+    # A flagged layer exactly at TFRZ (e_res = 0) is left unchanged by Noah-MP. Taking the melt branch there
+    # gives the same values (w_ice0 - 0, w_liq0 + 0, TFRZ + F*0) and the warm-side derivative instead of none.
+    w_ice = jnp.where(flagged, jnp.where(w_pc >= 0.0, jnp.maximum(0.0, w_ice0 - w_pc), w_ice_freeze), w_ice0)
+    e_left = e_res - div(c.lf * (w_ice0 - w_ice), dt)
+    w_liq = jnp.where(active, jnp.maximum(0.0, w_tot0 - w_ice), w_liq0 + (w_ice0 - w_ice))
+    t = jnp.where(flagged, c.tfrz + phase_factor * e_left, t)
 
     latent_heat = jnp.sum(div(c.lf * (w_ice0 - w_ice), dt), axis=-1)
     sh2o = div(w_liq, c.rho_water * dz)
