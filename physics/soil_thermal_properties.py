@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._safe import div, safe_where
+from ._safe import div, power, safe_where
 from .constants import Constants
 from .types import SoilGrid, SoilParams, SoilState
 
@@ -26,12 +26,12 @@ def soil_thermal_properties(
     heat_capacity = heat_capacity + ice * c.c_ice
 
     sat = div(smc, smcmax)
-    k_solids = jnp.power(c.k_quartz, params.quartz) * jnp.power(c.k_other, 1.0 - params.quartz)
+    k_solids = power(c.k_quartz, params.quartz) * power(c.k_other, 1.0 - params.quartz)
     wet = smc > 0.0
     liquid_frac = jnp.where(wet, div(sh2o, safe_where(wet, smc, 1.0)), 1.0)
     xu = liquid_frac * smcmax
     k_sat = (
-        jnp.power(k_solids, 1.0 - smcmax) * jnp.power(c.k_ice, smcmax - xu) * jnp.power(c.k_water, xu)
+        power(k_solids, 1.0 - smcmax) * power(c.k_ice, smcmax - xu) * power(c.k_water, xu)
     )
     gamma_dry = (1.0 - smcmax) * c.rho_solid
     k_dry = div(c.kdry_a * gamma_dry + c.kdry_b, c.rho_solid - c.kdry_c * gamma_dry)
