@@ -21,20 +21,7 @@ from pathlib import Path
 import numpy as np
 
 FORTRAN_COLUMN_STEPS_PER_S = {"float64": 3.21e5, "float32": 4.34e5}  # 1 core, 1e4 columns, gfortran -O2
-STAS = {  # BEXP, SMCMAX, SMCREF, SMCWLT, PSISAT, DKSAT, DWSAT, QUARTZ (Noah-MP STAS table, classes 1-12)
-    1: (2.79, 0.339, 0.192, 0.010, 0.069, 4.66e-5, 2.65e-5, 0.92),
-    2: (4.26, 0.421, 0.283, 0.028, 0.036, 1.41e-5, 5.14e-6, 0.82),
-    3: (4.74, 0.434, 0.312, 0.047, 0.141, 5.23e-6, 8.05e-6, 0.60),
-    4: (5.33, 0.476, 0.360, 0.084, 0.759, 2.81e-6, 2.39e-5, 0.25),
-    5: (3.86, 0.484, 0.347, 0.061, 0.955, 2.18e-6, 1.66e-5, 0.10),
-    6: (5.25, 0.439, 0.329, 0.066, 0.355, 3.38e-6, 1.43e-5, 0.40),
-    7: (6.77, 0.404, 0.315, 0.069, 0.135, 4.45e-6, 1.01e-5, 0.60),
-    8: (8.72, 0.464, 0.387, 0.120, 0.617, 2.03e-6, 2.35e-5, 0.10),
-    9: (8.17, 0.465, 0.382, 0.103, 0.263, 2.45e-6, 1.13e-5, 0.35),
-    10: (10.73, 0.406, 0.338, 0.100, 0.098, 7.22e-6, 1.87e-5, 0.52),
-    11: (10.39, 0.468, 0.404, 0.126, 0.324, 1.34e-6, 9.64e-6, 0.10),
-    12: (11.55, 0.468, 0.412, 0.138, 0.468, 9.74e-7, 1.12e-5, 0.25),
-}
+_FIELDS = ("bexp", "smcmax", "smcref", "smcwlt", "psisat", "dksat", "dwsat", "quartz")
 
 
 def machine_info() -> dict:
@@ -56,9 +43,11 @@ def make_columns(n_columns: int, n_steps: int, dtype, seed: int = 0):
     import jax.numpy as jnp
 
     from dam import physics
+    from dam.soil_table import stas_parameters
 
     rng = np.random.default_rng(seed)
-    soil = np.array([STAS[k] for k in rng.integers(1, 13, n_columns)])
+    table = {k: [stas_parameters(k)[f] for f in _FIELDS] for k in range(1, 13)}
+    soil = np.array([table[k] for k in rng.integers(1, 13, n_columns)])
     per_layer = lambda j: np.repeat(soil[:, j : j + 1], 4, axis=1)  # noqa: E731
     params = physics.SoilParams(
         bexp=per_layer(0), smcmax=per_layer(1), smcref=per_layer(2), smcwlt=per_layer(3), psisat=per_layer(4),

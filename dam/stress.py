@@ -31,29 +31,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dam.soil_table import STAS, stas_parameters
+
 DT_S = 1800.0
 ZSOIL_M = (-0.1, -0.4, -1.0, -2.0)
 ZBOT_M = -8.0
 N_LAYERS = len(ZSOIL_M)
 STEPS_PER_DAY = int(86400.0 / DT_S)
 
-# Noah-MP STAS soil table (spec section 8): name, BEXP, SMCDRY, SMCMAX, SMCREF, PSISAT, DKSAT, DWSAT, SMCWLT, QUARTZ.
-STAS: dict[int, tuple] = {
-    1: ("SAND", 2.790, 0.010, 0.339, 0.192, 0.069, 4.66e-05, 2.65e-05, 0.010, 0.920),
-    2: ("LOAMY SAND", 4.260, 0.028, 0.421, 0.283, 0.036, 1.41e-05, 5.14e-06, 0.028, 0.820),
-    3: ("SANDY LOAM", 4.740, 0.047, 0.434, 0.312, 0.141, 5.23e-06, 8.05e-06, 0.047, 0.600),
-    4: ("SILT LOAM", 5.330, 0.084, 0.476, 0.360, 0.759, 2.81e-06, 2.39e-05, 0.084, 0.250),
-    5: ("SILT", 3.860, 0.061, 0.484, 0.347, 0.955, 2.18e-06, 1.66e-05, 0.061, 0.100),
-    6: ("LOAM", 5.250, 0.066, 0.439, 0.329, 0.355, 3.38e-06, 1.43e-05, 0.066, 0.400),
-    7: ("SANDY CLAY LOAM", 6.770, 0.069, 0.404, 0.315, 0.135, 4.45e-06, 1.01e-05, 0.069, 0.600),
-    8: ("SILTY CLAY LOAM", 8.720, 0.120, 0.464, 0.387, 0.617, 2.03e-06, 2.35e-05, 0.120, 0.100),
-    9: ("CLAY LOAM", 8.170, 0.103, 0.465, 0.382, 0.263, 2.45e-06, 1.13e-05, 0.103, 0.350),
-    10: ("SANDY CLAY", 10.730, 0.100, 0.406, 0.338, 0.098, 7.22e-06, 1.87e-05, 0.100, 0.520),
-    11: ("SILTY CLAY", 10.390, 0.126, 0.468, 0.404, 0.324, 1.34e-06, 9.64e-06, 0.126, 0.100),
-    12: ("CLAY", 11.550, 0.138, 0.468, 0.412, 0.468, 9.74e-07, 1.12e-05, 0.138, 0.250),
-    13: ("ORGANIC MATERIAL", 5.250, 0.066, 0.439, 0.329, 0.355, 3.38e-06, 1.43e-05, 0.066, 0.050),
-}
-_STAS_FIELDS = ("bexp", "smcdry", "smcmax", "smcref", "psisat", "dksat", "dwsat", "smcwlt", "quartz")
 _PER_LAYER_ORDER = ("smcmax", "smcref", "smcwlt", "smcdry", "bexp", "dksat", "dwsat", "psisat", "quartz")
 _SCALARS = {"csoil_J_m3_K": 2.0e6, "slope_drainage": 0.1, "refkdt": 3.0, "refdk_m_s": 2.0e-6, "frzk": 0.15}
 _UNITS = {
@@ -90,17 +75,11 @@ class StressCase:
         return len(self.forcing)
 
 
-def soil_type(stas: int) -> dict[str, float]:
-    """The STAS table row ``stas`` as a dict of per-layer parameter values (one value, all layers)."""
-    row = STAS[stas]
-    return dict(zip(_STAS_FIELDS, row[1:], strict=True))
-
-
 def _params_json(
     name: str, stas: int, n_steps: int, tbot_k: float, t0: list[float], smc0: list[float], options: dict[str, int]
 ) -> dict:
     """params.json content; the initial state is unfrozen (sh2o = smc)."""
-    soil = soil_type(stas)
+    soil = stas_parameters(stas)
     per_layer = {k: [soil[k]] * N_LAYERS for k in _PER_LAYER_ORDER}
     z = list(ZSOIL_M)
     dz = [-z[0]] + [z[k - 1] - z[k] for k in range(1, N_LAYERS)]

@@ -14,23 +14,11 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from dam.soil_table import stas_parameters
+
 ZSOIL = np.array([-0.1, -0.4, -1.0, -2.0])
-# STAS classes 1-12: BEXP, SMCMAX, SMCREF, SMCWLT, PSISAT, DKSAT, DWSAT, QUARTZ (NoahmpTable.TBL)
-STAS = np.array([
-    (2.79, 0.339, 0.192, 0.010, 0.069, 4.66e-5, 2.65e-5, 0.92),
-    (4.26, 0.421, 0.283, 0.028, 0.036, 1.41e-5, 5.14e-6, 0.82),
-    (4.74, 0.434, 0.312, 0.047, 0.141, 5.23e-6, 8.05e-6, 0.60),
-    (5.33, 0.476, 0.360, 0.084, 0.759, 2.81e-6, 2.39e-5, 0.25),
-    (3.86, 0.484, 0.347, 0.061, 0.955, 2.18e-6, 1.66e-5, 0.10),
-    (5.25, 0.439, 0.329, 0.066, 0.355, 3.38e-6, 1.43e-5, 0.40),
-    (6.77, 0.404, 0.315, 0.069, 0.135, 4.45e-6, 1.01e-5, 0.60),
-    (8.72, 0.464, 0.387, 0.120, 0.617, 2.03e-6, 2.35e-5, 0.10),
-    (8.17, 0.465, 0.382, 0.103, 0.263, 2.45e-6, 1.13e-5, 0.35),
-    (10.73, 0.406, 0.338, 0.100, 0.098, 7.22e-6, 1.87e-5, 0.52),
-    (10.39, 0.468, 0.404, 0.126, 0.324, 1.34e-6, 9.64e-6, 0.10),
-    (11.55, 0.468, 0.412, 0.138, 0.468, 9.74e-7, 1.12e-5, 0.25),
-])
 PER_LAYER = ("bexp", "smcmax", "smcref", "smcwlt", "psisat", "dksat", "dwsat", "quartz")
+STAS = np.array([[stas_parameters(k)[f] for f in PER_LAYER] for k in range(1, 13)])  # mineral classes 1-12
 UNITS = {"bexp": "1", "smcmax": "m3 m-3", "smcref": "m3 m-3", "smcwlt": "m3 m-3", "psisat": "m", "dksat": "m s-1",
          "dwsat": "m2 s-1", "quartz": "1", "csoil": "J m-3 K-1", "slope": "1", "refkdt": "1", "refdk": "m s-1",
          "frzk": "m", "tbot": "K", "t": "K", "smc": "m3 m-3", "sh2o": "m3 m-3"}
