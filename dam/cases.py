@@ -12,6 +12,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -68,7 +69,7 @@ def output_columns(n_layers: int) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """A soil-column case, in float64 NumPy (convert with :meth:`params_as` etc.)."""
+    """A soil-column case, in float64 NumPy (convert with :meth:`as_dtype`)."""
 
     name: str
     grid: SoilGrid
@@ -89,7 +90,7 @@ class Case:
 
     def as_dtype(self, dtype) -> tuple[SoilParams, SoilState, SoilForcing]:
         """Parameters, initial state and forcing as JAX arrays of ``dtype``."""
-        cast = lambda tree: _map(tree, lambda x: jnp.asarray(x, dtype))  # noqa: E731
+        cast = lambda tree: jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), tree)  # noqa: E731
         return cast(self.params), cast(self.state0), cast(self.forcing)
 
     def reference_states(self) -> SoilState:
@@ -99,12 +100,6 @@ class Case:
         ref, n = self.reference, self.n_layers
         cols = lambda fmt: ref[[fmt.format(k) for k in range(1, n + 1)]].to_numpy()  # noqa: E731
         return SoilState(t=cols("t{}_k"), smc=cols("smc{}"), sh2o=cols("sh2o{}"))
-
-
-def _map(tree, fn):
-    import jax
-
-    return jax.tree_util.tree_map(fn, tree)
 
 
 def _require(mapping: dict, key: str, where: str):
