@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from dam import physics
 from dam.precision import resolve_dtype
-from dam.sharding import column_mesh, run_sharded
+from dam.sharding import column_mesh, pad_axis, run_sharded
 
 PER_LAYER = ("smcmax", "smcref", "smcwlt", "bexp", "dksat", "dwsat", "psisat", "quartz")
 PER_COLUMN = ("csoil", "slope", "refkdt", "refdk", "frzk", "tbot")
@@ -210,9 +210,7 @@ def grid_run(config: GridRunConfig, *, progress: bool = True, stop_after_blocks:
         start = b * block
         take = min(block, n_time - start)
         frc = _forcing_block(forcing, land, start, start + take)
-        if take < block:  # pad so that every block has the same shape (one compilation)
-            idx = np.minimum(np.arange(block), take - 1)
-            frc = jax.tree_util.tree_map(lambda x, i=idx: x[i], frc)
+        frc = pad_axis(frc, take, block)  # every block has the same shape: one compilation
         # The finiteness check runs on the host per block: an in-graph error_if would pin work to one device.
         final, (states, fluxes) = run_sharded(physics.run, state, cast(frc), params, grid, options, mesh=mesh,
                                               observe=_observe, finite_check=False)

@@ -46,17 +46,18 @@ def padded_size(n_columns: int, mesh: Mesh) -> int:
     return -(-n_columns // size) * size
 
 
-def pad_columns(tree: Any, n_columns: int, target: int, axis: int = 0) -> Any:
-    """Pad every leaf along ``axis`` from ``n_columns`` to ``target`` with copies of the last column."""
-    if target == n_columns:
+def pad_axis(tree: Any, n: int, target: int, axis: int = 0) -> Any:
+    """Pad every leaf along ``axis`` from ``n`` to ``target`` entries with copies of the last entry (columns to
+    a multiple of the device count, or a short last time block to the block length)."""
+    if target == n:
         return tree
-    index = np.minimum(np.arange(target), n_columns - 1)
+    index = np.minimum(np.arange(target), n - 1)
     return jax.tree_util.tree_map(lambda x: jnp.take(jnp.asarray(x), index, axis=axis), tree)
 
 
-def trim_columns(tree: Any, n_columns: int, axis: int = 0) -> Any:
-    """Undo :func:`pad_columns`."""
-    return jax.tree_util.tree_map(lambda x: jax.lax.slice_in_dim(x, 0, n_columns, axis=axis), tree)
+def trim_axis(tree: Any, n: int, axis: int = 0) -> Any:
+    """Undo :func:`pad_axis`."""
+    return jax.tree_util.tree_map(lambda x: jax.lax.slice_in_dim(x, 0, n, axis=axis), tree)
 
 
 def column_sharding(mesh: Mesh, axis: int = 0) -> NamedSharding:
@@ -93,8 +94,8 @@ def run_sharded(
     mesh = column_mesh() if mesh is None else mesh
     n = jax.tree_util.tree_leaves(state0)[0].shape[0]
     target = padded_size(n, mesh)
-    state0 = shard(pad_columns(state0, n, target), mesh)
-    params = shard(pad_columns(params, n, target), mesh)
-    forcing = shard(pad_columns(forcing, n, target, axis=1), mesh, axis=1)
+    state0 = shard(pad_axis(state0, n, target), mesh)
+    params = shard(pad_axis(params, n, target), mesh)
+    forcing = shard(pad_axis(forcing, n, target, axis=1), mesh, axis=1)
     final, outputs = eqx.filter_jit(run)(state0, forcing, params, *static_args, **kwargs)
-    return trim_columns(final, n), trim_columns(outputs, n, axis=1) if outputs is not None else None
+    return trim_axis(final, n), trim_axis(outputs, n, axis=1) if outputs is not None else None

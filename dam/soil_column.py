@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from dam import physics
 from dam.cases import Case, output_columns, trajectory_dataset, trajectory_table, write_csv
 from dam.precision import resolve_dtype
+from dam.sharding import pad_axis
 
 #: Per-variable tolerances of the Fortran match (issue 3), in the reference's units.
 TOLERANCES = {"t": 1e-6, "smc": 1e-9, "sh2o": 1e-9, "runoff_surface_mm": 1e-6, "runoff_subsurface_mm": 1e-6,
@@ -54,8 +55,7 @@ def run_case(case: Case, dtype: str = "float64", replay: bool = False, block: in
         for start in range(0, case.n_steps, block):
             # Every block has the same length (the last is padded and trimmed), so one compilation serves all.
             take = min(block, case.n_steps - start)
-            idx = np.minimum(np.arange(start, start + block), case.n_steps - 1)
-            frc = jax.tree_util.tree_map(lambda x, i=idx: x[i], forcing)
+            frc = pad_axis(jax.tree_util.tree_map(lambda x, s=start: x[s : s + block], forcing), take, block)
             state, out = _run_block(state, frc, params, case.grid, case.options)
             if take < block:  # the padded steps are discarded: continue from the last real state
                 state = jax.tree_util.tree_map(lambda x, t=take: x[t - 1], out[0])

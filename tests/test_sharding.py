@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dam import physics
-from dam.sharding import column_mesh, pad_columns, run_sharded, shard, trim_columns
+from dam.sharding import column_mesh, pad_axis, run_sharded, shard, trim_axis
 
 N_DEV = 8
 
@@ -61,10 +61,10 @@ def test_sharded_gradient_equals_unsharded(mesh):
         per_col = jnp.mean(final.smc, axis=-1) + 1e-3 * jnp.mean(final.t, axis=-1)
         return jnp.sum(per_col * weights) / n
 
-    sp = shard(pad_columns(params, n, target), mesh)
-    ss = shard(pad_columns(state, n, target), mesh)
-    sf = shard(pad_columns(forcing, n, target, axis=1), mesh, axis=1)
+    sp = shard(pad_axis(params, n, target), mesh)
+    ss = shard(pad_axis(state, n, target), mesh)
+    sf = shard(pad_axis(forcing, n, target, axis=1), mesh, axis=1)
     g = eqx.filter_jit(jax.grad(padded_loss))(sp, ss, sf)
     assert g.dksat.sharding.spec[0] == "columns"
-    for a, b in zip(jax.tree_util.tree_leaves(trim_columns(g, n)), jax.tree_util.tree_leaves(ref), strict=True):
+    for a, b in zip(jax.tree_util.tree_leaves(trim_axis(g, n)), jax.tree_util.tree_leaves(ref), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-300)
