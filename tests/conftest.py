@@ -13,6 +13,8 @@ enable_x64()
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REFERENCE = SHARED / "reference" / "noahmp_soil"
+FULL_REFERENCE = SHARED / "reference" / "noahmp_full" / "bondville"
+DATA = SHARED / "data"
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +23,19 @@ def reference_dir() -> Path:
     if not REFERENCE.is_dir():
         pytest.skip("../shared/reference/noahmp_soil is not available")
     return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def full_reference_dir() -> Path:
+    """The full Fortran Noah-MP v5.2 Bondville 1998 run (forcing.csv, output.csv.gz, setup.json)."""
+    if not FULL_REFERENCE.is_dir():
+        pytest.skip("../shared/reference/noahmp_full/bondville is not available")
+    return FULL_REFERENCE
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """The shared station data (one folder per site, each with a SOURCE.md)."""
+    if not DATA.is_dir():
+        pytest.skip("../shared/data is not available")
+    return DATA
