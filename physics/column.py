@@ -20,10 +20,39 @@ from .phase_change import phase_change
 from .soil_temperature import heat_diffusion
 from .soil_thermal_properties import soil_thermal_properties
 from .soil_water import soil_water
-from .types import SoilFluxes, SoilForcing, SoilGrid, SoilOptions, SoilParams, SoilState
+from .types import HeatDiagnostics, SoilFluxes, SoilForcing, SoilGrid, SoilOptions, SoilParams, SoilState, ThinSnow
 
 WaterStep = Callable[..., Any]
 Observer = Callable[[SoilState, SoilFluxes], Any]
+
+
+def soil_heat(
+    state: SoilState,
+    ghf_wm2: jax.Array,
+    params: SoilParams,
+    grid: SoilGrid,
+    options: SoilOptions,
+    snow: ThinSnow | None = None,
+) -> tuple[SoilState, HeatDiagnostics, ThinSnow | None]:
+    """Heat part of a step: thermal properties, implicit conduction with top flux ``ghf_wm2`` (W m-2, +down),
+    then phase change. A snowpack without layers (``snow``) insulates layer 1, moves the TBOT depth and is
+    melted first by a layer 1 above freezing; its updated value is returned (None without snow)."""
+    c = options.const
+    grid = grid.astype(state.t.dtype)
+    depth = 0.0 if snow is None else snow.depth_m
+    heat_capacity, conductivity, phase_factor = soil_thermal_properties(
+        state, params, grid, c, options.dt_s, snow_depth_m=depth
+    )
+    t_diff, heat_bottom = heat_diffusion(
+        state.t, heat_capacity, conductivity, ghf_wm2, params, grid, options, snow_depth_m=depth
+    )
+    t, smc, sh2o, latent, snow = phase_change(
+        t_diff, state.smc, state.sh2o, phase_factor, params, grid.dz, options, snow=snow
+    )
+    diag = HeatDiagnostics(
+        t_diff=t_diff, heat_bottom_wm2=heat_bottom, latent_heat_wm2=latent, heat_capacity=heat_capacity
+    )
+    return SoilState(t=t, smc=smc, sh2o=sh2o), diag, snow
 
 
 def soil_step(
@@ -40,26 +69,21 @@ def soil_step(
     Works on one column or on any leading batch shape (state and forcing (..., N) / (...,); parameters
     broadcast against them; the grid is shared).
     """
-    c = options.const
     grid = grid.astype(state.t.dtype)
-    heat_capacity, conductivity, phase_factor = soil_thermal_properties(state, params, grid, c, options.dt_s)
-    t_diff, heat_bottom = heat_diffusion(
-        state.t, heat_capacity, conductivity, forcing.ghf_wm2, params, grid, options
-    )
-    t, smc, sh2o, latent = phase_change(t_diff, state.smc, state.sh2o, phase_factor, params, grid.dz, options)
-    smc, sh2o, wf = water(smc, sh2o, forcing, params, grid, options)
+    heated, heat, _ = soil_heat(state, forcing.ghf_wm2, params, grid, options)
+    smc, sh2o, wf = water(heated.smc, heated.sh2o, forcing, params, grid, options)
     fluxes = SoilFluxes(
         runoff_surface_mm=wf.runoff_surface_mm,
         runoff_subsurface_mm=wf.runoff_subsurface_mm,
         drainage_mmps=wf.drainage_mmps,
         infil_mps=wf.infil_mps,
         nsub=wf.nsub,
-        t_diff=t_diff,
-        heat_bottom_wm2=heat_bottom,
-        latent_heat_wm2=latent,
-        heat_capacity=heat_capacity,
+        t_diff=heat.t_diff,
+        heat_bottom_wm2=heat.heat_bottom_wm2,
+        latent_heat_wm2=heat.latent_heat_wm2,
+        heat_capacity=heat.heat_capacity,
     )
-    return SoilState(t=t, smc=smc, sh2o=sh2o), fluxes
+    return SoilState(t=heated.t, smc=smc, sh2o=sh2o), fluxes
 
 
 def _full_output(state: SoilState, fluxes: SoilFluxes) -> tuple[SoilState, SoilFluxes]:

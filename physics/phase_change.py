@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._safe import div, power, safe_where
+from ._safe import div, power, safe_divide, safe_where
 from .constants import Constants
-from .types import SoilOptions, SoilParams
+from .types import SoilOptions, SoilParams, ThinSnow
 
 
 def supercooled_niu06(t: jax.Array, params: SoilParams, const: Constants) -> jax.Array:
@@ -78,19 +78,23 @@ def phase_change(
     params: SoilParams,
     dz: jax.Array,
     options: SoilOptions,
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Melt and freeze soil water of every layer.
+    snow: ThinSnow | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, ThinSnow | None]:
+    """Melt and freeze soil water of every layer (Noah-MP ``SoilSnowWaterPhaseChange``, soil part).
 
     Parameters
     ----------
     t : (..., N) temperature after heat diffusion, K.
     smc, sh2o : (..., N) start-of-step total and liquid moisture, m3 m-3.
     phase_factor : (..., N) dt / (C dz), K m2 W-1.
+    snow : a snowpack without snow layers lying on layer 1. When layer 1 is at or above freezing its excess
+        energy melts this snow first, then soil ice (Noah-MP's thin-snow branch).
 
     Returns
     -------
     t, smc, sh2o : updated state.
-    latent_heat_wm2 : (...,) energy used by melting (negative when freezing), W m-2.
+    latent_heat_wm2 : (...,) energy used by melting (negative when freezing), snow melt included, W m-2.
+    snow : the snowpack after melt (``melt_mm`` = melt water of the step, mm per step), or None.
     """
     c = options.const
     dt = options.dt_s
@@ -106,14 +110,22 @@ def phase_change(
 
     melt = (w_ice0 > 0.0) & (t >= c.tfrz)
     freeze = (w_liq0 > w_sc) & below
+    if snow is not None:
+        melt = melt.at[..., 0].set(melt[..., 0] | ((snow.swe_mm > 0.0) & (t[..., 0] >= c.tfrz)))
+        freeze = freeze & ~melt
     flagged = melt | freeze
     e_res = jnp.where(flagged, div(t - c.tfrz, phase_factor), 0.0)
     # Noah-MP resets the flag when the residual energy has the wrong sign (unreachable, kept for parity).
     wrong_sign = (melt & (e_res < 0.0)) | (freeze & (e_res > 0.0))
     e_res = jnp.where(wrong_sign, 0.0, e_res)
+    w_pc = div(e_res * dt, c.lf)
+    snow_latent = 0.0
+    if snow is not None:
+        snow, e_res1, snow_latent = _melt_thin_snow(snow, e_res[..., 0], w_pc[..., 0], c, dt)
+        e_res = e_res.at[..., 0].set(e_res1)
+        w_pc = w_pc.at[..., 0].set(jnp.where(snow.melt_mm > 0.0, div(e_res1 * dt, c.lf), w_pc[..., 0]))
     active = flagged & ~wrong_sign & (jnp.abs(e_res) > 0.0)
 
-    w_pc = div(e_res * dt, c.lf)
     w_ice_freeze = jnp.where(w_tot0 < w_sc, 0.0, jnp.maximum(jnp.minimum(w_tot0 - w_sc, w_ice0 - w_pc), 0.0))
     # A flagged layer exactly at TFRZ (e_res = 0) is left unchanged by Noah-MP. Taking the melt branch there
     # gives the same values (w_ice0 - 0, w_liq0 + 0, TFRZ + F*0) and the warm-side derivative instead of none.
@@ -122,7 +134,27 @@ def phase_change(
     w_liq = jnp.where(active, jnp.maximum(0.0, w_tot0 - w_ice), w_liq0 + (w_ice0 - w_ice))
     t = jnp.where(flagged, c.tfrz + phase_factor * e_left, t)
 
-    latent_heat = jnp.sum(div(c.lf * (w_ice0 - w_ice), dt), axis=-1)
+    latent_heat = jnp.sum(div(c.lf * (w_ice0 - w_ice), dt), axis=-1) + snow_latent
     sh2o = div(w_liq, c.rho_water * dz)
     smc = div(w_liq + w_ice, c.rho_water * dz)
-    return t, smc, sh2o, latent_heat
+    return t, smc, sh2o, latent_heat, snow
+
+
+def _melt_thin_snow(
+    snow: ThinSnow, e_res: jax.Array, w_pc: jax.Array, c, dt: float
+) -> tuple[ThinSnow, jax.Array, jax.Array]:
+    """Layer 1's excess energy ``e_res`` (W m-2, melt potential ``w_pc`` mm) melts the snow above it first.
+
+    Returns the snowpack after melt, the energy left for soil ice (W m-2) and the latent heat used (W m-2).
+    The new depth keeps the density between 50 and 500 kg m-3, as Noah-MP does.
+    """
+    melting = (snow.swe_mm > 0.0) & (w_pc > 0.0)
+    swe = jnp.where(melting, jnp.maximum(0.0, snow.swe_mm - w_pc), snow.swe_mm)
+    ratio = safe_divide(swe, snow.swe_mm, 1.0)
+    depth = jnp.maximum(0.0, ratio * snow.depth_m)
+    depth = jnp.where(melting, jnp.minimum(jnp.maximum(depth, swe / 500.0), swe / 50.0), snow.depth_m)
+    melt_mm = jnp.where(melting, snow.swe_mm - swe, 0.0)
+    left = e_res - div(c.lf * melt_mm, dt)
+    e_left = jnp.where(melting, jnp.maximum(left, 0.0), e_res)
+    latent = div(c.lf * jnp.maximum(melt_mm, 0.0), dt)
+    return ThinSnow(swe_mm=swe, depth_m=depth, melt_mm=melt_mm), e_left, latent

@@ -22,6 +22,7 @@ def heat_diffusion(
     params: SoilParams,
     grid: SoilGrid,
     options: SoilOptions,
+    snow_depth_m: jax.Array | float = 0.0,
 ) -> tuple[jax.Array, jax.Array]:
     """One implicit heat-conduction step.
 
@@ -30,6 +31,8 @@ def heat_diffusion(
     t : (..., N) layer temperature, K.
     heat_capacity, conductivity : (..., N) from :func:`soil_thermal_properties`.
     ghf_wm2 : (...,) ground heat flux into layer 1, W m-2, positive down.
+    snow_depth_m : (...,) depth of a snowpack without snow layers, m: the TBOT depth is measured from the
+        snow surface (Noah-MP ``DepthSoilTempBotToSno``).
 
     Returns
     -------
@@ -43,7 +46,7 @@ def heat_diffusion(
     inv = div(2.0, dist)
     grad = [div(2.0 * (t[..., i] - t[..., i + 1]), dist[i]) for i in range(n - 1)]
     if options.bottom_temperature == "tbot":
-        grad_bot = div(t[..., -1] - params.tbot, 0.5 * (z[n - 2] + z[n - 1]) - grid.zbot)
+        grad_bot = div(t[..., -1] - params.tbot, 0.5 * (z[n - 2] + z[n - 1]) - (grid.zbot - snow_depth_m))
         h_bot = -k[..., -1] * grad_bot
     else:
         h_bot = jnp.zeros_like(t[..., -1])

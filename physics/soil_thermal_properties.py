@@ -12,12 +12,19 @@ from .types import SoilGrid, SoilParams, SoilState
 
 
 def soil_thermal_properties(
-    state: SoilState, params: SoilParams, grid: SoilGrid, const: Constants, dt_s: float
+    state: SoilState,
+    params: SoilParams,
+    grid: SoilGrid,
+    const: Constants,
+    dt_s: float,
+    snow_depth_m: jax.Array | float = 0.0,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Heat capacity (J m-3 K-1), conductivity (W m-1 K-1) and phase-change factor (K m2 W-1), (..., N).
 
     All from the start-of-step state. The phase-change factor is dt / (C dz) with the MAIN step.
-    Layer 1's conductivity goes through Noah-MP's snow blend with zero snow depth, as the Fortran does.
+    Layer 1's conductivity goes through Noah-MP's blend with a snowpack that has no snow layer of its own,
+    ``(k1 dz1 + 0.35 h) / (h + dz1)`` with the snow depth ``snow_depth_m`` (..., ) in m; Noah-MP applies it
+    also without snow (h = 0), which is not an exact identity in floating point.
     """
     c = const
     smc, sh2o, smcmax = state.smc, state.sh2o, params.smcmax
@@ -30,9 +37,7 @@ def soil_thermal_properties(
     wet = smc > 0.0
     liquid_frac = jnp.where(wet, div(sh2o, safe_where(wet, smc, 1.0)), 1.0)
     xu = liquid_frac * smcmax
-    k_sat = (
-        power(k_solids, 1.0 - smcmax) * power(c.k_ice, smcmax - xu) * power(c.k_water, xu)
-    )
+    k_sat = power(k_solids, 1.0 - smcmax) * power(c.k_ice, smcmax - xu) * power(c.k_water, xu)
     gamma_dry = (1.0 - smcmax) * c.rho_solid
     k_dry = div(c.kdry_a * gamma_dry + c.kdry_b, c.rho_solid - c.kdry_c * gamma_dry)
     frozen = (sh2o + c.kersten_frozen) < smc
@@ -42,8 +47,7 @@ def soil_thermal_properties(
     conductivity = kersten * (k_sat - k_dry) + k_dry
 
     dz = grid.dz
-    snow_depth = 0.0  # snow-free column: Noah-MP still applies the blend, which is not an exact identity
-    k1 = div(conductivity[..., 0] * dz[0] + c.k_snow_blend * snow_depth, snow_depth + dz[0])
+    k1 = div(conductivity[..., 0] * dz[0] + c.k_snow_blend * snow_depth_m, snow_depth_m + dz[0])
     conductivity = conductivity.at[..., 0].set(k1)
     phase_factor = div(dt_s, heat_capacity * dz)
     return heat_capacity, conductivity, phase_factor

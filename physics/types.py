@@ -175,6 +175,27 @@ class SoilForcing(eqx.Module):
     frz_top_ice_flux_mmps: jax.Array
 
 
+class ThinSnow(eqx.Module):
+    """A snowpack without snow layers of its own, lying on soil layer 1 (Noah-MP ``NumSnowLayerNeg == 0``).
+
+    ``swe_mm`` snow water equivalent, mm; ``depth_m`` snow depth, m; ``melt_mm`` melt of the current step
+    handed to the soil surface as ponding, mm per step (Noah-MP ``PondSfcThinSnwMelt``).
+    """
+
+    swe_mm: jax.Array
+    depth_m: jax.Array
+    melt_mm: jax.Array | float = 0.0
+
+
+class HeatDiagnostics(eqx.Module):
+    """Diagnostics of the heat part of a step (fields as in :class:`SoilFluxes`)."""
+
+    t_diff: jax.Array
+    heat_bottom_wm2: jax.Array
+    latent_heat_wm2: jax.Array
+    heat_capacity: jax.Array
+
+
 class SoilFluxes(eqx.Module):
     """Diagnostics of one step.
 
