@@ -100,7 +100,7 @@ def phenology(
     day = jnp.asarray(day_of_year)
     n_days = jnp.asarray(days_in_year, day.dtype)
     day = jnp.where(p.latitude_deg >= 0.0, day, jnp.mod(day + 0.5 * n_days, n_days))
-    month = MONTHS_PER_YEAR * day / n_days
+    month = div(MONTHS_PER_YEAR * day, n_days)
     month1 = jnp.floor(month + 0.5).astype(jnp.int32)  # Fortran integer truncation of a non-negative real
     weight1 = (month1 + 0.5) - month
     weight2 = 1.0 - weight1
