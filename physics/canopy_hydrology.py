@@ -183,9 +183,7 @@ def canopy_water_intercept(
     int_snow = jnp.where(veg, int_snow, 0.0)
     drip_snow = jnp.where(veg, drip_snow_veg, drip_snow_buried)
     through_snow = jnp.where(veg, (1.0 - veg_frac) * snow_mmps, snow_mmps)
-    ice = jnp.where(
-        veg, jnp.maximum(0.0, ice_mm + (int_snow - unload) * dt), jnp.where(ice_mm > 0.0, 0.0, ice_mm)
-    )
+    ice = jnp.where(veg, jnp.maximum(0.0, ice_mm + (int_snow - unload) * dt), jnp.where(ice_mm > 0.0, 0.0, ice_mm))
 
     wet_frac = jnp.where(ice > 0.0, _wet_fraction(ice, ice_max), _wet_fraction(liq, liq_max))
     rain_ground = drip_rain + through_rain
@@ -275,9 +273,7 @@ def canopy_hydrology(
 
     # Freezing, with the canopy temperature after any melt.
     freezing = (liq > MIN_WATER) & (t_canopy < TFRZ)
-    freeze_energy = div(
-        div((TFRZ - t_canopy) * HEAT_CAPACITY_WATER * liq, DENSITY_WATER), dt * LATENT_HEAT_FUSION
-    )
+    freeze_energy = div(div((TFRZ - t_canopy) * HEAT_CAPACITY_WATER * liq, DENSITY_WATER), dt * LATENT_HEAT_FUSION)
     freeze = jnp.where(freezing, jnp.minimum(div(liq, dt), freeze_energy), 0.0)
     liq = jnp.where(freezing, jnp.maximum(0.0, liq - freeze * dt), liq)
     ice = jnp.where(freezing, jnp.maximum(0.0, total - liq), ice)
