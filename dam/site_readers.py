@@ -465,10 +465,8 @@ def read_hyytiala_2000_2010(
             "Precipitation: Precip_FMI (complete); the SMEAR II gauge (76 NaN) is not used. ET, H and Rnet are "
             "gap-filled by the compiler; SWE and snow depth are mostly NaN.",
         ),
-        unreliable=(
-            UnreliableSeries("soil_moisture", "horizon sensor, depth approximate"),
-            UnreliableSeries("soil_temperature", "horizon sensor, depth approximate"),
-        ),
+        # SOURCE.md flags no Hyytiala series as unreliable: approximate horizon depths are a note, not a flag.
+        unreliable=(),
     )
     return check_site(Site(meta, forcing, obs))
 
