@@ -1,0 +1,309 @@
+"""The station model: Noah-MP's surface energy and water balance over the soil column, one pure step.
+
+Order within a step, as in Noah-MP ``NoahmpMain``: atmospheric forcing, phenology, canopy interception,
+precipitation heat advection, then ``EnergyMain`` (snow cover, thermal properties, albedo and radiation,
+emissivity, soil-water stress, the vegetated and bare tile energy balances, soil heat conduction and phase
+change) and ``WaterMain`` (canopy hydrology, the bulk snowpack, the soil-column water boundary, soil water).
+
+Two seams for learned components: ``water`` replaces the soil water transport (signature of
+:func:`dam.physics.soil_water.soil_water`) and ``stomata`` the stomatal resistance model (signature of
+:func:`dam.physics.stomata.ball_berry_canopy`). Everything else stays physical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from .albedo import RadiationOptions, RadiationParams, SnowCoverParams, snow_cover_fraction
+from .atmos_forcing import AtmosOptions, AtmosParams, atmos_forcing
+from .canopy_hydrology import CanopyWaterParams, canopy_hydrology, canopy_water_intercept
+from .column import soil_heat
+from .energy_balance import (
+    SurfaceEnergyFluxes,
+    SurfaceEnergyOptions,
+    SurfaceEnergyState,
+    SurfaceInputs,
+    SurfaceParams,
+    surface_energy,
+)
+from .phenology import PhenologyParams, phenology
+from .precip_heat import precipitation_heat_advect
+from .radiation import emissivity, surface_radiation
+from .snow import ground_water
+from .soil_thermal_properties import soil_thermal_properties
+from .soil_water import soil_water
+from .stomata import ball_berry_canopy
+from .transpiration import TranspirationOptions, soil_water_transpiration
+from .types import SoilGrid, SoilOptions, SoilParams, SoilState, ThinSnow
+
+Observer = Callable[["StationState", "StationFluxes"], Any]
+
+
+class StationForcing(eqx.Module):
+    """Meteorology of one step (held constant over the step; leading time axis in a series).
+
+    ``t_air_k`` air temperature at the reference height, K; ``q_air_kgkg`` specific humidity, kg kg-1;
+    ``p_sfc_pa`` surface pressure, Pa; ``u_ms`` / ``v_ms`` eastward / northward wind, m s-1 (a wind speed goes
+    in ``u_ms`` with ``v_ms`` = 0); ``sw_down_wm2`` / ``lw_down_wm2`` downward shortwave / longwave, W m-2;
+    ``precip_mmps`` total precipitation, mm s-1 (kg m-2 s-1); ``cos_zenith`` cosine of the solar zenith angle
+    (-, <= 0 at night); ``julian_day`` day of year - 1 + fraction of the day (phenology).
+    """
+
+    t_air_k: jax.Array
+    q_air_kgkg: jax.Array
+    p_sfc_pa: jax.Array
+    u_ms: jax.Array
+    v_ms: jax.Array
+    sw_down_wm2: jax.Array
+    lw_down_wm2: jax.Array
+    precip_mmps: jax.Array
+    cos_zenith: jax.Array
+    julian_day: jax.Array
+
+
+class SnowState(eqx.Module):
+    """Bulk snowpack: ``swe_mm`` snow water equivalent, mm; ``depth_m`` snow depth, m; ``age`` BATS
+    non-dimensional snow age, -; ``swe_prev_mm`` SWE after the previous step's melt, before its snowfall
+    (Noah-MP ``SnowWaterEquivPrev``, used by snow aging), mm."""
+
+    swe_mm: jax.Array
+    depth_m: jax.Array
+    age: jax.Array
+    swe_prev_mm: jax.Array
+
+
+class CanopyWater(eqx.Module):
+    """Intercepted water: ``liq_mm`` liquid and ``ice_mm`` frozen, mm."""
+
+    liq_mm: jax.Array
+    ice_mm: jax.Array
+
+
+class StationState(eqx.Module):
+    """Prognostic state: soil column, surface energy (TV, TG, TAH, EAH, CM, CH), canopy water, snowpack."""
+
+    soil: SoilState
+    energy: SurfaceEnergyState
+    canopy: CanopyWater
+    snow: SnowState
+
+
+class StationParams(eqx.Module):
+    """Parameters by process (see each Module for names and units)."""
+
+    soil: SoilParams
+    phenology: PhenologyParams
+    snow_cover: SnowCoverParams
+    radiation: RadiationParams
+    canopy: CanopyWaterParams
+    surface: SurfaceParams
+    atmos: AtmosParams
+
+
+class StationOptions(eqx.Module):
+    """Static configuration: the process options of each part, all with the same time step ``dt_s``."""
+
+    soil: SoilOptions = SoilOptions()
+    radiation: RadiationOptions = RadiationOptions()
+    surface: SurfaceEnergyOptions = SurfaceEnergyOptions()
+    atmos: AtmosOptions = AtmosOptions()
+    transpiration: TranspirationOptions = TranspirationOptions()
+    days_in_year: float = eqx.field(static=True, default=365.0)
+
+    def __check_init__(self) -> None:
+        steps = {self.soil.dt_s, self.radiation.dt_s, self.surface.dt_s}
+        if len(steps) != 1:
+            raise ValueError(f"all parts must use the same time step, got {sorted(steps)} s")
+
+    @property
+    def dt_s(self) -> float:
+        return self.soil.dt_s
+
+
+class StationFluxes(eqx.Module):
+    """Diagnostics of one step (grid means; W m-2 with SH, LH, net LW + up and G + down; water in mm s-1
+    unless named per step).
+
+    ``energy`` all surface-energy results (:class:`SurfaceEnergyFluxes`); ``sw_abs_wm2`` / ``sw_refl_wm2``
+    absorbed / reflected shortwave; ``albedo`` (-, 0 without sun); ``snow_cover_frac`` (-); ``lai_eff`` /
+    ``sai_eff`` (m2 m-2); ``btran`` (-); ``rain_mmps`` / ``snowfall_mmps`` at the reference height;
+    ``evap_canopy_mmps`` net canopy evaporation, ``transpiration_mmps``, ``evap_ground_mmps`` net ground
+    evaporation (+ up); ``runoff_surface_mm`` / ``runoff_subsurface_mm`` mm per step; ``snowmelt_mm`` melt of
+    the snowpack, mm per step; ``soil_inflow_mps`` water reaching the soil surface, m s-1; ``heat_bottom_wm2``
+    heat flux into the soil column through its bottom (+ up); ``latent_heat_soil_wm2`` phase-change energy of
+    soil and snow (+ melting); ``discarded_mm`` water Noah-MP's small-value thresholds removed, mm per step.
+    """
+
+    energy: SurfaceEnergyFluxes
+    sw_abs_wm2: jax.Array
+    sw_refl_wm2: jax.Array
+    albedo: jax.Array
+    snow_cover_frac: jax.Array
+    lai_eff: jax.Array
+    sai_eff: jax.Array
+    btran: jax.Array
+    rain_mmps: jax.Array
+    snowfall_mmps: jax.Array
+    evap_canopy_mmps: jax.Array
+    transpiration_mmps: jax.Array
+    evap_ground_mmps: jax.Array
+    runoff_surface_mm: jax.Array
+    runoff_subsurface_mm: jax.Array
+    snowmelt_mm: jax.Array
+    soil_inflow_mps: jax.Array
+    heat_bottom_wm2: jax.Array
+    latent_heat_soil_wm2: jax.Array
+    discarded_mm: jax.Array
+
+
+def station_step(
+    state: StationState,
+    forcing: StationForcing,
+    params: StationParams,
+    grid: SoilGrid,
+    options: StationOptions,
+    *,
+    water: Callable = soil_water,
+    stomata: Callable = ball_berry_canopy,
+) -> tuple[StationState, StationFluxes]:
+    """Advance the station column(s) by one step of ``options.dt_s`` seconds (any leading batch shape)."""
+    dt = options.dt_s
+    grid = grid.astype(state.soil.t.dtype)
+    tfrz = options.soil.const.tfrz
+    prev = state.energy
+    f = forcing
+    zero = jnp.zeros_like(f.precip_mmps)
+
+    air = atmos_forcing(
+        f.t_air_k, f.q_air_kgkg, f.p_sfc_pa, f.u_ms, f.v_ms, f.lw_down_wm2, f.sw_down_wm2, f.cos_zenith,
+        zero, f.precip_mmps, zero, params.atmos, options.atmos,
+    )  # fmt: skip
+    veg = phenology(f.julian_day, state.snow.depth_m, prev.t_veg, params.phenology, options.days_in_year)
+    icp = canopy_water_intercept(
+        state.canopy.liq_mm, state.canopy.ice_mm, air.rain, air.snow, air.precip_area_frac, air.snowfall_density,
+        veg.lai_eff, veg.sai_eff, veg.veg_frac, prev.t_veg, f.u_ms, f.v_ms, params.canopy, dt,
+    )  # fmt: skip
+    adv = precipitation_heat_advect(
+        f.t_air_k, prev.t_veg, prev.t_grd, veg.veg_frac, air.rain, air.snow, icp.drip_rain_mmps,
+        icp.throughfall_rain_mmps, icp.drip_snow_mmps, icp.throughfall_snow_mmps,
+    )  # fmt: skip
+
+    fsno = snow_cover_fraction(state.snow.depth_m, state.snow.swe_mm, params.snow_cover)
+    _, conductivity, _ = soil_thermal_properties(
+        state.soil, params.soil, grid, options.soil.const, dt, snow_depth_m=state.snow.depth_m
+    )
+    rad = surface_radiation(
+        cos_zenith=f.cos_zenith, sw_down_wm2=f.sw_down_wm2, lai_eff=veg.lai_eff, sai_eff=veg.sai_eff,
+        veg_frac=veg.veg_frac, snow_cover_frac=fsno, swe_mm=state.snow.swe_mm, swe_prev_mm=state.snow.swe_prev_mm,
+        snow_age=state.snow.age, t_grd_k=prev.t_grd, t_canopy_k=prev.t_veg, canopy_wet_frac=icp.wet_frac,
+        smc_top=state.soil.smc[..., 0], params=params.radiation, options=options.radiation,
+    )  # fmt: skip
+    emis = emissivity(veg.lai_eff, veg.sai_eff, veg.veg_frac, fsno, params.radiation)
+    roots = soil_water_transpiration(state.soil.sh2o, params.soil, grid, options.transpiration)
+    inputs = SurfaceInputs(
+        sw_abs_veg=rad.sav_wm2, sw_abs_grd=rad.sag_wm2, par_sunlit=rad.par_sunlit_wm2, par_shade=rad.par_shade_wm2,
+        lai_sunlit=rad.lai_sunlit, lai_shade=rad.lai_shade, emissivity_veg=emis.canopy, emissivity_grd=emis.ground,
+        lai_eff=veg.lai_eff, sai_eff=veg.sai_eff, veg_frac=veg.veg_frac, grow_season=veg.growing_season,
+        btran=roots.btran, snow_cover_frac=fsno, snow_depth=state.snow.depth_m, t_top=state.soil.t[..., 0],
+        k_top=conductivity[..., 0], dz_top=grid.dz[0], sh2o_1=state.soil.sh2o[..., 0], canopy_liq=icp.liq_mm,
+        canopy_ice=icp.ice_mm, canopy_wet_frac=icp.wet_frac, adv_canopy=adv.canopy_wm2,
+        adv_veg_grd=adv.veg_ground_wm2, adv_bare_grd=adv.bare_ground_wm2,
+    )  # fmt: skip
+    en = surface_energy(air, inputs, prev, params.surface, params.soil, grid.dz[0], options.surface, stomata=stomata)
+
+    can = canopy_hydrology(
+        icp.liq_mm, icp.ice_mm, en.lh_canopy_evap, en.lh_transp, prev.t_veg <= tfrz, en.state.t_veg,
+        veg.lai_eff, veg.sai_eff, veg.veg_frac, air.snowfall_density, params.canopy, dt,
+    )  # fmt: skip
+    snow_in = ThinSnow(swe_mm=state.snow.swe_mm, depth_m=state.snow.depth_m, melt_mm=zero)
+    soil, heat, melted = soil_heat(state.soil, en.g, params.soil, grid, options.soil, snow=snow_in)
+    gw = ground_water(
+        melted, en.lh_grd, prev.t_grd <= tfrz, icp.rain_ground_mmps, icp.snow_ground_mmps, icp.snow_depth_incr_mps,
+        can.transpiration_mmps, roots.root_fac, en.g, dt,
+    )  # fmt: skip
+    smc, sh2o, wf = water(soil.smc, soil.sh2o, gw.forcing, params.soil, grid, options.soil)
+
+    new = StationState(
+        soil=SoilState(t=soil.t, smc=smc, sh2o=sh2o),
+        energy=eqx.tree_at(lambda s: s.t_veg, en.state, can.t_canopy_k),
+        canopy=CanopyWater(liq_mm=can.liq_mm, ice_mm=can.ice_mm),
+        snow=SnowState(swe_mm=gw.snow.swe_mm, depth_m=gw.snow.depth_m, age=rad.snow_age, swe_prev_mm=melted.swe_mm),
+    )
+    fluxes = StationFluxes(
+        energy=en,
+        sw_abs_wm2=rad.fsa_wm2,
+        sw_refl_wm2=rad.fsr_wm2,
+        albedo=rad.albedo,
+        snow_cover_frac=fsno,
+        lai_eff=veg.lai_eff,
+        sai_eff=veg.sai_eff,
+        btran=roots.btran,
+        rain_mmps=air.rain,
+        snowfall_mmps=air.snow,
+        evap_canopy_mmps=can.evap_net_mmps,
+        transpiration_mmps=can.transpiration_mmps,
+        evap_ground_mmps=gw.evap_ground_net_mmps,
+        runoff_surface_mm=wf.runoff_surface_mm,
+        runoff_subsurface_mm=wf.runoff_subsurface_mm,
+        snowmelt_mm=melted.melt_mm,
+        soil_inflow_mps=gw.forcing.qinsurf_mps,
+        heat_bottom_wm2=heat.heat_bottom_wm2,
+        latent_heat_soil_wm2=heat.latent_heat_wm2,
+        discarded_mm=can.discarded_mm + gw.discarded_mm,
+    )
+    return new, fluxes
+
+
+def check_finite_state(state: StationState) -> StationState:
+    """Raise (also under ``jit``) when any state variable is NaN or infinite."""
+    bad = ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(state)]))
+    return eqx.error_if(state, bad, "station state became non-finite (NaN or inf): check forcing and parameters")
+
+
+def run_station(
+    state0: StationState,
+    forcing: StationForcing,
+    params: StationParams,
+    grid: SoilGrid,
+    options: StationOptions,
+    *,
+    water: Callable = soil_water,
+    stomata: Callable = ball_berry_canopy,
+    observe: Observer | None = None,
+    checkpoint_every: int | None = None,
+    finite_check: bool = True,
+) -> tuple[StationState, Any]:
+    """Run the station over a forcing series (leading time axis) with ``lax.scan``.
+
+    ``observe(state, fluxes)`` picks what to keep per step (default: the state and all fluxes);
+    ``checkpoint_every`` rematerialises segments of that many steps in the backward pass (memory
+    ~ T / checkpoint_every + checkpoint_every steps); ``finite_check`` raises on a non-finite state.
+    """
+    observe = observe or (lambda s, fl: (s, fl))
+
+    def step(state, frc):
+        new, fluxes = station_step(state, frc, params, grid, options, water=water, stomata=stomata)
+        if finite_check:
+            new = check_finite_state(new)
+        return new, observe(new, fluxes)
+
+    n_steps = jax.tree_util.tree_leaves(forcing)[0].shape[0]
+    if not checkpoint_every or checkpoint_every >= n_steps:
+        return lax.scan(step, state0, forcing)
+    seg = int(checkpoint_every)
+    n_seg, rest = divmod(n_steps, seg)
+    head = jax.tree_util.tree_map(lambda x: x[: n_seg * seg].reshape(n_seg, seg, *x.shape[1:]), forcing)
+    segment = jax.checkpoint(lambda s, frc: lax.scan(step, s, frc))
+    state, out = lax.scan(segment, state0, head)
+    out = jax.tree_util.tree_map(lambda x: x.reshape(n_seg * seg, *x.shape[2:]), out)
+    if rest:
+        tail = jax.tree_util.tree_map(lambda x: x[n_seg * seg :], forcing)
+        state, out_tail = segment(state, tail)
+        out = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), out, out_tail)
+    return state, out
