@@ -1,9 +1,10 @@
 """The ``dam`` command line.
 
-    dam demo [--output-dir DIR]                      run the shipped Bondville case and compare with Fortran
-    dam soil-column CASE_DIR --output OUT.csv|OUT.nc [--dtype float64|float32] [--replay]
-    dam make-grid DIR [--lat --lon --steps --seed]   synthetic gridded inputs and a grid_run.yaml
-    dam grid-run CONFIG.yaml                         sharded, checkpointed, resumable grid run
+dam demo [--output-dir DIR]                      run the shipped Bondville case and compare with Fortran
+dam soil-column CASE_DIR --output OUT.csv|OUT.nc [--dtype float64|float32] [--replay]
+dam make-grid DIR [--lat --lon --steps --seed]   synthetic gridded inputs and a grid_run.yaml
+dam grid-run CONFIG.yaml                         sharded, checkpointed, resumable grid run
+dam run-station SITE --output OUT.nc [--start --end --spinup N --dtype]   physics-only run at a site
 """
 
 from __future__ import annotations
@@ -41,6 +42,24 @@ def _soil_column(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_station(args: argparse.Namespace) -> int:
+    _setup_numerics(args.dtype)
+    from dam.sites import load_site
+    from dam.station import run_site
+
+    site = load_site(args.site)
+    ds, table = run_site(
+        site, args.output, start=args.start, end=args.end, spinup_cycles=args.spinup, dtype=args.dtype,
+        progress=not args.quiet,
+    )  # fmt: skip
+    print(f"wrote {args.output} ({ds.sizes['time']} steps) and figures in {Path(args.output).stem}_figures/")
+    if table is not None:
+        shown = table.assign(unreliable=table["unreliable"].astype(bool).map({True: "yes", False: ""}))
+        cols = ["variable", "depth_m", "n", "r", "bias", "rmse", "ubrmse", "kge", "unreliable"]
+        print(shown[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     _setup_numerics("float64")
     from dam.cases import read_case
@@ -50,10 +69,10 @@ def _demo(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with resources.as_file(resources.files("dam.data") / "bondville_soil") as case_dir:
         case = read_case(case_dir)
-    print(f"Bondville 1998 soil column: {case.n_steps} steps of {case.options.dt_s:.0f} s, "
-          f"{case.n_layers} layers")
-    print("options: " + ", ".join(f"{f.name}={getattr(case.options, f.name)}"
-                                  for f in dataclasses.fields(case.options)))
+    print(f"Bondville 1998 soil column: {case.n_steps} steps of {case.options.dt_s:.0f} s, {case.n_layers} layers")
+    print(
+        "options: " + ", ".join(f"{f.name}={getattr(case.options, f.name)}" for f in dataclasses.fields(case.options))
+    )
     results = {}
     for mode, replay in (("replay", True), ("free", False)):
         t0 = time.perf_counter()
@@ -61,8 +80,12 @@ def _demo(args: argparse.Namespace) -> int:
         results[mode] = max_differences(table, case.reference)
         print(f"{mode:6s} run float64 in {time.perf_counter() - t0:.1f} s")
     write_output(table, out / "bondville_soil.nc", case, {"dtype": "float64", "mode": "free"})
-    plot_comparison(table, case.reference, out / "bondville_soil.png",
-                    "Bondville 1998: dam float64 free run (thin) vs Fortran Noah-MP (thick)")
+    plot_comparison(
+        table,
+        case.reference,
+        out / "bondville_soil.png",
+        "Bondville 1998: dam float64 free run (thin) vs Fortran Noah-MP (thick)",
+    )
     t0 = time.perf_counter()
     results["free_float32"] = max_differences(run_case(case, "float32"), case.reference)
     print(f"free   run float32 in {time.perf_counter() - t0:.1f} s")
@@ -73,10 +96,11 @@ def _demo(args: argparse.Namespace) -> int:
         row = [results[m][name] for m in ("replay", "free", "free_float32")]
         print(f"{name:22s} " + " ".join(f"{v:12.3e}" for v in row) + f" {TOLERANCES[name]:11.0e}")
     (out / "bondville_differences.json").write_text(json.dumps(results, indent=1))
-    print(f"\nwrote {out / 'bondville_soil.nc'}, {out / 'bondville_soil.png'}, "
-          f"{out / 'bondville_differences.json'}")
-    print("Bondville has soil freezing: free runs amplify round-off there (spec section 10, item 15); the "
-          "replay is the strict test.")
+    print(f"\nwrote {out / 'bondville_soil.nc'}, {out / 'bondville_soil.png'}, {out / 'bondville_differences.json'}")
+    print(
+        "Bondville has soil freezing: free runs amplify round-off there (spec section 10, item 15); the "
+        "replay is the strict test."
+    )
     ok = all(results["replay"][k] <= TOLERANCES[k] for k in TOLERANCES)
     print("replay within tolerances:", "yes" if ok else "NO")
     return 0 if ok else 1
@@ -102,8 +126,14 @@ def _make_grid(args: argparse.Namespace) -> int:
     static, forcing = make_grid(args.lat, args.lon, args.steps, seed=args.seed)
     static.to_netcdf(out / "static.nc")
     forcing.to_netcdf(out / "forcing.nc")
-    config = {"static": "static.nc", "forcing": "forcing.nc", "output": "output.zarr",
-              "checkpoint_dir": "checkpoints", "time_block": min(args.steps, 240), "dtype": "float32"}
+    config = {
+        "static": "static.nc",
+        "forcing": "forcing.nc",
+        "output": "output.zarr",
+        "checkpoint_dir": "checkpoints",
+        "time_block": min(args.steps, 240),
+        "dtype": "float32",
+    }
     import yaml
 
     (out / "grid_run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -124,8 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     soil.add_argument("case_dir", help="folder with params.json and forcing.csv (and optionally output.csv)")
     soil.add_argument("--output", required=True, help="OUT.csv (reference layout) or OUT.nc (CF netCDF)")
     soil.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    soil.add_argument("--replay", action="store_true",
-                      help="start every step from the state in the case's output.csv row before it")
+    soil.add_argument(
+        "--replay", action="store_true", help="start every step from the state in the case's output.csv row before it"
+    )
     soil.add_argument("--quiet", action="store_true", help="no progress bar or comparison")
     soil.set_defaults(func=_soil_column)
 
@@ -133,6 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("config", help="YAML configuration (see docs/grid_runs.md)")
     grid.add_argument("--quiet", action="store_true", help="no progress bar")
     grid.set_defaults(func=_grid_run)
+
+    station = sub.add_parser("run-station", help="run the physics-only station model at a site folder")
+    station.add_argument("site", help="site folder (docs/site_format.md) or the name of a shipped site")
+    station.add_argument("--output", required=True, help="output netCDF path")
+    station.add_argument("--start", default=None, help="first step end (UTC), e.g. 1998-03-01")
+    station.add_argument("--end", default=None, help="last step end (UTC)")
+    station.add_argument("--spinup", type=int, default=1, help="passes over the first year before the run")
+    station.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    station.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    station.set_defaults(func=_run_station)
 
     make = sub.add_parser("make-grid", help="write a synthetic grid (static fields, forcing, grid_run.yaml)")
     make.add_argument("output_dir")

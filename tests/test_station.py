@@ -1,0 +1,267 @@
+"""The station model (surface energy and water balance over the soil column) against the full Fortran
+Noah-MP v5.2 Bondville 1998 run, its closure, precision, batching and gradients.
+
+The run is driven by the reference's own forcing (forcing.csv, bit-exact what the Fortran physics received)
+and initial state (setup.json), with parameters built from the shipped Noah-MP table rows. Before the first
+snow layer forms in Noah-MP the two agree to round-off; over the year the bulk snowpack (no snow layers) is
+the one simplification, and the issue's RMSE limits are asserted.
+"""
+
+from __future__ import annotations
+
+import json
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from dam import parameters as P
+from dam.physics.energy_balance import SurfaceEnergyState
+from dam.physics.station import (
+    CanopyWater,
+    SnowState,
+    StationForcing,
+    StationOptions,
+    StationParams,
+    StationState,
+    run_station,
+)
+from dam.physics.types import SoilGrid, SoilState
+
+FORCING_COLUMNS = ("T_air_K", "q_air_kgkg", "p_sfc_Pa", "u_ms", "v_ms", "sw_down_Wm2", "lw_down_Wm2",
+                   "precip_total_kg_m2_s", "cos_zenith", "julian_day")  # fmt: skip
+DZ = np.array([0.1, 0.3, 0.6, 1.0])
+# Issue 4 limits over 1998 (RMSE)
+LIMITS = {"soil_T": 0.5, "smc": 0.01, "SH_Wm2": 15.0, "LH_Wm2": 15.0, "G_Wm2": 10.0}
+
+_run = eqx.filter_jit(run_station)
+
+
+def _a(x):
+    return jnp.asarray(np.asarray(x, dtype=np.float64))
+
+
+class Reference:
+    def __init__(self, root):
+        self.forcing = pd.read_csv(root / "forcing.csv")
+        self.output = pd.read_csv(root / "output.csv.gz")
+        self.setup = json.loads((root / "setup.json").read_text())
+        s = self.setup
+        self.site = P.SiteDescription(
+            vegetation_type=s["vegetation_type"], soil_types=(s["soil_type"],) * 4, soil_colour=s["soil_color"],
+            veg_frac_max=0.96, ref_height_m=s["forcing_height_m"], tbot_k=s["deep_soil_temperature_K"],
+            latitude_deg=s["noahmp_domain_at_step1"]["Latitude"],
+        )  # fmt: skip
+        d = self.site
+        self.params = StationParams(
+            soil=P.soil_params(d), phenology=P.phenology_params(d), snow_cover=P.snow_cover_params(d),
+            radiation=P.radiation_params(d), canopy=P.canopy_water_params(d), surface=P.surface_params(d),
+            atmos=P.atmos_params(d),
+        )  # fmt: skip
+        self.grid = SoilGrid(zsoil=_a(s["soil_layers"]["bottom_depth_m"]), zbot=s["deep_soil_temperature_depth_m"])
+        self.options = StationOptions()
+        k = s["initial_state_key"]
+        self.state0 = StationState(
+            soil=SoilState(t=_a(k["soil_T_K"]), smc=_a(k["smc"]), sh2o=_a(k["sh2o"])),
+            energy=SurfaceEnergyState(
+                t_veg=_a(k["T_veg_K"]), t_grd=_a(k["T_grd_K"]), t_canair=_a(k["T_canair_K"]),
+                e_canair=_a(k["e_canair_Pa"]), cm=_a(k["CM_ms"]), ch=_a(k["CH_ms"]),
+            ),
+            canopy=CanopyWater(liq_mm=_a(k["canopy_liq_mm"]), ice_mm=_a(k["canopy_ice_mm"])),
+            snow=SnowState(swe_mm=_a(k["swe_mm"]), depth_m=_a(k["snow_depth_m"]), age=_a(k["snow_age"]),
+                           swe_prev_mm=_a(0.0)),
+        )  # fmt: skip
+
+    def station_forcing(self, n: int | None = None) -> StationForcing:
+        return StationForcing(*(_a(self.forcing[c].to_numpy()[:n]) for c in FORCING_COLUMNS))
+
+
+@pytest.fixture(scope="module")
+def ref(full_reference_dir) -> Reference:
+    return Reference(full_reference_dir)
+
+
+@pytest.fixture(scope="module")
+def year(ref):
+    states, fluxes = _run(ref.state0, ref.station_forcing(), ref.params, ref.grid, ref.options)[1]
+    return jax.tree_util.tree_map(np.asarray, (states, fluxes))
+
+
+def _rmse(a, b) -> float:
+    return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
+
+
+def test_table_parameters_are_the_fortran_ones(ref):
+    """The shipped table rows give every value the Fortran run used (spot-checked by name)."""
+    e = ref.setup["parameters_used"]["energy"]
+    b = ref.setup["parameters_used"]["biochem"]
+    p = ref.params
+    pairs = [
+        (p.surface.z0m_veg, e["RoughLenMomVeg"]), (p.surface.canopy_top_height, e["HeightCanopyTop"]),
+        (p.surface.leaf_dimension, e["LeafDimLength"]), (p.surface.canopy_wind_ext, e["CanopyWindExtFac"]),
+        (p.surface.canopy_heat_capacity_factor, e["HeatCapacCanFac"]), (p.surface.rsurf_exp, e["ResistanceSoilExp"]),
+        (p.surface.rsurf_snow, e["ResistanceSnowSfc"]), (p.surface.z0m_soil, e["RoughLenMomSoil"]),
+        (p.surface.stomata.vcmax25, b["CarboxylRateMax25C"]), (p.surface.stomata.slope, b["SlopeConductToPhotosyn"]),
+        (p.surface.stomata.quantum_eff, b["QuantumEfficiency25C"]), (p.phenology.t_min_photosynthesis_k,
+                                                                     b["TemperatureMinPhotosyn"]),
+        (p.phenology.lai_monthly, e["LeafAreaIndexMon"]["values_fortran_order"]),
+        (p.phenology.sai_monthly, e["StemAreaIndexMon"]["values_fortran_order"]),
+        (p.radiation.rho_leaf, e["ReflectanceLeaf"]["values_fortran_order"]),
+        (p.radiation.albedo_soil_sat, e["AlbedoSoilSat"]["values_fortran_order"]),
+        (p.radiation.albedo_soil_dry, e["AlbedoSoilDry"]["values_fortran_order"]),
+        (p.radiation.snow_age_tau_s, e["SnowAgeFacBats"]), (p.snow_cover.cover_factor_m, ref.setup["parameters_used"]["water"]["SnowCoverFac"]),
+        (p.canopy.liq_hold_cap_mm, ref.setup["parameters_used"]["water"]["CanopyLiqHoldCap"]),
+        (p.soil.bexp, ref.setup["parameters_used"]["water"]["SoilExpCoeffB"]["values_fortran_order"]),
+        (p.soil.csoil, e["SoilHeatCapacity"]),
+    ]  # fmt: skip
+    for got, want in pairs:
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want, dtype=np.float64))
+
+
+def test_round_off_agreement_before_the_first_snow_layer(ref, year):
+    """Until Noah-MP first builds a snow layer (step 3725) the whole chain agrees to round-off amplified by
+    freeze-thaw: measured 2.4e-7 K, 1.8e-11 m3 m-3, 3e-6 W m-2, 5e-10 mm (XLA's exp/log10 differ from glibc
+    in the last bit, and the phase-change iterations near 273.16 K amplify that, as in the soil-only run)."""
+    states, fluxes = year
+    out = ref.output
+    first_layer = int(np.argmax(out["n_snow_layers"].to_numpy() > 0))
+    assert first_layer > 1000
+    sl = slice(0, first_layer - 1)
+    np.testing.assert_allclose(states.soil.t[sl], out[[f"soil_T_{i}_K" for i in range(1, 5)]].to_numpy()[sl],
+                               rtol=0, atol=2e-6)  # fmt: skip
+    np.testing.assert_allclose(states.soil.smc[sl], out[[f"smc_{i}" for i in range(1, 5)]].to_numpy()[sl],
+                               rtol=0, atol=2e-10)  # fmt: skip
+    for name, got in (("SH_Wm2", fluxes.energy.sh), ("LH_Wm2", fluxes.energy.lh), ("G_Wm2", fluxes.energy.g)):
+        np.testing.assert_allclose(got[sl], out[name].to_numpy()[sl], rtol=0, atol=3e-5, err_msg=name)
+    np.testing.assert_allclose(states.snow.swe_mm[sl], out["swe_mm"].to_numpy()[sl], rtol=0, atol=5e-9)
+
+
+def test_year_within_the_issue_limits(ref, year):
+    states, fluxes = year
+    out = ref.output
+    for i in range(4):
+        assert _rmse(states.soil.t[:, i], out[f"soil_T_{i + 1}_K"]) <= LIMITS["soil_T"], f"soil T layer {i + 1}"
+        assert _rmse(states.soil.smc[:, i], out[f"smc_{i + 1}"]) <= LIMITS["smc"], f"smc layer {i + 1}"
+    assert _rmse(fluxes.energy.sh, out["SH_Wm2"]) <= LIMITS["SH_Wm2"]
+    assert _rmse(fluxes.energy.lh, out["LH_Wm2"]) <= LIMITS["LH_Wm2"]
+    assert _rmse(fluxes.energy.g, out["G_Wm2"]) <= LIMITS["G_Wm2"]
+
+
+def test_energy_and_water_balance_close_every_step(ref, year):
+    """Energy: SW_abs + precipitation heat = LW_net + SH + LH + G + canopy storage (W m-2, round-off);
+    water: P = ET + runoff + drainage + storage change (soil, canopy, snow) + thresholded remnants, to 1e-10 m."""
+    states, fluxes = year
+    e = fluxes.energy
+    residual = fluxes.sw_abs_wm2 + e.precip_adv - e.lw_net - e.sh - e.lh - e.g - e.canopy_storage
+    assert np.abs(residual).max() < 1e-9
+
+    dt = ref.options.dt_s
+    storage = (states.soil.smc * DZ).sum(axis=1) * 1000.0 + states.canopy.liq_mm + states.canopy.ice_mm
+    storage = storage + states.snow.swe_mm
+    s0 = float((np.asarray(ref.state0.soil.smc) * DZ).sum() * 1000.0 + ref.state0.snow.swe_mm)
+    d_storage = np.diff(np.r_[s0, storage])
+    precip = (fluxes.rain_mmps + fluxes.snowfall_mmps) * dt
+    et = (fluxes.evap_canopy_mmps + fluxes.transpiration_mmps + fluxes.evap_ground_mmps) * dt
+    runoff = fluxes.runoff_surface_mm + fluxes.runoff_subsurface_mm
+    water_residual_m = (precip - et - runoff - d_storage - fluxes.discarded_mm) / 1000.0
+    assert np.abs(water_residual_m).max() < 1e-10
+    assert precip.sum() > 800.0 and runoff.sum() > 0.0  # the balance is exercised, not vacuous
+
+
+def test_float32_stays_close(ref, year):
+    n = 2000
+    cast = lambda t: jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), t)  # noqa: E731
+    states, fluxes = _run(cast(ref.state0), cast(ref.station_forcing(n)), cast(ref.params), ref.grid,
+                          ref.options)[1]  # fmt: skip
+    assert states.soil.t.dtype == jnp.float32
+    states64, fluxes64 = year
+    assert np.abs(np.asarray(states.soil.t) - states64.soil.t[:n]).max() < 1.0
+    assert np.abs(np.asarray(states.soil.smc) - states64.soil.smc[:n]).max() < 0.01
+    assert _rmse(fluxes.energy.lh, fluxes64.energy.lh[:n]) < 5.0
+
+
+def test_vmap_over_sites_equals_separate_runs(ref):
+    """Two 'sites' (the reference and a sandier, warmer copy) batched with vmap = two separate runs."""
+    n = 96
+    frc = ref.station_forcing(n)
+    other_params = eqx.tree_at(lambda p: (p.soil.bexp, p.soil.tbot), ref.params,
+                               (ref.params.soil.bexp * 0.5, ref.params.soil.tbot + 3.0))  # fmt: skip
+    other_frc = eqx.tree_at(lambda f: f.t_air_k, frc, frc.t_air_k + 5.0)
+    stack = lambda a, b: jax.tree_util.tree_map(lambda x, y: jnp.stack([x, y]), a, b)  # noqa: E731
+
+    def one(state, forcing, params):
+        return run_station(state, forcing, params, ref.grid, ref.options)[0]
+
+    batched = eqx.filter_jit(jax.vmap(one))(stack(ref.state0, ref.state0), stack(frc, other_frc),
+                                            stack(ref.params, other_params))  # fmt: skip
+    for i, (f, p) in enumerate(((frc, ref.params), (other_frc, other_params))):
+        single = eqx.filter_jit(one)(ref.state0, f, p)
+        for a, b in zip(jax.tree_util.tree_leaves(single), jax.tree_util.tree_leaves(batched), strict=True):
+            np.testing.assert_allclose(np.asarray(b[i]), np.asarray(a), rtol=1e-12, atol=1e-12)
+
+
+def test_gradients_through_the_station_model(ref):
+    """d(mean top-layer moisture over 4 summer days)/d(parameters): finite, non-zero, and equal to central
+    finite differences for the Ball-Berry slope and the saturated conductivity."""
+    start, n = 7000, 192  # mid-May, growing season
+    frc = jax.tree_util.tree_map(lambda x: x[start : start + n], ref.station_forcing())
+    out = ref.output.iloc[start - 1]
+    state0 = eqx.tree_at(
+        lambda s: (s.soil.t, s.soil.smc, s.soil.sh2o, s.energy.t_veg, s.energy.t_grd),
+        ref.state0,
+        (_a(out[[f"soil_T_{i}_K" for i in range(1, 5)]].to_numpy(float)),
+         _a(out[[f"smc_{i}" for i in range(1, 5)]].to_numpy(float)),
+         _a(out[[f"sh2o_{i}" for i in range(1, 5)]].to_numpy(float)), _a(out["T_veg_K"]), _a(out["T_grd_K"])),
+    )  # fmt: skip
+
+    def objective(slope, dksat_scale):
+        params = eqx.tree_at(lambda p: (p.surface.stomata.slope, p.soil.dksat), ref.params,
+                             (slope, ref.params.soil.dksat * dksat_scale))  # fmt: skip
+        states = run_station(state0, frc, params, ref.grid, ref.options, checkpoint_every=48)[1][0]
+        return jnp.mean(states.soil.smc[:, 0])
+
+    x = (_a(9.0), _a(1.0))
+    grads = eqx.filter_jit(jax.grad(objective, argnums=(0, 1)))(*x)
+    f = eqx.filter_jit(objective)
+    for i, (g, eps) in enumerate(zip(grads, (1e-3, 1e-4), strict=True)):
+        assert np.isfinite(float(g)) and float(g) != 0.0
+        up = list(x)
+        dn = list(x)
+        up[i] = x[i] + eps
+        dn[i] = x[i] - eps
+        fd = (float(f(*up)) - float(f(*dn))) / (2 * eps)
+        np.testing.assert_allclose(float(g), fd, rtol=1e-3)
+    assert float(grads[0]) < 0.0  # a steeper Ball-Berry slope transpires more and dries the soil
+
+
+def test_run_station_cli_writes_netcdf_figures_and_metrics(tmp_path, capsys):
+    import xarray as xr
+
+    from dam.cli import main
+
+    out = tmp_path / "bv.nc"
+    rc = main(["run-station", "bondville_1998", "--output", str(out), "--start", "1998-06-01",
+               "--end", "1998-06-04", "--spinup", "0", "--quiet"])  # fmt: skip
+    assert rc == 0
+    ds = xr.open_dataset(out)
+    assert ds.sizes["time"] == 4 * 48 and ds.sizes["layer"] == 4
+    assert ds["soil_moisture"].attrs["standard_name"] == "volume_fraction_of_condensed_water_in_soil"
+    assert ds["latent_heat_flux"].attrs["units"] == "W m-2"
+    assert np.isfinite(ds["soil_temperature"].values).all()
+    figures = {p.name for p in (tmp_path / "bv_figures").iterdir()}
+    assert {"soil_moisture.png", "soil_temperature.png", "latent_heat_flux.png"} <= figures
+    table = pd.read_csv(out.with_suffix(".metrics.csv"))
+    assert set(table["variable"]) >= {"soil_moisture", "soil_temperature", "sensible_heat_flux"}
+    assert len(table[table["variable"] == "soil_moisture"]) == 3
+    assert "rmse" in capsys.readouterr().out
+
+
+def test_run_station_rejects_a_window_without_forcing(tmp_path):
+    from dam.sites import load_site
+    from dam.station import setup_station
+
+    with pytest.raises(ValueError, match="no forcing"):
+        setup_station(load_site("bondville_1998"), start="2005-01-01", end="2005-02-01")
