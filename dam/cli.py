@@ -60,6 +60,32 @@ def _run_station(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment(args: argparse.Namespace) -> int:
+    _setup_numerics("float64")
+    import dataclasses as dc
+
+    from dam.experiment import ExperimentConfig, load_config, run_experiment, summary
+
+    if args.config is None:
+        with resources.as_file(resources.files("dam.data") / "experiments" / "quick.yaml") as path:
+            config = load_config(path)
+    else:
+        config = load_config(args.config)
+    if args.output_dir is not None:
+        config = dc.replace(config, output_dir=args.output_dir)
+    if args.quiet:
+        config = dc.replace(config, progress=False)
+    assert isinstance(config, ExperimentConfig)
+    t0 = time.perf_counter()
+    table = run_experiment(config)
+    print(
+        f"\nTest-period metrics, mean over reliable sensors ({time.perf_counter() - t0:.0f} s; "
+        f"full tables in {config.output_dir}/metrics.md):"
+    )
+    print(summary(table).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     _setup_numerics("float64")
     from dam.cases import read_case
@@ -174,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     station.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     station.add_argument("--quiet", action="store_true", help="no progress bar or table")
     station.set_defaults(func=_run_station)
+
+    exp = sub.add_parser("experiment", help="run the hybrid-model experiment (physics, calibration, LSTMs, hybrids)")
+    exp.add_argument("config", nargs="?", default=None, help="experiment YAML (default: the shipped quick config)")
+    exp.add_argument("--output-dir", default=None, help="run folder (overrides the config's output_dir)")
+    exp.add_argument("--quiet", action="store_true", help="no progress bars")
+    exp.set_defaults(func=_experiment)
 
     make = sub.add_parser("make-grid", help="write a synthetic grid (static fields, forcing, grid_run.yaml)")
     make.add_argument("output_dir")

@@ -1,0 +1,616 @@
+"""``dam experiment CONFIG.yaml``: the DAM paradigm on station data, end to end.
+
+For every site of the configuration: the physics model with default table parameters, the physics model
+calibrated by gradients (and a Latin-hypercube baseline of the same budget), a plain LSTM, a hierarchical LSTM
+with attention pretrained on a perturbed-parameter ensemble of the physics and fine-tuned on observations, a
+physics-guided hierarchical LSTM trained with physics constraints (and without, to show what they buy), and
+the AI-in-physics hybrid where a network replaces the soil water transport inside the model. Every model is
+scored on the last fifth of the record (Pearson r, bias, RMSE, ubRMSE, NSE, KGE per sensor).
+
+The run folder holds the resolved configuration, orbax checkpoints of every training, netCDF predictions, the
+metrics table (CSV and Markdown) and figures. A stage whose result exists is not redone, and trainings resume
+from their checkpoints, so a killed experiment started again continues where it stopped. Same seed, same
+numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import xarray as xr
+import yaml
+
+from . import metrics as M
+from .experiment_data import FEATURES, SiteData, prepare_site
+from .station import run_blocks
+from .training import Normaliser, fit, window_starts
+
+MODELS = (
+    "physics_default",
+    "physics_calibrated",
+    "lstm",
+    "hlstm_attention",
+    "hlstm_physics",
+    "hlstm_physics_unconstrained",
+    "ai_in_physics",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    hidden: int = 32
+    epochs: int = 40
+    learning_rate: float = 3e-3
+    window_days: int = 120
+    stride_days: int = 10
+    warmup_days: int = 30
+    batch_size: int = 8
+    attention: str = "temporal"
+    attention_window: int = 14
+    patience: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    members: int = 16
+    epochs: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class ConstraintConfig:
+    bounds: float = 10.0
+    water: float = 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationConfig:
+    parameters: tuple[str, ...] = ("soil.bexp", "soil.dksat", "soil.smcmax", "surface.stomata.slope")
+    steps: int = 15
+    learning_rate: float = 0.1
+    window_days: int = 60
+    lhs_baseline: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class HybridConfig:
+    epochs: int = 4
+    window_days: int = 30
+    learning_rate: float = 3e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """The resolved configuration (YAML keys of the same names; unknown keys are an error)."""
+
+    name: str = "experiment"
+    seed: int = 0
+    output_dir: str = "runs/experiment"
+    sites: tuple[str, ...] = ("bondville_1998", "hyytiala_2000_2010")
+    models: tuple[str, ...] = MODELS
+    spinup_cycles: int = 1
+    train_frac: float = 0.8
+    val_frac: float = 0.1
+    network: NetworkConfig = NetworkConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    constraints: ConstraintConfig = ConstraintConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
+    hybrid: HybridConfig = HybridConfig()
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExperimentConfig:
+        return _build(cls, d, "config")
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.models if m not in MODELS]
+        if unknown:
+            raise ValueError(f"config models: unknown {unknown}; choose from {list(MODELS)}")
+        if not self.sites:
+            raise ValueError("config sites: give at least one site (shipped name or folder)")
+
+
+def _build(cls, d: dict[str, Any] | None, where: str):
+    d = dict(d or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; allowed: {sorted(fields)}")
+    kwargs = {}
+    for name, value in d.items():
+        default = getattr(cls(), name) if name not in ("sites", "models") else None
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, f"{where}.{name}")
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"experiment config {path} does not exist")
+    return ExperimentConfig.from_dict(yaml.safe_load(path.read_text()) or {})
+
+
+# ------------------------------------------------------------------------------------------ predictions
+@dataclasses.dataclass
+class Prediction:
+    """Daily soil moisture at the sensors (D, S), m3 m-3, plus optional extras for plausibility checks."""
+
+    model: str
+    daily: np.ndarray
+    seconds: float
+    info: dict = dataclasses.field(default_factory=dict)
+
+
+def _prediction_path(run_dir: Path, site: str, model: str) -> Path:
+    return run_dir / "predictions" / site / f"{model}.nc"
+
+
+def save_prediction(run_dir: Path, data: SiteData, pred: Prediction) -> None:
+    path = _prediction_path(run_dir, data.name, pred.model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds = xr.Dataset(
+        {"soil_moisture": (("time", "sm_depth"), pred.daily, {
+            "standard_name": "volume_fraction_of_condensed_water_in_soil", "units": "m3 m-3",
+            "long_name": f"daily mean soil moisture predicted by {pred.model}"})},
+        coords={"time": data.days.values, "sm_depth": ("sm_depth", data.sensor_depths_m, {"units": "m",
+                                                                                        "positive": "down"})},
+        attrs={"model": pred.model, "site": data.name, "seconds": pred.seconds,
+               "info": json.dumps(pred.info, default=float), "Conventions": "CF-1.10"},
+    )  # fmt: skip
+    ds.to_netcdf(path)
+
+
+def load_prediction(run_dir: Path, data: SiteData, model: str) -> Prediction | None:
+    path = _prediction_path(run_dir, data.name, model)
+    if not path.is_file():
+        return None
+    with xr.open_dataset(path) as ds:
+        return Prediction(
+            model, ds["soil_moisture"].values.copy(), float(ds.attrs["seconds"]), json.loads(ds.attrs["info"])
+        )
+
+
+# ------------------------------------------------------------------------------------------ physics
+def physics_daily(data: SiteData, params=None, water=None) -> tuple[np.ndarray, Any, Any]:
+    """Run the station model over the record: daily soil moisture at the sensors and the raw (states, fluxes)."""
+    setup = data.setup if params is None else dataclasses.replace(data.setup, params=params)
+    if water is None:
+        states, fluxes = run_blocks(setup, progress=False)
+    else:
+        from .physics.station import run_station
+
+        states, fluxes = eqx.filter_jit(run_station)(
+            setup.state0,
+            jax.tree_util.tree_map(jnp.asarray, setup.forcing),
+            setup.params,
+            setup.grid,
+            setup.options,
+            water=water,
+        )
+        states, fluxes = jax.tree_util.tree_map(np.asarray, (states, fluxes))
+    return data.at_sensors(data.daily(states.soil.smc)), states, fluxes
+
+
+# ------------------------------------------------------------------------------------------ networks
+class SequenceModel(eqx.Module):
+    """A network on normalised daily inputs with outputs in m3 m-3 (targets normalised per sensor)."""
+
+    net: eqx.Module
+    x_norm: Normaliser
+    y_norm: Normaliser
+
+    def __call__(self, x: jax.Array, static: jax.Array | None = None) -> jax.Array:
+        return self.y_norm.invert(self.net(jnp.nan_to_num(self.x_norm.apply(x)), static))
+
+
+def _make_net(kind: str, n_in: int, n_out: int, cfg: NetworkConfig, key, static_size: int = 0):
+    from .surrogates import LSTM, HierarchicalLSTM
+
+    if kind == "lstm":
+        return LSTM(n_in, cfg.hidden, n_out, key=key, static_size=static_size)
+    return HierarchicalLSTM(n_in, n_out, cfg.hidden, attention=cfg.attention, window=cfg.attention_window, key=key,
+                            static_size=static_size)  # fmt: skip
+
+
+def _masked_mse(pred: jax.Array, obs: jax.Array, scale: jax.Array) -> jax.Array:
+    ok = jnp.isfinite(obs)
+    err = jnp.where(ok, (pred - jnp.nan_to_num(obs)) / scale, 0.0)
+    return jnp.sum(err**2) / jnp.maximum(jnp.sum(ok), 1)
+
+
+def train_sequence_model(
+    data: SiteData,
+    kind: str,
+    inputs: np.ndarray,
+    cfg: NetworkConfig,
+    *,
+    seed: int,
+    checkpoint_dir: Path,
+    progress: bool,
+    extra_loss=None,
+    init: SequenceModel | None = None,
+    targets: np.ndarray | None = None,
+    static: np.ndarray | None = None,
+    fit_days: slice | None = None,
+    val_days: slice | None = None,
+) -> SequenceModel:
+    """Train on windows of the training days (the first ``warmup_days`` of each window are not scored),
+    validate on the validation tail (run from the start of the record), keep the best epoch."""
+    y = data.observed if targets is None else targets
+    fit_days = fit_days or data.train
+    val_days = val_days or data.val
+    x_norm = Normaliser.fit(inputs[fit_days])
+    y_norm = Normaliser.fit(y[fit_days])
+    key = jax.random.PRNGKey(seed)
+    static_size = 0 if static is None else static.shape[-1]
+    model = init or SequenceModel(_make_net(kind, inputs.shape[-1], y.shape[-1], cfg, key, static_size), x_norm,
+                                  y_norm)  # fmt: skip
+    length = min(cfg.window_days, fit_days.stop - fit_days.start)
+    starts = window_starts(fit_days, length, cfg.stride_days)
+    x_all, y_all = jnp.asarray(inputs), jnp.asarray(y)
+    scale = jnp.asarray(np.nanstd(y[fit_days], axis=0) + 1e-3)
+    warm = min(cfg.warmup_days, length // 2)
+    s_all = None if static is None else jnp.asarray(static)
+
+    def batch_fn(_, idx):
+        rows = starts[idx][:, None] + np.arange(length)[None, :]
+        return x_all[rows], y_all[rows]
+
+    def loss_fn(m, batch):
+        def one(x, yy):
+            p = m(x, s_all)
+            loss = _masked_mse(p[warm:], yy[warm:], scale)
+            return loss if extra_loss is None else loss + extra_loss(p, x)
+
+        return jax.vmap(one)(*batch)
+
+    def val_fn(m):
+        return float(_masked_mse(m(x_all, s_all)[val_days], y_all[val_days], scale))
+
+    trained, _ = fit(model, loss_fn, None, n_members=len(starts), batch_fn=batch_fn, epochs=cfg.epochs,
+                     batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, val_fn=val_fn,
+                     patience=cfg.patience, seed=seed, checkpoint_dir=checkpoint_dir, progress=progress)  # fmt: skip
+    return trained
+
+
+# ------------------------------------------------------------------------------------------ the run
+class Experiment:
+    """Runs the configured models at every site into ``config.output_dir`` (see the module docs)."""
+
+    def __init__(self, config: ExperimentConfig):
+        self.config = config
+        self.run_dir = Path(config.output_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+    def checkpoint_dir(self, site: str, model: str) -> Path:
+        return (self.run_dir / "checkpoints" / site / model).absolute()
+
+    def run(self) -> pd.DataFrame:
+        cfg = self.config
+        t_start = time.perf_counter()
+        tables, timings = [], {}
+        for name in cfg.sites:
+            data = prepare_site(name, spinup_cycles=cfg.spinup_cycles, train_frac=cfg.train_frac,
+                                val_frac=cfg.val_frac)  # fmt: skip
+            preds: dict[str, Prediction] = {}
+            for model in cfg.models:
+                pred = load_prediction(self.run_dir, data, model)
+                if pred is None:
+                    t0 = time.perf_counter()
+                    pred = getattr(self, f"_{model}")(data, preds)
+                    pred.seconds = time.perf_counter() - t0
+                    save_prediction(self.run_dir, data, pred)
+                preds[model] = pred
+                timings[f"{data.name}/{model}"] = pred.seconds
+                print(f"[{data.name}] {model}: {pred.seconds:.1f} s", flush=True)
+            tables.append(score(data, preds))
+            plot_site(self.run_dir / "figures", data, preds)
+        table = pd.concat(tables, ignore_index=True)
+        write_tables(self.run_dir, table)
+        plot_metric_bars(self.run_dir / "figures" / "metrics.png", table)
+        (self.run_dir / "timings.json").write_text(
+            json.dumps({"total_seconds": time.perf_counter() - t_start, "stages": timings}, indent=1)
+        )
+        return table
+
+    # --- physics
+    def _physics_default(self, data: SiteData, preds) -> Prediction:
+        daily, _, _ = physics_daily(data)
+        return Prediction("physics_default", daily, 0.0)
+
+    def _physics_calibrated(self, data: SiteData, preds) -> Prediction:
+        from .coupling.calibration import calibrate_site
+
+        params, info = calibrate_site(data, self.config.calibration, seed=self.config.seed,
+                                      progress=self.config.progress)  # fmt: skip
+        daily, _, _ = physics_daily(data, params=params)
+        return Prediction("physics_calibrated", daily, 0.0, info)
+
+    # --- networks
+    def _lstm(self, data: SiteData, preds) -> Prediction:
+        cfg = self.config
+        m = train_sequence_model(
+            data,
+            "lstm",
+            data.forcing,
+            cfg.network,
+            seed=cfg.seed,
+            checkpoint_dir=self.checkpoint_dir(data.name, "lstm"),
+            progress=cfg.progress,
+        )
+        return Prediction("lstm", np.asarray(m(jnp.asarray(data.forcing))), 0.0)
+
+    def _hlstm_attention(self, data: SiteData, preds) -> Prediction:
+        """Pretrained on the perturbed-parameter physics ensemble (forcing + member parameters -> member
+        moisture at the sensors), then fine-tuned on the observations with the default parameters as static
+        features."""
+        from .coupling.ensemble import perturbed_ensemble
+
+        cfg = self.config
+        ens = perturbed_ensemble(data.setup, cfg.pretrain.members, seed=cfg.seed, progress=cfg.progress)
+        members = ens["soil_moisture"].values  # (M, T, N)
+        targets = np.stack([data.at_sensors(data.daily(m)) for m in members])  # (M, D, S)
+        static = np.stack([ens[p].values for p in ens.attrs["sampled"].split()], axis=-1)  # (M, P)
+        static = (static - static.mean(0)) / (static.std(0) + 1e-12)
+        pre_cfg = dataclasses.replace(cfg.network, epochs=cfg.pretrain.epochs)
+        model = _pretrain(
+            data,
+            targets,
+            static,
+            pre_cfg,
+            seed=cfg.seed,
+            checkpoint_dir=self.checkpoint_dir(data.name, "hlstm_pretrain"),
+            progress=cfg.progress,
+        )
+        site_static = np.zeros(static.shape[-1])
+        model = train_sequence_model(data, "hlstm", data.forcing, cfg.network, seed=cfg.seed, init=model,
+                                     static=site_static, checkpoint_dir=self.checkpoint_dir(data.name,
+                                                                                            "hlstm_attention"),
+                                     progress=cfg.progress)  # fmt: skip
+        return Prediction("hlstm_attention", np.asarray(model(jnp.asarray(data.forcing), jnp.asarray(site_static))),
+                          0.0, {"members": int(cfg.pretrain.members)})  # fmt: skip
+
+    def _physics_inputs(self, data: SiteData, preds) -> np.ndarray:
+        base = preds.get("physics_calibrated") or preds.get("physics_default")
+        if base is None:
+            base = self._physics_default(data, preds)
+        return np.concatenate([data.forcing, base.daily], axis=-1)
+
+    def _hlstm_physics(self, data: SiteData, preds, constrained: bool = True) -> Prediction:
+        cfg = self.config
+        name = "hlstm_physics" if constrained else "hlstm_physics_unconstrained"
+        inputs = self._physics_inputs(data, preds)
+        extra = physics_constraint(data, cfg.constraints) if constrained else None
+        model = train_sequence_model(
+            data,
+            "hlstm",
+            inputs,
+            cfg.network,
+            seed=cfg.seed,
+            extra_loss=extra,
+            checkpoint_dir=self.checkpoint_dir(data.name, name),
+            progress=cfg.progress,
+        )
+        daily = np.asarray(model(jnp.asarray(inputs)))
+        return Prediction(name, daily, 0.0, plausibility(data, daily))
+
+    def _hlstm_physics_unconstrained(self, data: SiteData, preds) -> Prediction:
+        return self._hlstm_physics(data, preds, constrained=False)
+
+    def _ai_in_physics(self, data: SiteData, preds) -> Prediction:
+        from .coupling.hybrid import train_site_hybrid
+
+        net, info = train_site_hybrid(data, self.config.hybrid, seed=self.config.seed,
+                                      checkpoint_dir=self.checkpoint_dir(data.name, "ai_in_physics"),
+                                      progress=self.config.progress)  # fmt: skip
+        daily, _, _ = physics_daily(data, water=net)
+        return Prediction("ai_in_physics", daily, 0.0, info)
+
+
+def _pretrain(
+    data: SiteData,
+    targets: np.ndarray,
+    static: np.ndarray,
+    cfg: NetworkConfig,
+    *,
+    seed: int,
+    checkpoint_dir: Path,
+    progress: bool,
+) -> SequenceModel:
+    """Pretraining on ensemble members: windows over all days of every member (no observation is used)."""
+    x_norm = Normaliser.fit(data.forcing[data.fit_days])
+    y_norm = Normaliser.fit(targets[:, data.fit_days].reshape(-1, targets.shape[-1]))
+    net = _make_net("hlstm", data.forcing.shape[-1], targets.shape[-1], cfg, jax.random.PRNGKey(seed),
+                    static.shape[-1])  # fmt: skip
+    model = SequenceModel(net, x_norm, y_norm)
+    length = min(cfg.window_days, data.fit_days.stop)
+    starts = window_starts(data.fit_days, length, cfg.stride_days)
+    pairs = np.array([(m, s) for m in range(len(targets)) for s in starts])
+    x_all, y_all, s_all = jnp.asarray(data.forcing), jnp.asarray(targets), jnp.asarray(static)
+    scale = jnp.asarray(np.nanstd(targets[:, data.fit_days], axis=(0, 1)) + 1e-3)
+    warm = min(cfg.warmup_days, length // 2)
+
+    def batch_fn(_, idx):
+        m, st = pairs[idx, 0], pairs[idx, 1]
+        rows = st[:, None] + np.arange(length)[None, :]
+        return x_all[rows], y_all[m[:, None], rows], s_all[m]
+
+    def loss_fn(mdl, batch):
+        xw, yw, sw = batch
+        return jax.vmap(lambda x, y, s: _masked_mse(mdl(x, s)[warm:], y[warm:], scale))(xw, yw, sw)
+
+    trained, _ = fit(model, loss_fn, None, n_members=len(pairs), batch_fn=batch_fn, epochs=cfg.epochs,
+                     batch_size=cfg.batch_size * 2, learning_rate=cfg.learning_rate, seed=seed,
+                     checkpoint_dir=checkpoint_dir, progress=progress)  # fmt: skip
+    return trained
+
+
+# ------------------------------------------------------------------------------------------ physics in AI
+def _sensor_bounds(data: SiteData) -> tuple[np.ndarray, np.ndarray]:
+    p = data.setup.params.soil
+    smcmax = np.broadcast_to(np.asarray(p.smcmax), (len(data.setup.layer_bottoms_m),))
+    smcdry = np.broadcast_to(np.asarray(p.smcwlt), (len(data.setup.layer_bottoms_m),)) * 0.5
+    return data.at_sensors(smcdry), data.at_sensors(smcmax)
+
+
+def physics_constraint(data: SiteData, weights: ConstraintConfig):
+    """Physics-in-AI loss terms on a predicted window (T, S): physical bounds (residual <= theta <= porosity)
+    and the water balance of the top sensor's layer: its storage change may not exceed the day's precipitation
+    (it cannot gain more water than falls) nor lose more than potential drainage plus evaporation allow."""
+    from .coupling.losses import bounds_penalty
+
+    lo, hi = (jnp.asarray(b) for b in _sensor_bounds(data))
+    dz_top = float(np.diff(np.r_[0.0, data.setup.layer_bottoms_m])[data.sensor_layers[0]])
+    i_p = FEATURES.index("precip")
+
+    def extra(pred: jax.Array, x: jax.Array) -> jax.Array:
+        gain_mm = jnp.diff(pred[:, 0]) * dz_top * 1000.0
+        rain_mm = x[1:, i_p]
+        excess = jax.nn.relu(gain_mm - rain_mm)  # water from nowhere
+        return weights.bounds * jnp.mean(bounds_penalty(pred, lo, hi)) + weights.water * jnp.mean(excess**2)
+
+    return extra
+
+
+def plausibility(data: SiteData, daily: np.ndarray) -> dict:
+    """Physical plausibility on the test days: bound violations and water created in the top layer."""
+    lo, hi = _sensor_bounds(data)
+    d = daily[data.test]
+    dz_top = float(np.diff(np.r_[0.0, data.setup.layer_bottoms_m])[data.sensor_layers[0]])
+    gain = np.diff(d[:, 0]) * dz_top * 1000.0
+    rain = data.forcing[data.test][1:, FEATURES.index("precip")]
+    return {
+        "bound_violations": int(np.sum((d < lo) | (d > hi))),
+        "water_created_mm": float(np.sum(np.maximum(gain - rain, 0.0))),
+    }
+
+
+# ------------------------------------------------------------------------------------------ scoring
+def score(data: SiteData, preds: dict[str, Prediction]) -> pd.DataFrame:
+    rows = []
+    obs = data.observed[data.test]
+    for model, pred in preds.items():
+        sim = pred.daily[data.test]
+        for s in range(data.n_sensors):
+            m = M.all_metrics(jnp.asarray(sim[:, s]), jnp.asarray(obs[:, s]))
+            rows.append(
+                {
+                    "site": data.name,
+                    "model": model,
+                    "depth_m": float(data.sensor_depths_m[s]),
+                    "reliable": bool(data.reliable[s]),
+                    **{k: float(v) for k, v in m.items()},
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean over the reliable sensors of each site and model."""
+    rel = table[table["reliable"]]
+    return (
+        rel.groupby(["site", "model"], sort=False)[["r", "bias", "rmse", "ubrmse", "nse", "kge"]].mean().reset_index()
+    )
+
+
+def write_tables(run_dir: Path, table: pd.DataFrame) -> None:
+    table.to_csv(run_dir / "metrics.csv", index=False)
+    summ = summary(table)
+    summ.to_csv(run_dir / "summary.csv", index=False)
+    md = [
+        "# Test-period metrics",
+        "",
+        "Per sensor:",
+        "",
+        table.to_markdown(index=False, floatfmt=".3f"),
+        "",
+        "Mean over reliable sensors:",
+        "",
+        summ.to_markdown(index=False, floatfmt=".3f"),
+        "",
+    ]
+    (run_dir / "metrics.md").write_text("\n".join(md))
+
+
+def plot_site(out_dir: Path, data: SiteData, preds: dict[str, Prediction]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    days = data.days
+    fig, axes = plt.subplots(data.n_sensors, 1, figsize=(12, 2.4 * data.n_sensors + 0.6), sharex=True, squeeze=False)
+    for s, ax in enumerate(axes[:, 0]):
+        ax.plot(days, data.observed[:, s], color="k", lw=1.2, label="observed")
+        for i, (model, pred) in enumerate(preds.items()):
+            ax.plot(days, pred.daily[:, s], lw=0.8, color=f"C{i}", label=model)
+        ax.axvspan(days[data.test.start], days[-1], color="0.9", zorder=0)
+        flag = "" if data.reliable[s] else " (flagged unreliable)"
+        ax.set_title(
+            f"{data.name}: soil moisture at {data.sensor_depths_m[s]:g} m{flag}; grey = test period",
+            fontsize=9,
+            loc="left",
+        )
+        ax.set_ylabel("m3 m-3")
+    axes[0, 0].legend(fontsize=7, ncol=4, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out_dir / f"{data.name}_timeseries.png", dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(preds), figsize=(3.0 * len(preds), 3.2), squeeze=False)
+    obs = data.observed[data.test]
+    for ax, (model, pred) in zip(axes[0], preds.items(), strict=True):
+        for s in range(data.n_sensors):
+            ax.scatter(obs[:, s], pred.daily[data.test][:, s], s=4, label=f"{data.sensor_depths_m[s]:g} m")
+        lim = [np.nanmin(obs) - 0.02, np.nanmax(obs) + 0.02]
+        ax.plot(lim, lim, "k--", lw=0.7)
+        ax.set_title(model, fontsize=8)
+        ax.set_xlabel("observed")
+    axes[0, 0].set_ylabel("predicted")
+    axes[0, 0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out_dir / f"{data.name}_scatter.png", dpi=110)
+    plt.close(fig)
+
+
+def plot_metric_bars(path: Path, table: pd.DataFrame) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summ = summary(table)
+    sites = list(dict.fromkeys(summ["site"]))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    for ax, metric in zip(axes, ("r", "rmse"), strict=True):
+        piv = summ.pivot(index="model", columns="site", values=metric).reindex(
+            [m for m in MODELS if m in set(summ["model"])]
+        )
+        piv[sites].plot.bar(ax=ax, rot=30)
+        ax.set_title(f"test-period {metric} (mean over reliable sensors)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_experiment(config: ExperimentConfig) -> pd.DataFrame:
+    return Experiment(config).run()
