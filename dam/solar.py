@@ -17,7 +17,7 @@ _DEG_PER_DAY = 360.0 / 365.0
 def julian_day(times_utc: pd.DatetimeIndex | np.ndarray) -> np.ndarray:
     """Day of year minus one plus the fraction of the day (1998-01-02T00:30Z -> 1.0208), float64."""
     t = pd.DatetimeIndex(times_utc)
-    day = (t.dayofyear - 1).to_numpy(np.float64)
+    day = (t.day_of_year - 1).to_numpy(np.float64)
     hours = t.hour.to_numpy(np.float64) + t.minute.to_numpy(np.float64) / 60.0 + t.second.to_numpy(np.float64) / 3600.0
     return day + hours / 24.0
 
