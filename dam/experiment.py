@@ -155,6 +155,7 @@ class Prediction:
     daily: np.ndarray
     seconds: float
     info: dict = dataclasses.field(default_factory=dict)
+    liquid: np.ndarray | None = None  # daily liquid moisture at the sensors (physics-based models)
 
 
 def _prediction_path(run_dir: Path, site: str, model: str) -> Path:
@@ -173,6 +174,9 @@ def save_prediction(run_dir: Path, data: SiteData, pred: Prediction) -> None:
         attrs={"model": pred.model, "site": data.name, "seconds": pred.seconds,
                "info": json.dumps(pred.info, default=float), "Conventions": "CF-1.10"},
     )  # fmt: skip
+    if pred.liquid is not None:
+        ds["soil_liquid_water"] = (("time", "sm_depth"), pred.liquid, {
+            "standard_name": "volume_fraction_of_liquid_water_in_soil", "units": "m3 m-3"})  # fmt: skip
     ds.to_netcdf(path)
 
 
@@ -181,14 +185,15 @@ def load_prediction(run_dir: Path, data: SiteData, model: str) -> Prediction | N
     if not path.is_file():
         return None
     with xr.open_dataset(path) as ds:
-        return Prediction(
-            model, ds["soil_moisture"].values.copy(), float(ds.attrs["seconds"]), json.loads(ds.attrs["info"])
-        )
+        liquid = ds["soil_liquid_water"].values.copy() if "soil_liquid_water" in ds else None
+        return Prediction(model, ds["soil_moisture"].values.copy(), float(ds.attrs["seconds"]),
+                          json.loads(ds.attrs["info"]), liquid)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ physics
-def physics_daily(data: SiteData, params=None, water=None) -> tuple[np.ndarray, Any, Any]:
-    """Run the station model over the record: daily soil moisture at the sensors and the raw (states, fluxes)."""
+def physics_daily(data: SiteData, params=None, water=None) -> tuple[Prediction, Any, Any]:
+    """Run the station model over the record: daily total and liquid soil moisture at the sensors (as a
+    :class:`Prediction` to be named) and the raw (states, fluxes)."""
     setup = data.setup if params is None else dataclasses.replace(data.setup, params=params)
     if water is None:
         states, fluxes = run_blocks(setup, progress=False)
@@ -204,19 +209,26 @@ def physics_daily(data: SiteData, params=None, water=None) -> tuple[np.ndarray, 
             water=water,
         )
         states, fluxes = jax.tree_util.tree_map(np.asarray, (states, fluxes))
-    return data.at_sensors(data.daily(states.soil.smc)), states, fluxes
+    daily = data.at_sensors(data.daily(states.soil.smc))
+    liquid = data.at_sensors(data.daily(states.soil.sh2o))
+    return Prediction("physics", daily, 0.0, liquid=liquid), states, fluxes
 
 
 # ------------------------------------------------------------------------------------------ networks
 class SequenceModel(eqx.Module):
-    """A network on normalised daily inputs with outputs in m3 m-3 (targets normalised per sensor)."""
+    """A network on normalised daily inputs with outputs in m3 m-3 (targets normalised per sensor).
+
+    With a ``base`` series (e.g. the physics model's moisture at the sensors) the network predicts the
+    correction to it: output = base + correction, so an untrained network reproduces the base.
+    """
 
     net: eqx.Module
     x_norm: Normaliser
     y_norm: Normaliser
 
-    def __call__(self, x: jax.Array, static: jax.Array | None = None) -> jax.Array:
-        return self.y_norm.invert(self.net(jnp.nan_to_num(self.x_norm.apply(x)), static))
+    def __call__(self, x: jax.Array, static: jax.Array | None = None, base: jax.Array | None = None) -> jax.Array:
+        y = self.y_norm.invert(self.net(jnp.nan_to_num(self.x_norm.apply(x)), static))
+        return y if base is None else base + y
 
 
 def _make_net(kind: str, n_in: int, n_out: int, cfg: NetworkConfig, key, static_size: int = 0):
@@ -249,6 +261,7 @@ def train_sequence_model(
     static: np.ndarray | None = None,
     fit_days: slice | None = None,
     val_days: slice | None = None,
+    base: np.ndarray | None = None,
 ) -> SequenceModel:
     """Train on windows of the training days (the first ``warmup_days`` of each window are not scored),
     validate on the validation tail (run from the start of the record), keep the best epoch."""
@@ -256,7 +269,7 @@ def train_sequence_model(
     fit_days = fit_days or data.train
     val_days = val_days or data.val
     x_norm = Normaliser.fit(inputs[fit_days])
-    y_norm = Normaliser.fit(y[fit_days])
+    y_norm = Normaliser.fit((y if base is None else y - base)[fit_days])
     key = jax.random.PRNGKey(seed)
     static_size = 0 if static is None else static.shape[-1]
     model = init or SequenceModel(_make_net(kind, inputs.shape[-1], y.shape[-1], cfg, key, static_size), x_norm,
@@ -264,24 +277,25 @@ def train_sequence_model(
     length = min(cfg.window_days, fit_days.stop - fit_days.start)
     starts = window_starts(fit_days, length, cfg.stride_days)
     x_all, y_all = jnp.asarray(inputs), jnp.asarray(y)
+    b_all = jnp.zeros_like(y_all) if base is None else jnp.asarray(base)
     scale = jnp.asarray(np.nanstd(y[fit_days], axis=0) + 1e-3)
     warm = min(cfg.warmup_days, length // 2)
     s_all = None if static is None else jnp.asarray(static)
 
     def batch_fn(_, idx):
         rows = starts[idx][:, None] + np.arange(length)[None, :]
-        return x_all[rows], y_all[rows]
+        return x_all[rows], y_all[rows], b_all[rows]
 
     def loss_fn(m, batch):
-        def one(x, yy):
-            p = m(x, s_all)
+        def one(x, yy, b):
+            p = m(x, s_all, b)
             loss = _masked_mse(p[warm:], yy[warm:], scale)
             return loss if extra_loss is None else loss + extra_loss(p, x)
 
         return jax.vmap(one)(*batch)
 
     def val_fn(m):
-        return float(_masked_mse(m(x_all, s_all)[val_days], y_all[val_days], scale))
+        return float(_masked_mse(m(x_all, s_all, b_all)[val_days], y_all[val_days], scale))
 
     trained, _ = fit(model, loss_fn, None, n_members=len(starts), batch_fn=batch_fn, epochs=cfg.epochs,
                      batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, val_fn=val_fn,
@@ -332,16 +346,16 @@ class Experiment:
 
     # --- physics
     def _physics_default(self, data: SiteData, preds) -> Prediction:
-        daily, _, _ = physics_daily(data)
-        return Prediction("physics_default", daily, 0.0)
+        pred = physics_daily(data)[0]
+        return dataclasses.replace(pred, model="physics_default")
 
     def _physics_calibrated(self, data: SiteData, preds) -> Prediction:
         from .coupling.calibration import calibrate_site
 
         params, info = calibrate_site(data, self.config.calibration, seed=self.config.seed,
                                       progress=self.config.progress)  # fmt: skip
-        daily, _, _ = physics_daily(data, params=params)
-        return Prediction("physics_calibrated", daily, 0.0, info)
+        pred = physics_daily(data, params=params)[0]
+        return dataclasses.replace(pred, model="physics_calibrated", info=info)
 
     # --- networks
     def _lstm(self, data: SiteData, preds) -> Prediction:
@@ -387,28 +401,24 @@ class Experiment:
         return Prediction("hlstm_attention", np.asarray(model(jnp.asarray(data.forcing), jnp.asarray(site_static))),
                           0.0, {"members": int(cfg.pretrain.members)})  # fmt: skip
 
-    def _physics_inputs(self, data: SiteData, preds) -> np.ndarray:
+    def _physics_inputs(self, data: SiteData, preds) -> tuple[np.ndarray, np.ndarray]:
+        """Forcing plus the physics model's total and liquid moisture at the sensors (calibrated when run),
+        and that total moisture as the base the network corrects."""
         base = preds.get("physics_calibrated") or preds.get("physics_default")
         if base is None:
             base = self._physics_default(data, preds)
-        return np.concatenate([data.forcing, base.daily], axis=-1)
+        return np.concatenate([data.forcing, base.daily, base.liquid], axis=-1), base.daily
 
     def _hlstm_physics(self, data: SiteData, preds, constrained: bool = True) -> Prediction:
         cfg = self.config
         name = "hlstm_physics" if constrained else "hlstm_physics_unconstrained"
-        inputs = self._physics_inputs(data, preds)
+        inputs, base = self._physics_inputs(data, preds)
         extra = physics_constraint(data, cfg.constraints) if constrained else None
         model = train_sequence_model(
-            data,
-            "hlstm",
-            inputs,
-            cfg.network,
-            seed=cfg.seed,
-            extra_loss=extra,
-            checkpoint_dir=self.checkpoint_dir(data.name, name),
-            progress=cfg.progress,
-        )
-        daily = np.asarray(model(jnp.asarray(inputs)))
+            data, "hlstm", inputs, cfg.network, seed=cfg.seed, extra_loss=extra, base=base,
+            checkpoint_dir=self.checkpoint_dir(data.name, name), progress=cfg.progress,
+        )  # fmt: skip
+        daily = np.asarray(model(jnp.asarray(inputs), base=jnp.asarray(base)))
         return Prediction(name, daily, 0.0, plausibility(data, daily))
 
     def _hlstm_physics_unconstrained(self, data: SiteData, preds) -> Prediction:
@@ -420,8 +430,8 @@ class Experiment:
         net, info = train_site_hybrid(data, self.config.hybrid, seed=self.config.seed,
                                       checkpoint_dir=self.checkpoint_dir(data.name, "ai_in_physics"),
                                       progress=self.config.progress)  # fmt: skip
-        daily, _, _ = physics_daily(data, water=net)
-        return Prediction("ai_in_physics", daily, 0.0, info)
+        pred = physics_daily(data, water=net)[0]
+        return dataclasses.replace(pred, model="ai_in_physics", info=info)
 
 
 def _pretrain(
