@@ -73,10 +73,14 @@ class ConstraintConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CalibrationConfig:
+    """Gradient calibration scored on the last ``window_steps`` model steps of the training period, after
+    ``warmup_steps`` run with the parameters being calibrated (earlier steps use the defaults)."""
+
     parameters: tuple[str, ...] = ("soil.bexp", "soil.dksat", "soil.smcmax", "surface.stomata.slope")
     steps: int = 15
     learning_rate: float = 0.1
-    window_days: int = 60
+    window_steps: int = 2880
+    warmup_steps: int = 480
     lhs_baseline: bool = True
 
 
@@ -350,8 +354,6 @@ class Experiment:
         return dataclasses.replace(pred, model="physics_default")
 
     def _physics_calibrated(self, data: SiteData, preds) -> Prediction:
-        from .coupling.calibration import calibrate_site
-
         params, info = calibrate_site(data, self.config.calibration, seed=self.config.seed,
                                       progress=self.config.progress)  # fmt: skip
         pred = physics_daily(data, params=params)[0]
@@ -432,6 +434,47 @@ class Experiment:
                                       progress=self.config.progress)  # fmt: skip
         pred = physics_daily(data, water=net)[0]
         return dataclasses.replace(pred, model="ai_in_physics", info=info)
+
+
+def calibration_window(data: SiteData, c: CalibrationConfig):
+    """A short set-up for calibration: it starts ``warmup_steps`` before the scored window (the state there from
+    a default run) and ends with the training period; returns (setup, first scored step)."""
+    setup = data.setup
+    n_train = int(np.searchsorted(data.step_day, data.test.start))
+    w0 = max(0, n_train - c.window_steps)
+    s0 = max(0, w0 - c.warmup_steps)
+    state = setup.state0
+    if s0 > 0:
+        from .physics.station import run_station
+
+        head = jax.tree_util.tree_map(lambda x: jnp.asarray(x[:s0]), setup.forcing)
+        state = eqx.filter_jit(run_station)(state, head, setup.params, setup.grid, setup.options,
+                                            observe=lambda a, b: None)[0]  # fmt: skip
+    short = dataclasses.replace(
+        setup, state0=state, times=setup.times[s0:n_train],
+        forcing=jax.tree_util.tree_map(lambda x: np.asarray(x)[s0:n_train], setup.forcing),
+    )  # fmt: skip
+    return short, w0 - s0
+
+
+def calibrate_site(data: SiteData, c: CalibrationConfig, *, seed: int, progress: bool):
+    """Gradient calibration of ``c.parameters`` (squashed into their physical ranges) against the site's
+    reliable soil moisture sensors, plus the Latin-hypercube baseline with the same number of model runs."""
+    from .coupling.calibration import calibrate, latin_hypercube_search, make_specs
+
+    specs = make_specs(c.parameters)
+    short, first = calibration_window(data, c)
+    obs = data.site.observations
+    res = calibrate(short, obs, specs, start=first, steps=c.steps, learning_rate=c.learning_rate,
+                    checkpoint_every=48, progress=progress)  # fmt: skip
+    info = {"values": {k: np.asarray(v).tolist() for k, v in res.values.items()},
+            "train_loss_history": res.history["loss"].tolist(),
+            "evaluations": int(res.evaluations)}  # fmt: skip
+    if c.lhs_baseline:
+        lhs = latin_hypercube_search(short, obs, specs, budget=c.steps, seed=seed, start=first)
+        info["lhs_best_train_loss"] = float(lhs.history["loss"].min())
+        info["lhs_values"] = {k: np.asarray(v).tolist() for k, v in lhs.values.items()}
+    return res.params, info
 
 
 def _pretrain(
