@@ -86,9 +86,10 @@ class CalibrationConfig:
 
 @dataclasses.dataclass(frozen=True)
 class HybridConfig:
-    epochs: int = 4
-    window_days: int = 30
-    learning_rate: float = 3e-3
+    epochs: int = 6
+    window_steps: int | None = None  # None: 10 days of sub-daily steps, 48 daily steps
+    learning_rate: float = 1e-3
+    pretrain_iterations: int = 400
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,7 +205,7 @@ def physics_daily(data: SiteData, params=None, water=None) -> tuple[Prediction, 
     else:
         from .physics.station import run_station
 
-        states, fluxes = eqx.filter_jit(run_station)(
+        _, (states, fluxes) = eqx.filter_jit(run_station)(
             setup.state0,
             jax.tree_util.tree_map(jnp.asarray, setup.forcing),
             setup.params,
@@ -377,13 +378,13 @@ class Experiment:
         """Pretrained on the perturbed-parameter physics ensemble (forcing + member parameters -> member
         moisture at the sensors), then fine-tuned on the observations with the default parameters as static
         features."""
-        from .coupling.ensemble import perturbed_ensemble
+        from .coupling.ensemble import DEFAULT_RANGES, perturbed_ensemble
 
         cfg = self.config
         ens = perturbed_ensemble(data.setup, cfg.pretrain.members, seed=cfg.seed, progress=cfg.progress)
         members = ens["soil_moisture"].values  # (M, T, N)
         targets = np.stack([data.at_sensors(data.daily(m)) for m in members])  # (M, D, S)
-        static = np.stack([ens[p].values for p in ens.attrs["sampled"].split()], axis=-1)  # (M, P)
+        static = np.stack([ens[p].values for p in DEFAULT_RANGES], axis=-1)  # (M, P) sampled factors
         static = (static - static.mean(0)) / (static.std(0) + 1e-12)
         pre_cfg = dataclasses.replace(cfg.network, epochs=cfg.pretrain.epochs)
         model = _pretrain(
@@ -427,13 +428,32 @@ class Experiment:
         return self._hlstm_physics(data, preds, constrained=False)
 
     def _ai_in_physics(self, data: SiteData, preds) -> Prediction:
-        from .coupling.hybrid import train_site_hybrid
-
-        net, info = train_site_hybrid(data, self.config.hybrid, seed=self.config.seed,
-                                      checkpoint_dir=self.checkpoint_dir(data.name, "ai_in_physics"),
-                                      progress=self.config.progress)  # fmt: skip
+        net, info = train_site_hybrid(data, self.config.hybrid, seed=self.config.seed, progress=self.config.progress)
         pred = physics_daily(data, water=net)[0]
         return dataclasses.replace(pred, model="ai_in_physics", info=info)
+
+
+def train_site_hybrid(data: SiteData, c: HybridConfig, *, seed: int, progress: bool):
+    """AI in physics at one site: the network water transport is first taught to imitate the Richards step on
+    the physics run of the training period, then trained end to end through the station model against the
+    observed soil moisture (truncated back-propagation in windows of ``c.window_steps``)."""
+    from .coupling.hybrid import NeuralWaterTransport, physics_water_samples, pretrain_to_physics, train_hybrid
+
+    setup = data.setup
+    n_train = int(np.searchsorted(data.step_day, data.train.stop))
+    n_fit = int(np.searchsorted(data.step_day, data.test.start))
+    net = NeuralWaterTransport(jax.random.PRNGKey(seed))
+    samples = physics_water_samples(setup, slice(0, n_train))
+    net, pre = pretrain_to_physics(net, samples, setup.params.soil, setup.grid, setup.options.soil, seed=seed,
+                                   iterations=c.pretrain_iterations, progress=progress)  # fmt: skip
+    obs = data.site.observations["soil_moisture"].sel(time=setup.times).values
+    window = c.window_steps or (480 if setup.options.dt_s < 86400.0 else 48)
+    res = train_hybrid(setup, obs, net, sensor_layers=data.sensor_layers, train_steps=slice(0, n_train),
+                       val_steps=slice(n_train, n_fit), window=window, epochs=c.epochs,
+                       learning_rate=c.learning_rate, seed=seed, progress=progress)  # fmt: skip
+    info = {"pretrain_loss": [float(pre["loss"][0]), float(pre["loss"][-1])], "best_epoch": int(res.best_epoch),
+            "val_loss": [None if v is None else float(v) for v in res.history["val_loss"]]}  # fmt: skip
+    return res.net, info
 
 
 def calibration_window(data: SiteData, c: CalibrationConfig):
