@@ -43,7 +43,7 @@ def test_run_folder_determinism_and_resume(tmp_path):
     cfg = _config(tmp_path)
     table = run_experiment(cfg)
     run = tmp_path / "run"
-    for name in ("config.yaml", "metrics.csv", "metrics.md", "summary.csv", "timings.json"):
+    for name in ("config.yaml", "metrics.csv", "metrics.md", "summary.csv", "timings.json", "plausibility.csv"):
         assert (run / name).is_file(), name
     for model in cfg.models:
         assert (run / "predictions" / "hyytiala_2000_2010" / f"{model}.nc").is_file()
@@ -52,6 +52,9 @@ def test_run_folder_determinism_and_resume(tmp_path):
     assert any((run / "checkpoints" / "hyytiala_2000_2010" / "lstm").iterdir())
     assert set(table["model"]) == set(cfg.models)
     assert len(table) == 3 * 4 and np.isfinite(table["rmse"]).all()
+    plausible = pd.read_csv(run / "plausibility.csv")
+    assert set(plausible["scenario"]) == {"test", "test_precip_x0.3"}
+    assert (plausible["bound_violations"] >= 0).all()
 
     # a killed run started again: finished stages are read back, a lost stage resumes from its checkpoints
     (run / "predictions" / "hyytiala_2000_2010" / "lstm.nc").unlink()
