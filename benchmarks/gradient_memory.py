@@ -66,8 +66,7 @@ def _child(case_dir: str, n_columns: int, checkpoint_every: int, n_steps: int | 
             return jnp.broadcast_to(x, (n_columns, *x.shape))
 
         params = jax.tree_util.tree_map(columns, params)
-        params = eqx.tree_at(lambda p: (p.dksat, p.bexp), params,
-                             (params.dksat * spread, params.bexp * spread**0.1))
+        params = eqx.tree_at(lambda p: (p.dksat, p.bexp), params, (params.dksat * spread, params.bexp * spread**0.1))
         state0 = jax.tree_util.tree_map(columns, state0)
         forcing = jax.tree_util.tree_map(
             lambda x: jnp.array(jnp.broadcast_to(x[:, None], (x.shape[0], n_columns, *x.shape[1:]))), forcing
@@ -76,7 +75,12 @@ def _child(case_dir: str, n_columns: int, checkpoint_every: int, n_steps: int | 
 
     def loss(p):
         final, (smc, runoff) = run(
-            state0, forcing, p, case.grid, case.options, checkpoint_every=ck,
+            state0,
+            forcing,
+            p,
+            case.grid,
+            case.options,
+            checkpoint_every=ck,
             observe=lambda s, f: (jnp.mean(s.smc, axis=-1), f.runoff_surface_mm + f.runoff_subsurface_mm),
         )
         return jnp.sum(jnp.mean(final.t, axis=-1) + 100.0 * jnp.mean(smc, axis=0) + 0.1 * jnp.sum(runoff, axis=0))
@@ -159,8 +163,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--columns", type=int, nargs="+", default=[1, 100])
     parser.add_argument("--checkpoint-every", type=int, nargs="+", default=[0, 128], help="0 = plain scan")
     parser.add_argument("--steps", type=int, default=None, help="first N steps only (default: all)")
-    parser.add_argument("--memory-fraction", type=float, default=0.6,
-                        help="run only if XLA temporaries fit in this fraction of the available memory")
+    parser.add_argument(
+        "--memory-fraction",
+        type=float,
+        default=0.6,
+        help="run only if XLA temporaries fit in this fraction of the available memory",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -175,8 +183,19 @@ def main(argv: list[str] | None = None) -> dict:
     results = []
     for n in args.columns:
         for ck in args.checkpoint_every:
-            cmd = [sys.executable, __file__, "--child", "--case", args.case, "--columns", str(n),
-                   "--checkpoint-every", str(ck), "--memory-fraction", str(args.memory_fraction)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                "--case",
+                args.case,
+                "--columns",
+                str(n),
+                "--checkpoint-every",
+                str(ck),
+                "--memory-fraction",
+                str(args.memory_fraction),
+            ]
             if args.steps:
                 cmd += ["--steps", str(args.steps)]
             t0 = time.perf_counter()
@@ -205,8 +224,12 @@ def main(argv: list[str] | None = None) -> dict:
             comparisons.append(entry)
     for r in results:
         r.pop("grad", None)
-    report = {"benchmark": "gradient_memory", "machine": _machine(), "results": results,
-              "checkpoint_vs_plain": comparisons}
+    report = {
+        "benchmark": "gradient_memory",
+        "machine": _machine(),
+        "results": results,
+        "checkpoint_vs_plain": comparisons,
+    }
     text = json.dumps(report, indent=1)
     print(text)
     if args.json:

@@ -27,9 +27,16 @@ _FIELDS = ("bexp", "smcmax", "smcref", "smcwlt", "psisat", "dksat", "dwsat", "qu
 def machine_info() -> dict:
     import jax
 
-    info = {"platform": platform.platform(), "processor": platform.processor(), "python": sys.version.split()[0],
-            "cpu_count": os.cpu_count(), "jax": jax.__version__, "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()], "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
     try:
         with open("/proc/cpuinfo") as fh:
             info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
@@ -50,10 +57,20 @@ def make_columns(n_columns: int, n_steps: int, dtype, seed: int = 0):
     soil = np.array([table[k] for k in rng.integers(1, 13, n_columns)])
     per_layer = lambda j: np.repeat(soil[:, j : j + 1], 4, axis=1)  # noqa: E731
     params = physics.SoilParams(
-        bexp=per_layer(0), smcmax=per_layer(1), smcref=per_layer(2), smcwlt=per_layer(3), psisat=per_layer(4),
-        dksat=per_layer(5), dwsat=per_layer(6), quartz=per_layer(7), csoil=np.full(n_columns, 2.0e6),
-        slope=np.full(n_columns, 0.1), refkdt=np.full(n_columns, 3.0), refdk=np.full(n_columns, 2.0e-6),
-        frzk=np.full(n_columns, 0.15), tbot=rng.uniform(272.0, 295.0, n_columns),
+        bexp=per_layer(0),
+        smcmax=per_layer(1),
+        smcref=per_layer(2),
+        smcwlt=per_layer(3),
+        psisat=per_layer(4),
+        dksat=per_layer(5),
+        dwsat=per_layer(6),
+        quartz=per_layer(7),
+        csoil=np.full(n_columns, 2.0e6),
+        slope=np.full(n_columns, 0.1),
+        refkdt=np.full(n_columns, 3.0),
+        refdk=np.full(n_columns, 2.0e-6),
+        frzk=np.full(n_columns, 0.15),
+        tbot=rng.uniform(272.0, 295.0, n_columns),
     )
     frac = rng.uniform(0.3, 0.95, (n_columns, 4))
     smc = frac * soil[:, 1:2]
@@ -105,19 +122,33 @@ def bench(n_columns: int, n_steps: int, dtype_name: str) -> dict:
         return physics.run(state, forcing, params, grid, options, observe=None, finite_check=False)[0]
 
     def loss(params, state, forcing):
-        final = physics.run(state, forcing, params, grid, options, observe=None, finite_check=False,
-                            checkpoint_every=max(8, int(np.sqrt(n_steps))))[0]
+        final = physics.run(
+            state,
+            forcing,
+            params,
+            grid,
+            options,
+            observe=None,
+            finite_check=False,
+            checkpoint_every=max(8, int(np.sqrt(n_steps))),
+        )[0]
         return jnp.sum(final.smc) + jnp.sum(final.t) * 1e-3
 
     grad = eqx.filter_jit(jax.value_and_grad(loss, argnums=(0, 1)))
     t_fwd = _time(forward, params, state, forcing)
     t_grad = _time(grad, params, state, forcing)
     cs = n_columns * n_steps
-    return {"columns": n_columns, "steps": n_steps, "dtype": dtype_name,
-            "forward_s": t_fwd, "forward_column_steps_per_s": cs / t_fwd,
-            "gradient_s": t_grad, "gradient_column_steps_per_s": cs / t_grad,
-            "gradient_over_forward": t_grad / t_fwd,
-            "forward_over_fortran": cs / t_fwd / FORTRAN_COLUMN_STEPS_PER_S[dtype_name]}
+    return {
+        "columns": n_columns,
+        "steps": n_steps,
+        "dtype": dtype_name,
+        "forward_s": t_fwd,
+        "forward_column_steps_per_s": cs / t_fwd,
+        "gradient_s": t_grad,
+        "gradient_column_steps_per_s": cs / t_grad,
+        "gradient_over_forward": t_grad / t_fwd,
+        "forward_over_fortran": cs / t_fwd / FORTRAN_COLUMN_STEPS_PER_S[dtype_name],
+    }
 
 
 def bench_tridiagonal(n_columns: int = 100_000, dtype_name: str = "float64") -> dict:
@@ -137,8 +168,14 @@ def bench_tridiagonal(n_columns: int = 100_000, dtype_name: str = "float64") -> 
     lax_solve = jax.jit(lambda a, b, c, d: jax.lax.linalg.tridiagonal_solve(a, b, c, d[..., None])[..., 0])
     t_ours, t_lax = _time(ours, a, b, c, d, repeats=5), _time(lax_solve, a, b, c, d, repeats=5)
     err = float(jnp.max(jnp.abs(ours(a, b, c, d) - lax_solve(a, b, c, d))))
-    return {"columns": n_columns, "dtype": dtype_name, "thomas_s": t_ours, "lax_tridiagonal_solve_s": t_lax,
-            "lax_over_thomas": t_lax / t_ours, "max_abs_difference": err}
+    return {
+        "columns": n_columns,
+        "dtype": dtype_name,
+        "thomas_s": t_ours,
+        "lax_tridiagonal_solve_s": t_lax,
+        "lax_over_thomas": t_lax / t_ours,
+        "max_abs_difference": err,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,22 +191,33 @@ def main(argv: list[str] | None = None) -> int:
     if "float64" in args.dtypes:
         jax.config.update("jax_enable_x64", True)
     results = []
-    print(f"{'dtype':8s} {'columns':>8s} {'steps':>6s} {'fwd col-steps/s':>16s} {'x Fortran':>10s} "
-          f"{'grad col-steps/s':>17s} {'grad/fwd':>9s}")
+    print(
+        f"{'dtype':8s} {'columns':>8s} {'steps':>6s} {'fwd col-steps/s':>16s} {'x Fortran':>10s} "
+        f"{'grad col-steps/s':>17s} {'grad/fwd':>9s}"
+    )
     for dtype in args.dtypes:
         for n in args.columns:
             steps = args.steps * 20 if n == 1 else args.steps
             r = bench(n, steps, dtype)
             results.append(r)
-            print(f"{dtype:8s} {n:8d} {steps:6d} {r['forward_column_steps_per_s']:16.3e} "
-                  f"{r['forward_over_fortran']:10.2f} {r['gradient_column_steps_per_s']:17.3e} "
-                  f"{r['gradient_over_forward']:9.2f}", flush=True)
+            print(
+                f"{dtype:8s} {n:8d} {steps:6d} {r['forward_column_steps_per_s']:16.3e} "
+                f"{r['forward_over_fortran']:10.2f} {r['gradient_column_steps_per_s']:17.3e} "
+                f"{r['gradient_over_forward']:9.2f}",
+                flush=True,
+            )
     tri = bench_tridiagonal(min(max(args.columns), 100_000), args.dtypes[0])
-    print(f"tridiagonal, {tri['columns']} systems of 4: Thomas {tri['thomas_s'] * 1e3:.2f} ms, "
-          f"lax.linalg.tridiagonal_solve {tri['lax_tridiagonal_solve_s'] * 1e3:.2f} ms "
-          f"(ratio {tri['lax_over_thomas']:.2f}), max |difference| {tri['max_abs_difference']:.1e}")
-    out = {"machine": machine_info(), "fortran_baseline_column_steps_per_s": FORTRAN_COLUMN_STEPS_PER_S,
-           "results": results, "tridiagonal": tri}
+    print(
+        f"tridiagonal, {tri['columns']} systems of 4: Thomas {tri['thomas_s'] * 1e3:.2f} ms, "
+        f"lax.linalg.tridiagonal_solve {tri['lax_tridiagonal_solve_s'] * 1e3:.2f} ms "
+        f"(ratio {tri['lax_over_thomas']:.2f}), max |difference| {tri['max_abs_difference']:.1e}"
+    )
+    out = {
+        "machine": machine_info(),
+        "fortran_baseline_column_steps_per_s": FORTRAN_COLUMN_STEPS_PER_S,
+        "results": results,
+        "tridiagonal": tri,
+    }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.output}")

@@ -234,8 +234,9 @@ def read_case(case_dir: str | Path) -> Case:
 
     per_layer = _require(meta, "per_layer", "params.json")
     scalars = _require(meta, "scalars", "params.json")
-    fields = {name: _finite_array(_require(per_layer, name, "params.json per_layer"), name, n)
-              for name in PER_LAYER_PARAMS}
+    fields = {
+        name: _finite_array(_require(per_layer, name, "params.json per_layer"), name, n) for name in PER_LAYER_PARAMS
+    }
     for key, name in SCALAR_PARAMS.items():
         fields[name] = _finite_array(_require(scalars, key, "params.json scalars"), key)
     fields["tbot"] = _finite_array(_require(meta, "tbot_K", "params.json"), "tbot_K")
@@ -280,9 +281,7 @@ def read_case(case_dir: str | Path) -> Case:
     return Case(root.name, grid, options, params, state0, forcing, time_s, reference)
 
 
-def trajectory_table(
-    state0: SoilState, states: SoilState, fluxes: SoilFluxes, dt_s: float
-) -> pd.DataFrame:
+def trajectory_table(state0: SoilState, states: SoilState, fluxes: SoilFluxes, dt_s: float) -> pd.DataFrame:
     """Model output in the reference ``output.csv`` layout (row 0 the initial state)."""
     t = np.concatenate([np.asarray(state0.t)[None], np.asarray(states.t)])
     smc = np.concatenate([np.asarray(state0.smc)[None], np.asarray(states.smc)])
@@ -320,8 +319,10 @@ _NC_VARS = {  # output column stem -> (netCDF name, attributes)
     "t": ("soil_temperature", {"standard_name": "soil_temperature", "units": "K"}),
     "smc": ("soil_moisture", {"long_name": "total (liquid + ice) volumetric soil moisture", "units": "m3 m-3"}),
     "sh2o": ("soil_liquid_water", {"long_name": "liquid volumetric soil moisture", "units": "m3 m-3"}),
-    "tdiff": ("soil_temperature_before_phase_change",
-              {"long_name": "soil temperature after heat diffusion, before phase change", "units": "K"}),
+    "tdiff": (
+        "soil_temperature_before_phase_change",
+        {"long_name": "soil temperature after heat diffusion, before phase change", "units": "K"},
+    ),
 }
 
 
@@ -331,11 +332,17 @@ def trajectory_dataset(table: pd.DataFrame, grid: SoilGrid, attrs: dict | None =
     z = np.asarray(grid.zsoil)
     ztop = np.concatenate([[0.0], z[:-1]])
     coords = {
-        "time": ("time", table["time_s"].to_numpy(),
-                 {"standard_name": "time", "units": "s", "long_name": "seconds since the start of the run"}),
+        "time": (
+            "time",
+            table["time_s"].to_numpy(),
+            {"standard_name": "time", "units": "s", "long_name": "seconds since the start of the run"},
+        ),
         "layer": ("layer", np.arange(1, n + 1), {"long_name": "soil layer, 1 = top"}),
-        "depth": ("layer", -(ztop + z) / 2, {"standard_name": "depth", "units": "m", "positive": "down",
-                                             "long_name": "depth of the layer mid-point"}),
+        "depth": (
+            "layer",
+            -(ztop + z) / 2,
+            {"standard_name": "depth", "units": "m", "positive": "down", "long_name": "depth of the layer mid-point"},
+        ),
         "layer_bottom": ("layer", -z, {"units": "m", "positive": "down", "long_name": "depth of the layer bottom"}),
     }
     data = {}
@@ -343,16 +350,34 @@ def trajectory_dataset(table: pd.DataFrame, grid: SoilGrid, attrs: dict | None =
         suffix = "_k" if stem in ("t", "tdiff") else ""
         cols = [f"{stem}{k}{suffix}" for k in range(1, n + 1)]
         data[name] = (("time", "layer"), table[cols].to_numpy(), a)
-    data["surface_runoff_amount"] = ("time", table["runoff_surface_mm"].to_numpy(),
-                                     {"standard_name": "surface_runoff_amount", "units": "kg m-2",
-                                      "long_name": "surface runoff during the step (mm per step)"})
-    data["subsurface_runoff_amount"] = ("time", table["runoff_subsurface_mm"].to_numpy(),
-                                        {"standard_name": "subsurface_runoff_amount", "units": "kg m-2",
-                                         "long_name": "subsurface runoff during the step (mm per step)"})
-    data["drainage_flux"] = ("time", table["drainage_mmps"].to_numpy(),
-                             {"units": "kg m-2 s-1", "long_name": "free drainage out of the column bottom"})
-    data["infiltration_rate"] = ("time", table["infil_mps"].to_numpy(),
-                                 {"units": "m s-1", "long_name": "infiltration rate of the last water sub-step"})
+    data["surface_runoff_amount"] = (
+        "time",
+        table["runoff_surface_mm"].to_numpy(),
+        {
+            "standard_name": "surface_runoff_amount",
+            "units": "kg m-2",
+            "long_name": "surface runoff during the step (mm per step)",
+        },
+    )
+    data["subsurface_runoff_amount"] = (
+        "time",
+        table["runoff_subsurface_mm"].to_numpy(),
+        {
+            "standard_name": "subsurface_runoff_amount",
+            "units": "kg m-2",
+            "long_name": "subsurface runoff during the step (mm per step)",
+        },
+    )
+    data["drainage_flux"] = (
+        "time",
+        table["drainage_mmps"].to_numpy(),
+        {"units": "kg m-2 s-1", "long_name": "free drainage out of the column bottom"},
+    )
+    data["infiltration_rate"] = (
+        "time",
+        table["infil_mps"].to_numpy(),
+        {"units": "m s-1", "long_name": "infiltration rate of the last water sub-step"},
+    )
     data["n_substeps"] = ("time", table["nsub"].to_numpy(), {"long_name": "number of water sub-steps"})
     ds = xr.Dataset(data, coords=coords, attrs={"Conventions": "CF-1.10", **(attrs or {})})
     return ds

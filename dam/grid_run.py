@@ -34,8 +34,10 @@ OUTPUTS = {  # output name -> (what, attributes)
     "soil_moisture": ("smc", {"long_name": "total volumetric soil moisture", "units": "m3 m-3"}),
     "soil_liquid_water": ("sh2o", {"long_name": "liquid volumetric soil moisture", "units": "m3 m-3"}),
     "surface_runoff_amount": ("runoff_surface_mm", {"standard_name": "surface_runoff_amount", "units": "kg m-2"}),
-    "subsurface_runoff_amount": ("runoff_subsurface_mm",
-                                 {"standard_name": "subsurface_runoff_amount", "units": "kg m-2"}),
+    "subsurface_runoff_amount": (
+        "runoff_subsurface_mm",
+        {"standard_name": "subsurface_runoff_amount", "units": "kg m-2"},
+    ),
 }
 
 
@@ -146,13 +148,22 @@ def _create_output(config: GridRunConfig, static: xr.Dataset, forcing: xr.Datase
         chunks = tuple(min(config.time_block, n_time) if d == "time" else shape[d] for d in dims)
         data[name] = (dims, da.full(tuple(shape[d] for d in dims), np.nan, chunks=chunks), OUTPUTS[name][1])
     coords = {"time": forcing["time"], "lat": static["lat"], "lon": static["lon"], "layer": static["layer"]}
-    ds = xr.Dataset(data, coords=coords, attrs={"Conventions": "CF-1.10", "title": "dam grid run",
-                                                "run_fingerprint": config.fingerprint()})
+    ds = xr.Dataset(
+        data,
+        coords=coords,
+        attrs={"Conventions": "CF-1.10", "title": "dam grid run", "run_fingerprint": config.fingerprint()},
+    )
     ds.to_zarr(config.output, mode="w", compute=False)
 
 
-def _write_block(config: GridRunConfig, static: xr.Dataset, land: np.ndarray, start: int,
-                 states: physics.SoilState, fluxes: physics.SoilFluxes) -> None:
+def _write_block(
+    config: GridRunConfig,
+    static: xr.Dataset,
+    land: np.ndarray,
+    start: int,
+    states: physics.SoilState,
+    fluxes: physics.SoilFluxes,
+) -> None:
     n_lat, n_lon = static.sizes["lat"], static.sizes["lon"]
     data = {}
     for name in config.outputs:
@@ -161,8 +172,10 @@ def _write_block(config: GridRunConfig, static: xr.Dataset, land: np.ndarray, st
         full = np.full((values.shape[0], n_lat * n_lon, *values.shape[2:]), np.nan)
         full[:, land] = values
         if values.ndim == 3:  # (time, land, layer) -> (time, layer, lat, lon)
-            data[name] = (("time", "layer", "lat", "lon"), np.moveaxis(full, 2, 1).reshape(
-                values.shape[0], values.shape[2], n_lat, n_lon))
+            data[name] = (
+                ("time", "layer", "lat", "lon"),
+                np.moveaxis(full, 2, 1).reshape(values.shape[0], values.shape[2], n_lat, n_lon),
+            )
         else:
             data[name] = (("time", "lat", "lon"), full.reshape(values.shape[0], n_lat, n_lon))
     stop = start + next(iter(data.values()))[1].shape[0]
@@ -173,8 +186,9 @@ def _observe(state: physics.SoilState, fluxes: physics.SoilFluxes) -> tuple:
     return state, fluxes
 
 
-def grid_run(config: GridRunConfig, *, progress: bool = True, stop_after_blocks: int | None = None,
-             mesh: Any = None) -> dict:
+def grid_run(
+    config: GridRunConfig, *, progress: bool = True, stop_after_blocks: int | None = None, mesh: Any = None
+) -> dict:
     """Run (or resume) a grid run. ``stop_after_blocks`` ends after that many blocks of this call, as a
     crash after a checkpoint would (used to test resuming). Returns a summary."""
     import orbax.checkpoint as ocp
@@ -188,15 +202,17 @@ def grid_run(config: GridRunConfig, *, progress: bool = True, stop_after_blocks:
     n_time, block = forcing.sizes["time"], config.time_block
     n_blocks = -(-n_time // block)
 
-    ckpt = ocp.CheckpointManager(Path(config.checkpoint_dir).absolute(),
-                                 options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+    ckpt = ocp.CheckpointManager(
+        Path(config.checkpoint_dir).absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
+    )
     cast = lambda tree: jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), tree)  # noqa: E731
     params, state = cast(params), cast(state0)
     first = 0
     latest = ckpt.latest_step()
     if latest is not None and Path(config.output).exists():
-        restored = ckpt.restore(latest, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(state), meta=ocp.args.JsonRestore()))
+        restored = ckpt.restore(
+            latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(state), meta=ocp.args.JsonRestore())
+        )
         if restored["meta"]["fingerprint"] != config.fingerprint():
             raise GridRunError(f"checkpoints in {config.checkpoint_dir} belong to another run configuration")
         state, first = cast(restored["state"]), latest + 1
@@ -212,17 +228,24 @@ def grid_run(config: GridRunConfig, *, progress: bool = True, stop_after_blocks:
         frc = _forcing_block(forcing, land, start, start + take)
         frc = pad_axis(frc, take, block)  # every block has the same shape: one compilation
         # The finiteness check runs on the host per block: an in-graph error_if would pin work to one device.
-        final, (states, fluxes) = run_sharded(physics.run, state, cast(frc), params, grid, options, mesh=mesh,
-                                              observe=_observe, finite_check=False)
+        final, (states, fluxes) = run_sharded(
+            physics.run, state, cast(frc), params, grid, options, mesh=mesh, observe=_observe, finite_check=False
+        )
         states, fluxes = jax.tree_util.tree_map(lambda x, t=take: np.asarray(x[:t]), (states, fluxes))
         if not all(np.all(np.isfinite(x)) for x in (states.t, states.smc, states.sh2o)):
-            raise GridRunError(f"state became non-finite in block {b} (steps {start}-{start + take}); "
-                               "check the forcing and parameters of that period")
+            raise GridRunError(
+                f"state became non-finite in block {b} (steps {start}-{start + take}); "
+                "check the forcing and parameters of that period"
+            )
         state = jax.tree_util.tree_map(lambda x, t=take: jnp.asarray(x[t - 1]), states) if take < block else final
         _write_block(config, static, land, start, states, fluxes)
-        ckpt.save(b, args=ocp.args.Composite(state=ocp.args.StandardSave(jax.device_get(state)),
-                                             meta=ocp.args.JsonSave({"fingerprint": config.fingerprint(),
-                                                                     "next_step": start + take})))
+        ckpt.save(
+            b,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(jax.device_get(state)),
+                meta=ocp.args.JsonSave({"fingerprint": config.fingerprint(), "next_step": start + take}),
+            ),
+        )
         ckpt.wait_until_finished()
         done += take
         rate = done * land.size / (time.perf_counter() - t_start)
@@ -232,5 +255,11 @@ def grid_run(config: GridRunConfig, *, progress: bool = True, stop_after_blocks:
             break
     bar.close()
     ckpt.close()
-    return {"land_columns": int(land.size), "steps": n_time, "blocks_run": done and (b - first + 1),
-            "resumed_from_block": first, "finished": b == n_blocks - 1, "output": config.output}
+    return {
+        "land_columns": int(land.size),
+        "steps": n_time,
+        "blocks_run": done and (b - first + 1),
+        "resumed_from_block": first,
+        "finished": b == n_blocks - 1,
+        "output": config.output,
+    }

@@ -18,8 +18,17 @@ from dam.precision import resolve_dtype
 from dam.sharding import pad_axis
 
 #: Per-variable tolerances of the Fortran match (issue 3), in the reference's units.
-TOLERANCES = {"t": 1e-6, "smc": 1e-9, "sh2o": 1e-9, "runoff_surface_mm": 1e-6, "runoff_subsurface_mm": 1e-6,
-              "drainage_mmps": 1e-9, "infil_mps": 1e-9, "nsub": 0, "tdiff": 1e-6}
+TOLERANCES = {
+    "t": 1e-6,
+    "smc": 1e-9,
+    "sh2o": 1e-9,
+    "runoff_surface_mm": 1e-6,
+    "runoff_subsurface_mm": 1e-6,
+    "drainage_mmps": 1e-9,
+    "infil_mps": 1e-9,
+    "nsub": 0,
+    "tdiff": 1e-6,
+}
 
 
 @eqx.filter_jit
@@ -32,8 +41,9 @@ def _replay(states, forcing, params, grid, options):
     return physics.replay(states, forcing, params, grid, options)
 
 
-def run_case(case: Case, dtype: str = "float64", replay: bool = False, block: int = 2048,
-             progress: bool = True) -> pd.DataFrame:
+def run_case(
+    case: Case, dtype: str = "float64", replay: bool = False, block: int = 2048, progress: bool = True
+) -> pd.DataFrame:
     """Simulate a case and return its trajectory in the reference ``output.csv`` layout.
 
     Parameters
@@ -82,8 +92,10 @@ def max_differences(table: pd.DataFrame, reference: pd.DataFrame) -> dict[str, f
     n = sum(c.startswith("smc") for c in table.columns)
     if list(table.columns) != output_columns(n) or len(table) != len(reference):
         raise ValueError("model and reference tables differ in columns or length")
-    return {name: float(np.max(np.abs(table[cols].to_numpy()[1:] - reference[cols].to_numpy()[1:])))
-            for name, cols in _groups(n).items()}
+    return {
+        name: float(np.max(np.abs(table[cols].to_numpy()[1:] - reference[cols].to_numpy()[1:])))
+        for name, cols in _groups(n).items()
+    }
 
 
 def write_output(table: pd.DataFrame, path: str | Path, case: Case, attrs: dict | None = None) -> None:
@@ -92,8 +104,11 @@ def write_output(table: pd.DataFrame, path: str | Path, case: Case, attrs: dict 
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".nc":
         options = {f"option_{f.name}": getattr(case.options, f.name) for f in dataclasses.fields(case.options)}
-        meta = {"title": f"dam soil column: {case.name}",
-                "source": "dam JAX port of the Noah-MP v5.2 soil heat and water physics", **options}
+        meta = {
+            "title": f"dam soil column: {case.name}",
+            "source": "dam JAX port of the Noah-MP v5.2 soil heat and water physics",
+            **options,
+        }
         trajectory_dataset(table, case.grid, {**meta, **(attrs or {})}).to_netcdf(path)
     elif path.suffix == ".csv":
         write_csv(table, path)
@@ -101,8 +116,7 @@ def write_output(table: pd.DataFrame, path: str | Path, case: Case, attrs: dict 
         raise ValueError(f"output must end in .csv or .nc, got {path.name!r}")
 
 
-def plot_comparison(table: pd.DataFrame, reference: pd.DataFrame | None, path: str | Path,
-                    title: str = "") -> None:
+def plot_comparison(table: pd.DataFrame, reference: pd.DataFrame | None, path: str | Path, title: str = "") -> None:
     """PNG of layer temperature and liquid/total moisture, model against the reference."""
     import matplotlib
 

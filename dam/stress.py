@@ -53,9 +53,15 @@ _UNITS = {
     "quartz": "- (quartz fraction)",
 }
 FORCING_COLUMNS = (
-    "step", "time_s", "ghf_wm2", "qinsurf_mps", "evap_soil_mps",
+    "step",
+    "time_s",
+    "ghf_wm2",
+    "qinsurf_mps",
+    "evap_soil_mps",
     *[f"etran{k}_mps" for k in range(1, N_LAYERS + 1)],
-    "frozen_ground", "frz_top_ice_flux_mmps", "snow_flag",
+    "frozen_ground",
+    "frz_top_ice_flux_mmps",
+    "snow_flag",
 )
 _INT_COLUMNS = ("step", "frozen_ground", "snow_flag")
 
@@ -104,10 +110,11 @@ def _params_json(
         "units": dict(_UNITS),
         "scalars": dict(_SCALARS),
         "derived": {
-            "infmax_coeff (SoilInfilMaxCoeff = refkdt*dksat1/refdk)":
-                _SCALARS["refkdt"] * soil["dksat"] / _SCALARS["refdk_m_s"],
-            "imperv_coeff (SoilImpervFracCoeff = frzk*((smcmax1/smcref1)*(0.412/0.468)))":
-                _SCALARS["frzk"] * ((smcmax1 / smcref1) * (0.412 / 0.468)),
+            "infmax_coeff (SoilInfilMaxCoeff = refkdt*dksat1/refdk)": _SCALARS["refkdt"]
+            * soil["dksat"]
+            / _SCALARS["refdk_m_s"],
+            "imperv_coeff (SoilImpervFracCoeff = frzk*((smcmax1/smcref1)*(0.412/0.468)))": _SCALARS["frzk"]
+            * ((smcmax1 / smcref1) * (0.412 / 0.468)),
         },
         "initial_state": {"t_K": list(t0), "smc": list(smc0), "sh2o": list(smc0)},
         "options": {
@@ -186,7 +193,12 @@ def sand_storms(seed: int = 0, days: float = 10.0) -> StressCase:
     etran = {f"etran{k + 1}_mps": np.where(wet, 0.0, c.daylight(8.0e-8 * root[k])) for k in range(N_LAYERS)}
     forcing = _table(c, ghf_wm2=ghf, qinsurf_mps=q, evap_soil_mps=evap, **etran)
     params = _params_json(
-        "sand_storms", 1, c.n, 289.0, [294.0, 292.5, 291.0, 290.0], [0.12, 0.14, 0.16, 0.18],
+        "sand_storms",
+        1,
+        c.n,
+        289.0,
+        [294.0, 292.5, 291.0, 290.0],
+        [0.12, 0.14, 0.16, 0.18],
         {"OPT_FRZ": 1, "OPT_INF": 1, "OPT_TBOT": 2, "OPT_STC": 3},
     )
     return StressCase("sand_storms", sand_storms.__doc__, params, forcing)
@@ -205,7 +217,12 @@ def clay_drought(seed: int = 0, days: float = 10.0) -> StressCase:
     etran = {f"etran{k + 1}_mps": np.where(q > 0, 0.0, c.daylight(peaks[k]) * cloud) for k in range(N_LAYERS)}
     forcing = _table(c, ghf_wm2=ghf, qinsurf_mps=q, evap_soil_mps=evap, **etran)
     params = _params_json(
-        "clay_drought", 12, c.n, 292.0, [298.0, 296.0, 294.0, 292.5], [0.15, 0.15, 0.13, 0.08],
+        "clay_drought",
+        12,
+        c.n,
+        292.0,
+        [298.0, 296.0, 294.0, 292.5],
+        [0.15, 0.15, 0.13, 0.08],
         {"OPT_FRZ": 1, "OPT_INF": 1, "OPT_TBOT": 2, "OPT_STC": 3},
     )
     return StressCase("clay_drought", clay_drought.__doc__, params, forcing)
@@ -228,12 +245,20 @@ def deep_freeze(seed: int = 0, days: float = 30.0) -> StressCase:
     q = q + np.where(thaw, c.daylight(4.0e-7, 10.0, 17.0), 0.0)  # meltwater-like input during the thaw
     frz_flux = np.where(frozen == 1, np.where(c.daylight(1.0) > 0, -8.0e-7, 6.0e-7) * rng.uniform(0.5, 1.0, c.n), 0.0)
     evap = np.where((frozen == 0) & (q == 0), c.daylight(3.0e-8), 0.0)
-    etran = {f"etran{k + 1}_mps": np.where(thaw & (frozen == 0), c.daylight(1.0e-8 * w), 0.0)
-             for k, w in enumerate((1.0, 1.5, 0.5, 0.0))}
-    forcing = _table(c, ghf_wm2=ghf, qinsurf_mps=q, evap_soil_mps=evap, frozen_ground=frozen,
-                     frz_top_ice_flux_mmps=frz_flux, **etran)
+    etran = {
+        f"etran{k + 1}_mps": np.where(thaw & (frozen == 0), c.daylight(1.0e-8 * w), 0.0)
+        for k, w in enumerate((1.0, 1.5, 0.5, 0.0))
+    }
+    forcing = _table(
+        c, ghf_wm2=ghf, qinsurf_mps=q, evap_soil_mps=evap, frozen_ground=frozen, frz_top_ice_flux_mmps=frz_flux, **etran
+    )
     params = _params_json(
-        "deep_freeze", 6, c.n, 276.0, [274.5, 275.0, 275.5, 276.0], [0.33, 0.34, 0.35, 0.36],
+        "deep_freeze",
+        6,
+        c.n,
+        276.0,
+        [274.5, 275.0, 275.5, 276.0],
+        [0.33, 0.34, 0.35, 0.36],
         {"OPT_FRZ": 2, "OPT_INF": 2, "OPT_TBOT": 1, "OPT_STC": 3},
     )
     return StressCase("deep_freeze", deep_freeze.__doc__, params, forcing)
@@ -255,7 +280,12 @@ def summer_stc1(seed: int = 0, days: float = 10.0) -> StressCase:
     etran = {f"etran{k + 1}_mps": np.where(wet, 0.0, c.daylight(1.2e-7 * root[k]) * cloud) for k in range(N_LAYERS)}
     forcing = _table(c, ghf_wm2=ghf, qinsurf_mps=q, evap_soil_mps=evap, **etran)
     params = _params_json(
-        "summer_stc1", 3, c.n, 290.0, [297.0, 295.0, 292.0, 290.0], [0.25, 0.27, 0.29, 0.31],
+        "summer_stc1",
+        3,
+        c.n,
+        290.0,
+        [297.0, 295.0, 292.0, 290.0],
+        [0.25, 0.27, 0.29, 0.31],
         {"OPT_FRZ": 2, "OPT_INF": 2, "OPT_TBOT": 1, "OPT_STC": 1},
     )
     return StressCase("summer_stc1", summer_stc1.__doc__, params, forcing)

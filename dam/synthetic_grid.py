@@ -19,9 +19,25 @@ from dam.soil_table import stas_parameters
 ZSOIL = np.array([-0.1, -0.4, -1.0, -2.0])
 PER_LAYER = ("bexp", "smcmax", "smcref", "smcwlt", "psisat", "dksat", "dwsat", "quartz")
 STAS = np.array([[stas_parameters(k)[f] for f in PER_LAYER] for k in range(1, 13)])  # mineral classes 1-12
-UNITS = {"bexp": "1", "smcmax": "m3 m-3", "smcref": "m3 m-3", "smcwlt": "m3 m-3", "psisat": "m", "dksat": "m s-1",
-         "dwsat": "m2 s-1", "quartz": "1", "csoil": "J m-3 K-1", "slope": "1", "refkdt": "1", "refdk": "m s-1",
-         "frzk": "m", "tbot": "K", "t": "K", "smc": "m3 m-3", "sh2o": "m3 m-3"}
+UNITS = {
+    "bexp": "1",
+    "smcmax": "m3 m-3",
+    "smcref": "m3 m-3",
+    "smcwlt": "m3 m-3",
+    "psisat": "m",
+    "dksat": "m s-1",
+    "dwsat": "m2 s-1",
+    "quartz": "1",
+    "csoil": "J m-3 K-1",
+    "slope": "1",
+    "refkdt": "1",
+    "refdk": "m s-1",
+    "frzk": "m",
+    "tbot": "K",
+    "t": "K",
+    "smc": "m3 m-3",
+    "sh2o": "m3 m-3",
+}
 
 
 def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np.ndarray:
@@ -34,8 +50,14 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], scale: float
     return (field - field.min()) / (np.ptp(field) + 1e-12)
 
 
-def make_grid(n_lat: int = 16, n_lon: int = 24, n_steps: int = 480, dt_s: float = 1800.0,
-              land_fraction: float = 0.6, seed: int = 0) -> tuple[xr.Dataset, xr.Dataset]:
+def make_grid(
+    n_lat: int = 16,
+    n_lon: int = 24,
+    n_steps: int = 480,
+    dt_s: float = 1800.0,
+    land_fraction: float = 0.6,
+    seed: int = 0,
+) -> tuple[xr.Dataset, xr.Dataset]:
     """Synthetic static fields and forcing, ``(static, forcing)``, deterministic for a seed."""
     rng = np.random.default_rng(seed)
     shape = (n_lat, n_lon)
@@ -47,10 +69,14 @@ def make_grid(n_lat: int = 16, n_lon: int = 24, n_steps: int = 480, dt_s: float 
     latg = np.broadcast_to(lat[:, None], shape)
     mean_t = 300.0 - 0.45 * np.abs(latg - 10.0) + rng.normal(0, 1.5, shape)  # K, colder towards the poles
 
-    static = xr.Dataset(coords={"lat": ("lat", lat, {"units": "degrees_north", "standard_name": "latitude"}),
-                                "lon": ("lon", lon, {"units": "degrees_east", "standard_name": "longitude"}),
-                                "layer": ("layer", np.arange(1, n_layers + 1)),
-                                "zsoil": ("layer", ZSOIL, {"units": "m", "long_name": "depth of layer bottom"})})
+    static = xr.Dataset(
+        coords={
+            "lat": ("lat", lat, {"units": "degrees_north", "standard_name": "latitude"}),
+            "lon": ("lon", lon, {"units": "degrees_east", "standard_name": "longitude"}),
+            "layer": ("layer", np.arange(1, n_layers + 1)),
+            "zsoil": ("layer", ZSOIL, {"units": "m", "long_name": "depth of layer bottom"}),
+        }
+    )
     static["land_mask"] = (("lat", "lon"), land.astype(np.int8), {"long_name": "1 = land column, 0 = not run"})
     for j, name in enumerate(PER_LAYER):
         values = np.broadcast_to(STAS[soil, j][None], (n_layers, *shape)).copy()
@@ -69,7 +95,7 @@ def make_grid(n_lat: int = 16, n_lon: int = 24, n_steps: int = 480, dt_s: float 
     time = np.arange(1, n_steps + 1) * dt_s
     hours = time / 3600.0
     day = hours[:, None, None] / 24.0
-    phase = (lon[None, None, :] / 360.0)
+    phase = lon[None, None, :] / 360.0
     diurnal = np.sin(2 * np.pi * (day + phase))
     seasonal = np.sin(2 * np.pi * day / 365.0 - np.sign(latg)[None] * np.pi / 2)
     amplitude = 40.0 + 40.0 * np.abs(latg)[None] / 70.0
@@ -79,15 +105,28 @@ def make_grid(n_lat: int = 16, n_lon: int = 24, n_steps: int = 480, dt_s: float 
     cold = (mean_t[None] + 6.0 * diurnal) < 273.16
     et = np.maximum(0.0, 3e-8 * (1.0 + diurnal)) * (~cold)
     roots = np.array([0.4, 0.3, 0.2, 0.1])
-    forcing = xr.Dataset(coords={"time": ("time", time, {"units": "s", "long_name": "end of step since start"}),
-                                 "lat": static.lat, "lon": static.lon, "layer": static.layer})
+    forcing = xr.Dataset(
+        coords={
+            "time": ("time", time, {"units": "s", "long_name": "end of step since start"}),
+            "lat": static.lat,
+            "lon": static.lon,
+            "layer": static.layer,
+        }
+    )
     forcing["ghf_wm2"] = (("time", "lat", "lon"), ghf, {"units": "W m-2", "long_name": "ground heat flux, down"})
     forcing["qinsurf_mps"] = (("time", "lat", "lon"), rain, {"units": "m s-1"})
     forcing["evap_mps"] = (("time", "lat", "lon"), 0.5 * et, {"units": "m s-1"})
-    forcing["etran_mps"] = (("time", "layer", "lat", "lon"), 0.5 * et[:, None] * roots[None, :, None, None],
-                            {"units": "m s-1"})
+    forcing["etran_mps"] = (
+        ("time", "layer", "lat", "lon"),
+        0.5 * et[:, None] * roots[None, :, None, None],
+        {"units": "m s-1"},
+    )
     forcing["frozen_ground"] = (("time", "lat", "lon"), cold.astype(np.float64), {"units": "1"})
     forcing["frz_top_ice_flux_mmps"] = (("time", "lat", "lon"), np.where(cold, 1e-6, 0.0), {"units": "kg m-2 s-1"})
-    forcing.attrs = static.attrs = {"Conventions": "CF-1.10", "title": "dam synthetic soil-column grid",
-                                    "dt_s": dt_s, "seed": seed}
+    forcing.attrs = static.attrs = {
+        "Conventions": "CF-1.10",
+        "title": "dam synthetic soil-column grid",
+        "dt_s": dt_s,
+        "seed": seed,
+    }
     return static, forcing

@@ -64,49 +64,57 @@ BAD_CASES: dict[str, tuple[Callable[[Path], None], tuple[str, ...]]] = {
     "missing params.json": (lambda d: (d / "params.json").unlink(), ("params.json",)),
     "missing forcing.csv": (lambda d: (d / "forcing.csv").unlink(), ("forcing.csv",)),
     "missing forcing column": (
-        lambda d: _edit_forcing(d, lambda df: df.drop(columns=["ghf_wm2"])), ("forcing.csv", "ghf_wm2")),
-    "missing etran column": (
-        lambda d: _edit_forcing(d, lambda df: df.drop(columns=["etran4_mps"])), ("etran4_mps",)),
-    "NaN in forcing": (
-        lambda d: _edit_forcing(d, lambda df: _set(df, "evap_soil_mps", 7, "nan")), ("evap_soil_mps",)),
-    "empty forcing cell": (
-        lambda d: _edit_forcing(d, lambda df: _set(df, "qinsurf_mps", 3, "")), ("qinsurf_mps",)),
-    "non-numeric forcing": (
-        lambda d: _edit_forcing(d, lambda df: _set(df, "ghf_wm2", 3, "12,5")), ("ghf_wm2",)),
-    "gap in steps": (
-        lambda d: _edit_forcing(d, lambda df: df.drop(index=20)), ("forcing.csv", "step")),
-    "time_s not step*dt": (
-        lambda d: _edit_forcing(d, lambda df: _set(df, "time_s", 5, "1234.0")), ("time_s",)),
+        lambda d: _edit_forcing(d, lambda df: df.drop(columns=["ghf_wm2"])),
+        ("forcing.csv", "ghf_wm2"),
+    ),
+    "missing etran column": (lambda d: _edit_forcing(d, lambda df: df.drop(columns=["etran4_mps"])), ("etran4_mps",)),
+    "NaN in forcing": (lambda d: _edit_forcing(d, lambda df: _set(df, "evap_soil_mps", 7, "nan")), ("evap_soil_mps",)),
+    "empty forcing cell": (lambda d: _edit_forcing(d, lambda df: _set(df, "qinsurf_mps", 3, "")), ("qinsurf_mps",)),
+    "non-numeric forcing": (lambda d: _edit_forcing(d, lambda df: _set(df, "ghf_wm2", 3, "12,5")), ("ghf_wm2",)),
+    "gap in steps": (lambda d: _edit_forcing(d, lambda df: df.drop(index=20)), ("forcing.csv", "step")),
+    "time_s not step*dt": (lambda d: _edit_forcing(d, lambda df: _set(df, "time_s", 5, "1234.0")), ("time_s",)),
     "extra layer (etran5 column)": (
-        lambda d: _edit_forcing(d, lambda df: df.assign(etran5_mps="0.0")), ("etran5_mps",)),
+        lambda d: _edit_forcing(d, lambda df: df.assign(etran5_mps="0.0")),
+        ("etran5_mps",),
+    ),
     "per_layer of wrong length": (
         lambda d: _edit_params(d, lambda m: m["per_layer"].update(smcmax=m["per_layer"]["smcmax"][:3])),
-        ("smcmax", "per layer")),
+        ("smcmax", "per layer"),
+    ),
     "initial state of wrong length": (
-        lambda d: _edit_params(d, lambda m: m["initial_state"]["t_K"].append(280.0)), ("t_K",)),
+        lambda d: _edit_params(d, lambda m: m["initial_state"]["t_K"].append(280.0)),
+        ("t_K",),
+    ),
     "n_soil_layers disagrees with zsoil": (
-        lambda d: _edit_params(d, lambda m: m.update(n_soil_layers=5)), ("n_soil_layers",)),
+        lambda d: _edit_params(d, lambda m: m.update(n_soil_layers=5)),
+        ("n_soil_layers",),
+    ),
     "smcmax <= smcwlt": (
         lambda d: _edit_params(d, lambda m: m["per_layer"].update(smcwlt=list(m["per_layer"]["smcmax"]))),
-        ("smcwlt",)),
-    "dksat <= 0": (
-        lambda d: _edit_params(d, lambda m: m["per_layer"]["dksat"].__setitem__(2, 0.0)), ("dksat",)),
-    "negative dksat": (
-        lambda d: _edit_params(d, lambda m: m["per_layer"]["dksat"].__setitem__(0, -1e-6)), ("dksat",)),
-    "negative qinsurf": (
-        lambda d: _edit_forcing(d, lambda df: _set(df, "qinsurf_mps", 11, "-1e-7")), ("qinsurf_mps",)),
+        ("smcwlt",),
+    ),
+    "dksat <= 0": (lambda d: _edit_params(d, lambda m: m["per_layer"]["dksat"].__setitem__(2, 0.0)), ("dksat",)),
+    "negative dksat": (lambda d: _edit_params(d, lambda m: m["per_layer"]["dksat"].__setitem__(0, -1e-6)), ("dksat",)),
+    "negative qinsurf": (lambda d: _edit_forcing(d, lambda df: _set(df, "qinsurf_mps", 11, "-1e-7")), ("qinsurf_mps",)),
     "frozen_ground not 0/1": (
-        lambda d: _edit_forcing(d, lambda df: _set(df, "frozen_ground", 4, "2")), ("frozen_ground",)),
+        lambda d: _edit_forcing(d, lambda df: _set(df, "frozen_ground", 4, "2")),
+        ("frozen_ground",),
+    ),
     "unsupported option code": (
         lambda d: _edit_params(d, lambda m: m["options"].update({"OPT_FRZ (supercooled water)": 7})),
-        ("OPT_FRZ",)),
+        ("OPT_FRZ",),
+    ),
     "initial sh2o above smc": (
-        lambda d: _edit_params(d, lambda m: m["initial_state"]["sh2o"].__setitem__(0, 0.45)), ("sh2o",)),
+        lambda d: _edit_params(d, lambda m: m["initial_state"]["sh2o"].__setitem__(0, 0.45)),
+        ("sh2o",),
+    ),
     "non-finite parameter": (
         lambda d: (d / "params.json").write_text(
-            (d / "params.json").read_text().replace('"frzk": 0.15', '"frzk": NaN')), ("frzk",)),
-    "params.json not JSON": (
-        lambda d: (d / "params.json").write_text("{ not json"), ("params.json",)),
+            (d / "params.json").read_text().replace('"frzk": 0.15', '"frzk": NaN')
+        ),
+        ("frzk",),
+    ),
+    "params.json not JSON": (lambda d: (d / "params.json").write_text("{ not json"), ("params.json",)),
 }
 
 
@@ -147,8 +155,14 @@ def _poison(forcing, field: str, step: int, value: float):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("ghf_wm2", np.nan), ("ghf_wm2", np.inf), ("qinsurf_mps", np.inf), ("evap_mps", np.nan),
-     ("etran_mps", np.inf), ("frz_top_ice_flux_mmps", -np.inf)],
+    [
+        ("ghf_wm2", np.nan),
+        ("ghf_wm2", np.inf),
+        ("qinsurf_mps", np.inf),
+        ("evap_mps", np.nan),
+        ("etran_mps", np.inf),
+        ("frz_top_ice_flux_mmps", -np.inf),
+    ],
 )
 def test_non_finite_state_is_caught_under_jit(field, value, short_run_inputs):
     params, state0, forcing, grid, options = short_run_inputs
@@ -178,8 +192,14 @@ def test_non_finite_forcing_that_leaves_the_state_finite_is_caught(field, value,
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("supercooled", "koren"), ("frozen_permeability", "none"), ("bottom_temperature", "fixed"),
-     ("temperature_scheme", "crank_nicolson"), ("surface_runoff", "topmodel"), ("subsurface_runoff", "simgm")],
+    [
+        ("supercooled", "koren"),
+        ("frozen_permeability", "none"),
+        ("bottom_temperature", "fixed"),
+        ("temperature_scheme", "crank_nicolson"),
+        ("surface_runoff", "topmodel"),
+        ("subsurface_runoff", "simgm"),
+    ],
 )
 def test_unknown_option_string_raises_naming_the_option(field, value):
     with pytest.raises(ValueError, match=field) as info:

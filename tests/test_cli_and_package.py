@@ -26,8 +26,12 @@ def test_soil_column_cli_replay_csv(reference_dir, tmp_path):
 
 def test_soil_column_cli_netcdf_is_cf(reference_dir, tmp_path):
     out = tmp_path / "out.nc"
-    assert main(["soil-column", str(reference_dir / "koren_freeze"), "--output", str(out), "--dtype", "float32",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            ["soil-column", str(reference_dir / "koren_freeze"), "--output", str(out), "--dtype", "float32", "--quiet"]
+        )
+        == 0
+    )
     ds = xr.open_dataset(out)
     assert ds["soil_temperature"].attrs["standard_name"] == "soil_temperature"
     assert ds["soil_temperature"].attrs["units"] == "K"
@@ -45,8 +49,21 @@ def test_cli_reports_bad_case(tmp_path, capsys):
 def test_wheel_installs_only_dam(tmp_path):
     """Only the import name ``dam`` goes to site-packages: physics/ etc. are mapped to dam.physics."""
     root = __import__("pathlib").Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(root),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+        ],
+        check=True,
+    )
     (wheel,) = tmp_path.glob("dam-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}

@@ -232,8 +232,7 @@ def test_clay_drought_hits_minimum_water_fix(stress_root):
 def test_deep_freeze_forms_ice_and_takes_rain_on_frozen_ground(stress_root):
     case, state0, states, fluxes = _stress(stress_root, "deep_freeze")
     opts = case.options
-    assert (opts.supercooled, opts.frozen_permeability, opts.bottom_temperature) == (
-        "koren99", "koren99", "zero_flux")
+    assert (opts.supercooled, opts.frozen_permeability, opts.bottom_temperature) == ("koren99", "koren99", "zero_flux")
     ice = states.smc - states.sh2o
     assert np.all(ice.max(axis=0)[:3] > 0.1), f"max ice per layer {ice.max(axis=0)}"
     assert states.t[:, 0].min() < 263.0

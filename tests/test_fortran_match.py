@@ -67,4 +67,3 @@ def test_bondville_replay_of_full_model_snow_free_steps(reference_dir):
     assert np.max(np.abs(np.asarray(state.sh2o) - cols("sh2o{}_end"))[ok]) <= 1e-9
     dro = np.abs(np.asarray(fluxes.runoff_surface_mm) - full["runoff_surface_mm"].to_numpy())[ok]
     assert dro.max() <= 1e-6
-

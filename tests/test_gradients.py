@@ -218,15 +218,18 @@ def _edge_columns(summer: Column, ice: Column) -> dict[str, Column]:
     edges["frozen_layer"] = ice.replace("state", t=fz_t, smc=fz_smc, sh2o=fz_sh2o)
     # T = 273.16 exactly in layer 1 (with ice) and layer 2 (without), under summer forcing.
     edges["freezing_point"] = summer.replace(
-        "state", t=np.array([TFRZ, TFRZ, 285.0, 288.0]), smc=np.array([0.40, 0.30, 0.33, 0.35]),
+        "state",
+        t=np.array([TFRZ, TFRZ, 285.0, 288.0]),
+        smc=np.array([0.40, 0.30, 0.33, 0.35]),
         sh2o=np.array([0.25, 0.30, 0.33, 0.35]),
     )
     # Stationary at the freezing point: uniform 273.16 K, TBOT 273.16 K, no ground heat flux, so every step's
     # phase change sees T == 273.16 exactly (layers 1-2 with ice, 3-4 without), while rain and evaporation
     # move the water.
     edges["freezing_point_stationary"] = dataclasses.replace(
-        summer.replace("state", t=np.full(4, TFRZ), smc=np.array([0.40, 0.38, 0.30, 0.30]),
-                       sh2o=np.array([0.25, 0.20, 0.30, 0.30])),
+        summer.replace(
+            "state", t=np.full(4, TFRZ), smc=np.array([0.40, 0.38, 0.30, 0.30]), sh2o=np.array([0.25, 0.20, 0.30, 0.30])
+        ),
         params=_replace(p, {"tbot": np.float64(TFRZ)}),
         forcing=_replace(summer.forcing, {"ghf_wm2": np.zeros(T_STEPS)}),
     )
@@ -329,8 +332,17 @@ def finite_difference_checks(batch: dict, seed: int) -> list[dict]:
         scale = np.maximum(np.abs(fd), abs(ad))
         err = np.where(scale < ZERO, 0.0, np.abs(fd - ad) / np.where(scale > 0, scale, 1.0))
         k = int(np.argmin(err))
-        results.append({"window": name, "label": label, "ad": ad, "fd": float(fd[k]), "eps": EPS_LADDER[k],
-                        "rel_err": float(err[k]), "rel_err_1e-6": float(err[EPS_LADDER.index(1e-6)])})
+        results.append(
+            {
+                "window": name,
+                "label": label,
+                "ad": ad,
+                "fd": float(fd[k]),
+                "eps": EPS_LADDER[k],
+                "rel_err": float(err[k]),
+                "rel_err_1e-6": float(err[EPS_LADDER.index(1e-6)]),
+            }
+        )
     return results
 
 
@@ -342,9 +354,11 @@ def test_gradient_matches_finite_differences(fd_results, group):
     for window in ("summer", "ice"):
         sel = [r for r in rows if r["window"] == window]
         worst = max(sel, key=lambda r: r["rel_err"])
-        print(f"\n{group:8s} {window:7s} {len(sel):3d} directions, max rel err {worst['rel_err']:.1e} "
-              f"({worst['label']}, eps {worst['eps']:.0e}); at eps 1e-6: "
-              f"{max(r['rel_err_1e-6'] for r in sel):.1e}")
+        print(
+            f"\n{group:8s} {window:7s} {len(sel):3d} directions, max rel err {worst['rel_err']:.1e} "
+            f"({worst['label']}, eps {worst['eps']:.0e}); at eps 1e-6: "
+            f"{max(r['rel_err_1e-6'] for r in sel):.1e}"
+        )
     assert not bad, "gradient and finite differences disagree:\n" + "\n".join(map(str, bad))
 
 
@@ -476,8 +490,12 @@ def test_tridiagonal_solve_and_vjp_match_dense_autodiff(shape, n):
     @jax.jit
     def both(*abcd):
         grad = partial(jax.grad, argnums=(0, 1, 2, 3))
-        return (tridiagonal_solve(*abcd), _dense_solve(*abcd),
-                grad(loss(tridiagonal_solve))(*abcd), grad(loss(_dense_solve))(*abcd))
+        return (
+            tridiagonal_solve(*abcd),
+            _dense_solve(*abcd),
+            grad(loss(tridiagonal_solve))(*abcd),
+            grad(loss(_dense_solve))(*abcd),
+        )
 
     x, x_ref, g, g_ref = both(*args)
     np.testing.assert_allclose(x, x_ref, rtol=1e-12, atol=1e-12)
@@ -531,8 +549,9 @@ def test_phase_change_tangent_at_exactly_freezing_is_the_warm_side(reference_dir
     case = read_case(reference_dir / "bondville")
     params, _, forcing = case.as_dtype(jnp.float64)
     params = dataclasses.replace(params, tbot=jnp.asarray(TFRZ))
-    state = SoilState(t=jnp.full(4, TFRZ), smc=jnp.array([0.40, 0.38, 0.30, 0.30]),
-                      sh2o=jnp.array([0.25, 0.20, 0.30, 0.30]))
+    state = SoilState(
+        t=jnp.full(4, TFRZ), smc=jnp.array([0.40, 0.38, 0.30, 0.30]), sh2o=jnp.array([0.25, 0.20, 0.30, 0.30])
+    )
     zero = jax.tree_util.tree_map(lambda x: jnp.zeros_like(x[0]), forcing)
 
     def out(t):

@@ -19,9 +19,14 @@ def grid_files(tmp_path_factory):
 
 
 def _config(root, name, **kw):
-    return GridRunConfig(static=str(root / "static.nc"), forcing=str(root / "forcing.nc"),
-                         output=str(root / f"{name}.zarr"), checkpoint_dir=str(root / f"{name}_ckpt"),
-                         time_block=16, **kw)
+    return GridRunConfig(
+        static=str(root / "static.nc"),
+        forcing=str(root / "forcing.nc"),
+        output=str(root / f"{name}.zarr"),
+        checkpoint_dir=str(root / f"{name}_ckpt"),
+        time_block=16,
+        **kw,
+    )
 
 
 def test_synthetic_grid_is_varied_and_deterministic():

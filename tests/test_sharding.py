@@ -36,8 +36,11 @@ def test_sharded_forward_equals_unsharded(mesh, n_columns):
     ref_final, (ref_states, ref_fluxes) = eqx.filter_jit(physics.run)(state, forcing, params, grid, options)
     final, (states, fluxes) = run_sharded(physics.run, state, forcing, params, grid, options, mesh=mesh)
     assert final.t.shape == (n_columns, 4) and states.smc.shape == (48, n_columns, 4)
-    for a, b in zip(jax.tree_util.tree_leaves((final, states, fluxes)),
-                    jax.tree_util.tree_leaves((ref_final, ref_states, ref_fluxes)), strict=True):
+    for a, b in zip(
+        jax.tree_util.tree_leaves((final, states, fluxes)),
+        jax.tree_util.tree_leaves((ref_final, ref_states, ref_fluxes)),
+        strict=True,
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 

@@ -98,6 +98,7 @@ def test_table_parameters_are_the_fortran_ones(ref):
     """The shipped table rows give every value the Fortran run used (spot-checked by name)."""
     e = ref.setup["parameters_used"]["energy"]
     b = ref.setup["parameters_used"]["biochem"]
+    w = ref.setup["parameters_used"]["water"]
     p = ref.params
     pairs = [
         (p.surface.z0m_veg, e["RoughLenMomVeg"]), (p.surface.canopy_top_height, e["HeightCanopyTop"]),
@@ -112,7 +113,7 @@ def test_table_parameters_are_the_fortran_ones(ref):
         (p.radiation.rho_leaf, e["ReflectanceLeaf"]["values_fortran_order"]),
         (p.radiation.albedo_soil_sat, e["AlbedoSoilSat"]["values_fortran_order"]),
         (p.radiation.albedo_soil_dry, e["AlbedoSoilDry"]["values_fortran_order"]),
-        (p.radiation.snow_age_tau_s, e["SnowAgeFacBats"]), (p.snow_cover.cover_factor_m, ref.setup["parameters_used"]["water"]["SnowCoverFac"]),
+        (p.radiation.snow_age_tau_s, e["SnowAgeFacBats"]), (p.snow_cover.cover_factor_m, w["SnowCoverFac"]),
         (p.canopy.liq_hold_cap_mm, ref.setup["parameters_used"]["water"]["CanopyLiqHoldCap"]),
         (p.soil.bexp, ref.setup["parameters_used"]["water"]["SoilExpCoeffB"]["values_fortran_order"]),
         (p.soil.csoil, e["SoilHeatCapacity"]),
