@@ -338,6 +338,7 @@ class Experiment:
                     pred = getattr(self, f"_{model}")(data, preds)
                     pred.seconds = time.perf_counter() - t0
                     save_prediction(self.run_dir, data, pred)
+                    jax.clear_caches()  # compiled code of finished stages: a long experiment would exhaust memory
                 preds[model] = pred
                 timings[f"{data.name}/{model}"] = pred.seconds
                 print(f"[{data.name}] {model}: {pred.seconds:.1f} s", flush=True)
