@@ -40,6 +40,7 @@ MODELS = (
     "physics_calibrated",
     "lstm",
     "hlstm_attention",
+    "hlstm_no_attention",
     "hlstm_physics",
     "hlstm_physics_unconstrained",
     "ai_in_physics",
@@ -380,34 +381,38 @@ class Experiment:
         return Prediction("lstm", np.asarray(m(jnp.asarray(data.forcing))), 0.0)
 
     def _hlstm_attention(self, data: SiteData, preds) -> Prediction:
+        return self._hlstm_pretrained(data, "hlstm_attention", self.config.network)
+
+    def _hlstm_no_attention(self, data: SiteData, preds) -> Prediction:
+        """The attention ablation: the same pretraining and fine-tuning with ``attention="none"``."""
+        return self._hlstm_pretrained(data, "hlstm_no_attention",
+                                      dataclasses.replace(self.config.network, attention="none"))  # fmt: skip
+
+    def _hlstm_pretrained(self, data: SiteData, name: str, net_cfg: NetworkConfig) -> Prediction:
         """Pretrained on the perturbed-parameter physics ensemble (forcing + member parameters -> member
         moisture at the sensors), then fine-tuned on the observations with the default parameters as static
         features."""
         from .coupling.ensemble import DEFAULT_RANGES, perturbed_ensemble
 
         cfg = self.config
-        ens = perturbed_ensemble(data.setup, cfg.pretrain.members, seed=cfg.seed, progress=cfg.progress)
-        members = ens["soil_moisture"].values  # (M, T, N)
-        targets = np.stack([data.at_sensors(data.daily(m)) for m in members])  # (M, D, S)
-        static = np.stack([ens[p].values for p in DEFAULT_RANGES], axis=-1)  # (M, P) sampled factors
-        static = (static - static.mean(0)) / (static.std(0) + 1e-12)
-        pre_cfg = dataclasses.replace(cfg.network, epochs=cfg.pretrain.epochs)
-        model = _pretrain(
-            data,
-            targets,
-            static,
-            pre_cfg,
-            seed=cfg.seed,
-            checkpoint_dir=self.checkpoint_dir(data.name, "hlstm_pretrain"),
-            progress=cfg.progress,
-        )
+        key = (data.name, "ensemble")
+        if key not in self._cache:  # one ensemble per site, shared by the attention variants
+            ens = perturbed_ensemble(data.setup, cfg.pretrain.members, seed=cfg.seed, progress=cfg.progress)
+            members = ens["soil_moisture"].values  # (M, T, N)
+            targets = np.stack([data.at_sensors(data.daily(m)) for m in members])  # (M, D, S)
+            static = np.stack([ens[p].values for p in DEFAULT_RANGES], axis=-1)  # (M, P) sampled factors
+            self._cache[key] = (targets, (static - static.mean(0)) / (static.std(0) + 1e-12))
+        targets, static = self._cache[key]
+        pre_cfg = dataclasses.replace(net_cfg, epochs=cfg.pretrain.epochs)
+        pre_dir = self.checkpoint_dir(data.name, "hlstm_pretrain" if name == "hlstm_attention" else f"{name}_pretrain")
+        model = _pretrain(data, targets, static, pre_cfg, seed=cfg.seed, checkpoint_dir=pre_dir,
+                          progress=cfg.progress)  # fmt: skip
         site_static = np.zeros(static.shape[-1])
-        model = train_sequence_model(data, "hlstm", data.forcing, cfg.network, seed=cfg.seed, init=model,
-                                     static=site_static, checkpoint_dir=self.checkpoint_dir(data.name,
-                                                                                            "hlstm_attention"),
+        model = train_sequence_model(data, "hlstm", data.forcing, net_cfg, seed=cfg.seed, init=model,
+                                     static=site_static, checkpoint_dir=self.checkpoint_dir(data.name, name),
                                      progress=cfg.progress)  # fmt: skip
-        return Prediction("hlstm_attention", np.asarray(model(jnp.asarray(data.forcing), jnp.asarray(site_static))),
-                          0.0, {"members": int(cfg.pretrain.members)})  # fmt: skip
+        daily = np.asarray(model(jnp.asarray(data.forcing), jnp.asarray(site_static)))
+        return Prediction(name, daily, 0.0, {"members": int(cfg.pretrain.members), "attention": net_cfg.attention})
 
     def _physics_inputs(self, data: SiteData, preds) -> tuple[np.ndarray, np.ndarray]:
         """Forcing plus the physics model's total and liquid moisture at the sensors (calibrated when run),
