@@ -19,9 +19,10 @@ def _config(tmp_path, **kw) -> ExperimentConfig:
     base = {
         "output_dir": str(tmp_path / "run"),
         "sites": ["hyytiala_2000_2010"],
-        "models": ["physics_default", "lstm", "hlstm_physics"],
+        "models": ["physics_default", "lstm", "hlstm_attention", "hlstm_physics"],
         "spinup_cycles": 0,
         "network": {"hidden": 8, "epochs": 2, "window_days": 60, "stride_days": 60, "attention_window": 7},
+        "pretrain": {"members": 2, "epochs": 1},
         "progress": False,
     }
     base.update(kw)
@@ -51,7 +52,7 @@ def test_run_folder_determinism_and_resume(tmp_path):
     assert (run / "figures" / "metrics.png").is_file()
     assert any((run / "checkpoints" / "hyytiala_2000_2010" / "lstm").iterdir())
     assert set(table["model"]) == set(cfg.models)
-    assert len(table) == 3 * 4 and np.isfinite(table["rmse"]).all()
+    assert len(table) == 4 * 4 and np.isfinite(table["rmse"]).all()
     plausible = pd.read_csv(run / "plausibility.csv")
     assert set(plausible["scenario"]) == {"test", "test_precip_x0.3"}
     assert (plausible["bound_violations"] >= 0).all()
