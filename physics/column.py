@@ -102,6 +102,30 @@ def check_finite_forcing(forcing: SoilForcing) -> SoilForcing:
     return eqx.error_if(forcing, bad, "forcing is non-finite (NaN or inf): check the input series")
 
 
+def scan_checkpointed(step: Callable, state0: Any, xs: Any, checkpoint_every: int | None = None) -> tuple[Any, Any]:
+    """``lax.scan(step, state0, xs)``; with ``checkpoint_every``, steps are grouped in segments of that length,
+    each rematerialised in the backward pass (``jax.checkpoint``), so reverse-mode memory grows with
+    T / checkpoint_every + checkpoint_every steps instead of T. Shared by the soil-column and station runners."""
+    n_steps = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    if not checkpoint_every or checkpoint_every >= n_steps:
+        return lax.scan(step, state0, xs)
+    seg = int(checkpoint_every)
+    n_seg, rest = divmod(n_steps, seg)
+    head = jax.tree_util.tree_map(lambda x: x[: n_seg * seg].reshape(n_seg, seg, *x.shape[1:]), xs)
+
+    @jax.checkpoint
+    def segment(state, part):
+        return lax.scan(step, state, part)
+
+    state, out = lax.scan(segment, state0, head)
+    out = jax.tree_util.tree_map(lambda x: x.reshape(n_seg * seg, *x.shape[2:]), out)
+    if rest:
+        tail = jax.tree_util.tree_map(lambda x: x[n_seg * seg :], xs)
+        state, out_tail = segment(state, tail)
+        out = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), out, out_tail)
+    return state, out
+
+
 def run(
     state0: SoilState,
     forcing: SoilForcing,
@@ -140,25 +164,7 @@ def run(
             new = check_finite(new)
         return new, observe(new, fluxes)
 
-    n_steps = jax.tree_util.tree_leaves(forcing)[0].shape[0]
-    if not checkpoint_every or checkpoint_every >= n_steps:
-        return lax.scan(step, state0, forcing)
-
-    seg = int(checkpoint_every)
-    n_seg, rest = divmod(n_steps, seg)
-    head = jax.tree_util.tree_map(lambda x: x[: n_seg * seg].reshape(n_seg, seg, *x.shape[1:]), forcing)
-
-    @jax.checkpoint
-    def segment(state, frc):
-        return lax.scan(step, state, frc)
-
-    state, out = lax.scan(segment, state0, head)
-    out = jax.tree_util.tree_map(lambda x: x.reshape(n_seg * seg, *x.shape[2:]), out)
-    if rest:
-        tail = jax.tree_util.tree_map(lambda x: x[n_seg * seg :], forcing)
-        state, out_tail = segment(state, tail)
-        out = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), out, out_tail)
-    return state, out
+    return scan_checkpointed(step, state0, forcing, checkpoint_every)
 
 
 def replay(

@@ -18,12 +18,11 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from .albedo import RadiationOptions, RadiationParams, SnowCoverParams, snow_cover_fraction
 from .atmos_forcing import AtmosOptions, AtmosParams, atmos_forcing
 from .canopy_hydrology import CanopyWaterParams, canopy_hydrology, canopy_water_intercept
-from .column import soil_heat
+from .column import scan_checkpointed, soil_heat
 from .energy_balance import (
     SurfaceEnergyFluxes,
     SurfaceEnergyOptions,
@@ -293,17 +292,4 @@ def run_station(
             new = check_finite_state(new)
         return new, observe(new, fluxes)
 
-    n_steps = jax.tree_util.tree_leaves(forcing)[0].shape[0]
-    if not checkpoint_every or checkpoint_every >= n_steps:
-        return lax.scan(step, state0, forcing)
-    seg = int(checkpoint_every)
-    n_seg, rest = divmod(n_steps, seg)
-    head = jax.tree_util.tree_map(lambda x: x[: n_seg * seg].reshape(n_seg, seg, *x.shape[1:]), forcing)
-    segment = jax.checkpoint(lambda s, frc: lax.scan(step, s, frc))
-    state, out = lax.scan(segment, state0, head)
-    out = jax.tree_util.tree_map(lambda x: x.reshape(n_seg * seg, *x.shape[2:]), out)
-    if rest:
-        tail = jax.tree_util.tree_map(lambda x: x[n_seg * seg :], forcing)
-        state, out_tail = segment(state, tail)
-        out = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), out, out_tail)
-    return state, out
+    return scan_checkpointed(step, state0, forcing, checkpoint_every)
