@@ -5,7 +5,8 @@
   parameter through a sigmoid onto ``[lower, upper]``, in log space for parameters spanning decades
   (``log=None`` chooses log when ``upper / lower >= 10``). :data:`DEFAULT_RANGES` documents the ranges.
 * :func:`calibrate` minimises the masked RMSE (or MSE/MAE, :class:`~dam.coupling.losses.PhysicsLoss`) of
-  modelled soil moisture at the observed sensors (sensor -> layer by :func:`dam.sites.map_sensors_to_layers`;
+  modelled soil moisture (total or liquid water, as the site's sensors see it: ``soil_moisture_measures`` in
+  ``site.yaml``) at the observed sensors (sensor -> layer by :func:`dam.sites.map_sensors_to_layers`;
   the model is averaged onto coarser observation periods) over a window, with optax and reverse-mode
   gradients through :func:`~dam.physics.station.run_station`.
 * :func:`calibrate_dpl` trains one MLP mapping normalised site attributes to the latent parameters of all
@@ -356,6 +357,7 @@ class _Problem(eqx.Module):
     length: int = eqx.field(static=True)
     n_win: int = eqx.field(static=True)
     checkpoint_every: int | None = eqx.field(static=True)
+    liquid: bool = eqx.field(static=True)  # the sensors see liquid water only (site.yaml soil_moisture_measures)
 
 
 def _make_problem(setup, target, specs, loss, i1, truncation_steps, checkpoint_every) -> _Problem:
@@ -370,7 +372,7 @@ def _make_problem(setup, target, specs, loss, i1, truncation_steps, checkpoint_e
     return _Problem(
         forcing=forcing, state0=setup.state0, params=setup.params, grid=setup.grid, target=target,
         theta_upper=jnp.asarray(setup.params.soil.smcmax), options=setup.options, specs=tuple(specs), loss=loss,
-        n_run=n_run, length=length, n_win=n_win, checkpoint_every=checkpoint_every,
+        n_run=n_run, length=length, n_win=n_win, checkpoint_every=checkpoint_every, liquid=_sees_liquid(setup),
     )  # fmt: skip
 
 
@@ -381,10 +383,20 @@ def _window_forcing(prob: _Problem):
     )
 
 
+def _sees_liquid(setup) -> bool:
+    return setup.site.meta.soil_moisture_measures == "liquid"
+
+
+def _moisture(state: StationState, liquid: bool) -> jax.Array:
+    """The soil moisture the sensors see: liquid ``sh2o`` or total ``smc`` (m3 m-3)."""
+    return state.soil.sh2o if liquid else state.soil.smc
+
+
 def _run_smc(prob: _Problem, params: StationParams, init: StationState) -> jax.Array:
-    """Total soil moisture (n_win * length, N) of the windows started from ``init`` (batch n_win)."""
+    """Soil moisture as the sensors see it (n_win * length, N) in the windows started from ``init`` (batch
+    n_win)."""
     _, smc = run_station(
-        init, _window_forcing(prob), params, prob.grid, prob.options, observe=lambda s, f: s.soil.smc,
+        init, _window_forcing(prob), params, prob.grid, prob.options, observe=lambda s, f: _moisture(s, prob.liquid),
         checkpoint_every=prob.checkpoint_every, finite_check=False,
     )  # fmt: skip
     return jnp.swapaxes(smc, 0, 1).reshape(prob.n_win * prob.length, -1)
@@ -566,8 +578,8 @@ def latin_hypercube(n: int, dim: int, seed: int = 0) -> np.ndarray:
 
 
 _forward_smc = eqx.filter_jit(
-    lambda state0, forcing, params, grid, options: run_station(
-        state0, forcing, params, grid, options, observe=lambda s, f: s.soil.smc, finite_check=False
+    lambda state0, forcing, params, grid, options, liquid: run_station(
+        state0, forcing, params, grid, options, observe=lambda s, f: _moisture(s, liquid), finite_check=False
     )[1]
 )
 
@@ -621,7 +633,7 @@ def latin_hypercube_search(
     for v in vecs:
         values = latent_to_values(_latent_from_vector(jnp.asarray(v, dtype), z0, specs), specs)
         params = apply_parameters(setup.params, specs, values)
-        smc = _forward_smc(setup.state0, frc, params, setup.grid, setup.options)
+        smc = _forward_smc(setup.state0, frc, params, setup.grid, setup.options, _sees_liquid(setup))
         losses.append(float(_score(smc, target, loss, params.soil.smcmax)))
     losses = np.asarray(losses)
     rows = []
@@ -656,7 +668,7 @@ def evaluate(
     params = setup.params if params is None else params
     target = prepare_observations(setup, observations, start=start, end=end, variable=variable, sensors=sensors,
                                   skip_unreliable=skip_unreliable)  # fmt: skip
-    smc = _forward_smc(setup.state0, setup.forcing, params, setup.grid, setup.options)
+    smc = _forward_smc(setup.state0, setup.forcing, params, setup.grid, setup.options, _sees_liquid(setup))
     pred = np.asarray(target.model_at_obs(smc))
     obs = np.asarray(target.values)
     ok = np.isfinite(pred) & np.isfinite(obs)

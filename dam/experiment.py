@@ -69,8 +69,12 @@ class PretrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ConstraintConfig:
+    """Weights of the physics-in-AI loss terms of ``hlstm_physics``; ``sweep``: extra trainings with both weights
+    times each factor (skill and plausibility of each in ``constraint_sweep.csv``)."""
+
     bounds: float = 10.0
     water: float = 1e-4
+    sweep: tuple[float, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,13 +160,22 @@ def load_config(path: str | Path) -> ExperimentConfig:
 # ------------------------------------------------------------------------------------------ predictions
 @dataclasses.dataclass
 class Prediction:
-    """Daily soil moisture at the sensors (D, S), m3 m-3, plus optional extras for plausibility checks."""
+    """Daily soil moisture at the sensors (D, S), m3 m-3, as the sensors see it (liquid or total water, see
+    :attr:`SiteData.sees_liquid`), plus optional extras for plausibility checks."""
 
     model: str
     daily: np.ndarray
     seconds: float
     info: dict = dataclasses.field(default_factory=dict)
     liquid: np.ndarray | None = None  # daily liquid moisture at the sensors (physics-based models)
+    total: np.ndarray | None = None  # daily total (liquid + ice) moisture at the sensors (physics-based models)
+
+
+_EXTRAS = {  # Prediction field -> netCDF variable and attributes
+    "liquid": ("soil_liquid_water", {"standard_name": "volume_fraction_of_liquid_water_in_soil", "units": "m3 m-3"}),
+    "total": ("total_soil_moisture", {"standard_name": "volume_fraction_of_condensed_water_in_soil",
+                                      "units": "m3 m-3"}),
+}  # fmt: skip
 
 
 def _prediction_path(run_dir: Path, site: str, model: str) -> Path:
@@ -172,18 +185,19 @@ def _prediction_path(run_dir: Path, site: str, model: str) -> Path:
 def save_prediction(run_dir: Path, data: SiteData, pred: Prediction) -> None:
     path = _prediction_path(run_dir, data.name, pred.model)
     path.parent.mkdir(parents=True, exist_ok=True)
+    seen = "liquid water" if data.sees_liquid else "total water (liquid + ice)"
     ds = xr.Dataset(
         {"soil_moisture": (("time", "sm_depth"), pred.daily, {
-            "standard_name": "volume_fraction_of_condensed_water_in_soil", "units": "m3 m-3",
-            "long_name": f"daily mean soil moisture predicted by {pred.model}"})},
+            "units": "m3 m-3", "long_name": f"daily mean soil moisture predicted by {pred.model}",
+            "comment": f"as the site's sensors see it: {seen}"})},
         coords={"time": data.days.values, "sm_depth": ("sm_depth", data.sensor_depths_m, {"units": "m",
                                                                                         "positive": "down"})},
         attrs={"model": pred.model, "site": data.name, "seconds": pred.seconds,
                "info": json.dumps(pred.info, default=float), "Conventions": "CF-1.10"},
     )  # fmt: skip
-    if pred.liquid is not None:
-        ds["soil_liquid_water"] = (("time", "sm_depth"), pred.liquid, {
-            "standard_name": "volume_fraction_of_liquid_water_in_soil", "units": "m3 m-3"})  # fmt: skip
+    for field, (var, attrs) in _EXTRAS.items():
+        if getattr(pred, field) is not None:
+            ds[var] = (("time", "sm_depth"), getattr(pred, field), attrs)
     ds.to_netcdf(path)
 
 
@@ -192,15 +206,15 @@ def load_prediction(run_dir: Path, data: SiteData, model: str) -> Prediction | N
     if not path.is_file():
         return None
     with xr.open_dataset(path) as ds:
-        liquid = ds["soil_liquid_water"].values.copy() if "soil_liquid_water" in ds else None
+        extras = {f: ds[var].values.copy() for f, (var, _) in _EXTRAS.items() if var in ds}
         return Prediction(model, ds["soil_moisture"].values.copy(), float(ds.attrs["seconds"]),
-                          json.loads(ds.attrs["info"]), liquid)  # fmt: skip
+                          json.loads(ds.attrs["info"]), **extras)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ physics
 def physics_daily(data: SiteData, params=None, water=None) -> tuple[Prediction, Any, Any]:
-    """Run the station model over the record: daily total and liquid soil moisture at the sensors (as a
-    :class:`Prediction` to be named) and the raw (states, fluxes)."""
+    """Run the station model over the record: daily soil moisture at the sensors as the sensors see it (liquid
+    or total; both kept as extras) as a :class:`Prediction` to be named, and the raw (states, fluxes)."""
     setup = data.setup if params is None else dataclasses.replace(data.setup, params=params)
     if water is None:
         states, fluxes = run_blocks(setup, progress=False)
@@ -216,9 +230,10 @@ def physics_daily(data: SiteData, params=None, water=None) -> tuple[Prediction, 
             water=water,
         )
         states, fluxes = jax.tree_util.tree_map(np.asarray, (states, fluxes))
-    daily = data.at_sensors(data.daily(states.soil.smc))
+    total = data.at_sensors(data.daily(states.soil.smc))
     liquid = data.at_sensors(data.daily(states.soil.sh2o))
-    return Prediction("physics", daily, 0.0, liquid=liquid), states, fluxes
+    seen = liquid if data.sees_liquid else total
+    return Prediction("physics", seen, 0.0, liquid=liquid, total=total), states, fluxes
 
 
 # ------------------------------------------------------------------------------------------ networks
@@ -311,6 +326,23 @@ def train_sequence_model(
 
 
 # ------------------------------------------------------------------------------------------ the run
+RESUME_MAY_CHANGE = ("name", "sites", "models", "progress")  # keys that leave finished stages valid
+
+
+def _check_resume(path: Path, config: ExperimentConfig) -> None:
+    """Refuse to continue a run folder made with another configuration: its finished stages would be mixed with
+    stages of this one. Adding sites or models (or switching progress bars) is fine."""
+    if not path.is_file():
+        return
+    old, new = yaml.safe_load(path.read_text()) or {}, config.to_dict()
+    changed = sorted(k for k in set(old) | set(new) if k not in RESUME_MAY_CHANGE and old.get(k) != new.get(k))
+    if changed:
+        raise ValueError(
+            f"{path.parent} holds a run with a different configuration ({', '.join(changed)} changed): choose "
+            "another output_dir, or delete the folder to start again"
+        )
+
+
 class Experiment:
     """Runs the configured models at every site into ``config.output_dir`` (see the module docs)."""
 
@@ -319,6 +351,7 @@ class Experiment:
         self.run_dir = Path(config.output_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._cache: dict = {}
+        _check_resume(self.run_dir / "config.yaml", config)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
     def checkpoint_dir(self, site: str, model: str) -> Path:
@@ -327,7 +360,7 @@ class Experiment:
     def run(self) -> pd.DataFrame:
         cfg = self.config
         t_start = time.perf_counter()
-        tables, timings, plausible = [], {}, []
+        tables, timings, plausible, sweep = [], {}, [], []
         for name in cfg.sites:
             data = prepare_site(name, spinup_cycles=cfg.spinup_cycles, train_frac=cfg.train_frac,
                                 val_frac=cfg.val_frac)  # fmt: skip
@@ -346,9 +379,11 @@ class Experiment:
             tables.append(score(data, preds))
             plausible += [{"site": data.name, "model": m, "scenario": sc, **v}
                           for m, p in preds.items() for sc, v in p.info.items() if sc.startswith("test")]  # fmt: skip
+            sweep += [{"site": data.name, **row} for row in preds["hlstm_physics"].info.get("sweep", [])
+                      if "hlstm_physics" in preds]  # fmt: skip
             plot_site(self.run_dir / "figures", data, preds)
         table = pd.concat(tables, ignore_index=True)
-        write_tables(self.run_dir, table, pd.DataFrame(plausible))
+        write_tables(self.run_dir, table, pd.DataFrame(plausible), pd.DataFrame(sweep))
         plot_metric_bars(self.run_dir / "figures" / "metrics.png", table)
         (self.run_dir / "timings.json").write_text(
             json.dumps({"total_seconds": time.perf_counter() - t_start, "stages": timings}, indent=1)
@@ -398,7 +433,7 @@ class Experiment:
         key = (data.name, "ensemble")
         if key not in self._cache:  # one ensemble per site, shared by the attention variants
             ens = perturbed_ensemble(data.setup, cfg.pretrain.members, seed=cfg.seed, progress=cfg.progress)
-            members = ens["soil_moisture"].values  # (M, T, N)
+            members = ens["soil_liquid_water" if data.sees_liquid else "soil_moisture"].values  # (M, T, N)
             targets = np.stack([data.at_sensors(data.daily(m)) for m in members])  # (M, D, S)
             static = np.stack([ens[p].values for p in DEFAULT_RANGES], axis=-1)  # (M, P) sampled factors
             self._cache[key] = (targets, (static - static.mean(0)) / (static.std(0) + 1e-12))
@@ -416,29 +451,53 @@ class Experiment:
 
     def _physics_inputs(self, data: SiteData, preds) -> tuple[np.ndarray, np.ndarray]:
         """Forcing plus the physics model's total and liquid moisture at the sensors (calibrated when run),
-        and that total moisture as the base the network corrects."""
+        and the moisture the sensors see as the base the network corrects."""
         base = preds.get("physics_calibrated") or preds.get("physics_default")
         if base is None:
             base = self._physics_default(data, preds)
-        return np.concatenate([data.forcing, base.daily, base.liquid], axis=-1), base.daily
+        return np.concatenate([data.forcing, base.total, base.liquid], axis=-1), base.daily
 
     def _hlstm_physics(self, data: SiteData, preds, constrained: bool = True) -> Prediction:
-        cfg = self.config
+        c = self.config.constraints
         name = "hlstm_physics" if constrained else "hlstm_physics_unconstrained"
+        daily, info = self._train_physics_guided(data, preds, name, c if constrained else None)
+        if constrained and c.sweep:  # the constraint-weight study: skill and plausibility against the weights
+            rows = [self._sweep_row(data, 1.0, daily, info)]
+            for f in c.sweep:
+                w = dataclasses.replace(c, bounds=c.bounds * f, water=c.water * f) if f > 0 else None
+                rows.append(self._sweep_row(data, f, *self._train_physics_guided(data, preds, f"{name}_x{f:g}", w)))
+            info["sweep"] = sorted(rows, key=lambda r: r["factor"])
+        return Prediction(name, daily, 0.0, info)
+
+    def _train_physics_guided(self, data: SiteData, preds, name: str, weights: ConstraintConfig | None):
+        """Train the physics-guided network (constraint ``weights`` or none) and return its daily prediction and
+        plausibility on the test days, as observed and with the dry scenario."""
+        cfg = self.config
         inputs, base = self._physics_inputs(data, preds)
-        extra = physics_constraint(data, cfg.constraints) if constrained else None
+        extra = None if weights is None else physics_constraint(data, weights)
         model = train_sequence_model(
             data, "hlstm", inputs, cfg.network, seed=cfg.seed, extra_loss=extra, base=base,
             checkpoint_dir=self.checkpoint_dir(data.name, name), progress=cfg.progress,
         )  # fmt: skip
         daily = np.asarray(model(jnp.asarray(inputs), base=jnp.asarray(base)))
-        dry_inputs, dry_base, dry_forcing = self._dry_scenario(data, preds)
+        dry_inputs, dry_base = self._dry_scenario(data, preds)
         dry = np.asarray(model(jnp.asarray(dry_inputs), base=jnp.asarray(dry_base)))
-        info = {"test": plausibility(data, daily, data.forcing),
-                f"test_precip_x{DRY_FACTOR:g}": plausibility(data, dry, dry_forcing)}  # fmt: skip
-        return Prediction(name, daily, 0.0, info)
+        info = {"test": plausibility(data, daily, inputs),
+                f"test_precip_x{DRY_FACTOR:g}": plausibility(data, dry, dry_inputs)}  # fmt: skip
+        return daily, info
 
-    def _dry_scenario(self, data: SiteData, preds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _sweep_row(self, data: SiteData, factor: float, daily: np.ndarray, info: dict) -> dict:
+        c = self.config.constraints
+        rel = score(data, {"m": Prediction("m", daily, 0.0)}).query("reliable")
+        dry = info[f"test_precip_x{DRY_FACTOR:g}"]
+        return {"factor": float(factor), "bounds": c.bounds * factor, "water": c.water * factor,
+                "r": float(rel["r"].mean()), "rmse": float(rel["rmse"].mean()),
+                "bound_violations": info["test"]["bound_violations"],
+                "water_created_mm": info["test"]["water_created_mm"],
+                "dry_bound_violations": dry["bound_violations"],
+                "dry_water_created_mm": dry["water_created_mm"]}  # fmt: skip
+
+    def _dry_scenario(self, data: SiteData, preds) -> tuple[np.ndarray, np.ndarray]:
         """Inputs of the physics-guided networks for a test period much drier than training: precipitation
         times ``DRY_FACTOR`` from the first test day on, the physics re-run on that forcing."""
         key = (data.name, "dry")
@@ -458,7 +517,7 @@ class Experiment:
             pred = physics_daily(dataclasses.replace(data, setup=setup), params=params)[0]
             forcing = data.forcing.copy()
             forcing[data.test, FEATURES.index("precip")] *= DRY_FACTOR
-            self._cache[key] = (np.concatenate([forcing, pred.daily, pred.liquid], axis=-1), pred.daily, forcing)
+            self._cache[key] = (np.concatenate([forcing, pred.total, pred.liquid], axis=-1), pred.daily)
         return self._cache[key]
 
     def _hlstm_physics_unconstrained(self, data: SiteData, preds) -> Prediction:
@@ -574,42 +633,61 @@ def _pretrain(
 
 # ------------------------------------------------------------------------------------------ physics in AI
 def _sensor_bounds(data: SiteData) -> tuple[np.ndarray, np.ndarray]:
+    """Plausible moisture range at each sensor (m3 m-3): half the wilting point to the porosity of the model soil
+    at the sensor's layer, widened to every value observed on the training days (a reading above the table
+    porosity says the site's soil is more porous than its class, not that the reading is impossible)."""
     p = data.setup.params.soil
-    smcmax = np.broadcast_to(np.asarray(p.smcmax), (len(data.setup.layer_bottoms_m),))
-    smcdry = np.broadcast_to(np.asarray(p.smcwlt), (len(data.setup.layer_bottoms_m),)) * 0.5
-    return data.at_sensors(smcdry), data.at_sensors(smcmax)
+    n = len(data.setup.layer_bottoms_m)
+    smcmax = np.broadcast_to(np.asarray(p.smcmax), (n,))
+    smcdry = np.broadcast_to(np.asarray(p.smcwlt), (n,)) * 0.5
+    seen = data.observed[data.fit_days]  # fmin/fmax skip NaN (a sensor without data keeps the table bounds)
+    lo = np.fmin(data.at_sensors(smcdry), np.fmin.reduce(seen, axis=0))
+    hi = np.fmax(data.at_sensors(smcmax), np.fmax.reduce(seen, axis=0))
+    return lo, hi
+
+
+ICE_FREE = 1e-3  # m3 m-3: the physics model's ice below which a layer counts as unfrozen
+
+
+def _water_gain_excess(data: SiteData, pred, inputs, xp=np):
+    """Daily water gained by the top sensor's layer beyond the day's precipitation (mm), (D-1,), from the
+    predicted moisture ``pred`` (D, S) and the physics-guided network's ``inputs`` (D, F + 2 S: forcing, physics
+    total and liquid moisture at the sensors). Where the sensors see liquid water, a thaw turns ice into liquid
+    without rain, so days on which the physics model holds ice in that layer are not scored."""
+    dz_top = float(np.diff(np.r_[0.0, data.setup.layer_bottoms_m])[data.sensor_layers[0]])
+    gain_mm = xp.diff(pred[:, 0]) * dz_top * 1000.0
+    excess = xp.maximum(gain_mm - inputs[1:, FEATURES.index("precip")], 0.0)
+    if data.sees_liquid:
+        n_f, n_s = len(FEATURES), data.n_sensors
+        ice = inputs[:, n_f] - inputs[:, n_f + n_s]
+        excess = xp.where((ice[1:] < ICE_FREE) & (ice[:-1] < ICE_FREE), excess, 0.0)
+    return excess
 
 
 def physics_constraint(data: SiteData, weights: ConstraintConfig):
-    """Physics-in-AI loss terms on a predicted window (T, S): physical bounds (residual <= theta <= porosity)
-    and the water balance of the top sensor's layer: its storage change may not exceed the day's precipitation
-    (it cannot gain more water than falls) nor lose more than potential drainage plus evaporation allow."""
+    """Physics-in-AI loss terms on a predicted window (T, S) of the physics-guided network (its inputs: forcing,
+    physics total and liquid moisture at the sensors): physical bounds (residual <= theta <= porosity) and the
+    water balance of the top sensor's layer (it cannot gain more water in a day than falls as precipitation)."""
     from .coupling.losses import bounds_penalty
 
     lo, hi = (jnp.asarray(b) for b in _sensor_bounds(data))
-    dz_top = float(np.diff(np.r_[0.0, data.setup.layer_bottoms_m])[data.sensor_layers[0]])
-    i_p = FEATURES.index("precip")
 
     def extra(pred: jax.Array, x: jax.Array) -> jax.Array:
-        gain_mm = jnp.diff(pred[:, 0]) * dz_top * 1000.0
-        rain_mm = x[1:, i_p]
-        excess = jax.nn.relu(gain_mm - rain_mm)  # water from nowhere
+        excess = _water_gain_excess(data, pred, x, jnp)  # water from nowhere, mm
         return weights.bounds * jnp.mean(bounds_penalty(pred, lo, hi)) + weights.water * jnp.mean(excess**2)
 
     return extra
 
 
-def plausibility(data: SiteData, daily: np.ndarray, forcing: np.ndarray) -> dict:
+def plausibility(data: SiteData, daily: np.ndarray, inputs: np.ndarray) -> dict:
     """Physical plausibility on the test days: bound violations (sensor-days outside residual..porosity) and
-    water created in the top layer (daily gains beyond the day's precipitation, mm)."""
+    water created in the top layer (daily gains beyond the day's precipitation, mm; ``inputs`` as for
+    :func:`physics_constraint`)."""
     lo, hi = _sensor_bounds(data)
     d = daily[data.test]
-    dz_top = float(np.diff(np.r_[0.0, data.setup.layer_bottoms_m])[data.sensor_layers[0]])
-    gain = np.diff(d[:, 0]) * dz_top * 1000.0
-    rain = forcing[data.test][1:, FEATURES.index("precip")]
     return {
         "bound_violations": int(np.sum((d < lo) | (d > hi))),
-        "water_created_mm": float(np.sum(np.maximum(gain - rain, 0.0))),
+        "water_created_mm": float(np.sum(_water_gain_excess(data, d, inputs[data.test]))),
     }
 
 
@@ -641,7 +719,9 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def write_tables(run_dir: Path, table: pd.DataFrame, plausible: pd.DataFrame | None = None) -> None:
+def write_tables(
+    run_dir: Path, table: pd.DataFrame, plausible: pd.DataFrame | None = None, sweep: pd.DataFrame | None = None
+) -> None:
     table.to_csv(run_dir / "metrics.csv", index=False)
     summ = summary(table)
     summ.to_csv(run_dir / "summary.csv", index=False)
@@ -665,6 +745,16 @@ def write_tables(run_dir: Path, table: pd.DataFrame, plausible: pd.DataFrame | N
             f"and with precipitation x {DRY_FACTOR:g}:",
             "",
             plausible.to_markdown(index=False, floatfmt=".3g"),
+            "",
+        ]
+    if sweep is not None and len(sweep):
+        sweep.to_csv(run_dir / "constraint_sweep.csv", index=False)
+        md += [
+            "Constraint-weight study of the physics-guided network (both weights times `factor`; 0 = no constraint "
+            "terms): mean r and RMSE over reliable sensors and plausibility on the test days, as observed and with "
+            f"precipitation x {DRY_FACTOR:g}:",
+            "",
+            sweep.to_markdown(index=False, floatfmt=".3g"),
             "",
         ]
     (run_dir / "metrics.md").write_text("\n".join(md))

@@ -55,6 +55,12 @@ class SiteData:
         """Training and validation days together (the first 4/5)."""
         return slice(0, self.test.start)
 
+    @property
+    def sees_liquid(self) -> bool:
+        """True when the sensors see liquid water only (``soil_moisture_measures: liquid`` in ``site.yaml``):
+        models are then scored with their liquid moisture, else with total moisture."""
+        return self.site.meta.soil_moisture_measures == "liquid"
+
     def daily(self, per_step: np.ndarray) -> np.ndarray:
         """Daily means of a per-step series (T, ...) -> (D, ...)."""
         return daily_mean(per_step, self.step_day, len(self.days))

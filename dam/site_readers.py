@@ -176,10 +176,14 @@ def _bondville_meta(name: str, wind_height: float, notes: list[str]) -> SiteMeta
                 "are those of the HRLDAS/Noah-MP v5.2 reference run (the Noah 2.7.1 test used loam and GFS veg 16).",
                 "Noah-MP reference run: reference height ZLVL = 10 m for temperature and wind; 4 layers "
                 "0.1/0.3/0.6/1.0 m; TBOT 285 K at 8 m.",
+                "Soil moisture sensors read liquid water only (soil_moisture_measures: liquid): a hard frost halves "
+                "the 5 cm reading within two days (local daily means 0.36 -> 0.18 on 12-14 Jan, 0.38 -> 0.19 on 21-23 "
+                "Dec) and the thaw restores it without rain, as for any dielectric (TDR/reflectometer) probe.",
                 *notes,
             ]
         ),
         unreliable=_BONDVILLE_UNRELIABLE,
+        soil_moisture_measures="liquid",
         initial_state=_BONDVILLE_INITIAL,
     )
 
@@ -464,9 +468,13 @@ def read_hyytiala_2000_2010(
             "colour 4 are assumptions.",
             "Precipitation: Precip_FMI (complete); the SMEAR II gauge (76 NaN) is not used. ET, H and Rnet are "
             "gap-filled by the compiler; SWE and snow depth are mostly NaN.",
+            "Soil moisture is compared as total water (soil_moisture_measures: total): the file does not name the "
+            "sensors, and the observed soil stays near or above 0 C under the snow (monthly 2.5 cm means >= -1 C, "
+            "deeper horizons above 0 C), so observed liquid and total water agree.",
         ),
         # SOURCE.md flags no Hyytiala series as unreliable: approximate horizon depths are a note, not a flag.
         unreliable=(),
+        soil_moisture_measures="total",
     )
     return check_site(Site(meta, forcing, obs))
 

@@ -114,6 +114,7 @@ OBSERVATION_VARIABLES: dict[str, VarSpec] = {
 
 ALL_VARIABLES = {**FORCING_VARIABLES, **OBSERVATION_VARIABLES}
 SOIL_VARIABLES = ("soil_moisture", "soil_temperature")
+SOIL_MOISTURE_MEASURES = ("total", "liquid")  # what a site's soil moisture sensors see (SiteMeta)
 
 #: Raw missing-value codes treated as missing when found in a variable without a _FillValue.
 MISSING_CODES = (-9999.0, -6999.0, -999.9, -9999.9)
@@ -600,6 +601,9 @@ class SiteMeta:
     licence, citation, source, title : provenance.
     notes : free-text notes (data quality, approximations made by the converter).
     unreliable : series to flag (see :class:`UnreliableSeries`).
+    soil_moisture_measures : what the soil moisture sensors see: ``"total"`` water (liquid + ice; e.g. gravimetric
+        samples, neutron probes) or ``"liquid"`` water only (dielectric sensors: TDR, reflectometers, capacitance
+        probes read frozen soil as dry). Models are compared with the same quantity.
     initial_state : optional dict of initial values from the source (documented in docs/site_format.md).
     """
 
@@ -624,7 +628,15 @@ class SiteMeta:
     sensor_depths_m: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     unreliable: tuple[UnreliableSeries, ...] = ()
+    soil_moisture_measures: str = "total"
     initial_state: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.soil_moisture_measures not in SOIL_MOISTURE_MEASURES:
+            raise SiteError(
+                f"site.yaml soil_moisture_measures: {self.soil_moisture_measures!r} is not one of "
+                f"{SOIL_MOISTURE_MEASURES}"
+            )
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The nested ``site.yaml`` mapping."""
@@ -650,6 +662,7 @@ class SiteMeta:
             "source": self.source,
             "notes": list(self.notes),
             "unreliable": [{k: v for k, v in dataclasses.asdict(u).items() if v is not None} for u in self.unreliable],
+            "soil_moisture_measures": self.soil_moisture_measures,
         }
         if self.soil_texture is not None:
             d["soil"]["texture"] = dict(self.soil_texture)
@@ -746,6 +759,7 @@ def parse_site_yaml(d: Mapping[str, Any]) -> SiteMeta:
         sensor_depths_m=depths,
         notes=tuple(str(n) for n in d.get("notes") or []),
         unreliable=tuple(unreliable),
+        soil_moisture_measures=str(d.get("soil_moisture_measures", "total")),
         initial_state=d.get("initial_state"),
     )
 

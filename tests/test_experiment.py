@@ -41,7 +41,7 @@ def test_config_rejects_unknown_keys_and_models(tmp_path):
 
 
 def test_run_folder_determinism_and_resume(tmp_path):
-    cfg = _config(tmp_path)
+    cfg = _config(tmp_path, constraints={"sweep": [0.0]})
     table = run_experiment(cfg)
     run = tmp_path / "run"
     for name in ("config.yaml", "metrics.csv", "metrics.md", "summary.csv", "timings.json", "plausibility.csv"):
@@ -56,11 +56,18 @@ def test_run_folder_determinism_and_resume(tmp_path):
     plausible = pd.read_csv(run / "plausibility.csv")
     assert set(plausible["scenario"]) == {"test", "test_precip_x0.3"}
     assert (plausible["bound_violations"] >= 0).all()
+    sweep = pd.read_csv(run / "constraint_sweep.csv")
+    assert sweep["factor"].tolist() == [0.0, 1.0] and sweep["water"].tolist() == [0.0, cfg.constraints.water]
+    assert np.isfinite(sweep[["r", "rmse", "water_created_mm", "dry_water_created_mm"]].to_numpy()).all()
 
     # a killed run started again: finished stages are read back, a lost stage resumes from its checkpoints
     (run / "predictions" / "hyytiala_2000_2010" / "lstm.nc").unlink()
     again = run_experiment(cfg)
     pd.testing.assert_frame_equal(again, table)
+
+    # the run folder refuses another configuration (its finished stages would be mixed in)
+    with pytest.raises(ValueError, match="different configuration .*network"):
+        run_experiment(_config(tmp_path, network={"hidden": 4, "epochs": 2}))
 
     # same seed from scratch: same numbers
     shutil.rmtree(run)

@@ -78,6 +78,11 @@ def test_bondville_main(bondville: Site, shared_data_dir: Path) -> None:
     assert o.soil_moisture.values[0].tolist() == [0.36, 0.39, 0.38]
     assert o.surface_temperature.attrs["n_missing"] == 825 and o.soil_moisture.attrs["n_missing"] == 0
     assert bondville.unreliable_flag("soil_moisture", 0.2) and not bondville.unreliable_flag("soil_moisture", 0.05)
+    # the sensors see liquid water only: the 5 cm reading halves within two days when the soil freezes (12-14 Jan, LST)
+    assert bondville.meta.soil_moisture_measures == "liquid"
+    lst = pd.DatetimeIndex(o.time.values) - pd.Timedelta(hours=6, minutes=15)
+    daily = pd.Series(o.soil_moisture.values[:, 0], index=lst).resample("D").mean()
+    assert daily["1998-01-12"] > 0.35 and daily["1998-01-14"] < 0.19
 
 
 def test_bondville_sw_gap_refused_by_default(shared_data_dir: Path) -> None:
@@ -412,6 +417,8 @@ def test_bad_site_yaml_and_files(tmp_path: Path) -> None:
         load_site(broken(lambda m: m.update(time_step_s=3600)))
     with pytest.raises(SiteError, match="sensor_depths_m.soil_moisture .* differ"):
         load_site(broken(lambda m: m["sensor_depths_m"].update(soil_moisture=[0.05, 0.4])))
+    with pytest.raises(SiteError, match="soil_moisture_measures: 'wet' is not one of"):
+        load_site(broken(lambda m: m.update(soil_moisture_measures="wet")))
     with pytest.raises(SiteError, match="soil needs 'stas_type'"):
         load_site(broken(lambda m: m["soil"].pop("stas_type")))
     p = broken(lambda m: None)
