@@ -12,98 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-
-FORTRAN_COLUMN_STEPS_PER_S = {"float64": 3.21e5, "float32": 4.34e5}  # 1 core, 1e4 columns, gfortran -O2
-_FIELDS = ("bexp", "smcmax", "smcref", "smcwlt", "psisat", "dksat", "dwsat", "quartz")
-
-
-def machine_info() -> dict:
-    import jax
-
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "python": sys.version.split()[0],
-        "cpu_count": os.cpu_count(),
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    }
-    try:
-        with open("/proc/cpuinfo") as fh:
-            info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return info
-
-
-def make_columns(n_columns: int, n_steps: int, dtype, seed: int = 0):
-    """Heterogeneous columns: parameters, initial states and forcing (T, columns, ...)."""
-    import jax.numpy as jnp
-
-    from dam import physics
-    from dam.soil_table import stas_parameters
-
-    rng = np.random.default_rng(seed)
-    table = {k: [stas_parameters(k)[f] for f in _FIELDS] for k in range(1, 13)}
-    soil = np.array([table[k] for k in rng.integers(1, 13, n_columns)])
-    per_layer = lambda j: np.repeat(soil[:, j : j + 1], 4, axis=1)  # noqa: E731
-    params = physics.SoilParams(
-        bexp=per_layer(0),
-        smcmax=per_layer(1),
-        smcref=per_layer(2),
-        smcwlt=per_layer(3),
-        psisat=per_layer(4),
-        dksat=per_layer(5),
-        dwsat=per_layer(6),
-        quartz=per_layer(7),
-        csoil=np.full(n_columns, 2.0e6),
-        slope=np.full(n_columns, 0.1),
-        refkdt=np.full(n_columns, 3.0),
-        refdk=np.full(n_columns, 2.0e-6),
-        frzk=np.full(n_columns, 0.15),
-        tbot=rng.uniform(272.0, 295.0, n_columns),
-    )
-    frac = rng.uniform(0.3, 0.95, (n_columns, 4))
-    smc = frac * soil[:, 1:2]
-    t = rng.uniform(268.0, 300.0, (n_columns, 1)) + np.linspace(0, 3, 4)
-    liquid = np.where(t < 273.16, 0.5 * smc, smc)
-    state = physics.SoilState(t=t, smc=smc, sh2o=liquid)
-    hours = np.arange(n_steps) * 0.5
-    diurnal = np.sin(2 * np.pi * (hours[:, None] / 24.0 + rng.uniform(0, 1, n_columns)))
-    rain = (rng.uniform(0, 1, (n_steps, n_columns)) < 0.05) * rng.exponential(3e-6, (n_steps, n_columns))
-    forcing = physics.SoilForcing(
-        ghf_wm2=60.0 * diurnal + rng.normal(0, 10, (n_steps, n_columns)),
-        qinsurf_mps=rain,
-        evap_mps=np.maximum(0, 2e-8 * (1 + diurnal)),
-        etran_mps=np.maximum(0, 1e-8 * (1 + diurnal))[..., None] * np.array([0.4, 0.3, 0.2, 0.1]),
-        frozen_ground=np.zeros((n_steps, n_columns)),
-        frz_top_ice_flux_mmps=np.zeros((n_steps, n_columns)),
-    )
-    import jax
-
-    cast = lambda tree: jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), tree)  # noqa: E731
-    return cast(params), cast(state), cast(forcing), physics.SoilGrid(zsoil=np.array([-0.1, -0.4, -1.0, -2.0]))
+from _common import FORTRAN_COLUMN_STEPS_PER_S, machine_info, make_columns
+from _common import best_time as _best_time
 
 
 def _time(fn, *args, repeats: int = 3) -> float:
-    import jax
-
-    jax.block_until_ready(fn(*args))  # compile
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return _best_time(fn, *args, repeats=repeats)[0]
 
 
 def bench(n_columns: int, n_steps: int, dtype_name: str) -> dict:

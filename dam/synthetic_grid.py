@@ -11,6 +11,9 @@ Two CF-style datasets on a regular lat-lon grid:
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import numpy as np
 import xarray as xr
 
@@ -50,16 +53,8 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], scale: float
     return (field - field.min()) / (np.ptp(field) + 1e-12)
 
 
-def make_grid(
-    n_lat: int = 16,
-    n_lon: int = 24,
-    n_steps: int = 480,
-    dt_s: float = 1800.0,
-    land_fraction: float = 0.6,
-    seed: int = 0,
-) -> tuple[xr.Dataset, xr.Dataset]:
-    """Synthetic static fields and forcing, ``(static, forcing)``, deterministic for a seed."""
-    rng = np.random.default_rng(seed)
+def _static(n_lat: int, n_lon: int, land_fraction: float, rng: np.random.Generator) -> xr.Dataset:
+    """Land mask, soil parameters and initial state (draws from ``rng`` first, as :func:`make_grid` always has)."""
     shape = (n_lat, n_lon)
     lat = np.linspace(-60, 70, n_lat)
     lon = np.linspace(-180, 180, n_lon, endpoint=False)
@@ -91,8 +86,16 @@ def make_grid(
     sh2o = np.where(t0 < 273.16, 0.6 * smc, smc)
     for name, values in (("t", t0), ("smc", smc), ("sh2o", sh2o)):
         static[f"{name}_init"] = (("layer", "lat", "lon"), values, {"units": UNITS[name]})
+    return static
 
-    time = np.arange(1, n_steps + 1) * dt_s
+
+def _forcing(static: xr.Dataset, time: np.ndarray, rng: np.random.Generator) -> xr.Dataset:
+    """Forcing at the step end times ``time`` (s); the climate follows ``static`` (latitude, ``tbot``)."""
+    lat, lon = static["lat"].values, static["lon"].values
+    shape = (lat.size, lon.size)
+    latg = np.broadcast_to(lat[:, None], shape)
+    mean_t = static["tbot"].values
+    n_steps = time.size
     hours = time / 3600.0
     day = hours[:, None, None] / 24.0
     phase = lon[None, None, :] / 360.0
@@ -123,10 +126,75 @@ def make_grid(
     )
     forcing["frozen_ground"] = (("time", "lat", "lon"), cold.astype(np.float64), {"units": "1"})
     forcing["frz_top_ice_flux_mmps"] = (("time", "lat", "lon"), np.where(cold, 1e-6, 0.0), {"units": "kg m-2 s-1"})
-    forcing.attrs = static.attrs = {
-        "Conventions": "CF-1.10",
-        "title": "dam synthetic soil-column grid",
-        "dt_s": dt_s,
-        "seed": seed,
-    }
+    return forcing
+
+
+def _attrs(dt_s: float, seed: int) -> dict:
+    return {"Conventions": "CF-1.10", "title": "dam synthetic soil-column grid", "dt_s": dt_s, "seed": seed}
+
+
+def make_grid(
+    n_lat: int = 16,
+    n_lon: int = 24,
+    n_steps: int = 480,
+    dt_s: float = 1800.0,
+    land_fraction: float = 0.6,
+    seed: int = 0,
+) -> tuple[xr.Dataset, xr.Dataset]:
+    """Synthetic static fields and forcing, ``(static, forcing)``, deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    static = _static(n_lat, n_lon, land_fraction, rng)
+    forcing = _forcing(static, np.arange(1, n_steps + 1) * dt_s, rng)
+    forcing.attrs = static.attrs = _attrs(dt_s, seed)
     return static, forcing
+
+
+def write_grid(
+    directory: str | Path,
+    n_lat: int = 16,
+    n_lon: int = 24,
+    n_steps: int = 480,
+    *,
+    block_steps: int = 240,
+    dt_s: float = 1800.0,
+    land_fraction: float = 0.6,
+    seed: int = 0,
+    compressed: bool = True,
+    lat_chunk: int | None = None,
+) -> tuple[Path, Path]:
+    """Write ``static.nc`` and ``forcing.zarr`` into ``directory``, the forcing ``block_steps`` steps at a time.
+
+    Memory stays at one block of forcing however long the series, so forcing larger than RAM can be made for
+    tests and benchmarks. The zarr store is chunked ``(block_steps, [layer,] lat_chunk, lon)`` (default: all
+    latitudes in one chunk). The static fields
+    equal :func:`make_grid`'s for the same arguments; the forcing has the same climate but its noise is drawn
+    per block (deterministic for a seed and ``block_steps``). ``compressed=False`` stores the arrays raw, so the
+    store's size on disk is the size of the forcing in memory. Returns the two paths.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    static = _static(n_lat, n_lon, land_fraction, np.random.default_rng(seed))
+    static.attrs = _attrs(dt_s, seed)
+    static_path, forcing_path = directory / "static.nc", directory / "forcing.zarr"
+    static.to_netcdf(static_path)
+    # zarr 3 warns that consolidated metadata (which xarray writes and reads fastest) is not in its spec.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        chunks = {"time": block_steps, "lat": lat_chunk or n_lat}
+        _append_blocks(forcing_path, static, n_steps, chunks, dt_s, seed, compressed)
+    return static_path, forcing_path
+
+
+def _append_blocks(
+    path: Path, static: xr.Dataset, n_steps: int, chunks: dict, dt_s: float, seed: int, compressed: bool
+) -> None:
+    block_steps = chunks["time"]
+    for start in range(0, n_steps, block_steps):
+        time = np.arange(start + 1, min(start + block_steps, n_steps) + 1) * dt_s
+        block = _forcing(static, time, np.random.default_rng([seed, start]))
+        block.attrs = _attrs(dt_s, seed)
+        if start == 0:
+            encoding = {} if compressed else {name: {"compressors": None} for name in block.data_vars}
+            block.chunk(chunks).to_zarr(path, mode="w", encoding=encoding)
+        else:
+            block.drop_vars(["lat", "lon", "layer"]).chunk(chunks).to_zarr(path, append_dim="time")

@@ -1,0 +1,116 @@
+"""The scaling benchmark's quick preset runs end to end and writes complete, sane JSON (no timing asserts)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def quick_result(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("scaling")
+    run = tmp / "run"  # a finished experiment folder whose first stage was loaded from an earlier run
+    run.mkdir()
+    stages = {"site_a/physics_default": 4.0, "site_a/lstm": 6.0, "site_b/physics_default": 2.0}
+    (run / "timings.json").write_text(json.dumps({"total_seconds": 8.5, "stages": stages}))
+    (run / "config.yaml").write_text("name: tiny\n")
+    out = tmp / "scaling.json"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # the benchmark's own defaults, not the tests'
+    cmd = [sys.executable, str(BENCHMARKS / "scaling.py"), "--quick", "--no-progress"]
+    proc = subprocess.run(
+        [*cmd, "--experiment-run", str(run), "--output", str(out)], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text()), out, proc.stdout
+
+
+def _positive(x) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def test_quick_json_has_every_part(quick_result):
+    result, out, stdout = quick_result
+    for key in ("machine", "settings", "column_sweep", "device_scaling", "experiment", "targets"):
+        assert key in result
+    assert result["machine"]["backend"] == "cpu" and result["machine"]["jax"]
+    assert set(result["targets"]) == {
+        "forward_float32_1e6_columns_column_steps_per_s",
+        "weak_scaling_efficiency",
+        "gradient_over_forward",
+    }
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    assert "Column sweep" in stdout and "x Fortran" in stdout and "Targets" in stdout
+
+
+def test_quick_sweep_rows(quick_result):
+    sweep = quick_result[0]["column_sweep"]
+    forward = [r for r in sweep if r["kind"] == "forward"]
+    gradient = [r for r in sweep if r["kind"] == "gradient"]
+    assert [r["columns"] for r in forward] == [1, 16] == [r["columns"] for r in gradient]
+    for r in forward:
+        assert _positive(r["column_steps_per_s"]) and _positive(r["x_smallest"]) and _positive(r["x_fortran"])
+        assert r["memory"]["argument"] > 0 and _positive(r["memory"]["total_per_column"])
+    assert forward[0]["x_smallest"] == 1.0  # the smallest run is the baseline
+    ran, skipped = gradient
+    assert _positive(ran["column_steps_per_s"]) and _positive(ran["gradient_over_forward"])
+    assert ran["memory"]["temp"] > 0
+    assert skipped["seconds"] is None and "--grad-columns" in skipped["skipped"]
+    ratio = quick_result[0]["targets"]["gradient_over_forward"]
+    assert ratio["value"] == ran["gradient_over_forward"] and ratio["met"] is (ratio["value"] <= 4.0)
+
+
+def test_quick_device_rows(quick_result):
+    scaling = quick_result[0]["device_scaling"]
+    assert scaling["emulated"] and "emulated" in scaling["note"]
+    rows = {(r["mode"], r["devices"]): r for r in scaling["rows"]}
+    assert set(rows) == {("weak", 1), ("weak", 2), ("strong", 1), ("strong", 2)}
+    assert rows["weak", 2]["columns"] == 2 * rows["weak", 1]["columns"]
+    assert rows["strong", 2]["columns"] == rows["strong", 1]["columns"]
+    assert rows["weak", 1]["efficiency"] == 1.0 == rows["strong", 1]["efficiency"]
+    for r in rows.values():
+        assert _positive(r["column_steps_per_s"]) and _positive(r["efficiency"]) and _positive(r["run_sharded_s"])
+    assert quick_result[0]["targets"]["weak_scaling_efficiency"]["met"] is None  # emulated: not a real figure
+
+
+def test_experiment_timings_from_run_folder(quick_result):
+    ex = quick_result[0]["experiment"]
+    assert ex["config_name"] == "tiny" and ex["total_seconds"] == 8.5 and ex["wall_seconds"] is None
+    assert ex["per_model_seconds"] == {"physics_default": 6.0, "lstm": 6.0}
+    assert ex["sum_of_stage_seconds"] == 12.0 and ex["resumed"]
+
+
+def _scaling_module():
+    sys.path.insert(0, str(BENCHMARKS))
+    import scaling
+
+    return scaling
+
+
+def test_quick_preset_yields_to_explicit_options():
+    args = _scaling_module().parse_args(["--quick", "--columns", "1", "4"])
+    assert args.columns == [1, 4] and args.devices == [1, 2] and args.grad_columns == [1]
+
+
+def test_targets_from_rows():
+    scaling = _scaling_module()
+    sweep = [
+        {"kind": "forward", "dtype": "float32", "columns": 10**6, "seconds": 1.0, "column_steps_per_s": 2e9},
+        {"kind": "gradient", "dtype": "float32", "columns": 10**4, "seconds": 3.0, "gradient_over_forward": 3.0},
+        {"kind": "gradient", "dtype": "float32", "columns": 10**6, "seconds": None, "skipped": "memory"},
+        {"kind": "gradient", "dtype": "float64", "columns": 100, "seconds": 5.0, "gradient_over_forward": 5.0},
+    ]
+    weak = [{"mode": "weak", "devices": d, "efficiency": e} for d, e in ((1, 1.0), (2, 0.9), (4, 0.85))]
+    real = scaling.check_targets(sweep, {"emulated": False, "rows": weak})
+    assert real["forward_float32_1e6_columns_column_steps_per_s"]["met"] is True
+    assert real["weak_scaling_efficiency"]["value"] == 0.85 and real["weak_scaling_efficiency"]["met"] is True
+    grad = real["gradient_over_forward"]
+    assert grad["value"] == 5.0 and grad["met"] is False and grad["per_dtype"]["float32"]["columns"] == 10**4
+    emulated = scaling.check_targets(sweep[1:], {"emulated": True, "rows": weak})
+    assert emulated["weak_scaling_efficiency"]["met"] is None
+    assert emulated["forward_float32_1e6_columns_column_steps_per_s"]["met"] is None
