@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -107,7 +108,9 @@ def test_targets_from_rows():
     ]
     weak = [{"mode": "weak", "devices": d, "efficiency": e} for d, e in ((1, 1.0), (2, 0.9), (4, 0.85))]
     real = scaling.check_targets(sweep, {"emulated": False, "rows": weak})
-    assert real["forward_float32_1e6_columns_column_steps_per_s"]["met"] is True
+    forward = real["forward_float32_1e6_columns_column_steps_per_s"]
+    assert forward["value"] == 2e9  # judged only on a GPU (the target is for one H100): None on a CPU
+    assert forward["met"] is (True if jax.default_backend() == "gpu" else None)
     assert real["weak_scaling_efficiency"]["value"] == 0.85 and real["weak_scaling_efficiency"]["met"] is True
     grad = real["gradient_over_forward"]
     assert grad["value"] == 5.0 and grad["met"] is False and grad["per_dtype"]["float32"]["columns"] == 10**4
