@@ -42,7 +42,7 @@ import optax
 
 from dam.physics._safe import div
 from dam.physics.infiltration_runoff import schaake_infiltration
-from dam.physics.soil_water import WaterFluxes, _bucket, _min_water_fix, soil_water
+from dam.physics.soil_water import WaterFluxes, bucket, min_water_fix, soil_water
 from dam.physics.station import run_station, station_step
 from dam.physics.types import SoilForcing, SoilGrid, SoilOptions, SoilParams
 
@@ -266,8 +266,8 @@ class NeuralWaterTransport(eqx.Module):
         sink = etran.at[..., 0].add(evap)
         source = (-sink).at[..., 0].add(infil)
         sh2o = sh2o + div(source * dt, dz)
-        layers, overflow = _bucket([sh2o[..., k] for k in range(n)], ice, params, dz, c)
-        sh2o, refill_mm = _min_water_fix(jnp.stack(layers, axis=-1), dz, c)
+        layers, overflow = bucket([sh2o[..., k] for k in range(n)], ice, params, dz, c)
+        sh2o, refill_mm = min_water_fix(jnp.stack(layers, axis=-1), dz, c)
 
         # The learned transport.
         drain = jnp.zeros_like(qin)
@@ -459,6 +459,7 @@ def train_hybrid(
     checkpoint_every: int | None = 48,
     seed: int = 0,
     progress: bool | Callable[[dict], None] = False,
+    liquid: bool | None = None,
 ) -> HybridTrainResult:
     """Train ``net`` end to end inside the station model against observed layered soil moisture.
 
@@ -488,6 +489,8 @@ def train_hybrid(
     optimizer : an optax transformation; default Adam(``learning_rate``) with global-norm clipping at 1.
     checkpoint_every : rematerialisation segment inside a window (None: none).
     progress : True prints one line per epoch, a callable receives a dict per epoch.
+    liquid : compare the observations with liquid water ``sh2o`` (True) or total ``smc`` (False); default what the
+        site's sensors see (``soil_moisture_measures`` in ``site.yaml``).
 
     Returns
     -------
@@ -524,12 +527,17 @@ def train_hybrid(
     obs_j = jnp.asarray(obs[:end], dtype)
     params, grid, options = setup.params, setup.grid, setup.options
     layer_idx = jnp.asarray(layers)
+    if liquid is None:
+        liquid = setup.site.meta.soil_moisture_measures == "liquid"
+
+    def seen(s):  # the moisture the sensors see at their layers
+        return (s.soil.sh2o if liquid else s.soil.smc)[..., layer_idx]
 
     @eqx.filter_jit
     def free_run(model):
         _, smc = run_station(
             setup.state0, forcing, params, grid, options, water=model,
-            observe=lambda s, f: (s, s.soil.smc[..., layer_idx]), finite_check=False,
+            observe=lambda s, f: (s, seen(s)), finite_check=False,
         )  # fmt: skip
         return smc
 
@@ -538,7 +546,7 @@ def train_hybrid(
         # states (B, ...), forcing (W, B), observations (W, B, S).
         states = jax.lax.stop_gradient(states)
         _, smc = run_station(
-            states, frc, params, grid, options, water=model, observe=lambda s, f: s.soil.smc[..., layer_idx],
+            states, frc, params, grid, options, water=model, observe=lambda s, f: seen(s),
             checkpoint_every=checkpoint_every, finite_check=False,
         )  # fmt: skip
         sse, cnt = hybrid_loss(smc, ob)

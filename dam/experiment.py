@@ -41,6 +41,7 @@ MODELS = (
     "lstm",
     "hlstm_attention",
     "hlstm_no_attention",
+    "hlstm_constrained",
     "hlstm_physics",
     "hlstm_physics_unconstrained",
     "ai_in_physics",
@@ -69,8 +70,9 @@ class PretrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ConstraintConfig:
-    """Weights of the physics-in-AI loss terms of ``hlstm_physics``; ``sweep``: extra trainings with both weights
-    times each factor (skill and plausibility of each in ``constraint_sweep.csv``)."""
+    """Weights of the physics-in-AI loss terms of ``hlstm_constrained`` and ``hlstm_physics``; ``sweep``: extra
+    trainings of ``hlstm_constrained`` with both weights times each factor (0: none), their skill and
+    plausibility in ``constraint_sweep.csv``."""
 
     bounds: float = 10.0
     water: float = 1e-4
@@ -286,7 +288,9 @@ def train_sequence_model(
     base: np.ndarray | None = None,
 ) -> SequenceModel:
     """Train on windows of the training days (the first ``warmup_days`` of each window are not scored),
-    validate on the validation tail (run from the start of the record), keep the best epoch."""
+    validate on the validation tail (run from the start of the record), keep the best epoch.
+    ``extra_loss(pred, days)``, if given, adds a term for each window: its prediction (W, S) and its days (W,),
+    indices into the record (e.g. :func:`physics_constraint`)."""
     y = data.observed if targets is None else targets
     fit_days = fit_days or data.train
     val_days = val_days or data.val
@@ -306,13 +310,13 @@ def train_sequence_model(
 
     def batch_fn(_, idx):
         rows = starts[idx][:, None] + np.arange(length)[None, :]
-        return x_all[rows], y_all[rows], b_all[rows]
+        return x_all[rows], y_all[rows], b_all[rows], jnp.asarray(rows)
 
     def loss_fn(m, batch):
-        def one(x, yy, b):
+        def one(x, yy, b, days):
             p = m(x, s_all, b)
             loss = _masked_mse(p[warm:], yy[warm:], scale)
-            return loss if extra_loss is None else loss + extra_loss(p, x)
+            return loss if extra_loss is None else loss + extra_loss(p, days)
 
         return jax.vmap(one)(*batch)
 
@@ -379,8 +383,8 @@ class Experiment:
             tables.append(score(data, preds))
             plausible += [{"site": data.name, "model": m, "scenario": sc, **v}
                           for m, p in preds.items() for sc, v in p.info.items() if sc.startswith("test")]  # fmt: skip
-            sweep += [{"site": data.name, **row} for row in preds["hlstm_physics"].info.get("sweep", [])
-                      if "hlstm_physics" in preds]  # fmt: skip
+            if "hlstm_constrained" in preds:
+                sweep += [{"site": data.name, **row} for row in preds["hlstm_constrained"].info.get("sweep", [])]
             plot_site(self.run_dir / "figures", data, preds)
         table = pd.concat(tables, ignore_index=True)
         write_tables(self.run_dir, table, pd.DataFrame(plausible), pd.DataFrame(sweep))
@@ -404,77 +408,117 @@ class Experiment:
     # --- networks
     def _lstm(self, data: SiteData, preds) -> Prediction:
         cfg = self.config
-        m = train_sequence_model(
-            data,
-            "lstm",
-            data.forcing,
-            cfg.network,
-            seed=cfg.seed,
-            checkpoint_dir=self.checkpoint_dir(data.name, "lstm"),
-            progress=cfg.progress,
-        )
-        return Prediction("lstm", np.asarray(m(jnp.asarray(data.forcing))), 0.0)
+        m = train_sequence_model(data, "lstm", data.forcing, cfg.network, seed=cfg.seed, progress=cfg.progress,
+                                 checkpoint_dir=self.checkpoint_dir(data.name, "lstm"))  # fmt: skip
+        daily = np.asarray(m(jnp.asarray(data.forcing)))
+        dry = np.asarray(m(jnp.asarray(self._dry_forcing(data))))
+        return Prediction("lstm", daily, 0.0, self._plausibility(data, preds, daily, dry))
 
     def _hlstm_attention(self, data: SiteData, preds) -> Prediction:
-        return self._hlstm_pretrained(data, "hlstm_attention", self.config.network)
+        return self._hlstm_pretrained(data, preds, "hlstm_attention", self.config.network)
 
     def _hlstm_no_attention(self, data: SiteData, preds) -> Prediction:
         """The attention ablation: the same pretraining and fine-tuning with ``attention="none"``."""
-        return self._hlstm_pretrained(data, "hlstm_no_attention",
+        return self._hlstm_pretrained(data, preds, "hlstm_no_attention",
                                       dataclasses.replace(self.config.network, attention="none"))  # fmt: skip
 
-    def _hlstm_pretrained(self, data: SiteData, name: str, net_cfg: NetworkConfig) -> Prediction:
+    def _hlstm_constrained(self, data: SiteData, preds) -> Prediction:
+        """Physics in AI: ``hlstm_attention`` fine-tuned with the physics constraint terms in the loss (and, with
+        ``constraints.sweep``, the weight study)."""
+        c, net = self.config.constraints, self.config.network
+        pred = self._hlstm_pretrained(data, preds, "hlstm_constrained", net, c)
+        if c.sweep:
+            rows = [self._sweep_row(data, 1.0, pred)]
+            for f in c.sweep:
+                w = dataclasses.replace(c, bounds=c.bounds * f, water=c.water * f) if f > 0 else None
+                rows.append(self._sweep_row(data, f, self._hlstm_pretrained(data, preds, f"hlstm_constrained_x{f:g}",
+                                                                             net, w)))  # fmt: skip
+            pred.info["sweep"] = sorted(rows, key=lambda r: r["factor"])
+        return pred
+
+    def _hlstm_pretrained(
+        self, data: SiteData, preds, name: str, net_cfg: NetworkConfig, weights: ConstraintConfig | None = None
+    ) -> Prediction:
         """Pretrained on the perturbed-parameter physics ensemble (forcing + member parameters -> member
-        moisture at the sensors), then fine-tuned on the observations with the default parameters as static
-        features."""
+        moisture at the sensors), then fine-tuned on the observations (with the constraint terms when
+        ``weights``) with the default parameters as static features."""
+        cfg = self.config
+        model, site_static = self._pretrained(data, net_cfg)
+        extra = None if weights is None else physics_constraint(data, weights, self._ice_free(data, preds))
+        model = train_sequence_model(data, "hlstm", data.forcing, net_cfg, seed=cfg.seed, init=model,
+                                     static=site_static, checkpoint_dir=self.checkpoint_dir(data.name, name),
+                                     progress=cfg.progress, extra_loss=extra)  # fmt: skip
+        daily = np.asarray(model(jnp.asarray(data.forcing), jnp.asarray(site_static)))
+        dry = np.asarray(model(jnp.asarray(self._dry_forcing(data)), jnp.asarray(site_static)))
+        info = {"members": int(cfg.pretrain.members), "attention": net_cfg.attention,
+                **self._plausibility(data, preds, daily, dry)}  # fmt: skip
+        return Prediction(name, daily, 0.0, info)
+
+    def _pretrained(self, data: SiteData, net_cfg: NetworkConfig) -> tuple[SequenceModel, np.ndarray]:
+        """The ensemble-pretrained network for ``net_cfg`` (one ensemble per site, one pretraining per network
+        configuration) and the static features of the site (the default parameters: zero factors)."""
         from .coupling.ensemble import DEFAULT_RANGES, perturbed_ensemble
 
         cfg = self.config
         key = (data.name, "ensemble")
-        if key not in self._cache:  # one ensemble per site, shared by the attention variants
+        if key not in self._cache:
             ens = perturbed_ensemble(data.setup, cfg.pretrain.members, seed=cfg.seed, progress=cfg.progress)
             members = ens["soil_liquid_water" if data.sees_liquid else "soil_moisture"].values  # (M, T, N)
             targets = np.stack([data.at_sensors(data.daily(m)) for m in members])  # (M, D, S)
             static = np.stack([ens[p].values for p in DEFAULT_RANGES], axis=-1)  # (M, P) sampled factors
             self._cache[key] = (targets, (static - static.mean(0)) / (static.std(0) + 1e-12))
         targets, static = self._cache[key]
-        pre_cfg = dataclasses.replace(net_cfg, epochs=cfg.pretrain.epochs)
-        pre_dir = self.checkpoint_dir(data.name, "hlstm_pretrain" if name == "hlstm_attention" else f"{name}_pretrain")
-        model = _pretrain(data, targets, static, pre_cfg, seed=cfg.seed, checkpoint_dir=pre_dir,
-                          progress=cfg.progress)  # fmt: skip
-        site_static = np.zeros(static.shape[-1])
-        model = train_sequence_model(data, "hlstm", data.forcing, net_cfg, seed=cfg.seed, init=model,
-                                     static=site_static, checkpoint_dir=self.checkpoint_dir(data.name, name),
-                                     progress=cfg.progress)  # fmt: skip
-        daily = np.asarray(model(jnp.asarray(data.forcing), jnp.asarray(site_static)))
-        return Prediction(name, daily, 0.0, {"members": int(cfg.pretrain.members), "attention": net_cfg.attention})
+        key = (data.name, "pretrained", net_cfg)
+        if key not in self._cache:
+            folder = "hlstm_pretrain" if net_cfg == cfg.network else f"hlstm_pretrain_{net_cfg.attention}"
+            pre_cfg = dataclasses.replace(net_cfg, epochs=cfg.pretrain.epochs)
+            self._cache[key] = _pretrain(data, targets, static, pre_cfg, seed=cfg.seed, progress=cfg.progress,
+                                         checkpoint_dir=self.checkpoint_dir(data.name, folder))  # fmt: skip
+        return self._cache[key], np.zeros(static.shape[-1])
 
-    def _physics_inputs(self, data: SiteData, preds) -> tuple[np.ndarray, np.ndarray]:
-        """Forcing plus the physics model's total and liquid moisture at the sensors (calibrated when run),
-        and the moisture the sensors see as the base the network corrects."""
+    def _physics_base(self, data: SiteData, preds) -> Prediction:
+        """The physics model the physics-guided networks build on: calibrated when that stage ran."""
         base = preds.get("physics_calibrated") or preds.get("physics_default")
         if base is None:
-            base = self._physics_default(data, preds)
+            key = (data.name, "physics_default")
+            if key not in self._cache:
+                self._cache[key] = self._physics_default(data, preds)
+            base = self._cache[key]
+        return base
+
+    def _physics_inputs(self, data: SiteData, preds) -> tuple[np.ndarray, np.ndarray]:
+        """Forcing plus the physics model's total and liquid moisture at the sensors, and the moisture the
+        sensors see as the base the network corrects."""
+        base = self._physics_base(data, preds)
         return np.concatenate([data.forcing, base.total, base.liquid], axis=-1), base.daily
 
-    def _hlstm_physics(self, data: SiteData, preds, constrained: bool = True) -> Prediction:
-        c = self.config.constraints
-        name = "hlstm_physics" if constrained else "hlstm_physics_unconstrained"
-        daily, info = self._train_physics_guided(data, preds, name, c if constrained else None)
-        if constrained and c.sweep:  # the constraint-weight study: skill and plausibility against the weights
-            rows = [self._sweep_row(data, 1.0, daily, info)]
-            for f in c.sweep:
-                w = dataclasses.replace(c, bounds=c.bounds * f, water=c.water * f) if f > 0 else None
-                rows.append(self._sweep_row(data, f, *self._train_physics_guided(data, preds, f"{name}_x{f:g}", w)))
-            info["sweep"] = sorted(rows, key=lambda r: r["factor"])
-        return Prediction(name, daily, 0.0, info)
+    def _ice_free(self, data: SiteData, preds) -> np.ndarray:
+        """(D,) days on which the physics model holds no ice in the top sensor's layer (all days where the sensors
+        see total water: a thaw then moves no water into the measured quantity)."""
+        if not data.sees_liquid:
+            return np.ones(len(data.days), bool)
+        base = self._physics_base(data, preds)
+        return (base.total[:, 0] - base.liquid[:, 0]) < ICE_FREE
 
-    def _train_physics_guided(self, data: SiteData, preds, name: str, weights: ConstraintConfig | None):
-        """Train the physics-guided network (constraint ``weights`` or none) and return its daily prediction and
-        plausibility on the test days, as observed and with the dry scenario."""
+    def _dry_forcing(self, data: SiteData) -> np.ndarray:
+        """Daily forcing of the dry scenario: precipitation times ``DRY_FACTOR`` from the first test day on."""
+        forcing = data.forcing.copy()
+        forcing[data.test, FEATURES.index("precip")] *= DRY_FACTOR
+        return forcing
+
+    def _plausibility(self, data: SiteData, preds, daily: np.ndarray, dry: np.ndarray) -> dict:
+        """Plausibility of a network's test days, as observed and in the dry scenario (same ice-free days)."""
+        ice_free = self._ice_free(data, preds)
+        i_p = FEATURES.index("precip")
+        dry_precip = self._dry_forcing(data)[:, i_p]
+        return {"test": plausibility(data, daily, data.forcing[:, i_p], ice_free),
+                f"test_precip_x{DRY_FACTOR:g}": plausibility(data, dry, dry_precip, ice_free)}  # fmt: skip
+
+    def _hlstm_physics(self, data: SiteData, preds, constrained: bool = True) -> Prediction:
         cfg = self.config
+        name = "hlstm_physics" if constrained else "hlstm_physics_unconstrained"
         inputs, base = self._physics_inputs(data, preds)
-        extra = None if weights is None else physics_constraint(data, weights)
+        extra = physics_constraint(data, cfg.constraints, self._ice_free(data, preds)) if constrained else None
         model = train_sequence_model(
             data, "hlstm", inputs, cfg.network, seed=cfg.seed, extra_loss=extra, base=base,
             checkpoint_dir=self.checkpoint_dir(data.name, name), progress=cfg.progress,
@@ -482,24 +526,21 @@ class Experiment:
         daily = np.asarray(model(jnp.asarray(inputs), base=jnp.asarray(base)))
         dry_inputs, dry_base = self._dry_scenario(data, preds)
         dry = np.asarray(model(jnp.asarray(dry_inputs), base=jnp.asarray(dry_base)))
-        info = {"test": plausibility(data, daily, inputs),
-                f"test_precip_x{DRY_FACTOR:g}": plausibility(data, dry, dry_inputs)}  # fmt: skip
-        return daily, info
+        return Prediction(name, daily, 0.0, self._plausibility(data, preds, daily, dry))
 
-    def _sweep_row(self, data: SiteData, factor: float, daily: np.ndarray, info: dict) -> dict:
+    def _sweep_row(self, data: SiteData, factor: float, pred: Prediction) -> dict:
         c = self.config.constraints
-        rel = score(data, {"m": Prediction("m", daily, 0.0)}).query("reliable")
-        dry = info[f"test_precip_x{DRY_FACTOR:g}"]
+        rel = score(data, {"m": pred}).query("reliable")
+        test, dry = pred.info["test"], pred.info[f"test_precip_x{DRY_FACTOR:g}"]
         return {"factor": float(factor), "bounds": c.bounds * factor, "water": c.water * factor,
                 "r": float(rel["r"].mean()), "rmse": float(rel["rmse"].mean()),
-                "bound_violations": info["test"]["bound_violations"],
-                "water_created_mm": info["test"]["water_created_mm"],
+                "bound_violations": test["bound_violations"], "water_created_mm": test["water_created_mm"],
                 "dry_bound_violations": dry["bound_violations"],
                 "dry_water_created_mm": dry["water_created_mm"]}  # fmt: skip
 
     def _dry_scenario(self, data: SiteData, preds) -> tuple[np.ndarray, np.ndarray]:
-        """Inputs of the physics-guided networks for a test period much drier than training: precipitation
-        times ``DRY_FACTOR`` from the first test day on, the physics re-run on that forcing."""
+        """Inputs of the physics-guided networks in the dry scenario (:meth:`_dry_forcing`), the physics re-run
+        on that forcing, and its moisture as the base."""
         key = (data.name, "dry")
         if key not in self._cache:
             first = int(np.searchsorted(data.step_day, data.test.start))
@@ -515,9 +556,8 @@ class Experiment:
                 params = apply_parameters(data.setup.params, make_specs(self.config.calibration.parameters), values)
             setup = dataclasses.replace(data.setup, forcing=eqx.tree_at(lambda f: f.precip_mmps, frc, precip))
             pred = physics_daily(dataclasses.replace(data, setup=setup), params=params)[0]
-            forcing = data.forcing.copy()
-            forcing[data.test, FEATURES.index("precip")] *= DRY_FACTOR
-            self._cache[key] = (np.concatenate([forcing, pred.total, pred.liquid], axis=-1), pred.daily)
+            dry = self._dry_forcing(data)
+            self._cache[key] = (np.concatenate([dry, pred.total, pred.liquid], axis=-1), pred.daily)
         return self._cache[key]
 
     def _hlstm_physics_unconstrained(self, data: SiteData, preds) -> Prediction:
@@ -649,45 +689,40 @@ def _sensor_bounds(data: SiteData) -> tuple[np.ndarray, np.ndarray]:
 ICE_FREE = 1e-3  # m3 m-3: the physics model's ice below which a layer counts as unfrozen
 
 
-def _water_gain_excess(data: SiteData, pred, inputs, xp=np):
-    """Daily water gained by the top sensor's layer beyond the day's precipitation (mm), (D-1,), from the
-    predicted moisture ``pred`` (D, S) and the physics-guided network's ``inputs`` (D, F + 2 S: forcing, physics
-    total and liquid moisture at the sensors). Where the sensors see liquid water, a thaw turns ice into liquid
-    without rain, so days on which the physics model holds ice in that layer are not scored."""
+def _water_created(data: SiteData, pred, precip_mm, ice_free, xp=np):
+    """Water gained by the top sensor's layer beyond the day's precipitation (mm), (D-1,), from the daily
+    moisture ``pred`` (D, S), precipitation ``precip_mm`` (D,) and the ``ice_free`` (D,) days (a thaw turns ice
+    into liquid without rain, so where the sensors see liquid water only days without ice count)."""
     dz_top = float(np.diff(np.r_[0.0, data.setup.layer_bottoms_m])[data.sensor_layers[0]])
-    gain_mm = xp.diff(pred[:, 0]) * dz_top * 1000.0
-    excess = xp.maximum(gain_mm - inputs[1:, FEATURES.index("precip")], 0.0)
-    if data.sees_liquid:
-        n_f, n_s = len(FEATURES), data.n_sensors
-        ice = inputs[:, n_f] - inputs[:, n_f + n_s]
-        excess = xp.where((ice[1:] < ICE_FREE) & (ice[:-1] < ICE_FREE), excess, 0.0)
-    return excess
+    excess = xp.maximum(xp.diff(pred[:, 0]) * dz_top * 1000.0 - precip_mm[1:], 0.0)
+    return xp.where(ice_free[1:] & ice_free[:-1], excess, 0.0)
 
 
-def physics_constraint(data: SiteData, weights: ConstraintConfig):
-    """Physics-in-AI loss terms on a predicted window (T, S) of the physics-guided network (its inputs: forcing,
-    physics total and liquid moisture at the sensors): physical bounds (residual <= theta <= porosity) and the
-    water balance of the top sensor's layer (it cannot gain more water in a day than falls as precipitation)."""
+def physics_constraint(data: SiteData, weights: ConstraintConfig, ice_free: np.ndarray):
+    """Physics-in-AI loss terms on a predicted window (W, S) of days ``days`` (W,): physical bounds (half the
+    wilting point <= theta <= porosity, widened to the training observations) and the water balance of the top
+    sensor's layer (no day gains more water than falls as precipitation; on ``ice_free`` days)."""
     from .coupling.losses import bounds_penalty
 
     lo, hi = (jnp.asarray(b) for b in _sensor_bounds(data))
+    precip = jnp.asarray(data.forcing[:, FEATURES.index("precip")])
+    free = jnp.asarray(ice_free)
 
-    def extra(pred: jax.Array, x: jax.Array) -> jax.Array:
-        excess = _water_gain_excess(data, pred, x, jnp)  # water from nowhere, mm
+    def extra(pred: jax.Array, days: jax.Array) -> jax.Array:
+        excess = _water_created(data, pred, precip[days], free[days], jnp)
         return weights.bounds * jnp.mean(bounds_penalty(pred, lo, hi)) + weights.water * jnp.mean(excess**2)
 
     return extra
 
 
-def plausibility(data: SiteData, daily: np.ndarray, inputs: np.ndarray) -> dict:
-    """Physical plausibility on the test days: bound violations (sensor-days outside residual..porosity) and
-    water created in the top layer (daily gains beyond the day's precipitation, mm; ``inputs`` as for
-    :func:`physics_constraint`)."""
+def plausibility(data: SiteData, daily: np.ndarray, precip_mm: np.ndarray, ice_free: np.ndarray) -> dict:
+    """Physical plausibility on the test days: bound violations (sensor-days outside the bounds of
+    :func:`physics_constraint`) and water created in the top layer (mm, as there)."""
     lo, hi = _sensor_bounds(data)
-    d = daily[data.test]
+    d, t = daily[data.test], data.test
     return {
         "bound_violations": int(np.sum((d < lo) | (d > hi))),
-        "water_created_mm": float(np.sum(_water_gain_excess(data, d, inputs[data.test]))),
+        "water_created_mm": float(np.sum(_water_created(data, d, precip_mm[t], ice_free[t]))),
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from ._safe import div, safe_divide
 from .constants import Constants
@@ -35,14 +36,16 @@ def schaake_infiltration(
     """
     c = const
     n = sh2o.shape[-1]
-    smcmax1, smcwlt = params.smcmax[..., 0], params.smcwlt
+    # Per-layer views taken once (cheap transposes in the reverse pass).
+    liq, frz, wlt = (lax.unstack(v, axis=-1) for v in (sh2o, ice, params.smcwlt))
+    smcmax1 = lax.unstack(params.smcmax, axis=-1)[0]
     dt_day = dt_s / c.seconds_per_day
-    cap = smcmax1 - smcwlt[..., 0]
-    deficit = (dz[0] * cap) * (1.0 - div(sh2o[..., 0] + ice[..., 0] - smcwlt[..., 0], cap))
-    ice_depth = dz[0] * ice[..., 0]
+    cap = smcmax1 - wlt[0]
+    deficit = (dz[0] * cap) * (1.0 - div(liq[0] + frz[0] - wlt[0], cap))
+    ice_depth = dz[0] * frz[0]
     for k in range(1, n):
-        ice_depth = ice_depth + dz[k] * ice[..., k]
-        deficit = deficit + (dz[k] * cap) * (1.0 - div((sh2o[..., k] + ice[..., k]) - smcwlt[..., k], cap))
+        ice_depth = ice_depth + dz[k] * frz[k]
+        deficit = deficit + (dz[k] * cap) * (1.0 - div((liq[k] + frz[k]) - wlt[k], cap))
     dx = deficit * (1.0 - jnp.exp(-params.infmax_coeff * dt_day))
     px = jnp.maximum(0.0, qinsurf_mps * dt_s)
     infil_max = div(px * safe_divide(dx, px + dx), dt_s)
@@ -52,7 +55,7 @@ def schaake_infiltration(
     frozen_reduction = 1.0 - jnp.exp(-a) * ((1.0 + (a * a) / 2.0) + a)
     infil_max = infil_max * jnp.where(icy, frozen_reduction, 1.0)
 
-    k_top = conductivity_liquid_top(sh2o[..., 0], params, c)
+    k_top = conductivity_liquid_top(liq[0], params, c)
     infil_max = jnp.minimum(jnp.maximum(infil_max, k_top), div(px, dt_s))
     runoff = jnp.maximum(0.0, qinsurf_mps - infil_max)
     infil = qinsurf_mps - runoff

@@ -17,7 +17,7 @@ from jax import lax
 from ._safe import div
 from .infiltration_runoff import schaake_infiltration
 from .soil_hydraulics import hydraulics_liquid_moisture, hydraulics_total_moisture, impermeable_fraction
-from .tridiagonal import tridiagonal_solve
+from .tridiagonal import tridiagonal_solve_layers
 from .types import SoilForcing, SoilGrid, SoilOptions, SoilParams
 
 MAX_SUBSTEPS = 6
@@ -33,18 +33,20 @@ class WaterFluxes(eqx.Module):
     nsub: jax.Array
 
 
-def _bucket(sh2o: list, ice: jax.Array, params: SoilParams, dz: jax.Array, const) -> tuple[list, jax.Array]:
+def bucket(sh2o: list, ice: jax.Array, params: SoilParams, dz: jax.Array, const) -> tuple[list, jax.Array]:
     """Push water above the effective porosity up to layer 1, then any layer-1 excess back down.
 
-    Returns the new liquid content per layer and the water that no layer can hold, m.
+    ``sh2o`` is a list of per-layer liquid contents (...,). Returns the new liquid content per layer and the
+    water that no layer can hold, m.
     """
     n = len(sh2o)
     sh2o = list(sh2o)
+    ice_k, smcmax_k = lax.unstack(ice, axis=-1), lax.unstack(params.smcmax, axis=-1)
+    porosity = [jnp.maximum(const.porosity_floor, smcmax_k[k] - ice_k[k]) for k in range(n)]
 
     def spill(k):
-        porosity = jnp.maximum(const.porosity_floor, params.smcmax[..., k] - ice[..., k])
-        excess = jnp.maximum(sh2o[k] - porosity, 0.0) * dz[k]
-        sh2o[k] = jnp.minimum(porosity, sh2o[k])
+        excess = jnp.maximum(sh2o[k] - porosity[k], 0.0) * dz[k]
+        sh2o[k] = jnp.minimum(porosity[k], sh2o[k])
         return excess
 
     for k in range(n - 1, 0, -1):
@@ -91,40 +93,39 @@ def richards_substep(
         diff, cond = hydraulics_liquid_moisture(sh2o, ice_max, params, c)
         moist = sh2o
     inv = div(2.0, dist)
-    grad = [div(2.0 * (moist[..., k] - moist[..., k + 1]), dist[k]) for k in range(n - 1)]
-    drain = params.slope * cond[..., -1]
-    d, kk, tr = diff, cond, etran_mps
+    # Per-layer views taken once: their transposes (stacks) are cheap, repeated slices' are not.
+    m = lax.unstack(moist, axis=-1)
+    d, kk, tr = (lax.unstack(v, axis=-1) for v in (diff, cond, etran_mps))
+    grad = [div(2.0 * (m[k] - m[k + 1]), dist[k]) for k in range(n - 1)]
+    drain = params.slope * kk[-1]
 
-    exc = [d[..., 0] * grad[0] + kk[..., 0] - infil_mps + tr[..., 0] + evap_mps]
-    exc += [
-        d[..., k] * grad[k] + kk[..., k] - d[..., k - 1] * grad[k - 1] - kk[..., k - 1] + tr[..., k]
-        for k in range(1, n - 1)
-    ]
-    exc.append(-(d[..., n - 2] * grad[n - 2]) - kk[..., n - 2] + tr[..., n - 1] + drain)
-    rhs = div(jnp.stack(exc, axis=-1), -dz)
+    exc = [d[0] * grad[0] + kk[0] - infil_mps + tr[0] + evap_mps]
+    exc += [d[k] * grad[k] + kk[k] - d[k - 1] * grad[k - 1] - kk[k - 1] + tr[k] for k in range(1, n - 1)]
+    exc.append(-(d[n - 2] * grad[n - 2]) - kk[n - 2] + tr[n - 1] + drain)
+    rhs = [div(exc[k], -dz[k]) for k in range(n)]
 
-    b1 = div(d[..., 0] * inv[0], dz[0])
-    upper = [-b1] + [div(-d[..., k] * inv[k], dz[k]) for k in range(1, n - 1)]
-    lower = [div(-d[..., k - 1] * inv[k - 1], dz[k]) for k in range(1, n)]
+    b1 = div(d[0] * inv[0], dz[0])
+    upper = [-b1] + [div(-d[k] * inv[k], dz[k]) for k in range(1, n - 1)]
+    lower = [div(-d[k - 1] * inv[k - 1], dz[k]) for k in range(1, n)]
     zero = jnp.zeros_like(b1)
     diag = [b1] + [-(lower[k - 1] + upper[k]) for k in range(1, n - 1)] + [-(lower[-1] + zero)]
-    a = jnp.stack([zero] + lower, axis=-1)
-    b = jnp.stack(diag, axis=-1)
-    cc = jnp.stack(upper + [zero], axis=-1)
-    dt = dt[..., None]
-    dtheta = tridiagonal_solve(a * dt, 1.0 + b * dt, cc * dt, rhs * dt)
+    a = [zero] + lower
+    cc = upper + [zero]
+    dtheta = tridiagonal_solve_layers(
+        [v * dt for v in a], [1.0 + v * dt for v in diag], [v * dt for v in cc], [v * dt for v in rhs]
+    )
 
-    new = sh2o + dtheta
-    layers, sat_excess = _bucket([new[..., k] for k in range(n)], ice, params, dz, c)
+    s = lax.unstack(sh2o, axis=-1)
+    layers, sat_excess = bucket([s[k] + dtheta[k] for k in range(n)], ice, params, dz, c)
     sh2o = jnp.stack(layers, axis=-1)
     return sh2o, sh2o + ice, sat_excess, drain
 
 
-def _min_water_fix(sh2o: jax.Array, dz: jax.Array, const) -> tuple[jax.Array, jax.Array]:
+def min_water_fix(sh2o: jax.Array, dz: jax.Array, const) -> tuple[jax.Array, jax.Array]:
     """Refill layers with negative water from the layer below (to 0.01 mm); the bottom layer is refilled
     from outside the column. Returns liquid moisture and the bottom refill, mm."""
     n = sh2o.shape[-1]
-    w = [sh2o[..., k] * dz[k] * const.rho_water for k in range(n)]
+    w = [v * dz[k] * const.rho_water for k, v in enumerate(lax.unstack(sh2o, axis=-1))]
     wmin = const.min_water_mm
     for k in range(n - 1):
         rem = jnp.where(w[k] < 0.0, wmin - w[k], 0.0)
@@ -200,6 +201,10 @@ def soil_water(
         infil_last = jnp.where(active, infil, infil_last)
         return sh2o, smc, runoff_acc, drain_acc, sat_acc, infil_last
 
+    # Rematerialised in the reverse pass: each sub-step is recomputed from its carry instead of stacking its
+    # ~100 intermediates through the loop, which made the loop's reverse pass about twice dearer on CPU.
+    # prevent_cse=False is safe here: the sub-step only runs inside fori_loop bodies.
+    substep = jax.checkpoint(substep, prevent_cse=False)
     zero = jnp.zeros_like(qin)
     carry = (sh2o, smc, zero, zero, sat_excess, zero)
     carry = lax.fori_loop(0, 3, substep, carry)
@@ -214,7 +219,7 @@ def soil_water(
 
     runoff_mmps = div(runoff_acc, nsub_f) * c.rho_water + div(sat_acc * c.rho_water, dt)
     drainage_mmps = div(drain_acc, nsub_f) * c.rho_water
-    sh2o, refill_mm = _min_water_fix(sh2o, dz, c)
+    sh2o, refill_mm = min_water_fix(sh2o, dz, c)
     subsurface_mmps = -div(refill_mm, dt) + drainage_mmps
     smc = sh2o + ice
     fluxes = WaterFluxes(

@@ -19,7 +19,7 @@ def _config(tmp_path, **kw) -> ExperimentConfig:
     base = {
         "output_dir": str(tmp_path / "run"),
         "sites": ["hyytiala_2000_2010"],
-        "models": ["physics_default", "lstm", "hlstm_attention", "hlstm_physics"],
+        "models": ["physics_default", "lstm", "hlstm_constrained", "hlstm_physics"],
         "spinup_cycles": 0,
         "network": {"hidden": 8, "epochs": 2, "window_days": 60, "stride_days": 60, "attention_window": 7},
         "pretrain": {"members": 2, "epochs": 1},
@@ -55,6 +55,7 @@ def test_run_folder_determinism_and_resume(tmp_path):
     assert len(table) == 4 * 4 and np.isfinite(table["rmse"]).all()
     plausible = pd.read_csv(run / "plausibility.csv")
     assert set(plausible["scenario"]) == {"test", "test_precip_x0.3"}
+    assert set(plausible["model"]) == {"lstm", "hlstm_constrained", "hlstm_physics"}
     assert (plausible["bound_violations"] >= 0).all()
     sweep = pd.read_csv(run / "constraint_sweep.csv")
     assert sweep["factor"].tolist() == [0.0, 1.0] and sweep["water"].tolist() == [0.0, cfg.constraints.water]
