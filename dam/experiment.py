@@ -772,26 +772,17 @@ def write_tables(
         summ.to_markdown(index=False, floatfmt=".3f"),
         "",
     ]
-    if plausible is not None and len(plausible):
-        plausible.to_csv(run_dir / "plausibility.csv", index=False)
-        md += [
-            "Physical plausibility of the physics-guided networks on the test days (sensor-days outside "
-            "residual..porosity; water gained by the top layer beyond the day's precipitation, mm), as observed "
-            f"and with precipitation x {DRY_FACTOR:g}:",
-            "",
-            plausible.to_markdown(index=False, floatfmt=".3g"),
-            "",
-        ]
-    if sweep is not None and len(sweep):
-        sweep.to_csv(run_dir / "constraint_sweep.csv", index=False)
-        md += [
-            "Constraint-weight study of the physics-guided network (both weights times `factor`; 0 = no constraint "
-            "terms): mean r and RMSE over reliable sensors and plausibility on the test days, as observed and with "
-            f"precipitation x {DRY_FACTOR:g}:",
-            "",
-            sweep.to_markdown(index=False, floatfmt=".3g"),
-            "",
-        ]
+    extras = (
+        (plausible, "plausibility.csv", "Physical plausibility of the networks on the test days (sensor-days outside "
+         "the bounds; water gained by the top layer beyond the day's precipitation, mm)"),
+        (sweep, "constraint_sweep.csv", "Constraint-weight study of `hlstm_constrained` (both weights times "
+         "`factor`; 0 = no constraint terms): mean r and RMSE over reliable sensors, plausibility on the test days"),
+    )  # fmt: skip
+    for frame, name, caption in extras:
+        if frame is not None and len(frame):
+            frame.to_csv(run_dir / name, index=False)
+            md += [f"{caption}, as observed and with precipitation x {DRY_FACTOR:g}:", "",
+                   frame.to_markdown(index=False, floatfmt=".3g"), ""]  # fmt: skip
     (run_dir / "metrics.md").write_text("\n".join(md))
 
 

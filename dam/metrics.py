@@ -207,7 +207,9 @@ def metrics_table(
     variables
         Variables to compare (default: those in both Datasets).
     site
-        Optional :class:`dam.sites.Site`: adds the ``unreliable`` column from ``site.yaml``.
+        Optional :class:`dam.sites.Site`: adds the ``unreliable`` column from ``site.yaml``, and compares soil
+        moisture with the model's ``soil_liquid_water`` where the site's sensors see liquid water only
+        (:meth:`dam.sites.Site.model_variable`).
     min_pairs
         Fewer valid pairs give NaN metrics (and a warning).
 
@@ -229,7 +231,7 @@ def metrics_table(
         if name not in model or name not in observations:
             raise SiteError(f"metrics_table: variable {name!r} is missing from the model or the observations")
         obs = observations[name]
-        mod = model[name]
+        mod = model[site.model_variable(name) if site is not None else name]
         if name in SOIL_VARIABLES:
             if layer_bottoms_m is None:
                 raise SiteError(f"metrics_table: layer_bottoms_m is needed to compare {name!r}")

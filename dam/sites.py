@@ -773,6 +773,13 @@ class Site:
     observations: xr.Dataset | None = None
     path: Path | None = None
 
+    def model_variable(self, variable: str) -> str:
+        """The model output variable to compare with the observed ``variable``: ``soil_liquid_water`` for soil
+        moisture where the sensors see liquid water only (``soil_moisture_measures``), else ``variable``."""
+        if variable == "soil_moisture" and self.meta.soil_moisture_measures == "liquid":
+            return "soil_liquid_water"
+        return variable
+
     def unreliable_flag(self, variable: str, depth_m: float | None = None) -> str:
         """The reason a series is flagged unreliable in ``site.yaml``, or ``""``."""
         for u in self.meta.unreliable:

@@ -319,9 +319,14 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
 
 
 def plot_against_observations(
-    model: xr.Dataset, observations: xr.Dataset | None, out_dir: Path, layer_bottoms_m: Sequence[float]
+    model: xr.Dataset,
+    observations: xr.Dataset | None,
+    out_dir: Path,
+    layer_bottoms_m: Sequence[float],
+    site: Site | None = None,
 ) -> list[Path]:
-    """One PNG per observed variable: model (at the sensor's layer) against the observations."""
+    """One PNG per observed variable: model (at the sensor's layer; the water the sensors see with ``site``)
+    against the observations."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -336,12 +341,13 @@ def plot_against_observations(
         if name not in model:
             continue
         obs = observations[name]
+        var = site.model_variable(name) if site is not None else name
         if name in SOIL_VARIABLES:
-            _, at = model_at_sensors(model[name], obs, layer_bottoms_m)
+            _, at = model_at_sensors(model[var], obs, layer_bottoms_m)
             depth_dim = obs.dims[1]
             depths = obs[depth_dim].values
         else:
-            at, depths, depth_dim = model[name], [None], None
+            at, depths, depth_dim = model[var], [None], None
         fig, axes = plt.subplots(len(depths), 1, figsize=(11, 2.3 * len(depths) + 0.6), sharex=True, squeeze=False)
         for ax, d in zip(axes[:, 0], depths, strict=True):
             o = obs if d is None else obs.sel({depth_dim: d})
@@ -349,7 +355,7 @@ def plot_against_observations(
             ax.plot(m["time"].values, m.values, lw=0.7, color="C0", label="model")
             ax.plot(o["time"].values, o.values, lw=0.7, color="k", alpha=0.7, label="observed")
             ax.set_ylabel(obs.attrs.get("units", ""))
-            ax.set_title(f"{name}" + ("" if d is None else f" at {float(d):g} m"), fontsize=9, loc="left")
+            ax.set_title(f"{var}" + ("" if d is None else f" at {float(d):g} m"), fontsize=9, loc="left")
         axes[0, 0].legend(loc="upper right", fontsize=8)
         fig.tight_layout()
         path = out_dir / f"{name}.png"
@@ -401,7 +407,7 @@ def run_site(
     obs = site.observations
     if obs is not None:
         obs = obs.sel(time=slice(setup.times[0], setup.times[-1]))
-    plot_against_observations(ds, obs, figures, setup.layer_bottoms_m)
+    plot_against_observations(ds, obs, figures, setup.layer_bottoms_m, site=site)
     if obs is None:
         return ds, None
     table = metrics_table(ds, obs, setup.layer_bottoms_m, site=site)

@@ -85,12 +85,14 @@ def test_metrics_table_bondville() -> None:
     site = load_site("bondville_1998")
     obs = site.observations.isel(time=slice(0, 480))
     bottoms = [0.1, 0.4, 1.0, 2.0]
-    # a 'model' with the observed 5/20/60 cm moisture in layers 1..3 and 0.3 in layer 4; ST from 2/16/32/64 cm
+    # a 'model' with the observed 5/20/60 cm moisture in layers 1..3 and 0.3 in layer 4; ST from 2/16/32/64 cm.
+    # Bondville's sensors see liquid water: the table compares soil_liquid_water, not the total soil_moisture.
     sm = obs.soil_moisture.values
     st = obs.soil_temperature.values
     model = xr.Dataset(
         {
-            "soil_moisture": (("time", "layer"), np.c_[sm, np.full(len(sm), 0.3)] + 0.01),
+            "soil_liquid_water": (("time", "layer"), np.c_[sm, np.full(len(sm), 0.3)] + 0.01),
+            "soil_moisture": (("time", "layer"), np.c_[sm, np.full(len(sm), 0.3)] + 0.05),
             "soil_temperature": (("time", "layer"), st[:, [0, 3, 5, 5]]),
             "sensible_heat_flux": ("time", obs.sensible_heat_flux.values * 1.1),
         },
