@@ -2,10 +2,13 @@
 
 For every site of the configuration: the physics model with default table parameters, the physics model
 calibrated by gradients (and a Latin-hypercube baseline of the same budget), a plain LSTM, a hierarchical LSTM
-with attention pretrained on a perturbed-parameter ensemble of the physics and fine-tuned on observations, a
-physics-guided hierarchical LSTM trained with physics constraints (and without, to show what they buy), and
+with attention pretrained on a perturbed-parameter ensemble of the physics and fine-tuned on observations
+(without attention as an ablation, and with physics constraints in the loss, optionally over a sweep of their
+weights), a physics-guided hierarchical LSTM that corrects the physics (with and without the constraints), and
 the AI-in-physics hybrid where a network replaces the soil water transport inside the model. Every model is
-scored on the last fifth of the record (Pearson r, bias, RMSE, ubRMSE, NSE, KGE per sensor).
+scored on the last fifth of the record (Pearson r, bias, RMSE, ubRMSE, NSE, KGE per sensor) against the water
+the site's sensors see (liquid or total), and every network's physical plausibility is checked on the test
+days, as observed and in a drier scenario.
 
 The run folder holds the resolved configuration, orbax checkpoints of every training, netCDF predictions, the
 metrics table (CSV and Markdown) and figures. A stage whose result exists is not redone, and trainings resume
