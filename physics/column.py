@@ -8,6 +8,7 @@ replace the Richards solver (``water=...``) while heat, phase change and bookkee
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -137,6 +138,7 @@ def run(
     observe: Observer | None = _full_output,
     checkpoint_every: int | None = None,
     finite_check: bool = True,
+    column_chunk: int | None = None,
 ) -> tuple[SoilState, Any]:
     """Run the column(s) over a forcing time series with ``lax.scan``.
 
@@ -149,11 +151,21 @@ def run(
         rematerialised in the backward pass (``jax.checkpoint``): reverse-mode memory grows with
         T / checkpoint_every + checkpoint_every steps instead of T.
     finite_check : raise if the forcing or the state is non-finite (``eqx.error_if``, works under ``jit``).
+    column_chunk : if given, the columns (one leading column axis) run in chunks of at most this many, one
+        chunk after another, each over the whole time series. On CPU a chunk that fits in cache (about 1e4
+        columns) keeps every intermediate of a step there: 1.45x the throughput at 1e6 columns (see
+        docs/performance.md). Leave it ``None`` on accelerators, which want all columns at once. Results are
+        bit-identical to the unchunked run.
 
     Returns
     -------
     final_state, outputs (stacked along a leading time axis, or None).
     """
+    if column_chunk is not None:
+        return _run_in_chunks(
+            state0, forcing, params, grid, options, column_chunk,
+            water=water, observe=observe, checkpoint_every=checkpoint_every, finite_check=finite_check,
+        )  # fmt: skip
     observe = observe or (lambda s, f: None)
 
     def step(state, frc):
@@ -165,6 +177,57 @@ def run(
         return new, observe(new, fluxes)
 
     return scan_checkpointed(step, state0, forcing, checkpoint_every)
+
+
+LAYER_PARAMS = ("smcmax", "smcref", "smcwlt", "bexp", "dksat", "dwsat", "psisat", "quartz")
+
+
+def _run_in_chunks(
+    state0: SoilState,
+    forcing: SoilForcing,
+    params: SoilParams,
+    grid: SoilGrid,
+    options: SoilOptions,
+    chunk: int,
+    **kwargs: Any,
+) -> tuple[SoilState, Any]:
+    """:func:`run` over contiguous chunks of ``chunk`` columns in turn (``lax.map``); the last chunk is padded
+    with copies of the last column and trimmed afterwards."""
+    if int(chunk) != chunk or chunk < 1:
+        raise ValueError(f"column_chunk must be a positive integer, got {chunk!r}")
+    if state0.t.ndim != 2:
+        raise ValueError(f"column_chunk needs states of shape (columns, layers), got {state0.t.shape}")
+    n, chunk = state0.t.shape[0], int(chunk)
+    if n <= chunk:
+        return run(state0, forcing, params, grid, options, **kwargs)
+    n_chunks = -(-n // chunk)
+    index = jnp.minimum(jnp.arange(n_chunks * chunk), n - 1)
+
+    def split(x: jax.Array, axis: int) -> jax.Array:
+        x = jnp.take(x, index, axis=axis)
+        return jnp.moveaxis(x.reshape(*x.shape[:axis], n_chunks, chunk, *x.shape[axis + 1 :]), axis, 0)
+
+    def merge(x: jax.Array, axis: int) -> jax.Array:
+        if x.ndim < axis + 2:
+            raise ValueError("with column_chunk, observe must return per-column arrays (columns after time)")
+        x = jnp.moveaxis(x, 0, axis)
+        return lax.slice_in_dim(x.reshape(*x.shape[:axis], n_chunks * chunk, *x.shape[axis + 2 :]), 0, n, axis=axis)
+
+    # Parameters shared by all columns (no column axis) are closed over; per-column ones are split.
+    per_column = {
+        name: getattr(params, name).ndim == (2 if name in LAYER_PARAMS else 1)
+        for name in (f.name for f in dataclasses.fields(params))
+    }
+    split_params = {k: split(getattr(params, k), 0) for k, v in per_column.items() if v}
+    xs = (jax.tree_util.tree_map(lambda x: split(x, 0), state0), jax.tree_util.tree_map(lambda x: split(x, 1), forcing))
+
+    def one_chunk(args: tuple) -> tuple[SoilState, Any]:
+        (state, frc), fields = args
+        return run(state, frc, eqx.tree_at(lambda p: [getattr(p, k) for k in fields], params, list(fields.values())),
+                   grid, options, **kwargs)  # fmt: skip
+
+    final, outputs = lax.map(one_chunk, (xs, split_params))
+    return jax.tree_util.tree_map(lambda x: merge(x, 0), final), jax.tree_util.tree_map(lambda x: merge(x, 1), outputs)
 
 
 def replay(

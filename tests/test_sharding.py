@@ -44,6 +44,16 @@ def test_sharded_forward_equals_unsharded(mesh, n_columns):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_sharded_chunked_forward_equals_unsharded(mesh):
+    """Chunks of columns (``column_chunk``) inside a sharded run: same results as one device, no chunks."""
+    params, state, forcing, grid = _columns(21, n_steps=12, seed=2)
+    options = physics.SoilOptions()
+    ref_final, _ = eqx.filter_jit(physics.run)(state, forcing, params, grid, options, observe=None)
+    final, _ = run_sharded(physics.run, state, forcing, params, grid, options, mesh=mesh, observe=None, column_chunk=4)
+    for a, b in zip(jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(ref_final), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_sharded_gradient_equals_unsharded(mesh):
     n = 13
     params, state, forcing, grid = _columns(n, n_steps=24, seed=1)
