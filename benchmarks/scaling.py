@@ -7,7 +7,9 @@ JSON file (machine info, all rows, the targets and whether they are met) with a 
    of ``soil_throughput.py``), per dtype, with the gradient/forward time ratio. Baselines: the smallest column
    count of the same sweep, and the Fortran single-core figure. The gradient (20-40 s to compile on 2 CPU
    cores) is skipped, with the reason recorded, at sizes not in ``--grad-columns`` and where XLA's buffer
-   assignment says it would not fit in memory.
+   assignment says it would not fit in memory. Above ``--column-chunk`` columns the forward is also timed
+   with ``run(..., column_chunk=N)`` (columns in cache-sized chunks, one after another), against the plain
+   forward of the same size.
 2. Memory per column: XLA's compiled memory analysis (argument, output and temporary bytes) of every compiled
    sweep function divided by the column count; flat once per-call constants are amortised.
 3. Device scaling: the forward over a column mesh (``dam.sharding``) on D = 1, 2, 4, 8 devices, weak (fixed
@@ -19,8 +21,10 @@ JSON file (machine info, all rows, the targets and whether they are met) with a 
    ``timings.json`` of an existing run folder; total and per-stage seconds.
 
 Gradient: ``jax.value_and_grad`` of a scalar of the final state with respect to all parameters and the initial
-state, through ``run(..., checkpoint_every=max(8, sqrt(T)))``, as in ``soil_throughput.py``. Timings are the
-best of ``--repeats`` calls after compilation and one untimed call (fewer once ``--time-budget`` is spent).
+state, through ``run(..., checkpoint_every=max(8, sqrt(T)))`` (segments: memory for long runs, one extra forward),
+as in ``soil_throughput.py``; and through ``checkpoint_every=1`` (every step rematerialised: memory grows with T
+states, no residuals stored). Timings are the best of ``--repeats`` calls after compilation and one untimed call
+(fewer once ``--time-budget`` is spent).
 
 Usage::
 
@@ -54,7 +58,10 @@ MEMORY_FRACTION = 0.6  # run a configuration only if its new XLA buffers take at
 TARGETS = {
     "forward_float32_1e6_columns_column_steps_per_s": {"target": 1e9, "condition": "one H100, float32, 1e6 columns"},
     "weak_scaling_efficiency": {"target": 0.8, "condition": "largest device count, real devices"},
-    "gradient_over_forward": {"target": 4.0, "condition": "largest column count with both, every dtype"},
+    "gradient_over_forward": {
+        "target": 4.0,
+        "condition": "largest column count with both, every dtype, checkpoint segments of max(8, sqrt(T)) steps",
+    },
 }
 QUICK = {
     "columns": [1, 16],
@@ -65,6 +72,7 @@ QUICK = {
     "weak_columns": 16,
     "strong_columns": 32,
     "repeats": 2,
+    "column_chunk": 8,
 }
 
 
@@ -75,8 +83,9 @@ def _dtype(name: str):
     return {"float32": jnp.float32, "float64": jnp.float64}[name]
 
 
-def _soil_functions(grid, n_steps: int):
-    """The forward (final state) and the value-and-gradient of a scalar of the final state."""
+def _soil_functions(grid, n_steps: int, column_chunk: int | None = None) -> dict:
+    """Functions of (params, state, forcing) by row kind: the forward (final state), the forward in column
+    chunks, and the value-and-gradient of a scalar of the final state with segment and per-step checkpoints."""
     import jax
     import jax.numpy as jnp
 
@@ -85,16 +94,20 @@ def _soil_functions(grid, n_steps: int):
     options = physics.SoilOptions(dt_s=1800.0)
     checkpoint = max(8, int(np.sqrt(n_steps)))
 
-    def forward(params, state, forcing):
-        return physics.run(state, forcing, params, grid, options, observe=None, finite_check=False)[0]
+    def forward(params, state, forcing, **kwargs):
+        return physics.run(state, forcing, params, grid, options, observe=None, finite_check=False, **kwargs)[0]
 
-    def loss(params, state, forcing):
-        final = physics.run(
-            state, forcing, params, grid, options, observe=None, finite_check=False, checkpoint_every=checkpoint
-        )[0]
+    def loss(params, state, forcing, checkpoint_every):
+        final = forward(params, state, forcing, checkpoint_every=checkpoint_every)
         return jnp.sum(final.smc) + jnp.sum(final.t) * 1e-3
 
-    return forward, jax.value_and_grad(loss, argnums=(0, 1))
+    grad = jax.value_and_grad(loss, argnums=(0, 1))
+    return {
+        "forward": forward,
+        "forward_chunked": lambda p, s, f: forward(p, s, f, column_chunk=column_chunk),
+        "gradient": lambda p, s, f: grad(p, s, f, checkpoint),
+        "gradient_per_step": lambda p, s, f: grad(p, s, f, 1),
+    }
 
 
 def _memory(compiled, n_columns: int) -> dict | None:
@@ -142,7 +155,7 @@ def _measure(kind: str, fn, data, n: int, steps: int, dtype: str, args, per_colu
     row = {"kind": kind, "dtype": dtype, "columns": n, "steps": steps, "seconds": None, "skipped": None}
     key = (kind, dtype)
     free = _free_bytes()
-    if kind == "gradient" and args.grad_columns is not None and n not in args.grad_columns:
+    if kind.startswith("gradient") and args.grad_columns is not None and n not in args.grad_columns:
         row["skipped"] = "not in --grad-columns (time budget)"
         return row
     if key in per_column and per_column[key] * n > MEMORY_FRACTION * free:  # skip the compile too
@@ -178,13 +191,18 @@ def column_sweep(args) -> list[dict]:
     for dtype, n in bar:
         bar.set_postfix_str(f"{dtype} {n} columns")
         params, state, forcing, grid = make_columns(n, args.steps, _dtype(dtype))
-        forward, gradient = _soil_functions(grid, args.steps)
+        functions = _soil_functions(grid, args.steps, args.column_chunk or None)
+        if not args.column_chunk or n <= args.column_chunk:
+            del functions["forward_chunked"]
         data = (params, state, forcing)
-        fwd = _measure("forward", forward, data, n, args.steps, dtype, args, per_column)
-        grad = _measure("gradient", gradient, data, n, args.steps, dtype, args, per_column)
-        if fwd["seconds"] and grad["seconds"]:
-            grad["gradient_over_forward"] = grad["seconds"] / fwd["seconds"]
-        rows += [fwd, grad]
+        new = {kind: _measure(kind, fn, data, n, args.steps, dtype, args, per_column) for kind, fn in functions.items()}
+        fwd = new["forward"]
+        for kind, row in new.items():
+            if fwd["seconds"] and row["seconds"] and kind.startswith("gradient"):
+                row["gradient_over_forward"] = row["seconds"] / fwd["seconds"]
+            if fwd["seconds"] and row["seconds"] and kind == "forward_chunked":
+                row.update(column_chunk=args.column_chunk, x_unchunked=fwd["seconds"] / row["seconds"])
+        rows += list(new.values())
         del params, state, forcing, data
     for row in rows:  # baseline: the smallest column count of the same kind and dtype
         same = (r for r in rows if r["kind"] == row["kind"] and r["dtype"] == row["dtype"] and r["seconds"])
@@ -361,10 +379,14 @@ def check_targets(sweep: list[dict], scaling: dict | None) -> dict:
     t = out["gradient_over_forward"]
     ratios = {}
     for dtype in sorted({r["dtype"] for r in sweep}):
-        both = [r for r in sweep if r["dtype"] == dtype and r.get("gradient_over_forward")]
+        both = [r for r in sweep if r["dtype"] == dtype and r["kind"] == "gradient" and r.get("gradient_over_forward")]
         if both:
             top = max(both, key=lambda r: r["columns"])
             ratios[dtype] = {"columns": top["columns"], "ratio": top["gradient_over_forward"]}
+            per_step = [r for r in sweep if r["kind"] == "gradient_per_step" and r["dtype"] == dtype]
+            per_step = [r for r in per_step if r["columns"] == top["columns"] and r.get("gradient_over_forward")]
+            if per_step:
+                ratios[dtype]["ratio_per_step_checkpoints"] = per_step[0]["gradient_over_forward"]
     if ratios:
         t.update(value=max(v["ratio"] for v in ratios.values()), per_dtype=ratios)
         t["met"] = t["value"] <= t["target"]
@@ -380,22 +402,26 @@ def _table(headers: list[str], rows: list[list]) -> str:
 def print_tables(result: dict) -> None:
     """The sweep, memory, scaling, experiment and target tables (GitHub Markdown)."""
     sweep = result["column_sweep"]
-    fwd = {(r["dtype"], r["columns"]): r for r in sweep if r["kind"] == "forward"}
-    grad = {(r["dtype"], r["columns"]): r for r in sweep if r["kind"] == "gradient"}
+    by_kind = {k: {(r["dtype"], r["columns"]): r for r in sweep if r["kind"] == k} for k in {r["kind"] for r in sweep}}
+    fwd, grad = by_kind["forward"], by_kind["gradient"]
+    chunked, per_step = by_kind.get("forward_chunked", {}), by_kind.get("gradient_per_step", {})
     lines = []
     for key, f in fwd.items():
-        g = grad[key]
+        g, c, s = grad[key], chunked.get(key, {}), per_step.get(key, {})
         lines.append(
             [key[0], f"{key[1]:,}", f.get("column_steps_per_s"), f.get("x_smallest"), f.get("x_fortran"),
-             g.get("column_steps_per_s"), g.get("x_smallest"), g.get("gradient_over_forward"),
-             f.get("cpu_cores_busy"), g.get("cpu_cores_busy"), g["skipped"] or ""]
+             c.get("column_steps_per_s"), c.get("x_unchunked"), g.get("column_steps_per_s"), g.get("x_smallest"),
+             g.get("gradient_over_forward"), s.get("gradient_over_forward"), f.get("cpu_cores_busy"),
+             g.get("cpu_cores_busy"), g["skipped"] or ""]
         )  # fmt: skip
     print(
         "\nColumn sweep (column-steps/s; x smallest = ratio to the smallest column count of the same sweep; "
+        "chunked = column_chunk; grad / fwd with checkpoint segments, and per step; "
         "CPU busy = this process's CPU s per wall s while timing)"
     )
-    print(_table(["dtype", "columns", "forward", "x smallest", "x Fortran 1 core", "fwd+grad", "x smallest",
-                  "grad / fwd", "CPU busy fwd", "CPU busy grad", "gradient skipped"], lines))  # fmt: skip
+    print(_table(["dtype", "columns", "forward", "x smallest", "x Fortran 1 core", "chunked", "x unchunked",
+                  "fwd+grad", "x smallest", "grad / fwd", "per step", "CPU busy fwd", "CPU busy grad",
+                  "gradient skipped"], lines))  # fmt: skip
     lines = []
     for key, f in fwd.items():
         fm, gm = f.get("memory") or {}, grad[key].get("memory") or {}
@@ -435,7 +461,7 @@ def plot(result: dict, path: Path) -> None:
     colors = {"float32": "C0", "float64": "C1"}
     for dtype in sorted({r["dtype"] for r in sweep}):
         c = colors.get(dtype, "C2")
-        for kind, style in (("forward", "-o"), ("gradient", "--s")):
+        for kind, style in (("forward", "-o"), ("forward_chunked", ":^"), ("gradient", "--s")):
             rs = [r for r in sweep if r["dtype"] == dtype and r["kind"] == kind and r["seconds"]]
             axes[0, 0].plot([r["columns"] for r in rs], [r["column_steps_per_s"] for r in rs], style, color=c,
                             label=f"{kind} {dtype}")  # fmt: skip
@@ -443,10 +469,11 @@ def plot(result: dict, path: Path) -> None:
             axes[1, 0].plot([r["columns"] for r in rm], [r["memory"]["total_per_column"] for r in rm], style,
                             color=c, label=f"{kind} {dtype}")  # fmt: skip
         axes[0, 0].axhline(FORTRAN_COLUMN_STEPS_PER_S[dtype], color=c, lw=0.8, ls=":", label=f"Fortran 1 core {dtype}")
-        rg = [r for r in sweep if r["dtype"] == dtype and r.get("gradient_over_forward")]
-        axes[0, 1].plot(
-            [r["columns"] for r in rg], [r["gradient_over_forward"] for r in rg], "-o", color=c, label=dtype
-        )
+        for kind, style in (("gradient", "-o"), ("gradient_per_step", "--s")):
+            rg = [r for r in sweep if r["dtype"] == dtype and r["kind"] == kind and r.get("gradient_over_forward")]
+            label = dtype + ("" if kind == "gradient" else ", per-step checkpoints")
+            axes[0, 1].plot([r["columns"] for r in rg], [r["gradient_over_forward"] for r in rg], style, color=c,
+                            label=label)  # fmt: skip
     axes[0, 1].axhline(TARGETS["gradient_over_forward"]["target"], color="k", lw=0.8, ls=":", label="target")
     for ax, title, ylabel, yscale in (
         (axes[0, 0], "Throughput", "column-steps / s", "log"),
@@ -489,6 +516,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dtypes", nargs="+", choices=("float32", "float64"), default=["float32", "float64"])
     p.add_argument("--steps", type=int, default=48, help="steps of 1800 s per run (48: 1e6 float32 columns ~2 GiB)")
     p.add_argument("--grad-columns", type=int, nargs="+", default=None, help="gradient only here (default: all)")
+    p.add_argument("--column-chunk", type=int, default=10_000, help="also time column_chunk above this (0: never)")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (best is kept)")
     p.add_argument("--time-budget", type=float, default=30.0, help="stop repeating once this many s are spent")
     p.add_argument("--devices", type=int, nargs="*", default=[1, 2, 4, 8], help="device counts (none: skip)")

@@ -64,6 +64,11 @@ def test_quick_sweep_rows(quick_result):
     assert skipped["seconds"] is None and "--grad-columns" in skipped["skipped"]
     ratio = quick_result[0]["targets"]["gradient_over_forward"]
     assert ratio["value"] == ran["gradient_over_forward"] and ratio["met"] is (ratio["value"] <= 4.0)
+    per_step = [r for r in sweep if r["kind"] == "gradient_per_step"]
+    assert [r["columns"] for r in per_step] == [1, 16] and _positive(per_step[0]["gradient_over_forward"])
+    assert ratio["per_dtype"]["float32"]["ratio_per_step_checkpoints"] == per_step[0]["gradient_over_forward"]
+    (chunked,) = [r for r in sweep if r["kind"] == "forward_chunked"]  # only above the chunk of 8 columns
+    assert chunked["columns"] == 16 and chunked["column_chunk"] == 8 and _positive(chunked["x_unchunked"])
 
 
 def test_quick_device_rows(quick_result):
