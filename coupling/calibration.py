@@ -392,7 +392,7 @@ def _moisture(state: StationState, liquid: bool) -> jax.Array:
     return state.soil.sh2o if liquid else state.soil.smc
 
 
-def _run_smc(prob: _Problem, params: StationParams, init: StationState) -> jax.Array:
+def _run_moisture(prob: _Problem, params: StationParams, init: StationState) -> jax.Array:
     """Soil moisture as the sensors see it (n_win * length, N) in the windows started from ``init`` (batch
     n_win)."""
     _, smc = run_station(
@@ -405,7 +405,7 @@ def _run_smc(prob: _Problem, params: StationParams, init: StationState) -> jax.A
 def _loss(latent, prob: _Problem, init: StationState):
     values = latent_to_values(latent, prob.specs)
     params = apply_parameters(prob.params, prob.specs, values)
-    smc = _run_smc(prob, params, init)
+    smc = _run_moisture(prob, params, init)
     pred = prob.target.model_at_obs(smc)
     kw = {}
     if prob.loss.w_bounds > 0:
@@ -577,7 +577,7 @@ def latin_hypercube(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return u
 
 
-_forward_smc = eqx.filter_jit(
+_forward_moisture = eqx.filter_jit(
     lambda state0, forcing, params, grid, options, liquid: run_station(
         state0, forcing, params, grid, options, observe=lambda s, f: _moisture(s, liquid), finite_check=False
     )[1]
@@ -633,7 +633,7 @@ def latin_hypercube_search(
     for v in vecs:
         values = latent_to_values(_latent_from_vector(jnp.asarray(v, dtype), z0, specs), specs)
         params = apply_parameters(setup.params, specs, values)
-        smc = _forward_smc(setup.state0, frc, params, setup.grid, setup.options, _sees_liquid(setup))
+        smc = _forward_moisture(setup.state0, frc, params, setup.grid, setup.options, _sees_liquid(setup))
         losses.append(float(_score(smc, target, loss, params.soil.smcmax)))
     losses = np.asarray(losses)
     rows = []
@@ -668,7 +668,7 @@ def evaluate(
     params = setup.params if params is None else params
     target = prepare_observations(setup, observations, start=start, end=end, variable=variable, sensors=sensors,
                                   skip_unreliable=skip_unreliable)  # fmt: skip
-    smc = _forward_smc(setup.state0, setup.forcing, params, setup.grid, setup.options, _sees_liquid(setup))
+    smc = _forward_moisture(setup.state0, setup.forcing, params, setup.grid, setup.options, _sees_liquid(setup))
     pred = np.asarray(target.model_at_obs(smc))
     obs = np.asarray(target.values)
     ok = np.isfinite(pred) & np.isfinite(obs)

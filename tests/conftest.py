@@ -39,3 +39,22 @@ def shared_data_dir() -> Path:
     if not DATA.is_dir():
         pytest.skip("../shared/data is not available")
     return DATA
+
+
+@pytest.fixture
+def grid_config():
+    """``grid_config(root, name, **kw)``: a grid-run configuration on ``root``/static.nc and forcing.nc that
+    writes ``name``.zarr with checkpoints in ``name``_ckpt (time blocks of 16 steps unless given)."""
+    from dam.grid_run import GridRunConfig
+
+    def make(root: Path, name: str, **kw) -> GridRunConfig:
+        kw = {"time_block": 16, **kw}
+        return GridRunConfig(
+            static=str(root / "static.nc"),
+            forcing=str(root / "forcing.nc"),
+            output=str(root / f"{name}.zarr"),
+            checkpoint_dir=str(root / f"{name}_ckpt"),
+            **kw,
+        )
+
+    return make

@@ -38,9 +38,10 @@ STEPS = 25
 
 def _observed(setup, params):
     """The truth run's layer moisture as an observation DataArray (sensors at the layer centres)."""
-    from dam.coupling.calibration import _forward_smc, _sees_liquid
+    from dam.coupling.calibration import _forward_moisture, _sees_liquid
 
-    smc = np.asarray(_forward_smc(setup.state0, setup.forcing, params, setup.grid, setup.options, _sees_liquid(setup)))
+    liquid = _sees_liquid(setup)
+    smc = np.asarray(_forward_moisture(setup.state0, setup.forcing, params, setup.grid, setup.options, liquid))
     bottoms = setup.layer_bottoms_m
     centres = 0.5 * (np.r_[0.0, bottoms[:-1]] + bottoms)
     return xr.DataArray(smc, dims=("time", "sm_depth"), coords={"time": setup.times.values, "sm_depth": centres},

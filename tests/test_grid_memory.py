@@ -1,6 +1,7 @@
 """Grid runs in bounded memory: the peak memory of `dam grid-run` does not grow with the length of the forcing,
 and spatial blocks (`column_block`) give the same output as one block of all columns, also after a resume."""
 
+import functools
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from dam.grid_run import GridRunConfig, grid_run
+from dam.grid_run import grid_run
 from dam.synthetic_grid import make_grid, write_grid
 
 # Runs a grid run in a fresh process and prints its peak resident memory (VmHWM, kB) as JSON.
@@ -98,23 +99,14 @@ def test_column_blocks_bound_memory(tmp_path):
     np.testing.assert_array_equal(a["surface_runoff_amount"].values, b["surface_runoff_amount"].values)
 
 
-def test_column_blocks_equal_one_block_and_resume(tmp_path):
+def test_column_blocks_equal_one_block_and_resume(tmp_path, grid_config):
     """Bands of latitude rows (some all sea, a short last band) give the unblocked output bit for bit, and a
     banded run killed after a time block resumes to the same result."""
     static, forcing = make_grid(14, 7, 40, land_fraction=0.25, seed=3)
     static.to_netcdf(tmp_path / "static.nc")
     forcing.to_netcdf(tmp_path / "forcing.nc")
 
-    def config(name: str, **kw) -> GridRunConfig:
-        return GridRunConfig(
-            static=str(tmp_path / "static.nc"),
-            forcing=str(tmp_path / "forcing.nc"),
-            output=str(tmp_path / f"{name}.zarr"),
-            checkpoint_dir=str(tmp_path / f"{name}_ckpt"),
-            time_block=16,
-            **kw,
-        )
-
+    config = functools.partial(grid_config, tmp_path)
     assert grid_run(config("whole"), progress=False)["spatial_blocks"] == 1
     banded = config("banded", column_block=6)
     first = grid_run(banded, progress=False, stop_after_blocks=1)

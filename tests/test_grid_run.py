@@ -18,17 +18,6 @@ def grid_files(tmp_path_factory):
     return root, static
 
 
-def _config(root, name, **kw):
-    return GridRunConfig(
-        static=str(root / "static.nc"),
-        forcing=str(root / "forcing.nc"),
-        output=str(root / f"{name}.zarr"),
-        checkpoint_dir=str(root / f"{name}_ckpt"),
-        time_block=16,
-        **kw,
-    )
-
-
 def test_synthetic_grid_is_varied_and_deterministic():
     a, fa = make_grid(8, 10, 20, seed=5)
     b, fb = make_grid(8, 10, 20, seed=5)
@@ -40,12 +29,12 @@ def test_synthetic_grid_is_varied_and_deterministic():
     assert float(a["tbot"].max() - a["tbot"].min()) > 20  # climates from cold to warm
 
 
-def test_resume_after_kill_equals_uninterrupted(grid_files):
+def test_resume_after_kill_equals_uninterrupted(grid_files, grid_config):
     root, static = grid_files
-    summary = grid_run(_config(root, "full"), progress=False)
+    summary = grid_run(grid_config(root, "full"), progress=False)
     assert summary["finished"] and summary["land_columns"] == int(static["land_mask"].sum())
     assert summary["land_columns"] % 8 != 0
-    killed = _config(root, "resumed")
+    killed = grid_config(root, "resumed")
     first = grid_run(killed, progress=False, stop_after_blocks=2)
     assert not first["finished"]
     second = grid_run(killed, progress=False)
@@ -89,8 +78,8 @@ def test_bad_config_is_named(tmp_path):
         grid_run(GridRunConfig.from_yaml(path), progress=False)
 
 
-def test_checkpoint_of_another_run_is_refused(grid_files):
+def test_checkpoint_of_another_run_is_refused(grid_files, grid_config):
     root, _ = grid_files
-    other = _config(root, "full", dtype="float32")  # same output and checkpoints, different configuration
+    other = grid_config(root, "full", dtype="float32")  # same output and checkpoints, different configuration
     with pytest.raises(GridRunError, match="another run"):
         grid_run(other, progress=False)
