@@ -1,5 +1,7 @@
 """Grid runs: packing land columns, sharding, incremental zarr output and resume after a kill."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -37,7 +39,8 @@ def test_resume_after_kill_equals_uninterrupted(grid_files, grid_config):
     killed = grid_config(root, "resumed")
     first = grid_run(killed, progress=False, stop_after_blocks=2)
     assert not first["finished"]
-    second = grid_run(killed, progress=False)
+    # The resume runs the columns in chunks: a speed setting that neither changes results nor blocks the resume.
+    second = grid_run(dataclasses.replace(killed, column_chunk=5), progress=False)
     assert second["resumed_from_block"] == 2 and second["finished"]
     full = xr.open_zarr(root / "full.zarr").load()
     resumed = xr.open_zarr(root / "resumed.zarr").load()
@@ -76,6 +79,8 @@ def test_bad_config_is_named(tmp_path):
     path.write_text(yaml.safe_dump({"static": "s.nc", "forcing": "f.nc", "output": "o.zarr", "checkpoint_dir": "c"}))
     with pytest.raises(GridRunError, match="missing file"):
         grid_run(GridRunConfig.from_yaml(path), progress=False)
+    with pytest.raises(GridRunError, match="column_chunk"):
+        GridRunConfig(static="s.nc", forcing="f.nc", output="o.zarr", checkpoint_dir="c", column_chunk=0)
 
 
 def test_checkpoint_of_another_run_is_refused(grid_files, grid_config):
