@@ -488,7 +488,7 @@ def calibrate(
     learning_rate: float = 0.1,
     loss: PhysicsLoss | None = None,
     truncation_steps: int | None = None,
-    checkpoint_every: int | None = None,
+    checkpoint_every: int | None = 1,
     variable: str = "soil_moisture",
     sensors: Sequence[float] | None = None,
     skip_unreliable: bool = True,
@@ -520,7 +520,9 @@ def calibrate(
     truncation_steps
         Gradient window length (module docs); ``None`` = full back-propagation through the run.
     checkpoint_every
-        Rematerialised segment length inside each window (memory); ``None`` keeps all steps.
+        Rematerialised segment length inside each window, steps. The default 1 keeps only the states between
+        steps and recomputes each step in the reverse pass: the smallest memory, and for the station model also
+        the fastest gradient and compilation (docs/performance.md); ``None`` keeps every step's intermediates.
     variable, sensors, skip_unreliable
         Which observations (:func:`prepare_observations`).
     init_latent
@@ -723,7 +725,7 @@ def calibrate_dpl(
     learning_rate: float = 3e-3,
     loss: PhysicsLoss | None = None,
     truncation_steps: int | None = None,
-    checkpoint_every: int | None = None,
+    checkpoint_every: int | None = 1,
     variable: str = "soil_moisture",
     skip_unreliable: bool = True,
     progress: bool = True,

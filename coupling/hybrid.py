@@ -456,7 +456,7 @@ def train_hybrid(
     epochs: int = 3,
     optimizer: optax.GradientTransformation | None = None,
     learning_rate: float = 1e-3,
-    checkpoint_every: int | None = 48,
+    checkpoint_every: int | None = 1,
     seed: int = 0,
     progress: bool | Callable[[dict], None] = False,
     liquid: bool | None = None,
@@ -487,7 +487,8 @@ def train_hybrid(
     windows_per_batch : windows per optimiser update.
     epochs : passes over the training windows.
     optimizer : an optax transformation; default Adam(``learning_rate``) with global-norm clipping at 1.
-    checkpoint_every : rematerialisation segment inside a window (None: none).
+    checkpoint_every : rematerialisation segment inside a window, steps (1: every step recomputed in the reverse
+        pass, only the states stored, the fastest for the station model; None: none).
     progress : True prints one line per epoch, a callable receives a dict per epoch.
     liquid : compare the observations with liquid water ``sh2o`` (True) or total ``smc`` (False); default what the
         site's sensors see (``soil_moisture_measures`` in ``site.yaml``).
