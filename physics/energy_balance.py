@@ -287,22 +287,6 @@ DEFAULT_OPTIONS = SurfaceEnergyOptions()  # the Bondville options (RSF=4, STC=3)
 StomataModel = Callable[[StomataInputs, StomataParams], CanopyStomata]
 
 
-class _BareCarry(eqx.Module):
-    most: MostState
-    t_grd: jax.Array
-    sh_tmp: jax.Array
-    lw: jax.Array
-    sh: jax.Array
-    lh: jax.Array
-    g: jax.Array
-    q_sfc: jax.Array
-    esat: jax.Array
-    cm: jax.Array
-    r_heat: jax.Array
-    sh_coeff: jax.Array
-    lh_coeff: jax.Array
-
-
 def _select(mask: jax.Array, new, old):
     return jax.tree.map(lambda n, o: jnp.where(mask, n, o), new, old)
 
@@ -546,10 +530,14 @@ def surface_flux_bare(
     rh = gev.rh_grd
     z0 = rough.z0m_grd
     zero = jnp.zeros_like(t_air)
-
-    def iteration(first: bool, c: _BareCarry) -> _BareCarry:
-        mx = most_exchange(first, c.sh_tmp, c.most, rough.z_ref, rough.d_grd, z0, z0, air.wind, t_air, air.q_air, rho)
-        t_grd, r_heat = c.t_grd, mx.r_heat
+    most = MostState.initial(zero)
+    t_grd = prev.t_grd * 1.0
+    sh_tmp = zero
+    lw = sh = lh = g = q_sfc = esat = cm = r_heat = zero
+    sh_coeff = lh_coeff = zero
+    for it in range(N_BARE_ITERATIONS):
+        mx = most_exchange(it == 0, sh_tmp, most, rough.z_ref, rough.d_grd, z0, z0, air.wind, t_air, air.q_air, rho)
+        most, cm, r_heat = mx.state, mx.cm, mx.r_heat
         esat, desat = esat_and_slope(t_grd)
         sh_coeff = rho * cp / r_heat
         lh_coeff = rho * cp / psy.gamma_ground / (gev.rsurf + r_heat)
@@ -565,21 +553,9 @@ def surface_flux_bare(
         lh = lh + lh_coeff * desat * dtg
         g = g + g_coeff * dtg
         t_grd = t_grd + dtg
+        sh_tmp = sh_coeff * (t_grd - t_air)
         esat, _ = esat_and_slope(t_grd)
-        return _BareCarry(
-            most=mx.state, t_grd=t_grd, sh_tmp=sh_coeff * (t_grd - t_air), lw=lw, sh=sh, lh=lh, g=g,
-            q_sfc=EPS_Q * (esat * rh) / (air.p_air - ONE_MINUS_EPS * (esat * rh)), esat=esat, cm=mx.cm,
-            r_heat=r_heat, sh_coeff=sh_coeff, lh_coeff=lh_coeff,
-        )  # fmt: skip
-
-    start = _BareCarry(
-        most=MostState.initial(zero), t_grd=prev.t_grd * 1.0, sh_tmp=zero, lw=zero, sh=zero, lh=zero, g=zero,
-        q_sfc=zero, esat=zero, cm=zero, r_heat=zero, sh_coeff=zero, lh_coeff=zero,
-    )  # fmt: skip
-    # The first iteration starts neutral (a static branch); the others are one loop body, not unrolled copies.
-    c = lax.fori_loop(1, N_BARE_ITERATIONS, lambda _, c: iteration(False, c), iteration(True, start))
-    most, t_grd, lw, sh, lh, g, q_sfc, esat = c.most, c.t_grd, c.lw, c.sh, c.lh, c.g, c.q_sfc, c.esat
-    cm, r_heat, sh_coeff, lh_coeff = c.cm, c.r_heat, c.sh_coeff, c.lh_coeff
+        q_sfc = EPS_Q * (esat * rh) / (air.p_air - ONE_MINUS_EPS * (esat * rh))
 
     if options.ground_snow_clamp != "none":
         clamp = (inp.snow_depth > SNOW_CLAMP_DEPTH) & (t_grd > TFRZ)
