@@ -110,6 +110,9 @@ class SoilGrid(eqx.Module):
         return ztop - z[..., 1:]
 
 
+LAYER_PARAMS = ("smcmax", "smcref", "smcwlt", "bexp", "dksat", "dwsat", "psisat", "quartz")  # (..., N) fields
+
+
 class SoilParams(eqx.Module):
     """Soil parameters of a column. Per-layer fields have shape (..., N); the others (...,).
 
