@@ -209,10 +209,12 @@ def _run_in_chunks(
     if n <= chunk:
         return run(state0, forcing, params, grid, options, **kwargs)
     n_chunks = -(-n // chunk)
+    padded = n_chunks * chunk > n
     index = jnp.minimum(jnp.arange(n_chunks * chunk), n - 1)
 
     def split(x: jax.Array, axis: int) -> jax.Array:
-        x = jnp.take(x, index, axis=axis)
+        if padded:  # a gather copies the whole array: only where the last chunk needs filling
+            x = jnp.take(x, index, axis=axis)
         return jnp.moveaxis(x.reshape(*x.shape[:axis], n_chunks, chunk, *x.shape[axis + 1 :]), axis, 0)
 
     def merge(x: jax.Array, axis: int) -> jax.Array:
