@@ -24,7 +24,8 @@ Gradient: ``jax.value_and_grad`` of a scalar of the final state with respect to 
 state, through ``run(..., checkpoint_every=max(8, sqrt(T)))`` (segments: memory for long runs, one extra forward),
 as in ``soil_throughput.py``; and through ``checkpoint_every=1`` (every step rematerialised: memory grows with T
 states, no residuals stored). Timings are the best of ``--repeats`` calls after compilation and one untimed call
-(fewer once ``--time-budget`` is spent).
+(fewer once ``--time-budget`` is spent). Stopped by SIGINT (Ctrl-C, ``timeout -s INT``), it still writes the
+finished column-sweep configurations and parts, marked ``interrupted``.
 
 Usage::
 
@@ -181,11 +182,12 @@ def _measure(kind: str, fn, data, n: int, steps: int, dtype: str, args, per_colu
     return row
 
 
-def column_sweep(args) -> list[dict]:
-    """Forward and gradient rows for every dtype x column count; ratios to the smallest count and forward."""
+def column_sweep(args, rows: list[dict]) -> list[dict]:
+    """Forward and gradient rows for every dtype x column count, appended to ``rows`` one configuration at a
+    time (an interrupted sweep keeps the finished ones), with their ratios to forward."""
     from tqdm import tqdm
 
-    rows, per_column = [], {}
+    per_column = {}
     configs = [(d, n) for d in args.dtypes for n in sorted(args.columns)]
     bar = tqdm(configs, desc="column sweep", disable=args.no_progress, file=sys.stderr)
     for dtype, n in bar:
@@ -204,13 +206,17 @@ def column_sweep(args) -> list[dict]:
                 row.update(column_chunk=args.column_chunk, x_unchunked=fwd["seconds"] / row["seconds"])
         rows += list(new.values())
         del params, state, forcing, data
-    for row in rows:  # baseline: the smallest column count of the same kind and dtype
+    return rows
+
+
+def add_baselines(rows: list[dict]) -> None:
+    """Each row's throughput relative to the smallest column count of the same kind and dtype."""
+    for row in rows:
         same = (r for r in rows if r["kind"] == row["kind"] and r["dtype"] == row["dtype"] and r["seconds"])
         base = next(same, None)
         if row["seconds"]:
             row["x_smallest"] = row["column_steps_per_s"] / base["column_steps_per_s"]
             row["baseline_columns"] = base["columns"]
-    return rows
 
 
 # ------------------------------------------------------------------------------------------ 3: device scaling
@@ -403,7 +409,7 @@ def print_tables(result: dict) -> None:
     """The sweep, memory, scaling, experiment and target tables (GitHub Markdown)."""
     sweep = result["column_sweep"]
     by_kind = {k: {(r["dtype"], r["columns"]): r for r in sweep if r["kind"] == k} for k in {r["kind"] for r in sweep}}
-    fwd, grad = by_kind["forward"], by_kind["gradient"]
+    fwd, grad = by_kind.get("forward", {}), by_kind.get("gradient", {})
     chunked, per_step = by_kind.get("forward_chunked", {}), by_kind.get("gradient_per_step", {})
     lines = []
     for key, f in fwd.items():
@@ -475,13 +481,13 @@ def plot(result: dict, path: Path) -> None:
             axes[0, 1].plot([r["columns"] for r in rg], [r["gradient_over_forward"] for r in rg], style, color=c,
                             label=label)  # fmt: skip
     axes[0, 1].axhline(TARGETS["gradient_over_forward"]["target"], color="k", lw=0.8, ls=":", label="target")
-    for ax, title, ylabel, yscale in (
-        (axes[0, 0], "Throughput", "column-steps / s", "log"),
-        (axes[0, 1], "Forward+gradient time / forward time", "ratio", "linear"),
-        (axes[1, 0], "XLA buffers per column", "bytes per column", "log"),
+    for ax, title, ylabel, yscale, key in (
+        (axes[0, 0], "Throughput", "column-steps / s", "log", "seconds"),
+        (axes[0, 1], "Forward+gradient time / forward time", "ratio", "linear", "gradient_over_forward"),
+        (axes[1, 0], "XLA buffers per column", "bytes per column", "log", "memory"),
     ):
         ax.set(xlabel="columns", ylabel=ylabel, title=title)
-        if any(r.get("gradient_over_forward") for r in sweep) or ax is not axes[0, 1]:  # no log axes of nothing
+        if any(r.get(key) for r in sweep):  # no log axes of nothing (a run interrupted early)
             ax.set(xscale="log", yscale=yscale)
             ax.legend(fontsize=7)
     axes[0, 1].set_ylim(bottom=0)
@@ -502,7 +508,9 @@ def plot(result: dict, path: Path) -> None:
         ax.legend(fontsize=7)
     else:
         ax.axis("off")
-    fig.suptitle(f"Soil column scaling, {result['machine'].get('cpu_model', '')} / {result['machine']['backend']}")
+    machine = result["machine"]
+    where = machine.get("cpu_model", "") if machine["backend"] == "cpu" else machine.get("device_kind", "")
+    fig.suptitle(f"Soil column scaling, {where} / {machine['backend']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -549,10 +557,16 @@ def main(argv: list[str] | None = None) -> int:
     result["load_average_start"] = os.getloadavg()
     result["settings"] = {k: v for k, v in vars(args).items() if k != "child_devices"}
     result["fortran_baseline_column_steps_per_s"] = FORTRAN_COLUMN_STEPS_PER_S
-    result["column_sweep"] = column_sweep(args)
-    result["device_scaling"] = device_scaling(args) if args.devices else None
-    if args.experiment or args.experiment_run:
-        result["experiment"] = experiment_timings(args.experiment, args.experiment_run)
+    result["column_sweep"], result["device_scaling"] = [], None
+    try:
+        column_sweep(args, result["column_sweep"])
+        result["device_scaling"] = device_scaling(args) if args.devices else None
+        if args.experiment or args.experiment_run:
+            result["experiment"] = experiment_timings(args.experiment, args.experiment_run)
+    except KeyboardInterrupt:  # Ctrl-C or `timeout -s INT`: keep what is finished
+        result["interrupted"] = "SIGINT: parts and column-sweep configurations after the last finished one are missing"
+        print(f"\ninterrupted; writing the finished part of the run ({len(result['column_sweep'])} rows)")
+    add_baselines(result["column_sweep"])
     result["targets"] = check_targets(result["column_sweep"], result["device_scaling"])
     result["load_average_end"] = os.getloadavg()
     result["benchmark_seconds"] = time.perf_counter() - t0

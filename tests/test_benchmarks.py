@@ -122,3 +122,36 @@ def test_targets_from_rows():
     emulated = scaling.check_targets(sweep[1:], {"emulated": True, "rows": weak})
     assert emulated["weak_scaling_efficiency"]["met"] is None
     assert emulated["forward_float32_1e6_columns_column_steps_per_s"]["met"] is None
+
+
+def test_interrupted_run_keeps_finished_configurations(tmp_path, monkeypatch):
+    """A run stopped by SIGINT (``timeout -s INT`` on a lent machine) writes what it finished."""
+    scaling = _scaling_module()
+
+    def measure(kind, fn, data, n, steps, dtype, args, per_column):
+        if n > 1:  # the second configuration of the quick sweep is cut off part way through
+            raise KeyboardInterrupt
+        return {"kind": kind, "dtype": dtype, "columns": n, "steps": steps, "seconds": 0.5, "skipped": None,
+                "column_steps_per_s": n * steps / 0.5}  # fmt: skip
+
+    monkeypatch.setattr(scaling, "_measure", measure)
+    out = tmp_path / "scaling.json"
+    assert scaling.main(["--quick", "--no-progress", "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert "interrupted" in result and result["device_scaling"] is None
+    assert {r["columns"] for r in result["column_sweep"]} == {1}
+    assert {r["kind"] for r in result["column_sweep"]} == {"forward", "gradient", "gradient_per_step"}
+    assert result["targets"]["gradient_over_forward"]["value"] == 1.0
+    assert out.with_suffix(".png").exists()
+
+
+def test_backend_agreement_rows():
+    """The accelerator-vs-CPU check: on a CPU-only machine both runs are the CPU and must agree exactly."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import backend_agreement
+
+    row = backend_agreement.compare(8, 3, "float64", repeats=1)
+    assert row["all_finite_on_accelerator"] and set(row["forward_seconds"]) == {"accelerator", "cpu"}
+    assert {"final_t", "final_smc", "grad_bexp", "grad_tbot"} <= set(row["max_abs_difference"])
+    tolerance = 0.0 if jax.default_backend() == "cpu" else 1e-8
+    assert max(row["max_relative_difference"].values()) <= tolerance

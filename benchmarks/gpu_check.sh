@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU figures of docs/performance.md in one go, about 8 minutes on one GPU:
+#   1. scaling.py in float32: forward at 1e4-1e7 columns (the 1e9 column-steps/s target at 1e6), gradient/forward;
+#   2. backend_agreement.py: the same columns on the GPU and on the host CPU (differences, speed-up);
+#   3. scaling.py in float64.
+# Each part has its own time limit and stops with SIGINT, so a slow compile costs that part's tail, not the run
+# (the finished rows are written first; a compile still running may then need the kill 5 s later).
+# Run from the repository root: `bash benchmarks/gpu_check.sh [OUTPUT_DIR]` (default $OUT, else
+# benchmarks/results/gpu). dam is installed, without its dependencies, into a temporary folder: the machine
+# needs JAX with CUDA, equinox, numpy, tqdm, tabulate, psutil, matplotlib and pyyaml, and no network.
+set -uo pipefail
+out=${1:-${OUT:-benchmarks/results/gpu}}
+mkdir -p "$out"
+site=$(mktemp -d)
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" . || exit 1
+export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+cd "$site" || exit 1 # import the installed dam, not the source folders
+repo=$OLDPWD
+if [[ $out != /* ]]; then out=$repo/$out; fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/gpu.txt" 2>&1
+python3 -c "import jax; print(jax.__version__, jax.devices())" >>"$out/gpu.txt" 2>&1
+
+scaling() { # LIMIT_S NAME ARGS...
+    local limit=$1 name=$2
+    shift 2
+    timeout -s INT -k 5 "$limit" python3 "$repo/benchmarks/scaling.py" --devices --column-chunk 0 --no-progress \
+        --time-budget 5 --output "$out/scaling_$name.json" "$@"
+}
+{
+    echo "== float32 sweep"
+    scaling 250 float32 --dtypes float32 --columns 10000 100000 1000000 10000000 --grad-columns 10000 1000000
+    echo "== accelerator against host CPU"
+    timeout -k 5 110 python3 "$repo/benchmarks/backend_agreement.py" --columns 50000 --output "$out/agreement.json"
+    echo "== float64 sweep"
+    scaling 110 float64 --dtypes float64 --columns 10000 1000000 --grad-columns 10000
+} 2>&1 | tee "$out/gpu_check.log"
