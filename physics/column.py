@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import equinox as eqx
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ._remat import STEP_REMAT_POLICY
 from .phase_change import phase_change
 from .soil_temperature import heat_diffusion
 from .soil_thermal_properties import soil_thermal_properties
@@ -116,7 +118,11 @@ def check_finite_forcing(forcing: SoilForcing) -> SoilForcing:
 def scan_checkpointed(step: Callable, state0: Any, xs: Any, checkpoint_every: int | None = None) -> tuple[Any, Any]:
     """``lax.scan(step, state0, xs)``; with ``checkpoint_every``, steps are grouped in segments of that length,
     each rematerialised in the backward pass (``jax.checkpoint``), so reverse-mode memory grows with
-    T / checkpoint_every + checkpoint_every steps instead of T. Shared by the soil-column and station runners."""
+    T / checkpoint_every + checkpoint_every steps instead of T. Shared by the soil-column and station runners.
+
+    With ``checkpoint_every=1`` each step also keeps its inner loops' carries (:mod:`dam.physics._remat`): memory
+    is then T states and T x (water sub-steps) sub-step carries. Segments keep nothing else, which would grow
+    with T and undo their purpose."""
     n_steps = jax.tree_util.tree_leaves(xs)[0].shape[0]
     if not checkpoint_every or checkpoint_every >= n_steps:
         return lax.scan(step, state0, xs)
@@ -124,7 +130,7 @@ def scan_checkpointed(step: Callable, state0: Any, xs: Any, checkpoint_every: in
     n_seg, rest = divmod(n_steps, seg)
     head = jax.tree_util.tree_map(lambda x: x[: n_seg * seg].reshape(n_seg, seg, *x.shape[1:]), xs)
 
-    @jax.checkpoint
+    @partial(jax.checkpoint, policy=STEP_REMAT_POLICY if seg == 1 else None)
     def segment(state, part):
         return lax.scan(step, state, part)
 

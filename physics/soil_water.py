@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ._remat import keep_loop_carry
 from ._safe import div
 from .infiltration_runoff import schaake_infiltration
 from .soil_hydraulics import hydraulics_liquid_moisture, hydraulics_total_moisture, impermeable_fraction
@@ -199,7 +200,7 @@ def soil_water(
         drain_acc = jnp.where(active, drain_acc + new[3], drain_acc)
         sat_acc = jnp.where(active, sat_acc + new[2], sat_acc)
         infil_last = jnp.where(active, infil, infil_last)
-        return sh2o, smc, runoff_acc, drain_acc, sat_acc, infil_last
+        return keep_loop_carry((sh2o, smc, runoff_acc, drain_acc, sat_acc, infil_last))
 
     # Rematerialised in the reverse pass: each sub-step is recomputed from its carry instead of stacking its
     # ~100 intermediates through the loop, which made the loop's reverse pass about twice dearer on CPU.

@@ -443,7 +443,8 @@ def test_windows_are_as_designed(batch, fd_results):
 
 @pytest.mark.parametrize(
     "checkpoint_every",
-    [48, pytest.param(50, marks=pytest.mark.slow)],  # 1450 = 30 x 48 + 10 (a tail segment); 1450 = 29 x 50
+    [1, 48, pytest.param(50, marks=pytest.mark.slow)],  # per step (keeps the sub-step carries); 1450 = 30 x 48 + 10
+    # (a tail segment); 1450 = 29 x 50
 )
 def test_checkpointed_gradient_equals_plain(batch, checkpoint_every):
     case = batch["case"]
