@@ -183,8 +183,8 @@ def _measure(kind: str, fn, data, n: int, steps: int, dtype: str, args, per_colu
 
 
 def column_sweep(args, rows: list[dict]) -> list[dict]:
-    """Forward and gradient rows for every dtype x column count, appended to ``rows`` one configuration at a
-    time (an interrupted sweep keeps the finished ones), with their ratios to forward."""
+    """Forward and gradient rows for every dtype x column count, appended to ``rows`` as each is measured (an
+    interrupted sweep keeps the finished ones), with their ratios to the forward of the same size."""
     from tqdm import tqdm
 
     per_column = {}
@@ -197,14 +197,15 @@ def column_sweep(args, rows: list[dict]) -> list[dict]:
         if not args.column_chunk or n <= args.column_chunk:
             del functions["forward_chunked"]
         data = (params, state, forcing)
-        new = {kind: _measure(kind, fn, data, n, args.steps, dtype, args, per_column) for kind, fn in functions.items()}
-        fwd = new["forward"]
-        for kind, row in new.items():
+        fwd = None  # the forward is measured first
+        for kind, fn in functions.items():
+            row = _measure(kind, fn, data, n, args.steps, dtype, args, per_column)
+            fwd = fwd or row
             if fwd["seconds"] and row["seconds"] and kind.startswith("gradient"):
                 row["gradient_over_forward"] = row["seconds"] / fwd["seconds"]
             if fwd["seconds"] and row["seconds"] and kind == "forward_chunked":
                 row.update(column_chunk=args.column_chunk, x_unchunked=fwd["seconds"] / row["seconds"])
-        rows += list(new.values())
+            rows.append(row)
         del params, state, forcing, data
     return rows
 
@@ -413,12 +414,12 @@ def print_tables(result: dict) -> None:
     chunked, per_step = by_kind.get("forward_chunked", {}), by_kind.get("gradient_per_step", {})
     lines = []
     for key, f in fwd.items():
-        g, c, s = grad[key], chunked.get(key, {}), per_step.get(key, {})
+        g, c, s = grad.get(key, {}), chunked.get(key, {}), per_step.get(key, {})
         lines.append(
             [key[0], f"{key[1]:,}", f.get("column_steps_per_s"), f.get("x_smallest"), f.get("x_fortran"),
              c.get("column_steps_per_s"), c.get("x_unchunked"), g.get("column_steps_per_s"), g.get("x_smallest"),
              g.get("gradient_over_forward"), s.get("gradient_over_forward"), f.get("cpu_cores_busy"),
-             g.get("cpu_cores_busy"), g["skipped"] or ""]
+             g.get("cpu_cores_busy"), g.get("skipped") or ""]
         )  # fmt: skip
     print(
         "\nColumn sweep (column-steps/s; x smallest = ratio to the smallest column count of the same sweep; "
@@ -430,7 +431,7 @@ def print_tables(result: dict) -> None:
                   "gradient skipped"], lines))  # fmt: skip
     lines = []
     for key, f in fwd.items():
-        fm, gm = f.get("memory") or {}, grad[key].get("memory") or {}
+        fm, gm = f.get("memory") or {}, grad.get(key, {}).get("memory") or {}
         lines.append([key[0], f"{key[1]:,}", fm.get("total_per_column"), fm.get("temp_per_column"),
                       gm.get("total_per_column"), gm.get("temp_per_column")])  # fmt: skip
     steps = sweep[0]["steps"] if sweep else None
