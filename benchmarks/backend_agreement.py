@@ -76,16 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     jax.config.update("jax_enable_x64", True)
     if jax.default_backend() == "cpu":
         print("no accelerator: comparing the CPU with itself")
-    rows = [compare(args.columns, args.steps, dtype) for dtype in args.dtypes]
-    for r in rows:
+    rows = []
+    for dtype in args.dtypes:
+        rows.append(compare(args.columns, args.steps, dtype))
+        if args.output:  # after each dtype, so that a run stopped by a time limit keeps the finished ones
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(json.dumps({"machine": machine_info(), "rows": rows}, indent=1))
+        r = rows[-1]
         print(f"\n{r['dtype']}, {r['columns']:,} columns x {r['steps']} steps on {r['accelerator']} against the CPU:")
         print(f"forward {r['forward_seconds']['accelerator']:.4g} s against {r['forward_seconds']['cpu']:.4g} s "
               f"(x{r['accelerator_speedup_over_cpu']:.3g}); all finite: {r['all_finite_on_accelerator']}")  # fmt: skip
         table = [[k, v, r["max_relative_difference"][k]] for k, v in r["max_abs_difference"].items()]
         print(tabulate(table, headers=["variable", "max |acc - cpu|", "relative"], floatfmt=".3g", tablefmt="github"))
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps({"machine": machine_info(), "rows": rows}, indent=1))
         print(f"\nwrote {args.output}")
     return 0
 

@@ -24,8 +24,9 @@ Gradient: ``jax.value_and_grad`` of a scalar of the final state with respect to 
 state, through ``run(..., checkpoint_every=max(8, sqrt(T)))`` (segments: memory for long runs, one extra forward),
 as in ``soil_throughput.py``; and through ``checkpoint_every=1`` (every step rematerialised: memory grows with T
 states, no residuals stored). Timings are the best of ``--repeats`` calls after compilation and one untimed call
-(fewer once ``--time-budget`` is spent). Stopped by SIGINT (Ctrl-C, ``timeout -s INT``), it still writes the
-finished column-sweep configurations and parts, marked ``interrupted``.
+(fewer once ``--time-budget`` is spent). The JSON is rewritten after every column-sweep row (marked ``partial``
+until the run ends), so a killed run keeps its finished rows; stopped by SIGINT (Ctrl-C, ``timeout -s INT``), it
+also prints the tables and draws the plot of what it finished, marked ``interrupted``.
 
 Usage::
 
@@ -46,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -182,9 +184,10 @@ def _measure(kind: str, fn, data, n: int, steps: int, dtype: str, args, per_colu
     return row
 
 
-def column_sweep(args, rows: list[dict]) -> list[dict]:
+def column_sweep(args, rows: list[dict], on_row: Callable[[], None] = lambda: None) -> list[dict]:
     """Forward and gradient rows for every dtype x column count, appended to ``rows`` as each is measured (an
-    interrupted sweep keeps the finished ones), with their ratios to the forward of the same size."""
+    interrupted sweep keeps the finished ones; ``on_row`` is called after each), with their ratios to the
+    forward of the same size."""
     from tqdm import tqdm
 
     per_column = {}
@@ -206,6 +209,7 @@ def column_sweep(args, rows: list[dict]) -> list[dict]:
             if fwd["seconds"] and row["seconds"] and kind == "forward_chunked":
                 row.update(column_chunk=args.column_chunk, x_unchunked=fwd["seconds"] / row["seconds"])
             rows.append(row)
+            on_row()
         del params, state, forcing, data
     return rows
 
@@ -559,22 +563,30 @@ def main(argv: list[str] | None = None) -> int:
     result["settings"] = {k: v for k, v in vars(args).items() if k != "child_devices"}
     result["fortran_baseline_column_steps_per_s"] = FORTRAN_COLUMN_STEPS_PER_S
     result["column_sweep"], result["device_scaling"] = [], None
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(partial: str | None = None) -> None:
+        add_baselines(result["column_sweep"])
+        result["targets"] = check_targets(result["column_sweep"], result["device_scaling"])
+        result["load_average_end"] = os.getloadavg()
+        result["benchmark_seconds"] = time.perf_counter() - t0
+        result.pop("partial", None)
+        if partial:
+            result["partial"] = partial
+        out.write_text(json.dumps(result, indent=1, default=_json_default))
+
     try:
-        column_sweep(args, result["column_sweep"])
+        # Written after every row, so that even a hard kill (mid-compile, where SIGINT waits) keeps finished rows.
+        column_sweep(args, result["column_sweep"], on_row=lambda: write("running: written after the last row"))
         result["device_scaling"] = device_scaling(args) if args.devices else None
         if args.experiment or args.experiment_run:
             result["experiment"] = experiment_timings(args.experiment, args.experiment_run)
     except KeyboardInterrupt:  # Ctrl-C or `timeout -s INT`: keep what is finished
-        result["interrupted"] = "SIGINT: parts and column-sweep configurations after the last finished one are missing"
+        result["interrupted"] = "SIGINT: parts and column-sweep rows after the last finished one are missing"
         print(f"\ninterrupted; writing the finished part of the run ({len(result['column_sweep'])} rows)")
-    add_baselines(result["column_sweep"])
-    result["targets"] = check_targets(result["column_sweep"], result["device_scaling"])
-    result["load_average_end"] = os.getloadavg()
-    result["benchmark_seconds"] = time.perf_counter() - t0
+    write()
     print_tables(result)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, default=_json_default))
     plot(result, out.with_suffix(".png"))
     print(f"\nwrote {out} and {out.with_suffix('.png')} ({result['benchmark_seconds']:.0f} s)")
     return 0

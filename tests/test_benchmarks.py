@@ -128,17 +128,20 @@ def test_interrupted_run_keeps_finished_configurations(tmp_path, monkeypatch):
     """A run stopped by SIGINT (``timeout -s INT`` on a lent machine) writes what it finished."""
     scaling = _scaling_module()
 
+    out = tmp_path / "scaling.json"
+
     def measure(kind, fn, data, n, steps, dtype, args, per_column):
         if n > 1 and kind != "forward":  # the second configuration is cut off after its forward
+            written = json.loads(out.read_text())  # what a hard kill here would leave: every finished row
+            assert "partial" in written and len(written["column_sweep"]) == 4
             raise KeyboardInterrupt
         return {"kind": kind, "dtype": dtype, "columns": n, "steps": steps, "seconds": 0.5, "skipped": None,
                 "column_steps_per_s": n * steps / 0.5}  # fmt: skip
 
     monkeypatch.setattr(scaling, "_measure", measure)
-    out = tmp_path / "scaling.json"
     assert scaling.main(["--quick", "--no-progress", "--output", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert "interrupted" in result and result["device_scaling"] is None
+    assert "interrupted" in result and "partial" not in result and result["device_scaling"] is None
     kinds = {(r["columns"], r["kind"]) for r in result["column_sweep"]}
     assert kinds == {(1, "forward"), (1, "gradient"), (1, "gradient_per_step"), (16, "forward")}
     assert result["targets"]["gradient_over_forward"]["value"] == 1.0
