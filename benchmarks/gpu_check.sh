@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU figures of docs/performance.md in one go, about 8 minutes on one GPU:
 #   1. scaling.py in float32: forward at 1e4-1e7 columns (the 1e9 column-steps/s target at 1e6), gradient at 1e6;
-#   2. backend_agreement.py: the same columns on the GPU and on the host CPU (differences, speed-up);
-#   3. scaling.py in float64.
+#   2. backend_agreement.py: 5e4 such columns on the GPU and on the host CPU (differences, speed-up);
+#   3. scaling.py in float64 (1e4 and 1e6 columns).
 # Each part has its own time limit and stops with SIGINT, so a slow compile costs that part's tail, not the run.
 # scaling.py rewrites its JSON after every row, so even the kill 20 s later (SIGINT waits for a running
 # compile) keeps the finished rows.

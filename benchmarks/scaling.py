@@ -23,10 +23,12 @@ JSON file (machine info, all rows, the targets and whether they are met) with a 
 Gradient: ``jax.value_and_grad`` of a scalar of the final state with respect to all parameters and the initial
 state, through ``run(..., checkpoint_every=max(8, sqrt(T)))`` (segments: memory for long runs, one extra forward),
 as in ``soil_throughput.py``; and through ``checkpoint_every=1`` (every step rematerialised: memory grows with T
-states, no residuals stored). Timings are the best of ``--repeats`` calls after compilation and one untimed call
-(fewer once ``--time-budget`` is spent). The JSON is rewritten after every column-sweep row (marked ``partial``
-until the run ends), so a killed run keeps its finished rows; stopped by SIGINT (Ctrl-C, ``timeout -s INT``), it
-also prints the tables and draws the plot of what it finished, marked ``interrupted``.
+states and the water sub-steps' carries). Timings are the best of ``--repeats`` calls after compilation and one
+untimed call (fewer once ``--time-budget`` is spent).
+
+The JSON is rewritten after every column-sweep row (marked ``partial`` until the run ends), so a killed run keeps
+its finished rows; stopped by SIGINT (Ctrl-C, ``timeout -s INT``), it also prints the tables and draws the plot
+of what it finished, marked ``interrupted``.
 
 Usage::
 
