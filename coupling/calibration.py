@@ -520,9 +520,10 @@ def calibrate(
     truncation_steps
         Gradient window length (module docs); ``None`` = full back-propagation through the run.
     checkpoint_every
-        Rematerialised segment length inside each window, steps. The default 1 keeps only the states between
-        steps and recomputes each step in the reverse pass: the smallest memory, and for the station model also
-        the fastest gradient and compilation (docs/performance.md); ``None`` keeps every step's intermediates.
+        Rematerialised segment length inside each window, steps. The default 1 keeps the states between steps
+        (and the water sub-steps' carries) and recomputes each step in the reverse pass: the smallest memory, and
+        for the station model also the fastest gradient and compilation (docs/performance.md); ``None`` keeps
+        every step's intermediates.
     variable, sensors, skip_unreliable
         Which observations (:func:`prepare_observations`).
     init_latent

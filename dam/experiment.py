@@ -87,8 +87,8 @@ class CalibrationConfig:
     """Gradient calibration scored on the last ``window_steps`` model steps of the training period, after
     ``warmup_steps`` run with the parameters being calibrated (earlier steps use the defaults).
     ``checkpoint_every``: rematerialisation segment of the gradient (steps). 1 (every step recomputed in the
-    reverse pass, only the states stored) compiles and runs fastest for the station model; ``None`` stores
-    every step's intermediates; 48 was the setting before (the documented full.yaml results)."""
+    reverse pass, the states and water sub-step carries stored) compiles and runs fastest for the station model;
+    ``None`` stores every step's intermediates; 48 was the setting before (the documented full.yaml results)."""
 
     parameters: tuple[str, ...] = ("soil.bexp", "soil.dksat", "soil.smcmax", "surface.stomata.slope")
     steps: int = 15

@@ -165,8 +165,9 @@ def run(
         step and all fluxes; ``None`` keeps nothing (only the final state is returned).
     checkpoint_every : if given, steps are grouped in segments of this length and each segment is
         rematerialised in the backward pass (``jax.checkpoint``): reverse-mode memory grows with
-        T / checkpoint_every + checkpoint_every steps instead of T. ``1`` keeps only the states between steps
-        and recomputes each step: the fastest reverse pass for windows up to a few thousand steps.
+        T / checkpoint_every + checkpoint_every steps instead of T. ``1`` keeps the states between steps (and the water
+        sub-steps' carries) and recomputes each step: the fastest reverse pass for windows up to a few thousand
+        steps.
     finite_check : raise if the forcing or the state is non-finite (``eqx.error_if``, works under ``jit``).
     column_chunk : if given, the columns (one leading column axis) run in chunks of at most this many, one
         chunk after another, each over the whole time series. On CPU a chunk that fits in cache (about 1e4

@@ -1,5 +1,6 @@
 """The scaling benchmark's quick preset runs end to end and writes complete, sane JSON (no timing asserts)."""
 
+import importlib
 import json
 import math
 import os
@@ -91,20 +92,20 @@ def test_experiment_timings_from_run_folder(quick_result):
     assert ex["sum_of_stage_seconds"] == 12.0 and ex["resumed"]
 
 
-def _scaling_module():
-    sys.path.insert(0, str(BENCHMARKS))
-    import scaling
-
-    return scaling
+def _benchmark_module(name: str = "scaling"):
+    """A benchmark script imported as a module (the scripts import ``_common`` from their folder)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module(name)
 
 
 def test_quick_preset_yields_to_explicit_options():
-    args = _scaling_module().parse_args(["--quick", "--columns", "1", "4"])
+    args = _benchmark_module().parse_args(["--quick", "--columns", "1", "4"])
     assert args.columns == [1, 4] and args.devices == [1, 2] and args.grad_columns == [1]
 
 
 def test_targets_from_rows():
-    scaling = _scaling_module()
+    scaling = _benchmark_module()
     sweep = [
         {"kind": "forward", "dtype": "float32", "columns": 10**6, "seconds": 1.0, "column_steps_per_s": 2e9},
         {"kind": "gradient", "dtype": "float32", "columns": 10**4, "seconds": 3.0, "gradient_over_forward": 3.0},
@@ -125,8 +126,9 @@ def test_targets_from_rows():
 
 
 def test_interrupted_run_keeps_finished_configurations(tmp_path, monkeypatch):
-    """A run stopped by SIGINT (``timeout -s INT`` on a lent machine) writes what it finished."""
-    scaling = _scaling_module()
+    """A run stopped by SIGINT (Ctrl-C, ``timeout -s INT``) writes what it finished, and a kill any earlier
+    would still find every finished row."""
+    scaling = _benchmark_module()
 
     out = tmp_path / "scaling.json"
 
@@ -150,10 +152,7 @@ def test_interrupted_run_keeps_finished_configurations(tmp_path, monkeypatch):
 
 def test_backend_agreement_rows():
     """The accelerator-vs-CPU check: on a CPU-only machine both runs are the CPU and must agree exactly."""
-    sys.path.insert(0, str(BENCHMARKS))
-    import backend_agreement
-
-    row = backend_agreement.compare(8, 3, "float64", repeats=1)
+    row = _benchmark_module("backend_agreement").compare(8, 3, "float64", repeats=1)
     assert row["all_finite_on_accelerator"] and set(row["forward_seconds"]) == {"accelerator", "cpu"}
     assert {"final_t", "final_smc", "grad_bexp", "grad_tbot"} <= set(row["max_abs_difference"])
     tolerance = 0.0 if jax.default_backend() == "cpu" else 1e-8
