@@ -12,13 +12,13 @@ step, so that FLUXNET's day/night split can be reproduced) and then averaged to 
 
 * **Shortwave**: the daily mean times the half-hour's share of the day's potential (top-of-atmosphere) radiation,
   from the model's own solar geometry (:func:`dam.solar.cos_zenith`, 6 samples per half-hour). Daily mean exact.
-* **Air temperature**: a continuous curve of half-cosines through a minimum at sunrise and a maximum
-  ``tmax_after_noon_h`` after solar noon of every day (MELODIST ``sine_min_max`` with ``sun_loc`` times; Campbell
-  1985). The knot values are solved (one sparse linear system for the whole record) so that the curve reproduces
-  the daily **daytime and night-time means** (FLUXNET DD ``TA_F_DAY``/``TA_F_NIGHT``; day = half-hours with the
-  sun above the horizon), hence the daily mean too. Given a daily minimum and maximum instead, they are the
-  knots. Given the mean only, the knots are ``mean ± range/2`` with a stated constant ``temperature_range_K``,
-  shifted to reproduce each daily mean.
+* **Air temperature**: the Parton & Logan (1981) diurnal curve (a sine from the minimum near sunrise to sunset,
+  an exponential decay through the night to the next minimum), continuous across days. Its knots (each day's
+  minimum and maximum) are solved, in one sparse linear system for the whole record, to keep the daily mean and
+  the difference of the daytime and night-time means (FLUXNET DD ``TA_F_DAY`` - ``TA_F_NIGHT``; day = half-hours
+  with the sun above the horizon). Given a daily minimum and maximum instead, they are the knots. Given the mean
+  only, the knots are ``mean -+ range/2`` with a stated constant ``temperature_range_K``, shifted to keep each
+  daily mean.
 * **Humidity**: vapour pressure constant through the day (VIC/MTCLIM, Bohn et al. 2013), e = mean(e_s(T)) - VPD
   so that the daily mean VPD is reproduced, capped at saturation (RH <= 100 %, counted).
 * **Longwave**: the daily effective emissivity is held constant, LW = LW_day T^4 / mean_day(T^4), so LW follows
@@ -28,8 +28,8 @@ step, so that FLUXNET's day/night split can be reproduced) and then averaged to 
 * **Pressure, wind**: constant through the day (MELODIST ``equal``).
 
 References: Bohn, T.J. et al. (2013) Agric. For. Meteorol. 176, 38-49; Bennett, A. et al. (2020) J. Open Source
-Softw. 5(47), 2042; Förster, K. et al. (2016) Geosci. Model Dev. 9, 2315-2333; Campbell, G.S. (1985) Soil
-Physics with BASIC, Elsevier.
+Softw. 5(47), 2042; Förster, K. et al. (2016) Geosci. Model Dev. 9, 2315-2333; Parton, W.J. & Logan, J.A. (1981)
+Agric. Meteorol. 23, 205-216.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class Disaggregation(Strict):
         a, b, c = self.parton_logan_a_h, self.parton_logan_b, self.parton_logan_c_h
         curve = f"Parton & Logan (1981) curve (a={a:g} h, b={b:g}, c={c:g} h)"
         t = {
-            "day_night": f"{curve} solved to reproduce the daily daytime and night-time means",
+            "day_night": f"{curve} solved to keep the daily mean and day-night difference",
             "min_max": f"{curve} through the daily minimum and maximum",
             "mean_range": f"{curve} of range {self.temperature_range_K or 0.0:g} K, shifted to keep each daily mean",
         }[self.temperature]
@@ -216,10 +216,11 @@ def half_hour_temperature(
     regular = up.any(axis=1) & (~up).any(axis=1)
     r, not_r = sp.diags(regular.astype(float)), sp.diags((~regular).astype(float))
     diff = sp.csr_matrix((np.tile([-1.0, 1.0], n), (np.repeat(np.arange(n), 2), np.arange(2 * n))), shape=(n, 2 * n))
-    a = sp.vstack(
-        [r @ _day_means(up) @ curve + not_r @ all_hours @ curve, r @ _day_means(~up) @ curve + not_r @ diff]
-    ).tocsc()
-    rhs = np.concatenate([np.where(regular, daily.t_day_k, daily.t_mean_k), np.where(regular, daily.t_night_k, 0.0)])
+    # Rows: the daily mean (exact even where the file's day/night split differs slightly from this geometry's) and
+    # the day-night contrast.
+    contrast = r @ (_day_means(up) - _day_means(~up)) @ curve + not_r @ diff
+    a = sp.vstack([all_hours @ curve, contrast]).tocsc()
+    rhs = np.concatenate([daily.t_mean_k, np.where(regular, daily.t_day_k - daily.t_night_k, 0.0)])
     x = spsolve(a, rhs)
     t = (curve @ x).reshape(n, HALF_HOURS)
     if not np.all(np.isfinite(t)):
