@@ -19,8 +19,8 @@ step, so that FLUXNET's day/night split can be reproduced) and then averaged to 
   with the sun above the horizon). Given a daily minimum and maximum instead, they are the knots. Given the mean
   only, the knots are ``mean -+ range/2`` with a stated constant ``temperature_range_K``, shifted to keep each
   daily mean.
-* **Humidity**: vapour pressure constant through the day (VIC/MTCLIM, Bohn et al. 2013), e = mean(e_s(T)) - VPD
-  so that the daily mean VPD is reproduced, capped at saturation (RH <= 100 %, counted).
+* **Humidity**: vapour pressure constant through the day (VIC/MTCLIM, Bohn et al. 2013) but never above
+  saturation (RH <= 100 %), the constant chosen so that the daily mean VPD is kept exactly.
 * **Longwave**: the daily effective emissivity is held constant, LW = LW_day T^4 / mean_day(T^4), so LW follows
   the temperature cycle and its daily mean is exact.
 * **Precipitation**: the daily total at a constant rate over ``precip_hours`` hours from ``precip_start_hour``
@@ -228,6 +228,21 @@ def half_hour_temperature(
     return t
 
 
+def vapour_pressure_keeping_vpd(es: np.ndarray, vpd: np.ndarray) -> np.ndarray:
+    """The daily vapour pressure e [Pa] whose half-hour values min(e, e_s) keep the daily mean VPD:
+    mean(max(e_s - e, 0)) = VPD, solved exactly on the piecewise-linear function (``es``: ``(n_days, n)``)."""
+    s = np.sort(es, axis=1)
+    n = s.shape[1]
+    tail = np.cumsum(s[:, ::-1], axis=1)[:, ::-1]  # sum of s_k for k >= j
+    j = np.arange(n)
+    deficit_at = (tail - (n - j) * s) / n  # mean VPD if e = s_j; decreases with j
+    vpd = np.maximum(np.asarray(vpd, float), 0.0)
+    k = np.sum(deficit_at >= vpd[:, None], axis=1) - 1  # the last breakpoint at or above the target
+    above = np.take_along_axis(np.concatenate([tail, np.zeros((len(s), 1))], axis=1), (k + 1)[:, None], 1)[:, 0]
+    e = np.where(k < 0, s.mean(axis=1) - vpd, (above - n * vpd) / np.maximum(n - k - 1, 1))
+    return np.where(k >= n - 1, s[:, -1], e)
+
+
 def disaggregate(
     daily: DailyForcing,
     latitude: float,
@@ -252,7 +267,7 @@ def disaggregate(
     t = half_hour_temperature(daily, up, latitude, longitude, utc_offset_hours, opt)
     es = saturation_vapour_pressure(t)
     if daily.vpd_pa is not None:
-        e_day = es.mean(axis=1) - daily.vpd_pa
+        e_day = vapour_pressure_keeping_vpd(es, daily.vpd_pa)
     elif daily.vapour_pressure_pa is not None:
         e_day = np.asarray(daily.vapour_pressure_pa, float)
     else:
@@ -260,7 +275,7 @@ def disaggregate(
     e_floor = 0.01 * es.min(axis=1)
     n_dry = int((e_day < e_floor).sum())
     e = np.minimum(np.maximum(e_day, e_floor)[:, None], es)
-    n_saturated = int((e_day[:, None] > es).sum())
+    n_saturated = int((e_day[:, None] >= es).sum())
     t4 = t**4
     lw = daily.lw_wm2[:, None] * t4 / t4.mean(axis=1, keepdims=True)
     hours = np.arange(HALF_HOURS) * 0.5

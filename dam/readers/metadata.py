@@ -208,22 +208,22 @@ class SiteMetadata(Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="site folder name")
     site_id: str = Field("", description="network ID, e.g. CN-HaM (checked against the file name)")
-    title: str = ""
+    title: str = Field("", description="one line: place, ecosystem, period")
     format: Literal["fluxnet", "ameriflux_base", "table"] | None = Field(None, description="default: detected")
     file: str | None = Field(None, description="data file inside the source folder (where several would fit)")
-    latitude: float = Field(ge=-90, le=90)
-    longitude: float = Field(ge=-180, le=180)
-    elevation_m: float = Field(ge=-500, le=9000)
+    latitude: float = Field(ge=-90, le=90, description="degrees north")
+    longitude: float = Field(ge=-180, le=180, description="degrees east")
+    elevation_m: float = Field(ge=-500, le=9000, description="m above sea level")
     time: TimeSpec
     reference_height: Heights
     vegetation: Vegetation
     soil: Soil
     sensors: Sensors = Sensors()
-    licence: str = Field(min_length=1)
-    citation: list[str] = []
-    source: str = ""
-    notes: list[str] = []
-    unreliable: list[Unreliable] = []
+    licence: str = Field(min_length=1, description="data licence and attribution terms")
+    citation: list[str] = Field([], description="references to cite with the data")
+    source: str = Field("", description="where the file came from")
+    notes: list[str] = Field([], description="free text carried into site.yaml")
+    unreliable: list[Unreliable] = Field([], description="series to flag: {variable, depth_m, reason}")
     assumed: dict[str, str] = Field({}, description="dotted key -> why the value is a best guess")
     attributes: dict[str, str | float | int] = Field({}, description="static site attributes (information)")
     conversion: Conversion = Conversion()
