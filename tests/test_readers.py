@@ -60,7 +60,7 @@ def test_fluxnet_daily_conserves_every_daily_value(tmp_path: Path) -> None:
     np.testing.assert_allclose(obs["soil_temperature"].values[keep, 0], raw["TS_F_MDS_1"][keep] + 273.15)
     assert obs["sensible_heat_flux_corrected"].attrs["units"] == "W m-2"
     text = yaml.safe_load((out / "site.yaml").read_text())
-    assert "sensors.soil_moisture" in text["assumed"] and text["attributes"]["site_id"] == "CN-HaM"
+    assert "sensor_depths_m.soil_moisture" in text["assumed"] and text["attributes"]["site_id"] == "CN-HaM"
     assert text["vegetation"]["igbp_type"] == 10 and text["soil_moisture_measures"] == "liquid"
     assert (out / "metadata.yaml").is_file() and not list(tmp_path.glob(".*tmp"))
 
@@ -133,7 +133,7 @@ def test_sites_listing_shows_shipped_and_converted(tmp_path: Path) -> None:
     assert {"bondville_1998", "hyytiala_2000_2010", "CN-HaM"} <= set(table["site"])
     row = table.set_index("site").loc["CN-HaM"]
     assert row["step_s"] == 3600 and row["forcing"] == "disaggregated daily"
-    assert "sensors.soil_moisture" in row["assumed"]
+    assert "sensor_depths_m.soil_moisture" in row["assumed"]
 
 
 def test_cli_convert_and_sites(tmp_path: Path, capsys) -> None:

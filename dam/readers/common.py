@@ -388,13 +388,33 @@ def stas_from_texture(sand: float, clay: float) -> int:
     return 3  # sandy loam
 
 
+#: Metadata keys -> the site.yaml keys holding the same value (longest prefix first), for ``assumed``.
+_SITE_YAML_KEYS = (
+    ("sensors.soil_moisture_measures", "soil_moisture_measures"),
+    ("sensors.soil_moisture", "sensor_depths_m.soil_moisture"),
+    ("sensors.soil_temperature", "sensor_depths_m.soil_temperature"),
+    ("vegetation.igbp", "vegetation.igbp_type"),
+    ("time.utc_offset_hours", "utc_offset_hours"),
+    ("time.time_zone", "time_zone"),
+    ("time.stamp", "source_time_stamp"),
+)
+
+
+def site_yaml_key(key: str) -> str:
+    """The site.yaml name of a metadata key (``sensors.soil_moisture`` -> ``sensor_depths_m.soil_moisture``)."""
+    for prefix, target in _SITE_YAML_KEYS:
+        if key == prefix or key.startswith(prefix + "."):
+            return target + key[len(prefix) :]
+    return key
+
+
 def site_meta(meta: SiteMetadata, step_s: float, depths: dict[str, list[float]], notes: list[str]) -> SiteMeta:
     soil = meta.soil
     stas = soil.stas_type
     if stas is None and soil.texture is not None:
         stas = stas_from_texture(soil.texture.sand, soil.texture.clay)
         notes = [*notes, f"STAS class {stas} from the texture (USDA triangle)."]
-    notes = [*notes, *(f"ASSUMED {k}: {v}" for k, v in meta.assumed.items())]
+    attributes = {"site_id": meta.site_id, "igbp": str(meta.vegetation.igbp), **meta.attributes}
     return SiteMeta(
         name=meta.name,
         title=meta.title,
@@ -418,22 +438,9 @@ def site_meta(meta: SiteMetadata, step_s: float, depths: dict[str, list[float]],
         notes=tuple([*meta.notes, *notes]),
         unreliable=tuple(UnreliableSeries(u.variable, u.reason, u.depth_m) for u in meta.unreliable),
         soil_moisture_measures=meta.sensors.soil_moisture_measures or "total",
-        **_extra_meta(meta),
+        assumed={site_yaml_key(k): v for k, v in meta.assumed.items()},
+        attributes={k: v for k, v in attributes.items() if v != ""},
     )
-
-
-def _extra_meta(meta: SiteMetadata) -> dict[str, Any]:
-    """``assumed`` and ``attributes`` for SiteMeta where it has them (site.yaml keys)."""
-    import dataclasses
-
-    names = {f.name for f in dataclasses.fields(SiteMeta)}
-    extra: dict[str, Any] = {}
-    attributes = {"site_id": meta.site_id, "igbp": str(meta.vegetation.igbp), **meta.attributes}
-    if "assumed" in names:
-        extra["assumed"] = dict(meta.assumed)
-    if "attributes" in names:
-        extra["attributes"] = {k: v for k, v in attributes.items() if v != ""}
-    return extra
 
 
 def build_site(table: Table, cols: Columns, meta: SiteMetadata, meta_path: str) -> Site:
