@@ -26,7 +26,6 @@ from dam.sites import (
     SiteMeta,
     UnreliableSeries,
     _fill_series,
-    _nan_runs,
     check_site,
     make_forcing,
     make_observations,
@@ -105,27 +104,15 @@ def read_csv(source: Path | Any, missing: list[str | float], name: str | None = 
 
 def values(table: Table, src: Source, what: str, rule: str) -> tuple[np.ndarray, int]:
     """The source's values (replicate columns averaged) with QC drops as NaN; also the number dropped by QC."""
-    cols = [table.column(c, what, rule) for c in src.columns]
-    with np.errstate(invalid="ignore"), _quiet_mean():
-        x = cols[0] if len(cols) == 1 else np.nanmean(np.stack(cols), axis=0)
+    cols = np.stack([table.column(c, what, rule) for c in src.columns])
+    present = np.isfinite(cols).sum(axis=0)
+    x = np.where(present > 0, np.nansum(cols, axis=0) / np.maximum(present, 1), np.nan)  # mean of the present
     n_qc = 0
     if src.qc is not None and src.qc_rule is not None and src.qc in table.frame:
         drop = src.qc_rule[1](table.frame[src.qc].to_numpy(np.float64)) & np.isfinite(x)
         n_qc = int(drop.sum())
         x = np.where(drop, np.nan, x)
     return x, n_qc
-
-
-class _quiet_mean:
-    def __enter__(self):
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        self._w.__exit__(*exc)
 
 
 def to_units(x: np.ndarray, units: str, canonical: str, name: str, step_s: float) -> np.ndarray:
@@ -474,9 +461,3 @@ def build_site(table: Table, cols: Columns, meta: SiteMetadata, meta_path: str) 
             if kind in obs:
                 depths[kind] = [float(d) for d in obs[dim].values]
     return check_site(Site(site_meta(meta, step, depths, notes), forcing, obs))
-
-
-def count_runs(x: np.ndarray) -> tuple[int, int]:
-    """(number of gaps, longest gap) of NaN runs."""
-    runs = _nan_runs(x)
-    return len(runs), max((n for _, n in runs), default=0)
