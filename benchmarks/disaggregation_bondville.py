@@ -31,8 +31,9 @@ TARGETS = {"soil_moisture": 0.01, "soil_liquid_water": 0.01, "soil_temperature":
 CONFIGS: dict[str, dict | str | None] = {
     "truth_1800s": None,
     "disaggregated_1800s": {"step_s": 1800},
-    "disaggregated_3600s": {"step_s": 3600},
-    "disaggregated_3600s_precip_6h": {"step_s": 3600, "precip_hours": 6, "precip_start_hour": 12},
+    "disaggregated_3600s": {"step_s": 3600},  # the default of converted daily sites (rain over 3 h from 14:00)
+    "disaggregated_3600s_rain_6h": {"step_s": 3600, "precip_hours": 6, "precip_start_hour": 12},
+    "disaggregated_3600s_rain_24h": {"step_s": 3600, "precip_hours": 24, "precip_start_hour": 0},
     "daily_step": "daily",
 }
 LAYERED = ("soil_moisture", "soil_liquid_water", "soil_temperature")
@@ -135,6 +136,13 @@ def run(site):
     return output_dataset(setup, states, fluxes)
 
 
+def _water_balance(ds) -> dict:
+    """Totals over the run [mm]: precipitation, evapotranspiration, transpiration, surface and subsurface runoff."""
+    dt = float(ds.attrs["time_step_s"])
+    flux = {k: float(ds[k].sum()) * dt for k in ("precipitation", "evapotranspiration", "transpiration")}
+    return flux | {k: float(ds[k].sum()) for k in ("surface_runoff", "subsurface_runoff")}
+
+
 def _rmse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.nanmean((np.asarray(a) - np.asarray(b)) ** 2)))
 
@@ -197,8 +205,10 @@ def validate(days: int | None = None, configs: dict | None = None, start_day: in
             for k in ("T_air", "q_air", "sw_down", "lw_down", "precip")
         }
     days_run = int(round(truth.sizes["time"] * 1800 / 86400))
+    water = {name: _water_balance(ds) for name, ds in outputs.items()}
     return {
         "site": "bondville_1998_hrldas",
+        "water_balance_mm": water,
         "days": days_run,
         "period_local": [str(sites["truth_1800s"].forcing["time"].values[0]), str(truth["time"].values[-1])],
         "targets": TARGETS,

@@ -24,7 +24,10 @@ step, so that FLUXNET's day/night split can be reproduced) and then averaged to 
 * **Longwave**: the daily effective emissivity is held constant, LW = LW_day T^4 / mean_day(T^4), so LW follows
   the temperature cycle and its daily mean is exact.
 * **Precipitation**: the daily total at a constant rate over ``precip_hours`` hours from ``precip_start_hour``
-  local standard time (24 h from 00:00: uniform, MELODIST ``equal``). Daily totals exact.
+  local standard time, by default 3 h from 14:00 (24 h from 00:00 is MELODIST ``equal``). Daily totals exact.
+  Spreading rain over the whole day cuts infiltration-excess runoff and wets the canopy all day: on Bondville
+  1998 uniform rain gave 23 mm of surface runoff instead of 143 mm and a soil 0.015 m3 m-3 too wet; 3 h gave
+  133 mm and soil within 0.002 m3 m-3 on average (benchmarks/disaggregation_bondville.py).
 * **Pressure, wind**: constant through the day (MELODIST ``equal``).
 
 References: Bohn, T.J. et al. (2013) Agric. For. Meteorol. 176, 38-49; Bennett, A. et al. (2020) J. Open Source
@@ -67,8 +70,8 @@ class Disaggregation(Strict):
     parton_logan_a_h: float = Field(1.86, ge=0, le=5, description="Parton-Logan a: lag of the maximum after noon [h]")
     parton_logan_b: float = Field(2.20, gt=0, le=10, description="Parton-Logan b: night-time decay coefficient")
     parton_logan_c_h: float = Field(-0.17, ge=-3, le=3, description="Parton-Logan c: minimum after sunrise [h]")
-    precip_hours: int = Field(24, ge=1, le=24, description="hours over which each daily total falls")
-    precip_start_hour: int = Field(0, ge=0, le=23, description="local standard hour at which the daily total starts")
+    precip_hours: int = Field(3, ge=1, le=24, description="hours over which each daily total falls")
+    precip_start_hour: int = Field(14, ge=0, le=23, description="local standard hour at which the daily total starts")
 
     @model_validator(mode="after")
     def _range_given(self) -> Disaggregation:
