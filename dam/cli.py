@@ -5,6 +5,9 @@ dam soil-column CASE_DIR --output OUT.csv|OUT.nc [--dtype float64|float32] [--re
 dam make-grid DIR [--lat --lon --steps --seed]   synthetic gridded inputs and a grid_run.yaml
 dam grid-run CONFIG.yaml                         sharded, checkpointed, resumable grid run
 dam run-station SITE --output OUT.nc [--start --end --spinup N --dtype]   physics-only run at a site
+dam convert-site SOURCE --metadata META.yaml --output SITE_DIR   a flux-tower file + metadata -> a site folder
+dam convert-shared [NAME ...] [--output-dir DIR]                 all shared sites (shipped metadata) in one go
+dam sites [DIR ...] [--json]                                     the shipped and converted sites, what each holds
 """
 
 from __future__ import annotations
@@ -168,6 +171,46 @@ def _make_grid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_site(args: argparse.Namespace) -> int:
+    from dam.readers import convert
+
+    out = convert(args.source, args.metadata, args.output, overwrite=args.overwrite, gaps=args.gaps,
+                  max_gap=args.max_gap)  # fmt: skip
+    print(f"wrote {out}")
+    return 0
+
+
+def _convert_shared(args: argparse.Namespace) -> int:
+    from dam.readers.catalogue import convert_shared, default_sites_dir
+
+    output = Path(args.output_dir) if args.output_dir else default_sites_dir()
+
+    def report(name, path, error):
+        print(f"{name:14s} {'-> ' + str(path) if path else 'FAILED: ' + error}", flush=True)
+
+    data_dir = Path(args.data_dir) if args.data_dir else None
+    results = convert_shared(output, args.names or None, data_dir=data_dir, overwrite=args.overwrite, report=report)
+    failed = [n for n, r in results.items() if not isinstance(r, Path)]
+    tail = f"; failed: {', '.join(failed)}" if failed else ""
+    print(f"{len(results) - len(failed)} converted into {output}{tail}")
+    return 1 if failed else 0
+
+
+def _sites(args: argparse.Namespace) -> int:
+    from dam.readers.catalogue import default_sites_dir, site_table
+
+    dirs = args.dirs or ([default_sites_dir()] if default_sites_dir().is_dir() else [])
+    table = site_table(dirs)
+    if args.json:
+        print(table.to_json(orient="records", indent=1))
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_colwidth", 60, "display.width", 250):
+            print(table.to_string(index=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dam", description="Differentiable hybrid land-surface modelling.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -207,6 +250,28 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--quiet", action="store_true", help="no progress bars")
     exp.set_defaults(func=_experiment)
 
+    conv = sub.add_parser("convert-site", help="convert a FLUXNET/AmeriFlux/table file + metadata YAML to a site")
+    conv.add_argument("source", help="data file, or the folder holding it (and SOURCE.md)")
+    conv.add_argument("--metadata", required=True, help="site metadata YAML (docs/adding_a_site.md)")
+    conv.add_argument("--output", required=True, help="site folder to write")
+    conv.add_argument("--overwrite", action="store_true", help="replace an existing site folder")
+    conv.add_argument("--gaps", choices=("error", "interpolate", "previous", "climatology"), default=None,
+                      help="override the metadata's forcing gap policy")  # fmt: skip
+    conv.add_argument("--max-gap", type=int, default=None, help="longest gap (steps) interpolate/previous may fill")
+    conv.set_defaults(func=_convert_site)
+
+    shared = sub.add_parser("convert-shared", help="convert the shared sites with their shipped metadata")
+    shared.add_argument("names", nargs="*", help="sites to convert (default: all)")
+    shared.add_argument("--output-dir", default=None, help="sites folder (default: $DAM_SITES or ./sites)")
+    shared.add_argument("--data-dir", default=None, help="shared data (default: $DAM_SHARED_DATA or ../shared/data)")
+    shared.add_argument("--overwrite", action="store_true", help="replace existing site folders")
+    shared.set_defaults(func=_convert_shared)
+
+    sites = sub.add_parser("sites", help="list the shipped and converted sites and what each holds")
+    sites.add_argument("dirs", nargs="*", help="sites folders (default: $DAM_SITES or ./sites where it exists)")
+    sites.add_argument("--json", action="store_true", help="JSON records instead of a table")
+    sites.set_defaults(func=_sites)
+
     make = sub.add_parser("make-grid", help="write a synthetic grid (static fields, forcing, grid_run.yaml)")
     make.add_argument("output_dir")
     make.add_argument("--lat", type=int, default=32)
@@ -221,10 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from dam.cases import CaseError
     from dam.grid_run import GridRunError
+    from dam.schema import ConfigError
+    from dam.sites import SiteError
 
     try:
         return args.func(args)
-    except (CaseError, GridRunError, FileNotFoundError) as err:
+    except (CaseError, GridRunError, SiteError, ConfigError, FileNotFoundError) as err:
         print(f"dam: error: {err}", file=sys.stderr)
         return 2
 

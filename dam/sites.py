@@ -605,6 +605,10 @@ class SiteMeta:
         samples, neutron probes) or ``"liquid"`` water only (dielectric sensors: TDR, reflectometers, capacitance
         probes read frozen soil as dry). Models are compared with the same quantity.
     initial_state : optional dict of initial values from the source (documented in docs/site_format.md).
+    assumed : dotted metadata key -> reason, for every value that is a best guess rather than a documented fact
+        (e.g. ``{"sensors.soil_moisture": "FLUXNET gives no depths ..."}``); results should carry that caveat.
+    attributes : static site attributes for information and multi-site models (e.g. ``site_id``, ``igbp``,
+        ``canopy_height_m``).
     """
 
     name: str
@@ -630,6 +634,8 @@ class SiteMeta:
     unreliable: tuple[UnreliableSeries, ...] = ()
     soil_moisture_measures: str = "total"
     initial_state: Mapping[str, Any] | None = None
+    assumed: Mapping[str, str] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.soil_moisture_measures not in SOIL_MOISTURE_MEASURES:
@@ -670,6 +676,10 @@ class SiteMeta:
             d["vegetation"]["max_fraction"] = self.max_vegetation_fraction
         if self.initial_state is not None:
             d["initial_state"] = dict(self.initial_state)
+        if self.assumed:
+            d["assumed"] = {str(k): str(v) for k, v in self.assumed.items()}
+        if self.attributes:
+            d["attributes"] = dict(self.attributes)
         return d
 
 
@@ -761,7 +771,16 @@ def parse_site_yaml(d: Mapping[str, Any]) -> SiteMeta:
         unreliable=tuple(unreliable),
         soil_moisture_measures=str(d.get("soil_moisture_measures", "total")),
         initial_state=d.get("initial_state"),
+        assumed=_mapping(d, "assumed"),
+        attributes=_mapping(d, "attributes"),
     )
+
+
+def _mapping(d: Mapping[str, Any], key: str) -> dict[str, Any]:
+    v = d.get(key) or {}
+    if not isinstance(v, Mapping):
+        raise SiteError(f"site.yaml: {key!r} must be a mapping, got {type(v).__name__}")
+    return {str(k): (str(x) if key == "assumed" else x) for k, x in v.items()}
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,26 @@ def julian_day(times_utc: pd.DatetimeIndex | np.ndarray) -> np.ndarray:
     return day + hours / 24.0
 
 
+def solar_declination(julian: np.ndarray) -> np.ndarray:
+    """Solar declination [rad] at :func:`julian_day` values (HRLDAS ``CALC_DECLIN``: 365-day orbit, 23.5 deg)."""
+    sun_longitude = np.where(julian >= 80.0, _DEG_PER_DAY * (julian - 80.0), _DEG_PER_DAY * (julian + 285.0)) * _DEGRAD
+    return np.arcsin(np.sin(23.5 * _DEGRAD) * np.sin(sun_longitude))
+
+
+def sun_times(
+    days: pd.DatetimeIndex | np.ndarray, latitude_deg: float, longitude_deg: float, utc_offset_hours: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sunrise and sunset of each local standard-time day, in local standard hours, with the geometry of
+    :func:`cos_zenith` (declination at local noon, no equation of time). Polar day gives (noon - 12, noon + 12),
+    polar night (noon, noon)."""
+    days = pd.DatetimeIndex(days).normalize()
+    noon_solar = 12.0 - longitude_deg / 15.0 + utc_offset_hours  # local standard hour of solar noon
+    declination = solar_declination(julian_day(days + pd.to_timedelta(12.0 - utc_offset_hours, unit="h")))
+    lat = latitude_deg * _DEGRAD
+    half_day = np.arccos(np.clip(-np.tan(lat) * np.tan(declination), -1.0, 1.0)) / _DEGRAD / 15.0
+    return noon_solar - half_day, noon_solar + half_day
+
+
 def cos_zenith(times_utc: pd.DatetimeIndex | np.ndarray, latitude_deg: float, longitude_deg: float) -> np.ndarray:
     """Cosine of the solar zenith angle at ``times_utc`` (negative at night), HRLDAS ``CALC_DECLIN``.
 
@@ -31,9 +51,7 @@ def cos_zenith(times_utc: pd.DatetimeIndex | np.ndarray, latitude_deg: float, lo
     latitude_deg, longitude_deg : site location, degrees north / east.
     """
     t = pd.DatetimeIndex(times_utc)
-    julian = julian_day(t)
-    sun_longitude = np.where(julian >= 80.0, _DEG_PER_DAY * (julian - 80.0), _DEG_PER_DAY * (julian + 285.0)) * _DEGRAD
-    declination = np.arcsin(np.sin(23.5 * _DEGRAD) * np.sin(sun_longitude))
+    declination = solar_declination(julian_day(t))
     hours = t.hour.to_numpy(np.float64) + t.minute.to_numpy(np.float64) / 60.0 + t.second.to_numpy(np.float64) / 3600.0
     local_time = np.mod(hours + longitude_deg / 15.0 + 24.0, 24.0)
     hour_angle = 15.0 * (local_time - 12.0) * _DEGRAD

@@ -1,0 +1,272 @@
+"""Flux-tower readers (dam.readers) on real slices shipped in tests/data/readers: what they convert, and the bad
+input they refuse (file, variable and rule named; nothing written)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from dam.readers import convert, load_metadata, read
+from dam.readers.catalogue import SHIPPED_METADATA_DIR, shared_metadata, site_table
+from dam.readers.common import stas_from_texture
+from dam.schema import ConfigError
+from dam.sites import SiteError, load_site
+
+DATA = Path(__file__).resolve().parent / "data" / "readers"
+META = SHIPPED_METADATA_DIR
+DD = DATA / "fluxnet_dd" / "FLX_CN-HaM_FLUXNET2015_FULLSET_DD_2002-2004_1-4.csv"
+HH = DATA / "fluxnet_hh" / "FLX_US-CRT_FLUXNET2015_FULLSET_HH_2011-2011_1-4.csv"
+BASE = DATA / "ameriflux_base" / "AMF_US-CRT_BASE_HH_2-5.csv"
+
+
+def _raw(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, na_values=[-9999], comment="#")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What the readers make
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_fluxnet_daily_conserves_every_daily_value(tmp_path: Path) -> None:
+    out = convert(DD.parent, META / "CN-HaM.yaml", tmp_path / "site")
+    site = load_site(out)
+    raw = _raw(DD)
+    f = site.forcing
+    assert site.meta.time_step_s == 3600 and f.attrs["source_time_step_s"] == 86400
+    # Local days of UTC+8: the first hour ends 01:00 local = 17:00 UTC the day before.
+    assert pd.Timestamp(f["time"].values[0]) == pd.Timestamp("2002-01-31T17:00")
+    days = f.coarsen(time=24).mean()  # (forcing.nc stores float32)
+    np.testing.assert_allclose(days["T_air"].values, raw["TA_F"] + 273.15, rtol=1e-7)
+    np.testing.assert_allclose(days["sw_down"].values, raw["SW_IN_F"], rtol=1e-6)
+    np.testing.assert_allclose(days["lw_down"].values, raw["LW_IN_F"], rtol=1e-6)
+    np.testing.assert_allclose(days["p_sfc"].values, raw["PA_F"] * 1000.0, rtol=1e-7)
+    np.testing.assert_allclose(f["precip"].coarsen(time=24).sum().values * 3600.0, raw["P_F"], rtol=1e-6, atol=1e-9)
+    assert "Parton & Logan" in f.attrs["disaggregation"]
+    # Observations: daily, stamped at the end of the local day, % -> m3 m-3, degC -> K, QC < 0.5 -> NaN.
+    obs = site.observations
+    assert pd.Timestamp(obs["time"].values[0]) == pd.Timestamp("2002-02-01T16:00")
+    sm = obs["soil_moisture"].sel(sm_depth=0.05).values
+    keep = raw["SWC_F_MDS_1_QC"] >= 0.5
+    np.testing.assert_allclose(sm[keep], raw["SWC_F_MDS_1"][keep] / 100.0)
+    assert np.isnan(sm[~keep]).all()
+    np.testing.assert_allclose(obs["soil_temperature"].values[keep, 0], raw["TS_F_MDS_1"][keep] + 273.15)
+    assert obs["sensible_heat_flux_corrected"].attrs["units"] == "W m-2"
+    text = yaml.safe_load((out / "site.yaml").read_text())
+    assert "sensor_depths_m.soil_moisture" in text["assumed"] and text["attributes"]["site_id"] == "CN-HaM"
+    assert text["vegetation"]["igbp_type"] == 10 and text["soil_moisture_measures"] == "liquid"
+    assert (out / "metadata.yaml").is_file() and not list(tmp_path.glob(".*tmp"))
+
+
+def test_fluxnet_halfhourly_values_and_time(tmp_path: Path) -> None:
+    meta = load_metadata(DATA / "fluxnet_hh" / "metadata.yaml")
+    site = read(HH, meta)
+    raw = _raw(HH)
+    ends = pd.to_datetime(raw["TIMESTAMP_END"].astype(str), format="%Y%m%d%H%M") + pd.Timedelta(hours=5)
+    assert (pd.DatetimeIndex(site.forcing["time"].values) == ends).all()
+    np.testing.assert_allclose(site.forcing["T_air"].values, raw["TA_F"] + 273.15)
+    np.testing.assert_allclose(site.forcing["precip"].values, raw["P_F"] / 1800.0)
+    assert site.meta.soil_type_stas == 11  # silty clay from the texture (USDA triangle)
+    assert site.observations["soil_temperature"].sizes["st_depth"] == 2
+    # QC 3 (poor gap-fill) of H is NaN by the default observation rule (max flag 1)
+    h = site.observations["sensible_heat_flux"].values
+    assert np.isnan(h[raw["H_F_MDS_QC"].to_numpy() > 1]).all()
+
+
+def test_ameriflux_base_gap_policy_per_variable_and_zip(tmp_path: Path) -> None:
+    meta = load_metadata(META / "US-CRT_BASE.yaml")
+    site = read(BASE, meta)
+    raw = _raw(BASE)
+    pa = site.forcing["p_sfc"]
+    assert pa.attrs["gap_fill_method"] == "climatology" and pa.attrs["gap_fill_count"] == int(raw["PA"].isna().sum())
+    good = raw["PA"].notna().to_numpy()
+    np.testing.assert_allclose(pa.values[good], raw["PA"][good] * 1000.0)
+    g = site.observations["ground_heat_flux"].values
+    np.testing.assert_allclose(g, raw[["G_1_1_1", "G_2_1_1"]].mean(axis=1), equal_nan=True)
+    # the same file inside a BASE-BADM zip
+    z = tmp_path / "AMF_US-CRT_BASE-BADM_2-5.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.write(BASE, BASE.name)
+    np.testing.assert_array_equal(read(z, meta).forcing["T_air"].values, site.forcing["T_air"].values)
+
+
+def test_table_reader_flags_and_stamp(tmp_path: Path) -> None:
+    meta = load_metadata(META / "SE-Svb.yaml")
+    site = read(DATA / "table", meta)
+    raw = pd.read_csv(DATA / "table" / "Svartberget_meteo_2019.csv", sep=";")
+    stamps = pd.to_datetime(raw[["year", "month", "day", "hour", "minute"]]) - pd.Timedelta(hours=1)
+    assert (pd.DatetimeIndex(site.forcing["time"].values) == stamps).all()  # 'end' stamps, UTC+1 -> UTC
+    sm = site.observations["soil_moisture"].values[:, 0]
+    interpolated = raw["Wliq_flag"].to_numpy() == 1
+    assert interpolated.sum() > 100 and np.isnan(sm[interpolated]).all() and not np.isnan(sm[~interpolated]).any()
+
+
+@pytest.mark.parametrize(
+    ("sand", "clay", "stas"),
+    [(0.92, 0.03, 1), (0.82, 0.06, 2), (0.65, 0.10, 3), (0.20, 0.15, 4), (0.05, 0.05, 5), (0.40, 0.20, 6),
+     (0.60, 0.25, 7), (0.10, 0.35, 8), (0.30, 0.33, 9), (0.50, 0.40, 10), (0.05, 0.45, 11), (0.20, 0.60, 12)],
+)  # fmt: skip
+def test_texture_class(sand: float, clay: float, stas: int) -> None:
+    assert stas_from_texture(sand, clay) == stas
+
+
+def test_every_shipped_metadata_file_validates_and_marks_its_guesses() -> None:
+    names = shared_metadata()
+    assert len(names) == 17  # 16 shared sites + the US-CRT BASE file
+    for name, path in names.items():
+        meta = load_metadata(path)
+        assert meta.licence and meta.citation, name
+        if meta.format != "table":  # FLUXNET/AmeriFlux give no depths: all assumed, with reasons
+            assert "sensors.soil_moisture" in meta.assumed, name
+
+
+def test_sites_listing_shows_shipped_and_converted(tmp_path: Path) -> None:
+    convert(DD.parent, META / "CN-HaM.yaml", tmp_path / "CN-HaM")
+    table = site_table([tmp_path])
+    assert {"bondville_1998", "hyytiala_2000_2010", "CN-HaM"} <= set(table["site"])
+    row = table.set_index("site").loc["CN-HaM"]
+    assert row["step_s"] == 3600 and row["forcing"] == "disaggregated daily"
+    assert "sensor_depths_m.soil_moisture" in row["assumed"]
+
+
+def test_cli_convert_and_sites(tmp_path: Path, capsys) -> None:
+    from dam.cli import main
+
+    out = tmp_path / "s" / "CN-HaM"
+    assert main(["convert-site", str(DD), "--metadata", str(META / "CN-HaM.yaml"), "--output", str(out)]) == 0
+    assert main(["sites", str(tmp_path / "s")]) == 0
+    assert "CN-HaM" in capsys.readouterr().out
+    assert main(["convert-site", str(DD), "--metadata", str(META / "CN-HaM.yaml"), "--output", str(out)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Bad input: a clear error naming file, variable and rule; nothing written
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _edit_csv(path: Path, fn) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    head = [ln for ln in lines if ln.startswith("#")]
+    df = pd.read_csv(path, dtype=str, comment="#", keep_default_na=False)
+    df = fn(df) if fn(df) is not None else df
+    with open(path, "w") as fh:
+        fh.writelines(head)
+        df.to_csv(fh, index=False)
+
+
+def _drop(col):
+    return lambda df: df.drop(columns=[col])
+
+
+def _set(col, value, rows=slice(None)):
+    def fn(df):
+        df.loc[df.index[rows], col] = value
+        return df
+
+    return fn
+
+
+def _rename(old, new):
+    return lambda df: df.rename(columns={old: new})
+
+
+def _meta(edit):
+    def fn(m: dict) -> None:
+        edit(m)
+
+    return fn
+
+
+def _del_sensors(m):
+    m["sensors"] = {}
+
+
+def _no_depth(m):
+    del m["sensors"]["soil_moisture"][0]["depth_m"]
+
+
+def _typo(m):
+    m["refrence_height"] = m.pop("reference_height")
+
+
+def _qc_rule(m):
+    m["conversion"] = {"gaps": "interpolate", "max_gap": 6, "quality": {"forcing_max_flag": 1}}
+
+
+def _no_day_night(m):
+    m["conversion"] = {"disaggregation": {"temperature": "day_night"}}
+
+
+# (case, data file, metadata, csv edit, metadata edit, error type, regex: file + variable + rule)
+CASES = [
+    ("missing forcing variable", DD, "CN-HaM.yaml", _drop("LW_IN_F"), None, SiteError,
+     r"FLX_CN-HaM.*missing required forcing column.*LW_IN_F.*rule: FLUXNET forcing needs"),
+    ("all-missing soil moisture", DD, "CN-HaM.yaml", _set("SWC_F_MDS_1", "-9999"), None, SiteError,
+     r"FLX_CN-HaM.*soil_moisture column SWC_F_MDS_1.*all 89 values are missing.*rule: every listed sensor"),
+    ("soil moisture fails QC everywhere", DD, "CN-HaM.yaml", _set("SWC_F_MDS_1_QC", "0.1"), None, SiteError,
+     r"SWC_F_MDS_1: no value passes the quality rule conversion.quality.observations_min_fraction=0.5"),
+    ("QC-flagged gap beyond the gap policy", HH, "fluxnet_hh/metadata.yaml", _set("TA_F_QC", "2", slice(100, 120)),
+     _qc_rule, SiteError, r"FLX_US-CRT.*column TA_F.*20 missing.*longer than max_gap=6.*20 of them set missing by "
+     r"the rule conversion.quality.forcing_max_flag=1.*conversion.gaps='interpolate'"),
+    ("unknown time-stamp convention", HH, "fluxnet_hh/metadata.yaml", _rename("TIMESTAMP_END", "TIME_END"), None,
+     SiteError, r"FLX_US-CRT.*unknown time-stamp convention \(rule: FLUXNET files have TIMESTAMP_START"),
+    ("BASE gap without a fill policy", BASE, "US-CRT.yaml", None,
+     lambda m: m.update(format="ameriflux_base", file=None), SiteError,
+     r"AMF_US-CRT_BASE_HH.*column PA: forcing variable 'p_sfc' has \d+ missing.*gap policy: conversion.gaps='error'"),
+    ("metadata without sensor depths", DD, "CN-HaM.yaml", None, _del_sensors, SiteError,
+     r"FLX_CN-HaM.*soil_moisture column\(s\) \['SWC_F_MDS_1'\] have no depth in .*rule: FLUXNET DD files give no "
+     r"sensor depths"),
+    ("sensor without depth_m", DD, "CN-HaM.yaml", None, _no_depth, ConfigError,
+     r"meta.yaml: missing required key 'sensors.soil_moisture.0.depth_m'"),
+    ("misspelt key", DD, "CN-HaM.yaml", None, _typo, ConfigError, r"unknown key 'refrence_height'; did you mean"),
+    ("daily file without day/night temperature", DD, "CN-HaM.yaml", _drop("TA_F_NIGHT"), _no_day_night, SiteError,
+     r"no column for T_air_night \(rule: conversion.disaggregation.temperature='day_night' needs it"),
+    ("wrong site", DD, "US-Me5.yaml", None, lambda m: m.pop("file", None), SiteError,
+     r"the file is site CN-HaM but .* says site_id US-Me5"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "data", "meta", "edit", "meta_edit", "error", "match"), CASES, ids=[c[0] for c in CASES]
+)
+def test_bad_input(tmp_path: Path, case, data, meta, edit, meta_edit, error, match) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(data, src / data.name)
+    if edit is not None:
+        _edit_csv(src / data.name, edit)
+    meta_path = META / meta if (META / meta).is_file() else DATA / meta
+    m = yaml.safe_load(meta_path.read_text())
+    if meta_edit is not None:
+        meta_edit(m)
+    (tmp_path / "meta.yaml").write_text(yaml.safe_dump(m))
+    out = tmp_path / "site"
+    with pytest.raises(error, match=match):
+        convert(src / data.name, tmp_path / "meta.yaml", out)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_failed_overwrite_keeps_the_old_site(tmp_path: Path) -> None:
+    out = convert(DD, META / "CN-HaM.yaml", tmp_path / "site")
+    before = (out / "forcing.nc").read_bytes()
+    m = yaml.safe_load((META / "CN-HaM.yaml").read_text())
+    m["sensors"] = {}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(m))
+    with pytest.raises(SiteError, match="have no depth"):
+        convert(DD, tmp_path / "bad.yaml", out, overwrite=True)
+    assert (out / "forcing.nc").read_bytes() == before
+
+
+def test_coarse_fluxnet_files_refused(tmp_path: Path) -> None:
+    ww = tmp_path / DD.name.replace("_DD_", "_WW_")
+    shutil.copy(DD, ww)
+    with pytest.raises(SiteError, match=re.escape(f"{ww.name}: WW files are too coarse")):
+        read(ww, load_metadata(META / "CN-HaM.yaml"))
