@@ -65,7 +65,7 @@ def _experiment(args: argparse.Namespace) -> int:
     _setup_numerics("float64")
     import dataclasses as dc
 
-    from dam.experiment import ExperimentConfig, load_config, run_experiment, summary
+    from dam.experiment import ExperimentConfig, load_config, run_experiment, summary, with_units
 
     if args.config is None:
         with resources.as_file(resources.files("dam.data") / "experiments" / "quick.yaml") as path:
@@ -83,7 +83,7 @@ def _experiment(args: argparse.Namespace) -> int:
         f"\nTest-period metrics, mean over reliable sensors ({time.perf_counter() - t0:.0f} s; "
         f"full tables in {config.output_dir}/metrics.md):"
     )
-    print(summary(table).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(with_units(summary(table)).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 
 

@@ -48,8 +48,11 @@ def test_run_folder_determinism_and_resume(tmp_path):
         assert (run / name).is_file(), name
     for model in cfg.models:
         assert (run / "predictions" / "hyytiala_2000_2010" / f"{model}.nc").is_file()
-    assert (run / "figures" / "hyytiala_2000_2010_timeseries.png").is_file()
+    for fig in ("timeseries", "test_period", "scatter"):
+        assert (run / "figures" / f"hyytiala_2000_2010_{fig}.png").is_file(), fig
     assert (run / "figures" / "metrics.png").is_file()
+    md = (run / "metrics.md").read_text()
+    assert "RMSE (m3 m-3)" in md and "depth (m)" in md and "water created (mm)" in md  # units in every table
     assert any((run / "checkpoints" / "hyytiala_2000_2010" / "lstm").iterdir())
     assert set(table["model"]) == set(cfg.models)
     assert len(table) == 4 * 4 and np.isfinite(table["rmse"]).all()
