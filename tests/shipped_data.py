@@ -7,7 +7,7 @@ read exactly the bytes they would read from the originals:
 - a CSV file is stored as a netCDF file (zlib, shuffle; one variable per column) whose attributes say how each
   column's text is written back: integers, ISO time stamps, float64 ``repr``, float32 numbers written as their
   float64 ``repr`` (the forcing: float32 inputs promoted to float64) or as their shortest float32 string (a
-  float32 history file). A column equal to an earlier one, or to an earlier one moved down by one row (start
+  float32 history file). A column equal to an earlier one, or to an earlier one moved by one row (a start
   state = previous end state), is stored as that reference. :func:`pack_csv` chooses each column's storage and
   refuses to write a file it cannot rebuild byte for byte;
 - a text file is stored xz-compressed (``*.xz``); any other file is copied as it is.

@@ -77,3 +77,17 @@ def test_run_folder_determinism_and_resume(tmp_path):
     shutil.rmtree(run)
     fresh = run_experiment(cfg)
     pd.testing.assert_frame_equal(fresh, table)
+
+
+def test_progress_bars_follow_stage_reports(capsys):
+    """The coupling routines report dicts; the experiment shows them as one bar per stage, not as lines."""
+    from dam.experiment import progress_bars
+
+    assert progress_bars("ai_in_physics", {"pretrain": 21}, enabled=False) is False
+    report = progress_bars("ai_in_physics", {"pretrain": 21, "train": 3}, enabled=True)
+    for it in (0, 10, 20):
+        report({"stage": "pretrain", "iteration": it, "loss": 1.0 / (it + 1)})
+    for epoch in range(3):
+        report({"stage": "train", "epoch": epoch, "val_loss": 0.5})
+    err = capsys.readouterr().err
+    assert "ai_in_physics pretrain" in err and "21/21" in err and "ai_in_physics train" in err and "3/3" in err
