@@ -1,7 +1,7 @@
 """Soil-column throughput: column-steps per second, forward and forward+gradient.
 
 Columns are heterogeneous (STAS soil classes 1-12, perturbed initial states and forcing from the Bondville
-case), as in the Fortran baseline of ``shared/reference/noahmp_soil/README.md``. Prints a table with the
+case), as in the Fortran baseline of ``tests/data/noahmp_soil/README.md``. Prints a table with the
 ratio to the Fortran single-core figures and to the forward time, and writes JSON with machine info.
 
     python benchmarks/soil_throughput.py [--columns 1 100 10000 100000] [--dtypes float64 float32]

@@ -20,6 +20,18 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from dam.physics.shapes import (
+    AnyLayered,
+    Layered,
+    LayeredSeries,
+    PerColumn,
+    PerLayer,
+    Series,
+    StepLayeredSeries,
+    StepSeries,
+    Values,
+)
+
 __all__ = [
     "LossTerms",
     "PhysicsLoss",
@@ -53,7 +65,7 @@ def _prepend_initial(x: jax.Array, initial: jax.Array | None) -> jax.Array:
 # --------------------------------------------------------------------------------------------------- data
 
 
-def masked_mse(pred: jax.Array, obs: jax.Array, weights: jax.Array | None = None, axis=None) -> jax.Array:
+def masked_mse(pred: Values, obs: Values, weights: Values | None = None, axis=None) -> Values:
     """Mean squared error over the pairs where ``obs`` (and ``pred``) are finite.
 
     Parameters
@@ -74,12 +86,12 @@ def masked_mse(pred: jax.Array, obs: jax.Array, weights: jax.Array | None = None
     return jnp.sum(w * diff * diff, axis=axis) / jnp.where(wsum > 0, wsum, 1.0)
 
 
-def masked_rmse(pred: jax.Array, obs: jax.Array, weights: jax.Array | None = None, axis=None) -> jax.Array:
+def masked_rmse(pred: Values, obs: Values, weights: Values | None = None, axis=None) -> Values:
     """Root of :func:`masked_mse` (gradient 0, not NaN, at a perfect fit)."""
     return _safe_sqrt(masked_mse(pred, obs, weights, axis))
 
 
-def masked_mae(pred: jax.Array, obs: jax.Array, weights: jax.Array | None = None, axis=None) -> jax.Array:
+def masked_mae(pred: Values, obs: Values, weights: Values | None = None, axis=None) -> Values:
     """Mean absolute error over the finite pairs (same conventions as :func:`masked_mse`)."""
     pred, obs = jnp.broadcast_arrays(jnp.asarray(pred), jnp.asarray(obs))
     mask = jnp.isfinite(obs) & jnp.isfinite(pred)
@@ -92,19 +104,19 @@ def masked_mae(pred: jax.Array, obs: jax.Array, weights: jax.Array | None = None
 # --------------------------------------------------------------------------------------------------- water
 
 
-def water_storage_mm(theta: jax.Array, dz: jax.Array) -> jax.Array:
+def water_storage_mm(theta: Layered, dz: PerLayer) -> PerColumn:
     """Column water storage ``sum_k theta_k dz_k`` in mm, from volumetric moisture (..., N) m3 m-3 and layer
     thickness ``dz`` (N,) m."""
     return WATER_DENSITY_MM_PER_M * jnp.sum(theta * jnp.asarray(dz, theta.dtype), axis=-1)
 
 
 def water_balance_residual(
-    theta_pred: jax.Array,
-    dz: jax.Array,
-    inputs_mm: jax.Array,
-    outputs_mm: jax.Array,
-    theta_initial: jax.Array | None = None,
-) -> jax.Array:
+    theta_pred: LayeredSeries,
+    dz: PerLayer,
+    inputs_mm: Series,
+    outputs_mm: Series,
+    theta_initial: AnyLayered | None = None,
+) -> StepSeries:
     """Per-step column water-balance residual, mm: ``dS - (inputs - outputs)``.
 
     ``S_t = 1000 sum_k theta_{t,k} dz_k``. Zero for a sequence that conserves water; positive when water
@@ -139,12 +151,12 @@ def water_balance_residual(
 
 
 def bounds_penalty(
-    theta: jax.Array,
-    lower: jax.Array,
-    upper: jax.Array,
-    liquid: jax.Array | None = None,
+    theta: Values,
+    lower: Values | float,
+    upper: Values | float,
+    liquid: Values | None = None,
     axis=None,
-) -> jax.Array:
+) -> Values:
     """Mean squared violation of ``lower <= theta <= upper`` (and ``0 <= liquid <= theta`` when ``liquid`` is
     given), (m3 m-3)^2; exactly 0 inside the bounds.
 
@@ -165,18 +177,18 @@ def bounds_penalty(
 
 
 def heat_residual(
-    t_pred: jax.Array,
-    t_initial: jax.Array,
-    heat_capacity: jax.Array,
-    conductivity: jax.Array,
-    dz: jax.Array,
-    ghf_wm2: jax.Array,
-    heat_bottom_wm2: jax.Array,
+    t_pred: LayeredSeries,
+    t_initial: AnyLayered,
+    heat_capacity: AnyLayered,
+    conductivity: AnyLayered,
+    dz: PerLayer,
+    ghf_wm2: Series,
+    heat_bottom_wm2: Series,
     dt_s: float,
     *,
-    phase_change_wm2: jax.Array | float = 0.0,
+    phase_change_wm2: Values | float = 0.0,
     implicit_weight: float = 1.0,
-) -> jax.Array:
+) -> StepLayeredSeries:
     """Per-layer residual of the discrete soil heat equation, W m-2 (finite-volume form of Noah-MP's
     ``SoilSnowThermalDiffusion``):
 
@@ -228,16 +240,16 @@ def heat_residual(
 
 
 def column_heat_residual(
-    t_pred: jax.Array,
-    t_initial: jax.Array,
-    heat_capacity: jax.Array,
-    dz: jax.Array,
-    ghf_wm2: jax.Array,
-    heat_bottom_wm2: jax.Array,
+    t_pred: LayeredSeries,
+    t_initial: AnyLayered,
+    heat_capacity: AnyLayered,
+    dz: PerLayer,
+    ghf_wm2: Series,
+    heat_bottom_wm2: Series,
     dt_s: float,
     *,
-    phase_change_wm2: jax.Array | float = 0.0,
-) -> jax.Array:
+    phase_change_wm2: Values | float = 0.0,
+) -> Series:
     """Column energy budget residual, W m-2: ``sum_k C_k dz_k dT_k / dt - (G + H_bot) + L`` per step (..., T).
 
     ``L`` (..., T) is the column's phase-change energy, positive for melt (the station's
@@ -254,8 +266,8 @@ def column_heat_residual(
 
 
 def surface_energy_residual(
-    net_radiation_wm2: jax.Array, sensible_wm2: jax.Array, latent_wm2: jax.Array, ground_wm2: jax.Array
-) -> jax.Array:
+    net_radiation_wm2: Values, sensible_wm2: Values, latent_wm2: Values, ground_wm2: Values
+) -> Values:
     """Surface energy-balance residual ``Rn - H - LE - G``, W m-2 (Rn + down, H and LE + up, G + into the
     ground); zero for a closed balance."""
     return net_radiation_wm2 - sensible_wm2 - latent_wm2 - ground_wm2

@@ -1,4 +1,5 @@
-"""Soil-column case folders (the format of ``shared/reference/noahmp_soil``): read, validate, write.
+"""Soil-column case folders (the format of the Fortran Noah-MP soil references, e.g. the shipped
+``bondville_soil``, see :func:`shipped_case`): read, validate, write.
 
 A case folder holds ``params.json`` (grid, parameters, options, initial state), ``forcing.csv`` (one row
 per step) and, for reference cases, ``output.csv`` (row 0 the initial state). Everything is validated at
@@ -23,6 +24,22 @@ from dam.physics import SoilFluxes, SoilForcing, SoilGrid, SoilOptions, SoilPara
 
 class CaseError(ValueError):
     """A case folder is missing something or holds invalid values."""
+
+
+SHIPPED_CASES_DIR = Path(__file__).resolve().parent / "data"
+
+
+def shipped_cases() -> list[str]:
+    """Names of the case folders shipped with the package (``bondville_soil``: Fortran Noah-MP v5.2 soil
+    routines driven by the fluxes of the full HRLDAS Bondville 1998 run, 17,472 steps of 30 min)."""
+    return sorted(p.name for p in SHIPPED_CASES_DIR.iterdir() if (p / "params.json").is_file())
+
+
+def shipped_case(name: str) -> Path:
+    """Folder of the shipped case ``name`` (raises :class:`CaseError` listing the shipped names)."""
+    if name not in shipped_cases():
+        raise CaseError(f"no shipped case {name!r} (shipped: {shipped_cases()})")
+    return SHIPPED_CASES_DIR / name
 
 
 PER_LAYER_PARAMS = ("smcmax", "smcref", "smcwlt", "bexp", "dksat", "dwsat", "psisat", "quartz")
@@ -79,6 +96,7 @@ class Case:
     forcing: SoilForcing
     time_s: np.ndarray
     reference: pd.DataFrame | None
+    start: np.datetime64 | None = None  # UTC start of the run (params.json ``start_utc``), if known
 
     @property
     def n_steps(self) -> int:
@@ -271,6 +289,12 @@ def read_case(case_dir: str | Path) -> Case:
         frz_top_ice_flux_mmps=col("frz_top_ice_flux_mmps"),
     )
     time_s = fdf["time_s"].to_numpy(dtype=np.float64) if "time_s" in fdf else np.arange(1, len(fdf) + 1) * dt_s
+    start = None
+    if "start_utc" in meta:
+        try:
+            start = pd.Timestamp(meta["start_utc"]).tz_localize(None).to_datetime64()
+        except (ValueError, TypeError):
+            raise CaseError(f"params.json: start_utc={meta['start_utc']!r} is not a date and time") from None
 
     reference = None
     if (out_path := _csv_path(root, "output")) is not None:
@@ -278,7 +302,7 @@ def read_case(case_dir: str | Path) -> Case:
         _check_steps(reference, "output.csv", 0, dt_s)
         if len(reference) != len(fdf) + 1:
             raise CaseError(f"output.csv has {len(reference)} rows, expected {len(fdf) + 1} (initial + steps)")
-    return Case(root.name, grid, options, params, state0, forcing, time_s, reference)
+    return Case(root.name, grid, options, params, state0, forcing, time_s, reference, start)
 
 
 def trajectory_table(state0: SoilState, states: SoilState, fluxes: SoilFluxes, dt_s: float) -> pd.DataFrame:
@@ -326,17 +350,24 @@ _NC_VARS = {  # output column stem -> (netCDF name, attributes)
 }
 
 
-def trajectory_dataset(table: pd.DataFrame, grid: SoilGrid, attrs: dict | None = None) -> xr.Dataset:
-    """The trajectory table as a CF-style ``xarray.Dataset`` with dimensions (time, layer)."""
+def trajectory_dataset(
+    table: pd.DataFrame, grid: SoilGrid, attrs: dict | None = None, start: np.datetime64 | None = None
+) -> xr.Dataset:
+    """The trajectory table as a CF ``xarray.Dataset`` with dimensions (time, layer).
+
+    With ``start`` (UTC) the time coordinate holds the dates of the step ends (CF ``seconds since start``);
+    without it, the seconds since the start of the run.
+    """
     n = grid.n_layers
     z = np.asarray(grid.zsoil)
     ztop = np.concatenate([[0.0], z[:-1]])
+    seconds = table["time_s"].to_numpy()
+    if start is None:
+        time = (seconds, {"units": "s", "long_name": "end of the step, seconds since the start of the run"})
+    else:
+        time = (start + (seconds * 1e9).astype("timedelta64[ns]"), {"long_name": "end of the step (UTC)"})
     coords = {
-        "time": (
-            "time",
-            table["time_s"].to_numpy(),
-            {"standard_name": "time", "units": "s", "long_name": "seconds since the start of the run"},
-        ),
+        "time": ("time", time[0], {"standard_name": "time", "axis": "T", **time[1]}),
         "layer": ("layer", np.arange(1, n + 1), {"long_name": "soil layer, 1 = top"}),
         "depth": (
             "layer",
@@ -380,4 +411,6 @@ def trajectory_dataset(table: pd.DataFrame, grid: SoilGrid, attrs: dict | None =
     )
     data["n_substeps"] = ("time", table["nsub"].to_numpy(), {"long_name": "number of water sub-steps"})
     ds = xr.Dataset(data, coords=coords, attrs={"Conventions": "CF-1.10", **(attrs or {})})
+    if start is not None:
+        ds["time"].encoding = {"units": f"seconds since {pd.Timestamp(start):%Y-%m-%d %H:%M:%S}", "dtype": "float64"}
     return ds

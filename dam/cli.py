@@ -1,7 +1,7 @@
 """The ``dam`` command line.
 
 dam demo [--output-dir DIR]                      run the shipped Bondville case and compare with Fortran
-dam soil-column CASE_DIR --output OUT.csv|OUT.nc [--dtype float64|float32] [--replay]
+dam soil-column CASE --output OUT.csv|OUT.nc [--dtype float64|float32] [--replay]   CASE: folder or shipped name
 dam make-grid DIR [--lat --lon --steps --seed]   synthetic gridded inputs and a grid_run.yaml
 dam grid-run CONFIG.yaml                         sharded, checkpointed, resumable grid run
 dam run-station SITE --output OUT.nc [--start --end --spinup N --dtype]   physics-only run at a site
@@ -32,10 +32,11 @@ def _setup_numerics(dtype: str) -> None:
 
 def _soil_column(args: argparse.Namespace) -> int:
     _setup_numerics(args.dtype)
-    from dam.cases import read_case
+    from dam.cases import read_case, shipped_case, shipped_cases
     from dam.soil_column import max_differences, run_case, write_output
 
-    case = read_case(args.case_dir)
+    shipped = not Path(args.case_dir).exists() and args.case_dir in shipped_cases()
+    case = read_case(shipped_case(args.case_dir) if shipped else args.case_dir)
     table = run_case(case, dtype=args.dtype, replay=args.replay, progress=not args.quiet)
     write_output(table, args.output, case, {"dtype": args.dtype, "mode": "replay" if args.replay else "free"})
     print(f"wrote {args.output} ({len(table)} rows)")
@@ -67,7 +68,7 @@ def _experiment(args: argparse.Namespace) -> int:
     _setup_numerics("float64")
     import dataclasses as dc
 
-    from dam.experiment import ExperimentConfig, load_config, run_experiment, summary
+    from dam.experiment import ExperimentConfig, load_config, run_experiment, summary, with_units
 
     if args.config is None:
         with resources.as_file(resources.files("dam.data") / "experiments" / "quick.yaml") as path:
@@ -85,19 +86,18 @@ def _experiment(args: argparse.Namespace) -> int:
         f"\nTest-period metrics, mean over reliable sensors ({time.perf_counter() - t0:.0f} s; "
         f"full tables in {config.output_dir}/metrics.md):"
     )
-    print(summary(table).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(with_units(summary(table)).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     _setup_numerics("float64")
-    from dam.cases import read_case
+    from dam.cases import read_case, shipped_case
     from dam.soil_column import TOLERANCES, max_differences, plot_comparison, run_case, write_output
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with resources.as_file(resources.files("dam.data") / "bondville_soil") as case_dir:
-        case = read_case(case_dir)
+    case = read_case(shipped_case("bondville_soil"))
     print(f"Bondville 1998 soil column: {case.n_steps} steps of {case.options.dt_s:.0f} s, {case.n_layers} layers")
     print(
         "options: " + ", ".join(f"{f.name}={getattr(case.options, f.name)}" for f in dataclasses.fields(case.options))
@@ -127,8 +127,8 @@ def _demo(args: argparse.Namespace) -> int:
     (out / "bondville_differences.json").write_text(json.dumps(results, indent=1))
     print(f"\nwrote {out / 'bondville_soil.nc'}, {out / 'bondville_soil.png'}, {out / 'bondville_differences.json'}")
     print(
-        "Bondville has soil freezing: free runs amplify round-off there (spec section 10, item 15); the "
-        "replay is the strict test."
+        "Bondville has soil freezing: the explicit phase change (Noah-MP PhaseChange) amplifies round-off in free "
+        "runs; the replay is the strict test."
     )
     ok = all(results["replay"][k] <= TOLERANCES[k] for k in TOLERANCES)
     print("replay within tolerances:", "yes" if ok else "NO")
@@ -220,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     soil = sub.add_parser("soil-column", help="run a soil-column case folder (reference format)")
-    soil.add_argument("case_dir", help="folder with params.json and forcing.csv (and optionally output.csv)")
+    soil.add_argument(
+        "case_dir", help="folder with params.json and forcing.csv (and optionally output.csv), or a shipped case name"
+    )
     soil.add_argument("--output", required=True, help="OUT.csv (reference layout) or OUT.nc (CF netCDF)")
     soil.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     soil.add_argument(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ import yaml
 
 from . import metrics as M
 from .experiment_data import FEATURES, SiteData, prepare_site
+from .plots import plot_metric_bars, plot_site
 from .station import run_blocks
 from .training import Normaliser, fit, window_starts
 
@@ -220,13 +222,37 @@ def load_prediction(run_dir: Path, data: SiteData, model: str) -> Prediction | N
                           json.loads(ds.attrs["info"]), **extras)  # fmt: skip
 
 
+def progress_bars(desc: str, totals: dict[str, int], enabled: bool) -> Callable[[dict], None] | bool:
+    """A ``progress=`` callable for the coupling routines that report dicts: one tqdm bar per stage of ``totals``
+    (stage -> units), placed by the report's 0-based ``iteration`` or ``epoch`` or its ``members_done``;
+    ``False`` (no output) when not ``enabled``."""
+    if not enabled:
+        return False
+    from tqdm.auto import tqdm
+
+    bars: dict = {}
+
+    def report(d: dict) -> None:
+        stage = d.get("stage", next(iter(totals)))
+        if stage not in bars:
+            bars[stage] = tqdm(total=totals[stage], desc=f"{desc} {stage}", leave=True)
+        bar = bars[stage]
+        done = d["members_done"] if "members_done" in d else d.get("iteration", d.get("epoch", 0)) + 1
+        bar.update(min(done, bar.total) - bar.n)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in d.items() if isinstance(v, float) and k != "seconds"})
+        if bar.n >= bar.total:
+            bar.close()
+
+    return report
+
+
 # ------------------------------------------------------------------------------------------ physics
-def physics_daily(data: SiteData, params=None, water=None) -> tuple[Prediction, Any, Any]:
+def physics_daily(data: SiteData, params=None, water=None, progress: bool = False) -> tuple[Prediction, Any, Any]:
     """Run the station model over the record: daily soil moisture at the sensors as the sensors see it (liquid
     or total; both kept as extras) as a :class:`Prediction` to be named, and the raw (states, fluxes)."""
     setup = data.setup if params is None else dataclasses.replace(data.setup, params=params)
     if water is None:
-        states, fluxes = run_blocks(setup, progress=False)
+        states, fluxes = run_blocks(setup, progress=progress)
     else:
         from .physics.station import run_station
 
@@ -384,9 +410,13 @@ class Experiment:
                     pred.seconds = time.perf_counter() - t0
                     save_prediction(self.run_dir, data, pred)
                     jax.clear_caches()  # compiled code of finished stages: a long experiment would exhaust memory
+                    status = f"computed in {pred.seconds:.1f} s"
+                else:
+                    path = _prediction_path(self.run_dir, data.name, model)
+                    status = f"read back from {path} (computed earlier in {pred.seconds:.1f} s)"
                 preds[model] = pred
                 timings[f"{data.name}/{model}"] = pred.seconds
-                print(f"[{data.name}] {model}: {pred.seconds:.1f} s", flush=True)
+                print(f"[{data.name}] {model}: {status}", flush=True)
             tables.append(score(data, preds))
             plausible += [{"site": data.name, "model": m, "scenario": sc, **v}
                           for m, p in preds.items() for sc, v in p.info.items() if sc.startswith("test")]  # fmt: skip
@@ -395,7 +425,7 @@ class Experiment:
             plot_site(self.run_dir / "figures", data, preds)
         table = pd.concat(tables, ignore_index=True)
         write_tables(self.run_dir, table, pd.DataFrame(plausible), pd.DataFrame(sweep))
-        plot_metric_bars(self.run_dir / "figures" / "metrics.png", table)
+        plot_metric_bars(self.run_dir / "figures" / "metrics.png", summary(table), MODELS)
         (self.run_dir / "timings.json").write_text(
             json.dumps({"total_seconds": time.perf_counter() - t_start, "stages": timings}, indent=1)
         )
@@ -403,7 +433,7 @@ class Experiment:
 
     # --- physics
     def _physics_default(self, data: SiteData, preds) -> Prediction:
-        pred = physics_daily(data)[0]
+        pred = physics_daily(data, progress=self.config.progress)[0]
         return dataclasses.replace(pred, model="physics_default")
 
     def _physics_calibrated(self, data: SiteData, preds) -> Prediction:
@@ -469,7 +499,8 @@ class Experiment:
         cfg = self.config
         key = (data.name, "ensemble")
         if key not in self._cache:
-            ens = perturbed_ensemble(data.setup, cfg.pretrain.members, seed=cfg.seed, progress=cfg.progress)
+            bars = progress_bars("ensemble", {"members": cfg.pretrain.members}, cfg.progress)
+            ens = perturbed_ensemble(data.setup, cfg.pretrain.members, seed=cfg.seed, progress=bars)
             members = ens["soil_liquid_water" if data.sees_liquid else "soil_moisture"].values  # (M, T, N)
             targets = np.stack([data.at_sensors(data.daily(m)) for m in members])  # (M, D, S)
             static = np.stack([ens[p].values for p in DEFAULT_RANGES], axis=-1)  # (M, P) sampled factors
@@ -587,13 +618,14 @@ def train_site_hybrid(data: SiteData, c: HybridConfig, *, seed: int, progress: b
     n_fit = int(np.searchsorted(data.step_day, data.test.start))
     net = NeuralWaterTransport(jax.random.PRNGKey(seed))
     samples = physics_water_samples(setup, slice(0, n_train))
+    bars = progress_bars("ai_in_physics", {"pretrain": c.pretrain_iterations, "train": c.epochs + 1}, progress)
     net, pre = pretrain_to_physics(net, samples, setup.params.soil, setup.grid, setup.options.soil, seed=seed,
-                                   iterations=c.pretrain_iterations, progress=progress)  # fmt: skip
+                                   iterations=c.pretrain_iterations, progress=bars)  # fmt: skip
     obs = data.site.observations["soil_moisture"].sel(time=setup.times).values
     window = c.window_steps or (480 if setup.options.dt_s < 86400.0 else 48)
     res = train_hybrid(setup, obs, net, sensor_layers=data.sensor_layers, train_steps=slice(0, n_train),
                        val_steps=slice(n_train, n_fit), window=window, epochs=c.epochs,
-                       learning_rate=c.learning_rate, seed=seed, progress=progress)  # fmt: skip
+                       learning_rate=c.learning_rate, seed=seed, progress=bars)  # fmt: skip
     info = {"pretrain_loss": [float(pre["loss"][0]), float(pre["loss"][-1])], "best_epoch": int(res.best_epoch),
             "val_loss": [None if v is None else float(v) for v in res.history["val_loss"]]}  # fmt: skip
     return res.net, info
@@ -753,6 +785,20 @@ def score(data: SiteData, preds: dict[str, Prediction]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: Column headings with units, for tables people read (the CSV files keep the plain names).
+UNITS = {"depth_m": "depth (m)", "r": "r (-)", "bias": "bias (m3 m-3)", "rmse": "RMSE (m3 m-3)",
+         "ubrmse": "ubRMSE (m3 m-3)", "nse": "NSE (-)", "kge": "KGE (-)", "seconds": "time (s)",
+         "bound_violations": "bound violations (sensor-days)", "water_created_mm": "water created (mm)",
+         "factor": "weight factor (-)", "bounds": "bounds weight ((m3 m-3)-2)", "water": "water weight (mm-2)",
+         "dry_bound_violations": "dry: bound violations (sensor-days)",
+         "dry_water_created_mm": "dry: water created (mm)"}  # fmt: skip
+
+
+def with_units(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with the headings of :data:`UNITS`."""
+    return table.rename(columns=UNITS)
+
+
 def summary(table: pd.DataFrame) -> pd.DataFrame:
     """Mean over the reliable sensors of each site and model."""
     rel = table[table["reliable"]]
@@ -772,11 +818,11 @@ def write_tables(
         "",
         "Per sensor:",
         "",
-        table.to_markdown(index=False, floatfmt=".3f"),
+        with_units(table).to_markdown(index=False, floatfmt=".3f"),
         "",
         "Mean over reliable sensors:",
         "",
-        summ.to_markdown(index=False, floatfmt=".3f"),
+        with_units(summ).to_markdown(index=False, floatfmt=".3f"),
         "",
     ]
     extras = (
@@ -789,71 +835,8 @@ def write_tables(
         if frame is not None and len(frame):
             frame.to_csv(run_dir / name, index=False)
             md += [f"{caption}, as observed and with precipitation x {DRY_FACTOR:g}:", "",
-                   frame.to_markdown(index=False, floatfmt=".3g"), ""]  # fmt: skip
+                   with_units(frame).to_markdown(index=False, floatfmt=".3g"), ""]  # fmt: skip
     (run_dir / "metrics.md").write_text("\n".join(md))
-
-
-def plot_site(out_dir: Path, data: SiteData, preds: dict[str, Prediction]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    days = data.days
-    fig, axes = plt.subplots(data.n_sensors, 1, figsize=(12, 2.4 * data.n_sensors + 0.6), sharex=True, squeeze=False)
-    for s, ax in enumerate(axes[:, 0]):
-        ax.plot(days, data.observed[:, s], color="k", lw=1.2, label="observed")
-        for i, (model, pred) in enumerate(preds.items()):
-            ax.plot(days, pred.daily[:, s], lw=0.8, color=f"C{i}", label=model)
-        ax.axvspan(days[data.test.start], days[-1], color="0.9", zorder=0)
-        flag = "" if data.reliable[s] else " (flagged unreliable)"
-        ax.set_title(
-            f"{data.name}: soil moisture at {data.sensor_depths_m[s]:g} m{flag}; grey = test period",
-            fontsize=9,
-            loc="left",
-        )
-        ax.set_ylabel("m3 m-3")
-    axes[0, 0].legend(fontsize=7, ncol=4, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(out_dir / f"{data.name}_timeseries.png", dpi=110)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, len(preds), figsize=(3.0 * len(preds), 3.2), squeeze=False)
-    obs = data.observed[data.test]
-    for ax, (model, pred) in zip(axes[0], preds.items(), strict=True):
-        for s in range(data.n_sensors):
-            ax.scatter(obs[:, s], pred.daily[data.test][:, s], s=4, label=f"{data.sensor_depths_m[s]:g} m")
-        lim = [np.nanmin(obs) - 0.02, np.nanmax(obs) + 0.02]
-        ax.plot(lim, lim, "k--", lw=0.7)
-        ax.set_title(model, fontsize=8)
-        ax.set_xlabel("observed")
-    axes[0, 0].set_ylabel("predicted")
-    axes[0, 0].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(out_dir / f"{data.name}_scatter.png", dpi=110)
-    plt.close(fig)
-
-
-def plot_metric_bars(path: Path, table: pd.DataFrame) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    summ = summary(table)
-    sites = list(dict.fromkeys(summ["site"]))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
-    for ax, metric in zip(axes, ("r", "rmse"), strict=True):
-        piv = summ.pivot(index="model", columns="site", values=metric).reindex(
-            [m for m in MODELS if m in set(summ["model"])]
-        )
-        piv[sites].plot.bar(ax=ax, rot=30)
-        ax.set_title(f"test-period {metric} (mean over reliable sensors)", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def run_experiment(config: ExperimentConfig) -> pd.DataFrame:

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 # XLA:CPU contracts a*b+c into fused multiply-adds on FMA-capable CPUs; the Fortran reference (gfortran -O2,
-# generic x86-64) never does. Capping the ISA at AVX removes the contraction (spec section 10, item 8), which
+# generic x86-64) never does. Capping the ISA at AVX removes the contraction (no FMA instructions), which
 # matters for free runs through soil freezing, where 1-ulp differences grow.
 NO_FMA_FLAG = "--xla_cpu_max_isa=AVX"
 

@@ -1,4 +1,5 @@
-"""Converters from the station files in ``shared/data`` to :class:`dam.sites.Site` objects.
+"""Converters from the original station files (one folder per source, named as in :data:`CONVERTERS`; the test
+suite ships copies in ``tests/data/stations``) to :class:`dam.sites.Site` objects.
 
 Each reader reads its source folder (the ``SOURCE.md`` there documents units, time zones, depths and known
 problems), converts to the canonical variables of :mod:`dam.sites` and returns a validated :class:`Site`.
@@ -261,7 +262,7 @@ def read_bondville_1998(
 def read_bondville_1998_hrldas(src: str | Path, *, gaps: str = "error", max_gap: int | None = DEFAULT_MAX_GAP) -> Site:
     """Bondville 1998 forcing of ``hrldas_bondville.dat``, converted as HRLDAS ``create_point_data`` does.
 
-    This is the forcing of the Fortran Noah-MP v5.2 reference run (``shared/reference/noahmp_full``): UTC stamps,
+    This is the forcing of the Fortran Noah-MP v5.2 reference run (``tests/data/noahmp_full``): UTC stamps,
     u_bar wind gap-filled by the HRLDAS authors, RH not clipped, conversions in float32 like the single-precision
     converter (T + 273.15, p x 100, rain x 0.014111, q from RH). The stored float32 values are the LDASIN values
     the model read. Observations come from ``forcing98_with_validation.dat`` on the same UTC stamps.
@@ -308,7 +309,8 @@ def read_bondville_1998_hrldas(src: str | Path, *, gaps: str = "error", max_gap:
     obs = _bondville_observations(main_times[keep], {k: v[keep] for k, v in c.items()}, "forcing98_with_validation.dat")
     notes = [
         "Forcing converted from hrldas_bondville.dat exactly as HRLDAS create_point_data (float32): this is the "
-        "forcing of shared/reference/noahmp_full/bondville (its first record, 1998-01-02T00:00Z, is read but "
+        "forcing of the Fortran reference run tests/data/noahmp_full/bondville (its first record, 1998-01-02T00:00Z, "
+        "is read but "
         "never used by the model).",
         "Wind is u_bar (6 m eddy covariance) gap-filled by the HRLDAS authors (missing u_bar ~ 0.85 x w_speed), "
         "treated as the 10 m wind by the reference run; RH up to 109.4 % is not clipped.",
@@ -615,7 +617,7 @@ def read_noahpy_forcing(
 
 @dataclass(frozen=True)
 class Converter:
-    """A source format: the folder name under ``shared/data`` and the reader."""
+    """A source format: the name of its source folder and the reader."""
 
     folder: str
     read: Callable[..., Site]

@@ -17,7 +17,7 @@ from dam.cases import Case, output_columns, trajectory_dataset, trajectory_table
 from dam.precision import resolve_dtype
 from dam.sharding import pad_axis
 
-#: Per-variable tolerances of the Fortran match (issue 3), in the reference's units.
+#: Per-variable tolerances of the Fortran match (per-step replay), in the reference's units.
 TOLERANCES = {
     "t": 1e-6,
     "smc": 1e-9,
@@ -109,7 +109,7 @@ def write_output(table: pd.DataFrame, path: str | Path, case: Case, attrs: dict 
             "source": "dam JAX port of the Noah-MP v5.2 soil heat and water physics",
             **options,
         }
-        trajectory_dataset(table, case.grid, {**meta, **(attrs or {})}).to_netcdf(path)
+        trajectory_dataset(table, case.grid, {**meta, **(attrs or {})}, start=case.start).to_netcdf(path)
     elif path.suffix == ".csv":
         write_csv(table, path)
     else:

@@ -1,11 +1,11 @@
-"""The Noah-MP STAS soil parameter table (``NoahmpTable.TBL``, ``noahmp_soil_stas_parameters``; spec section 8).
+"""The Noah-MP STAS soil parameter table (``NoahmpTable.TBL``, ``noahmp_soil_stas_parameters``).
 
 Units: BEXP -, SMCDRY SMCMAX SMCREF SMCWLT m3 m-3, PSISAT m (positive), DKSAT m s-1, DWSAT m2 s-1, QUARTZ -.
 """
 
 from __future__ import annotations
 
-# Noah-MP STAS soil table (spec section 8): name, BEXP, SMCDRY, SMCMAX, SMCREF, PSISAT, DKSAT, DWSAT, SMCWLT, QUARTZ.
+# Noah-MP STAS soil table (NoahmpTable.TBL): name, BEXP, SMCDRY, SMCMAX, SMCREF, PSISAT, DKSAT, DWSAT, SMCWLT, QUARTZ.
 STAS: dict[int, tuple] = {
     1: ("SAND", 2.790, 0.010, 0.339, 0.192, 0.069, 4.66e-05, 2.65e-05, 0.010, 0.920),
     2: ("LOAMY SAND", 4.260, 0.028, 0.421, 0.283, 0.036, 1.41e-05, 5.14e-06, 0.028, 0.820),

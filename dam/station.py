@@ -332,6 +332,7 @@ def plot_against_observations(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .plots import break_gaps
     from .sites import SOIL_VARIABLES, model_at_sensors
 
     paths = []
@@ -352,11 +353,18 @@ def plot_against_observations(
         for ax, d in zip(axes[:, 0], depths, strict=True):
             o = obs if d is None else obs.sel({depth_dim: d})
             m = at if d is None else at.sel({depth_dim: d})
-            ax.plot(m["time"].values, m.values, lw=0.7, color="C0", label="model")
-            ax.plot(o["time"].values, o.values, lw=0.7, color="k", alpha=0.7, label="observed")
+            for series, style in ((m, {"color": "C0", "label": "model"}), (o, {"color": "k", "label": "observed"})):
+                t, v = break_gaps(pd.DatetimeIndex(series["time"].values), series.values)  # no line across gaps
+                ax.plot(t, v, lw=0.7, alpha=0.8, **style)
             ax.set_ylabel(obs.attrs.get("units", ""))
-            ax.set_title(f"{var}" + ("" if d is None else f" at {float(d):g} m"), fontsize=9, loc="left")
+            flag = site.unreliable_flag(name, None if d is None else float(d)) if site is not None else ""
+            where = "" if d is None else f" at {float(d):g} m"
+            ax.set_title(f"{var}{where}" + (f" (flagged unreliable: {flag})" if flag else ""), fontsize=9, loc="left")
+            if flag:
+                ax.set_facecolor("#fff4e6")
         axes[0, 0].legend(loc="upper right", fontsize=8)
+        if site is not None:
+            fig.suptitle(f"{site.meta.name} ({site.meta.title})" if site.meta.title else site.meta.name, fontsize=10)
         fig.tight_layout()
         path = out_dir / f"{name}.png"
         fig.savefig(path, dpi=110)

@@ -1,6 +1,7 @@
 """Synthetic stress cases for the soil column, written as case folders in the reference format.
 
-Each case drives one corner of the physics hard (spec ``NOAHMP_SOIL_PHYSICS.md`` sections 3-9):
+Each case drives one corner of the Noah-MP soil physics hard (thermal properties, heat diffusion, phase change,
+soil water, runoff):
 
 ==================  =====================================================================================
 ``sand_storms``     STAS 1 sand under thunderstorms (water input up to 5e-5 m/s): 6 water sub-steps and
@@ -365,7 +366,8 @@ def write_case(case: StressCase | str, root: str | Path, *, seed: int = 0, days:
         f"STAS {case.params['soil_type_stas']} {case.params['soil_type_name'].lower()}; "
         f"OPT_RUN={opts['OPT_RUN']} OPT_FRZ={opts['OPT_FRZ (supercooled water)']} "
         f"OPT_INF={opts['OPT_INF (frozen permeability)']} OPT_TBOT={opts['OPT_TBOT']} OPT_STC={opts['OPT_STC']}.\n"
-        "Files and columns as in `shared/reference/noahmp_soil` (params.json, params.nml, forcing.csv); "
+        "Files and columns as in the Fortran reference cases (params.json, params.nml, forcing.csv; "
+        "tests/data/noahmp_soil/README.md); "
         "there is no output.csv (no Fortran run behind it). `snow_flag` is 0 throughout.\n"
     )
     return folder

@@ -19,6 +19,8 @@ import xarray as xr
 
 from dam.soil_table import stas_parameters
 
+START = np.datetime64("2000-01-01T00:00:00", "ns")  # time origin of the synthetic forcing (UTC)
+TIME_UNITS = "seconds since 2000-01-01 00:00:00"
 ZSOIL = np.array([-0.1, -0.4, -1.0, -2.0])
 PER_LAYER = ("bexp", "smcmax", "smcref", "smcwlt", "psisat", "dksat", "dwsat", "quartz")
 STAS = np.array([[stas_parameters(k)[f] for f in PER_LAYER] for k in range(1, 13)])  # mineral classes 1-12
@@ -90,7 +92,8 @@ def _static(n_lat: int, n_lon: int, land_fraction: float, rng: np.random.Generat
 
 
 def _forcing(static: xr.Dataset, time: np.ndarray, rng: np.random.Generator) -> xr.Dataset:
-    """Forcing at the step end times ``time`` (s); the climate follows ``static`` (latitude, ``tbot``)."""
+    """Forcing at the step ends ``time`` (s after :data:`START`); the climate follows ``static`` (latitude,
+    ``tbot``). The time coordinate holds the dates (CF ``seconds since START``)."""
     lat, lon = static["lat"].values, static["lon"].values
     shape = (lat.size, lon.size)
     latg = np.broadcast_to(lat[:, None], shape)
@@ -108,9 +111,10 @@ def _forcing(static: xr.Dataset, time: np.ndarray, rng: np.random.Generator) -> 
     cold = (mean_t[None] + 6.0 * diurnal) < 273.16
     et = np.maximum(0.0, 3e-8 * (1.0 + diurnal)) * (~cold)
     roots = np.array([0.4, 0.3, 0.2, 0.1])
+    ends = START + (np.asarray(time) * 1e9).astype("timedelta64[ns]")
     forcing = xr.Dataset(
         coords={
-            "time": ("time", time, {"units": "s", "long_name": "end of step since start"}),
+            "time": ("time", ends, {"standard_name": "time", "axis": "T", "long_name": "end of the step (UTC)"}),
             "lat": static.lat,
             "lon": static.lon,
             "layer": static.layer,
@@ -126,6 +130,7 @@ def _forcing(static: xr.Dataset, time: np.ndarray, rng: np.random.Generator) -> 
     )
     forcing["frozen_ground"] = (("time", "lat", "lon"), cold.astype(np.float64), {"units": "1"})
     forcing["frz_top_ice_flux_mmps"] = (("time", "lat", "lon"), np.where(cold, 1e-6, 0.0), {"units": "kg m-2 s-1"})
+    forcing["time"].encoding = {"units": TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "float64"}
     return forcing
 
 

@@ -13,6 +13,7 @@ from jax import lax
 
 from ._safe import div, power, safe_divide, safe_where
 from .constants import Constants
+from .shapes import Layered, PerColumn, PerLayer
 from .types import SoilOptions, SoilParams, ThinSnow
 
 
@@ -71,15 +72,15 @@ def supercooled_koren99(
 
 
 def phase_change(
-    t: jax.Array,
-    smc: jax.Array,
-    sh2o: jax.Array,
-    phase_factor: jax.Array,
+    t: Layered,
+    smc: Layered,
+    sh2o: Layered,
+    phase_factor: Layered,
     params: SoilParams,
-    dz: jax.Array,
+    dz: PerLayer,
     options: SoilOptions,
     snow: ThinSnow | None = None,
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, ThinSnow | None]:
+) -> tuple[Layered, Layered, Layered, PerColumn, ThinSnow | None]:
     """Melt and freeze soil water of every layer (Noah-MP ``SoilSnowWaterPhaseChange``, soil part).
 
     Parameters

@@ -6,24 +6,24 @@ explicit (old temperatures), so that Sum C dz dT = (G + H_bot) dt holds to round
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from ._safe import div
+from .shapes import Layered, PerColumn
 from .tridiagonal import tridiagonal_solve
 from .types import SoilGrid, SoilOptions, SoilParams
 
 
 def heat_diffusion(
-    t: jax.Array,
-    heat_capacity: jax.Array,
-    conductivity: jax.Array,
-    ghf_wm2: jax.Array,
+    t: Layered,
+    heat_capacity: Layered,
+    conductivity: Layered,
+    ghf_wm2: PerColumn,
     params: SoilParams,
     grid: SoilGrid,
     options: SoilOptions,
-    snow_depth_m: jax.Array | float = 0.0,
-) -> tuple[jax.Array, jax.Array]:
+    snow_depth_m: PerColumn | float = 0.0,
+) -> tuple[Layered, PerColumn]:
     """One implicit heat-conduction step.
 
     Parameters

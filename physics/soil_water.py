@@ -17,6 +17,7 @@ from jax import lax
 from ._remat import keep_loop_carry
 from ._safe import div
 from .infiltration_runoff import schaake_infiltration
+from .shapes import Layered
 from .soil_hydraulics import hydraulics_liquid_moisture, hydraulics_total_moisture, impermeable_fraction
 from .tridiagonal import tridiagonal_solve_layers
 from .types import SoilForcing, SoilGrid, SoilOptions, SoilParams
@@ -138,13 +139,13 @@ def min_water_fix(sh2o: jax.Array, dz: jax.Array, const) -> tuple[jax.Array, jax
 
 
 def soil_water(
-    smc: jax.Array,
-    sh2o: jax.Array,
+    smc: Layered,
+    sh2o: Layered,
     forcing: SoilForcing,
     params: SoilParams,
     grid: SoilGrid,
     options: SoilOptions,
-) -> tuple[jax.Array, jax.Array, WaterFluxes]:
+) -> tuple[Layered, Layered, WaterFluxes]:
     """The soil water step of Noah-MP (after the phase change).
 
     Parameters

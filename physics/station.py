@@ -34,6 +34,7 @@ from .energy_balance import (
 from .phenology import PhenologyParams, phenology
 from .precip_heat import precipitation_heat_advect
 from .radiation import emissivity, surface_radiation
+from .shapes import PerColumn
 from .snow import ground_water
 from .soil_thermal_properties import soil_thermal_properties
 from .soil_water import soil_water
@@ -54,16 +55,16 @@ class StationForcing(eqx.Module):
     (-, <= 0 at night); ``julian_day`` day of year - 1 + fraction of the day (phenology).
     """
 
-    t_air_k: jax.Array
-    q_air_kgkg: jax.Array
-    p_sfc_pa: jax.Array
-    u_ms: jax.Array
-    v_ms: jax.Array
-    sw_down_wm2: jax.Array
-    lw_down_wm2: jax.Array
-    precip_mmps: jax.Array
-    cos_zenith: jax.Array
-    julian_day: jax.Array
+    t_air_k: PerColumn
+    q_air_kgkg: PerColumn
+    p_sfc_pa: PerColumn
+    u_ms: PerColumn
+    v_ms: PerColumn
+    sw_down_wm2: PerColumn
+    lw_down_wm2: PerColumn
+    precip_mmps: PerColumn
+    cos_zenith: PerColumn
+    julian_day: PerColumn
 
 
 class SnowState(eqx.Module):

@@ -17,6 +17,7 @@ import numpy as np
 
 from ._safe import div
 from .constants import Constants, LiteralFlavour, constants
+from .shapes import ColumnParam, Flag, Layered, LayerParam, PerColumn, PerLayer
 
 Supercooled = Literal["niu06", "koren99"]
 FrozenPermeability = Literal["niu06", "koren99"]
@@ -26,7 +27,7 @@ SurfaceRunoff = Literal["schaake96"]
 SubsurfaceRunoff = Literal["free_drainage"]
 
 
-def _check_choice(name: str, value: str, choices: type) -> None:
+def _check_choice(name: str, value: str, choices: object) -> None:
     allowed = get_args(choices)
     if value not in allowed:
         raise ValueError(f"option {name}={value!r} is not one of {allowed}")
@@ -73,7 +74,7 @@ class SoilGrid(eqx.Module):
     deep temperature boundary, m (negative). Thickness and node distances are derived exactly as Noah-MP does
     (``dz2 = 0.30000000000000004`` for the default grid)."""
 
-    zsoil: jax.Array
+    zsoil: PerLayer
     zbot: float = eqx.field(static=True, default=-8.0)
 
     def __check_init__(self) -> None:
@@ -124,20 +125,20 @@ class SoilParams(eqx.Module):
     infiltration capacity, ``frzk`` frozen-ground parameter (m), ``tbot`` deep soil temperature (K).
     """
 
-    smcmax: jax.Array
-    smcref: jax.Array
-    smcwlt: jax.Array
-    bexp: jax.Array
-    dksat: jax.Array
-    dwsat: jax.Array
-    psisat: jax.Array
-    quartz: jax.Array
-    csoil: jax.Array
-    slope: jax.Array
-    refkdt: jax.Array
-    refdk: jax.Array
-    frzk: jax.Array
-    tbot: jax.Array
+    smcmax: LayerParam
+    smcref: LayerParam
+    smcwlt: LayerParam
+    bexp: LayerParam
+    dksat: LayerParam
+    dwsat: LayerParam
+    psisat: LayerParam
+    quartz: LayerParam
+    csoil: ColumnParam
+    slope: ColumnParam
+    refkdt: ColumnParam
+    refdk: ColumnParam
+    frzk: ColumnParam
+    tbot: ColumnParam
 
     @property
     def infmax_coeff(self) -> jax.Array:
@@ -153,9 +154,9 @@ class SoilState(eqx.Module):
     """Prognostic state: layer temperature ``t`` (K), total ``smc`` and liquid ``sh2o`` volumetric
     moisture (m3 m-3), each (..., N). Ice is ``smc - sh2o``."""
 
-    t: jax.Array
-    smc: jax.Array
-    sh2o: jax.Array
+    t: Layered
+    smc: Layered
+    sh2o: Layered
 
 
 class SoilForcing(eqx.Module):
@@ -170,12 +171,12 @@ class SoilForcing(eqx.Module):
     mm s-1 (kg m-2 s-1).
     """
 
-    ghf_wm2: jax.Array
-    qinsurf_mps: jax.Array
-    evap_mps: jax.Array
-    etran_mps: jax.Array
-    frozen_ground: jax.Array
-    frz_top_ice_flux_mmps: jax.Array
+    ghf_wm2: PerColumn
+    qinsurf_mps: PerColumn
+    evap_mps: PerColumn
+    etran_mps: Layered
+    frozen_ground: Flag
+    frz_top_ice_flux_mmps: PerColumn
 
 
 class ThinSnow(eqx.Module):

@@ -4,6 +4,7 @@ emulated CPU devices for the sharding tests (unsharded computations run on the f
 from pathlib import Path
 
 import pytest
+from shipped_data import materialise
 
 from dam.precision import emulate_cpu_devices, enable_x64, fortran_exact_cpu
 
@@ -11,34 +12,41 @@ fortran_exact_cpu()
 emulate_cpu_devices(8)
 enable_x64()
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-REFERENCE = SHARED / "reference" / "noahmp_soil"
-FULL_REFERENCE = SHARED / "reference" / "noahmp_full" / "bondville"
-DATA = SHARED / "data"
+
+@pytest.fixture(scope="session")
+def shipped_data(pytestconfig, tmp_path_factory):
+    """``shipped_data(tree)``: the original files of ``tests/data/<tree>`` (see tests/shipped_data.py), rebuilt
+    once into pytest's cache folder (a temporary folder when the cache is disabled) and reused while unchanged."""
+    cache = (
+        pytestconfig.cache.mkdir("dam_test_data") if hasattr(pytestconfig, "cache") else tmp_path_factory.mktemp("d")
+    )
+    return lambda tree: materialise(tree, Path(cache))
 
 
 @pytest.fixture(scope="session")
-def reference_dir() -> Path:
-    """The shared Fortran reference cases (tests needing them are skipped where ../shared is absent)."""
-    if not REFERENCE.is_dir():
-        pytest.skip("../shared/reference/noahmp_soil is not available")
-    return REFERENCE
+def reference_dir(shipped_data) -> Path:
+    """The Fortran soil-column reference cases ``bondville`` and ``koren_freeze`` (tests/data/noahmp_soil)."""
+    return shipped_data("noahmp_soil")
 
 
 @pytest.fixture(scope="session")
-def full_reference_dir() -> Path:
-    """The full Fortran Noah-MP v5.2 Bondville 1998 run (forcing.csv, output.csv.gz, setup.json)."""
-    if not FULL_REFERENCE.is_dir():
-        pytest.skip("../shared/reference/noahmp_full/bondville is not available")
-    return FULL_REFERENCE
+def full_reference_dir(shipped_data) -> Path:
+    """The full Fortran Noah-MP v5.2 Bondville 1998 run: forcing.csv, output.csv.gz, setup.json, README.md."""
+    return shipped_data("noahmp_full/bondville")
 
 
 @pytest.fixture(scope="session")
-def shared_data_dir() -> Path:
-    """The shared station data (one folder per site, each with a SOURCE.md)."""
-    if not DATA.is_dir():
-        pytest.skip("../shared/data is not available")
-    return DATA
+def cold_reference_dir(shipped_data) -> Path:
+    """The full Fortran Noah-MP v5.2 Bondville 1998 run with the air 8 K colder (multi-layer snow, frozen soil):
+    forcing.csv, output.csv.gz (float32 history values), setup.json, README.md."""
+    return shipped_data("noahmp_full/bondville_cold")
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir(shipped_data) -> Path:
+    """The raw station files of bondville_1998, hyytiala_2000_2010 and tanggula_forcing_only (one folder per site,
+    each with its SOURCE.md), as the site readers read them."""
+    return shipped_data("stations")
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 Case-folder errors are :class:`dam.cases.CaseError` (a ``ValueError``) raised by ``read_case``; a state that
 becomes non-finite inside a jitted run raises through ``eqx.error_if``; an unknown option string raises
-``ValueError`` when :class:`dam.physics.SoilOptions` is built. Bad cases are copies of the shared
-``koren_freeze`` case (or, where ../shared is absent, of the ``deep_freeze`` stress case) cut to 50 steps.
+``ValueError`` when :class:`dam.physics.SoilOptions` is built. Bad cases are copies of the ``koren_freeze``
+reference case cut to 50 steps.
 """
 
 from __future__ import annotations
@@ -28,17 +28,12 @@ N_ROWS = 50
 
 
 @pytest.fixture
-def case_dir(tmp_path) -> Path:
+def case_dir(tmp_path, reference_dir) -> Path:
     """A valid 50-step case folder (no output.csv) to be broken by each test."""
-    src = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "noahmp_soil" / "koren_freeze"
     dst = tmp_path / "case"
-    if src.is_dir():
-        dst.mkdir()
-        for name in ("params.json", "forcing.csv"):
-            shutil.copy(src / name, dst / name)
-    else:
-        dst = stress.write_case("deep_freeze", tmp_path)
-        (dst / "params.nml").unlink()
+    dst.mkdir()
+    for name in ("params.json", "forcing.csv"):
+        shutil.copy(reference_dir / "koren_freeze" / name, dst / name)
     forcing = pd.read_csv(dst / "forcing.csv", dtype=str).iloc[:N_ROWS]
     forcing.to_csv(dst / "forcing.csv", index=False)
     return dst

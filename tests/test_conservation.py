@@ -1,13 +1,13 @@
 """Conservation, branch coverage, precision and bounds of free runs on the reference and stress cases.
 
-Cases: the two shared Fortran reference cases (skipped where ../shared is absent) and the four synthetic
+Cases: the two Fortran reference cases (tests/data/noahmp_soil) and the four synthetic
 stress cases of :mod:`dam.stress`, written to a temporary folder. Each case is run once per precision
 (float64 and float32, cached for the module).
 
 Per step, in float64:
 
 * water: ``sum_k dz_k (smc_new - smc_old) = (P - E_eff - sum Tr) dt + [frozen] Fice dt / 1000
-  - (R_sfc + R_sub) / 1000`` (m), with ``E_eff = 0`` on frozen-ground steps (spec section 9). Every term is
+  - (R_sfc + R_sub) / 1000`` (m), with ``E_eff = 0`` on frozen-ground steps (Noah-MP SoilWaterMain). Every term is
   O(0.1 m) or less, so round-off is O(1e-17 m); 1e-12 m leaves four orders of margin over the measured
   residuals (<= 3e-16 m) and still catches any lost or double-counted water above 1e-9 mm per step.
 * heat: diffusion ``sum_k C_k dz_k (T_diff - T_old) = (G - H_bot) dt`` (``H_bot`` leaving the bottom; the

@@ -48,8 +48,11 @@ def test_run_folder_determinism_and_resume(tmp_path):
         assert (run / name).is_file(), name
     for model in cfg.models:
         assert (run / "predictions" / "hyytiala_2000_2010" / f"{model}.nc").is_file()
-    assert (run / "figures" / "hyytiala_2000_2010_timeseries.png").is_file()
+    for fig in ("timeseries", "test_period", "scatter"):
+        assert (run / "figures" / f"hyytiala_2000_2010_{fig}.png").is_file(), fig
     assert (run / "figures" / "metrics.png").is_file()
+    md = (run / "metrics.md").read_text()
+    assert "RMSE (m3 m-3)" in md and "depth (m)" in md and "water created (mm)" in md  # units in every table
     assert any((run / "checkpoints" / "hyytiala_2000_2010" / "lstm").iterdir())
     assert set(table["model"]) == set(cfg.models)
     assert len(table) == 4 * 4 and np.isfinite(table["rmse"]).all()
@@ -74,3 +77,17 @@ def test_run_folder_determinism_and_resume(tmp_path):
     shutil.rmtree(run)
     fresh = run_experiment(cfg)
     pd.testing.assert_frame_equal(fresh, table)
+
+
+def test_progress_bars_follow_stage_reports(capsys):
+    """The coupling routines report dicts; the experiment shows them as one bar per stage, not as lines."""
+    from dam.experiment import progress_bars
+
+    assert progress_bars("ai_in_physics", {"pretrain": 21}, enabled=False) is False
+    report = progress_bars("ai_in_physics", {"pretrain": 21, "train": 3}, enabled=True)
+    for it in (0, 10, 20):
+        report({"stage": "pretrain", "iteration": it, "loss": 1.0 / (it + 1)})
+    for epoch in range(3):
+        report({"stage": "train", "epoch": epoch, "val_loss": 0.5})
+    err = capsys.readouterr().err
+    assert "ai_in_physics pretrain" in err and "21/21" in err and "ai_in_physics train" in err and "3/3" in err

@@ -1,4 +1,4 @@
-"""The JAX port against the float64 Fortran Noah-MP soil-column references (issue 3 tolerances)."""
+"""The JAX port against the float64 Fortran Noah-MP soil-column references (tests/data/noahmp_soil)."""
 
 import equinox as eqx
 import jax
@@ -26,8 +26,8 @@ def test_replay_matches_fortran(case):
 
 
 def test_free_run_matches_fortran(case):
-    """Both shared cases freeze, so the issue's free-run bound is 1 K / 0.01 m3/m3 (round-off grows through
-    the explicit phase change, spec section 10 item 15); the measured values are printed."""
+    """Both reference cases freeze, so the free-run bound is 1 K / 0.01 m3/m3 (round-off grows through the
+    explicit phase change, Noah-MP PhaseChange); the measured values are printed."""
     diffs = max_differences(run_case(case, "float64", progress=False), case.reference)
     print(case.name, "free run max differences:", diffs)
     for name, tol in FREE_RUN_FREEZING.items():

@@ -1,5 +1,5 @@
-"""Site format, readers of the shared station files, unit conversions, gap handling, bad-input errors and the
-sensor-to-layer mapping (dam.sites, dam.site_readers)."""
+"""Site format, readers of the raw station files (shipped in tests/data/stations), unit conversions, gap handling,
+bad-input errors and the sensor-to-layer mapping (dam.sites, dam.site_readers)."""
 
 from __future__ import annotations
 
@@ -180,7 +180,8 @@ def test_shipped_sites_load_and_match_fresh_conversion(name: str, shared_data_di
     assert name in shipped_sites()
     shipped = load_site(name)
     kwargs = {"gaps": "interpolate"} if name == "bondville_1998" else {}
-    fresh = load_site(convert_site(name, tmp_path / name, **kwargs))
+    source = shared_data_dir / R.CONVERTERS[name].folder
+    fresh = load_site(convert_site(source, tmp_path / name, converter=name, **kwargs))
     assert (Path(shipped.path) / "SOURCE.md").is_file()
     for v in FORCING_VARIABLES:
         np.testing.assert_allclose(shipped.forcing[v].values, fresh.forcing[v].values, rtol=2e-7)

@@ -4,7 +4,7 @@ Noah-MP v5.2 Bondville 1998 run, its closure, precision, batching and gradients.
 The run is driven by the reference's own forcing (forcing.csv, bit-exact what the Fortran physics received)
 and initial state (setup.json), with parameters built from the shipped Noah-MP table rows. Before the first
 snow layer forms in Noah-MP the two agree to round-off; over the year the bulk snowpack (no snow layers) is
-the one simplification, and the issue's RMSE limits are asserted.
+the one simplification, and RMSE limits are asserted.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from dam.physics.types import SoilGrid, SoilState
 FORCING_COLUMNS = ("T_air_K", "q_air_kgkg", "p_sfc_Pa", "u_ms", "v_ms", "sw_down_Wm2", "lw_down_Wm2",
                    "precip_total_kg_m2_s", "cos_zenith", "julian_day")  # fmt: skip
 DZ = np.array([0.1, 0.3, 0.6, 1.0])
-# Issue 4 limits over 1998 (RMSE)
+# RMSE limits over 1998
 LIMITS = {"soil_T": 0.5, "smc": 0.01, "SH_Wm2": 15.0, "LH_Wm2": 15.0, "G_Wm2": 10.0}
 
 _run = eqx.filter_jit(run_station)
