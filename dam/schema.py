@@ -109,6 +109,8 @@ def reference_table(model: type[BaseModel], prefix: str = "") -> list[tuple[str,
     """Rows ``(key, type, default, description)`` of ``model`` and its nested models, for reference pages."""
     rows = []
     for name, field in model.model_fields.items():
+        if field.exclude:  # set by the program, not a key of the file
+            continue
         key = f"{prefix}{name}"
         annotation = field.annotation
         nested = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
