@@ -52,7 +52,9 @@ class PretrainConfig(Strict):
 
 
 class ConstraintConfig(Strict):
-    """Weights of the physics-in-AI loss terms of ``hlstm_constrained`` and ``hlstm_physics``."""
+    """Weights of the physics-in-AI loss terms of ``hlstm_constrained`` and ``hlstm_physics``; ``sweep``: extra
+    trainings of ``hlstm_constrained`` with both weights times each factor (0: none), their skill and
+    plausibility in ``constraint_sweep.csv``."""
 
     bounds: float = Field(10.0, ge=0, description="weight of the physical-bounds penalty")
     water: float = Field(1e-4, ge=0, description="weight of the water-balance penalty")
@@ -68,8 +70,10 @@ class ConstraintConfig(Strict):
 
 class CalibrationConfig(Strict):
     """Gradient calibration scored on the last ``window_steps`` model steps of the training period, after
-    ``warmup_steps`` run with the parameters being calibrated. ``checkpoint_every``: rematerialisation segment
-    of the gradient (steps); 1 compiles and runs fastest for the station model, ``None`` stores every step."""
+    ``warmup_steps`` run with the parameters being calibrated (earlier steps use the defaults).
+    ``checkpoint_every``: rematerialisation segment of the gradient (steps). 1 (every step recomputed in the
+    reverse pass, the states and water sub-step carries stored) compiles and runs fastest for the station model;
+    ``None`` stores every step's intermediates; 48 was the setting before (the documented full.yaml results)."""
 
     parameters: tuple[str | dict[str, Any], ...] = Field(
         ("soil.bexp", "soil.dksat", "soil.smcmax", "surface.stomata.slope"),
