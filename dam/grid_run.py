@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from dam import physics
 from dam.io_safety import atomic_path, check_outputs, relation, remove_path
+from dam.physics.constants import LiteralFlavour
 from dam.physics.guards import locate
 from dam.physics.types import (
     BottomTemperature,
@@ -78,6 +79,7 @@ class SoilOptionsConfig(Strict):
     temperature_scheme: TemperatureScheme = Field("semi_implicit", description="heat time scheme (OPT_STC)")
     surface_runoff: SurfaceRunoff = Field("schaake96", description="surface runoff and infiltration (OPT_RUN)")
     subsurface_runoff: SubsurfaceRunoff = Field("free_drainage", description="drainage at the bottom (OPT_RUN)")
+    literals: LiteralFlavour = Field("f64", description="literal constants: Fortran float64 or widened float32")
 
     def build(self, dt_s: float) -> physics.SoilOptions:
         values = self.model_dump()
