@@ -369,12 +369,15 @@ def _dataset(setup, times, out, used, samples, ranges, method, seed, dtype, seco
 
 def save_ensemble(ds: xr.Dataset, path: str | Path) -> Path:
     """Write ``ds`` to netCDF (``.nc``, zlib level 4) or zarr (``.zarr``), chosen by the suffix."""
+    from dam.io_safety import atomic_path, remove_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".nc":
-        ds.to_netcdf(path, encoding={v: {"zlib": True, "complevel": 4} for v in ds.data_vars})
-    elif path.suffix == ".zarr":
-        ds.to_zarr(path, mode="w")
-    else:
+    if path.suffix not in (".nc", ".zarr"):
         raise ValueError(f"ensemble path must end in .nc or .zarr, got {path}")
+    with atomic_path(path) as tmp:  # whole or not at all
+        if path.suffix == ".nc":
+            ds.to_netcdf(tmp, encoding={v: {"zlib": True, "complevel": 4} for v in ds.data_vars})
+        else:
+            ds.to_zarr(tmp, mode="w")
+            remove_path(path)  # a folder is renamed only onto a missing or empty one
     return path

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import xarray as xr
+from pydantic import Field
 
+from dam.io_safety import write_csv as _write_csv_atomic
 from dam.physics import SoilFluxes, SoilForcing, SoilGrid, SoilOptions, SoilParams, SoilState
+from dam.schema import ConfigError, Strict, validate
 
 
 class CaseError(ValueError):
@@ -57,7 +62,110 @@ _OPTION_CODES = {
     "OPT_TBOT": ("bottom_temperature", {1: "zero_flux", 2: "tbot"}),
     "OPT_STC": ("temperature_scheme", {1: "semi_implicit", 2: "full_implicit", 3: "semi_implicit"}),
 }
-_OPTION_DEFAULTS = {"OPT_RUN": 3, "OPT_FRZ": 1, "OPT_INF": 1, "OPT_TBOT": 2, "OPT_STC": 3}
+
+# ------------------------------------------------------------------------------------------ params.json schema
+_INFO = "informational, not read"
+
+
+class CaseOptions(Strict):
+    """``params.json`` ``options``: Noah-MP namelist codes (a key may carry a description in parentheses, e.g.
+    ``"OPT_FRZ (supercooled water)"``)."""
+
+    OPT_RUN: Literal[3] = Field(3, description="runoff: 3 = Schaake 1996 infiltration, free drainage")
+    OPT_FRZ: Literal[1, 2] = Field(1, description="supercooled liquid water: 1 Niu & Yang 2006, 2 Koren 1999")
+    OPT_INF: Literal[1, 2] = Field(1, description="frozen soil permeability: 1 Niu & Yang 2006, 2 Koren 1999")
+    OPT_TBOT: Literal[1, 2] = Field(2, description="bottom heat boundary: 1 zero flux, 2 TBOT at zbot_m")
+    OPT_STC: Literal[1, 2, 3] = Field(3, description="heat time scheme: 1 and 3 semi-implicit, 2 fully implicit")
+    soil_time_step_equals_main_step: Literal[True] = Field(True, description="must be true (one soil step per step)")
+    freezing_point_K: float = Field(273.16, ge=273.16, le=273.16, description="must be 273.16 (Noah-MP's TFRZ)")
+    n_water_substeps: Any = Field(None, description=_INFO)
+
+
+class CasePerLayer(Strict):
+    """``params.json`` ``per_layer``: one value per layer each."""
+
+    smcmax: list[float] = Field(description="porosity, m3 m-3")
+    smcref: list[float] = Field(description="field capacity, m3 m-3")
+    smcwlt: list[float] = Field(description="wilting point, m3 m-3")
+    bexp: list[float] = Field(description="Clapp-Hornberger b")
+    dksat: list[float] = Field(description="saturated hydraulic conductivity, m s-1")
+    dwsat: list[float] = Field(description="saturated diffusivity, m2 s-1")
+    psisat: list[float] = Field(description="saturated matric potential (magnitude), m")
+    quartz: list[float] = Field(description="quartz fraction")
+    smcdry: list[float] | None = Field(None, description=_INFO)
+
+
+class CaseScalars(Strict):
+    """``params.json`` ``scalars``."""
+
+    csoil_J_m3_K: float = Field(description="volumetric heat capacity of the soil solids, J m-3 K-1")
+    slope_drainage: float = Field(description="slope factor of the free drainage, 0-1")
+    refkdt: float = Field(description="Schaake infiltration parameter")
+    refdk_m_s: float = Field(description="reference saturated conductivity of refkdt, m s-1")
+    frzk: float = Field(description="frozen-ground parameter of the impermeable fraction")
+
+
+class CaseInitialState(Strict):
+    """``params.json`` ``initial_state``: one value per layer each."""
+
+    t_K: list[float] = Field(description="soil temperature, K (150-350)")
+    smc: list[float] = Field(description="total moisture, m3 m-3, within [0, smcmax]")
+    sh2o: list[float] = Field(description="liquid moisture, m3 m-3, within [0, smc]")
+
+
+class CaseParams(Strict):
+    """A case folder's ``params.json`` (docs/soil_column.md)."""
+
+    dt_s: float = Field(gt=0, description="time step, s")
+    zsoil_m: list[float] = Field(description="depths of the layer bottoms, m, negative down")
+    zbot_m: float = Field(-8.0, description="depth of the deep temperature boundary (TBOT), m, negative")
+    n_soil_layers: int | None = Field(None, ge=1, description="number of layers (must match zsoil_m)")
+    n_steps: int | None = Field(None, ge=1, description="run the first n_steps rows of forcing.csv (default: all)")
+    tbot_K: float = Field(description="deep soil temperature at zbot_m, K")
+    per_layer: CasePerLayer
+    scalars: CaseScalars
+    initial_state: CaseInitialState
+    options: CaseOptions = CaseOptions()
+    case: Any = Field(None, description=_INFO)
+    precision: Any = Field(None, description=_INFO)
+    zsoil_note: Any = Field(None, description=_INFO)
+    layer_thickness_m: Any = Field(None, description=_INFO)
+    layer_thickness_as_computed_m: Any = Field(None, description=_INFO)
+    layer_thickness_note: Any = Field(None, description=_INFO)
+    soil_type_stas: Any = Field(None, description=_INFO)
+    soil_type_name: Any = Field(None, description=_INFO)
+    units: Any = Field(None, description=_INFO)
+    derived: Any = Field(None, description=_INFO)
+    site: Any = Field(None, description=_INFO)
+    full_model: Any = Field(None, description=_INFO)
+    vegetation_type_modis: Any = Field(None, description=_INFO)
+
+
+_DESCRIBED = re.compile(r"^(\S+) \(.*\)$")  # "OPT_FRZ (supercooled water)" -> "OPT_FRZ"
+
+
+def _option_keys(raw: Any) -> Any:
+    """Option keys without their parenthesised descriptions (a key given twice is an error)."""
+    if not isinstance(raw, dict):
+        return raw
+    out: dict = {}
+    for key, value in raw.items():
+        name = m.group(1) if isinstance(key, str) and (m := _DESCRIBED.match(key)) else key
+        if name in out:
+            raise CaseError(f"params.json options: {name} is given twice")
+        out[name] = value
+    return out
+
+
+def read_params(meta: Any) -> CaseParams:
+    """``params.json`` content validated against :class:`CaseParams` (unknown keys rejected with the nearest
+    valid name: a misspelt option such as ``OPT_FRZZ`` or ``opt_frz`` must not run with the default)."""
+    if isinstance(meta, dict) and "options" in meta:
+        meta = {**meta, "options": _option_keys(meta["options"])}
+    try:
+        return validate(CaseParams, meta, where="params.json")
+    except ConfigError as err:
+        raise CaseError(str(err)) from None
 
 
 def forcing_columns(n_layers: int) -> list[str]:
@@ -120,12 +228,6 @@ class Case:
         return SoilState(t=cols("t{}_k"), smc=cols("smc{}"), sh2o=cols("sh2o{}"))
 
 
-def _require(mapping: dict, key: str, where: str):
-    if key not in mapping:
-        raise CaseError(f"{where}: missing entry {key!r}")
-    return mapping[key]
-
-
 def _finite_array(values, name: str, n: int | None = None) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64)
     if n is not None and arr.shape != (n,):
@@ -136,18 +238,16 @@ def _finite_array(values, name: str, n: int | None = None) -> np.ndarray:
 
 
 def parse_options(raw: dict, dt_s: float) -> SoilOptions:
-    """Noah-MP integer option codes (keys starting with OPT_RUN, OPT_FRZ, ...) to :class:`SoilOptions`."""
-    codes = dict(_OPTION_DEFAULTS)
-    for key, value in raw.items():
-        for name in _OPTION_CODES:
-            if key.split(" ")[0] == name:
-                codes[name] = value
-    kwargs = {}
-    for name, code in codes.items():
-        field, choices = _OPTION_CODES[name]
-        if code not in choices:
-            raise CaseError(f"params.json: {name}={code!r} is not supported (supported: {sorted(choices)})")
-        kwargs[field] = choices[code]
+    """Noah-MP integer option codes (``params.json`` ``options``) to :class:`SoilOptions`."""
+    try:
+        codes = validate(CaseOptions, _option_keys(raw), where="params.json options")
+    except ConfigError as err:
+        raise CaseError(str(err)) from None
+    return _soil_options(codes, dt_s)
+
+
+def _soil_options(codes: CaseOptions, dt_s: float) -> SoilOptions:
+    kwargs = {field: choices[getattr(codes, name)] for name, (field, choices) in _OPTION_CODES.items()}
     return SoilOptions(dt_s=float(dt_s), **kwargs)
 
 
@@ -201,7 +301,12 @@ def _csv_path(root: Path, stem: str) -> Path | None:
 def _read_csv(path: Path | None, required: list[str], name: str = "") -> pd.DataFrame:
     if path is None or not path.is_file():
         raise CaseError(f"missing file {path or name}")
-    df = read_exact_csv(path)
+    try:
+        df = read_exact_csv(path)
+    except pd.errors.EmptyDataError:
+        raise CaseError(f"{path.name} is empty (expected a header line with columns {required[:3]}...)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise CaseError(f"{path.name} cannot be read as CSV ({exc})") from None
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise CaseError(f"{path.name}: missing column(s) {missing}")
@@ -237,36 +342,29 @@ def read_case(case_dir: str | Path) -> Case:
     except json.JSONDecodeError as err:
         raise CaseError(f"params.json is not valid JSON: {err}") from None
 
-    zsoil = _finite_array(_require(meta, "zsoil_m", "params.json"), "zsoil_m")
+    p = read_params(meta)
+    zsoil = _finite_array(p.zsoil_m, "zsoil_m")
     n = zsoil.size
-    if "n_soil_layers" in meta and int(meta["n_soil_layers"]) != n:
-        raise CaseError(f"params.json: n_soil_layers={meta['n_soil_layers']} but zsoil_m has {n} depths")
-    dt_s = float(_require(meta, "dt_s", "params.json"))
-    if not dt_s > 0:
-        raise CaseError(f"params.json: dt_s={dt_s} must be > 0 s")
+    if p.n_soil_layers is not None and p.n_soil_layers != n:
+        raise CaseError(f"params.json: n_soil_layers={p.n_soil_layers} but zsoil_m has {n} depths")
     try:
-        grid = SoilGrid(zsoil=zsoil, zbot=float(meta.get("zbot_m", -8.0)))
+        grid = SoilGrid(zsoil=zsoil, zbot=float(p.zbot_m))
     except ValueError as err:
         raise CaseError(f"params.json: {err}") from None
-    options = parse_options(meta.get("options", {}), dt_s)
-
-    per_layer = _require(meta, "per_layer", "params.json")
-    scalars = _require(meta, "scalars", "params.json")
-    fields = {
-        name: _finite_array(_require(per_layer, name, "params.json per_layer"), name, n) for name in PER_LAYER_PARAMS
-    }
+    options = _soil_options(p.options, p.dt_s)
+    fields = {name: _finite_array(getattr(p.per_layer, name), name, n) for name in PER_LAYER_PARAMS}
     for key, name in SCALAR_PARAMS.items():
-        fields[name] = _finite_array(_require(scalars, key, "params.json scalars"), key)
-    fields["tbot"] = _finite_array(_require(meta, "tbot_K", "params.json"), "tbot_K")
+        fields[name] = _finite_array(getattr(p.scalars, key), key)
+    fields["tbot"] = _finite_array(p.tbot_K, "tbot_K")
     params = SoilParams(**fields)
-
-    init = _require(meta, "initial_state", "params.json")
+    init = p.initial_state
     state0 = SoilState(
-        t=_finite_array(_require(init, "t_K", "initial_state"), "initial_state t_K", n),
-        smc=_finite_array(_require(init, "smc", "initial_state"), "initial_state smc", n),
-        sh2o=_finite_array(_require(init, "sh2o", "initial_state"), "initial_state sh2o", n),
+        t=_finite_array(init.t_K, "initial_state t_K", n),
+        smc=_finite_array(init.smc, "initial_state smc", n),
+        sh2o=_finite_array(init.sh2o, "initial_state sh2o", n),
     )
     validate_params(params, state0)
+    dt_s = p.dt_s
 
     fdf = _read_csv(_csv_path(root, "forcing"), ["step", *forcing_columns(n)], str(root / "forcing.csv"))
     extra_etran = [c for c in fdf.columns if c.startswith("etran") and c not in forcing_columns(n)]
@@ -274,6 +372,10 @@ def read_case(case_dir: str | Path) -> Case:
         raise CaseError(f"forcing.csv has transpiration for more layers than zsoil_m ({n}): {extra_etran}")
     if len(fdf) == 0:
         raise CaseError("forcing.csv has no rows")
+    if p.n_steps is not None:
+        if p.n_steps > len(fdf):
+            raise CaseError(f"params.json: n_steps={p.n_steps} but forcing.csv has only {len(fdf)} rows")
+        fdf = fdf.iloc[: p.n_steps]
     _check_steps(fdf, "forcing.csv", 1, dt_s)
     col = lambda c: fdf[c].to_numpy(dtype=np.float64)  # noqa: E731
     if np.any(col("qinsurf_mps") < 0):
@@ -299,6 +401,7 @@ def read_case(case_dir: str | Path) -> Case:
     reference = None
     if (out_path := _csv_path(root, "output")) is not None:
         reference = _read_csv(out_path, output_columns(n))
+        reference = reference.iloc[: len(fdf) + 1] if p.n_steps is not None else reference
         _check_steps(reference, "output.csv", 0, dt_s)
         if len(reference) != len(fdf) + 1:
             raise CaseError(f"output.csv has {len(reference)} rows, expected {len(fdf) + 1} (initial + steps)")
@@ -336,7 +439,7 @@ def write_csv(table: pd.DataFrame, path: str | Path) -> None:
     out = table.astype({c: object for c in floats})
     for c in floats:
         out[c] = [repr(float(v)) for v in table[c].to_numpy(dtype=np.float64)]
-    out.to_csv(path, index=False)
+    _write_csv_atomic(out, path)
 
 
 _NC_VARS = {  # output column stem -> (netCDF name, attributes)

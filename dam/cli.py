@@ -4,10 +4,16 @@ dam demo [--output-dir DIR]                      run the shipped Bondville case 
 dam soil-column CASE --output OUT.csv|OUT.nc [--dtype float64|float32] [--replay]   CASE: folder or shipped name
 dam make-grid DIR [--lat --lon --steps --seed]   synthetic gridded inputs and a grid_run.yaml
 dam grid-run CONFIG.yaml                         sharded, checkpointed, resumable grid run
-dam run-station SITE --output OUT.nc [--start --end --spinup N --dtype]   physics-only run at a site
+dam run-station SITE --output OUT.nc [--start --end --spinup N --gaps --dtype]   physics-only run at a site
+dam experiment [CONFIG.yaml|quick|full]          the hybrid-modelling experiment (resumable run folder)
 dam convert-site SOURCE --metadata META.yaml --output SITE_DIR   a flux-tower file + metadata -> a site folder
 dam convert-shared [NAME ...] [--output-dir DIR]                 all shared sites (shipped metadata) in one go
 dam sites [DIR ...] [--json]                                     the shipped and converted sites, what each holds
+
+Every user error (a bad file, key, value or path) is one line ``dam: error: ...`` on stderr with exit code 2;
+nothing is written before the checks pass, and no output replaces an input or, without ``--overwrite``, an
+existing file (docs/safety.md). Each subcommand is one ``_name(args)`` function plus one parser block in
+:func:`build_parser`.
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ import dataclasses
 import json
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 
@@ -30,13 +35,31 @@ def _setup_numerics(dtype: str) -> None:
         enable_x64()
 
 
+class UserError(ValueError):
+    """A command-line usage error found by a subcommand (printed as one ``dam: error:`` line)."""
+
+
+def _case_inputs(case_dir: Path) -> list[Path]:
+    """A case's input files, including the names that would shadow a gzipped one (forcing.csv beside
+    forcing.csv.gz would become the case's forcing)."""
+    return [case_dir / n for n in ("params.json", "forcing.csv", "forcing.csv.gz", "output.csv", "output.csv.gz")]
+
+
 def _soil_column(args: argparse.Namespace) -> int:
-    _setup_numerics(args.dtype)
     from dam.cases import read_case, shipped_case, shipped_cases
+    from dam.io_safety import check_outputs
+    from dam.soil_column import OUTPUT_SUFFIXES
+
+    case_dir = Path(args.case_dir)
+    if not case_dir.exists() and args.case_dir in shipped_cases():
+        case_dir = shipped_case(args.case_dir)
+    check_outputs([args.output], inputs=_case_inputs(case_dir), overwrite=args.overwrite, suffixes=OUTPUT_SUFFIXES)
+    _setup_numerics(args.dtype)
     from dam.soil_column import max_differences, run_case, write_output
 
-    shipped = not Path(args.case_dir).exists() and args.case_dir in shipped_cases()
-    case = read_case(shipped_case(args.case_dir) if shipped else args.case_dir)
+    case = read_case(case_dir)
+    if args.replay and case.reference is None:
+        raise UserError(f"--replay needs the case's output.csv, which {case_dir} does not have")
     table = run_case(case, dtype=args.dtype, replay=args.replay, progress=not args.quiet)
     write_output(table, args.output, case, {"dtype": args.dtype, "mode": "replay" if args.replay else "free"})
     print(f"wrote {args.output} ({len(table)} rows)")
@@ -46,40 +69,56 @@ def _soil_column(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_site(name: str, gaps: str, max_gap: int | None):
+    from dam.sites import SiteError, load_site, shipped_sites
+
+    if not Path(name).exists() and name not in shipped_sites():
+        raise UserError(f"site {name!r} is neither a folder nor a shipped site (shipped: {', '.join(shipped_sites())})")
+    try:
+        return load_site(name, gaps=gaps, max_gap=max_gap)
+    except SiteError as err:  # the library's hint names the Python argument; here it is an option
+        hint = "gaps='interpolate' (with max_gap), 'previous' or 'climatology'"
+        option = "--gaps interpolate (with --max-gap), previous or climatology"
+        raise SiteError(str(err).replace(hint, option)) from None
+
+
 def _run_station(args: argparse.Namespace) -> int:
+    from dam.io_safety import check_outputs
+    from dam.sites import shipped_site_dir, shipped_sites
+    from dam.station import site_outputs
+
+    files, figures = site_outputs(args.output)
+    folder = shipped_site_dir(args.site) if args.site in shipped_sites() and not Path(args.site).exists() else None
+    folder = folder or Path(args.site)
+    inputs = [folder / name for name in ("site.yaml", "forcing.nc", "observations.nc")]
+    check_outputs(files, inputs=inputs, overwrite=args.overwrite, suffixes=(".nc",), folders=[figures])
     _setup_numerics(args.dtype)
-    from dam.sites import load_site
     from dam.station import run_site
 
-    site = load_site(args.site)
+    site = _load_site(args.site, args.gaps, args.max_gap)
     ds, table = run_site(
         site, args.output, start=args.start, end=args.end, spinup_cycles=args.spinup, dtype=args.dtype,
-        progress=not args.quiet,
+        progress=not args.quiet, overwrite=args.overwrite,
     )  # fmt: skip
-    print(f"wrote {args.output} ({ds.sizes['time']} steps) and figures in {Path(args.output).stem}_figures/")
+    print(f"wrote {args.output} ({ds.sizes['time']} steps) and figures in {figures}/")
     if table is not None:
         shown = table.assign(unreliable=table["unreliable"].astype(bool).map({True: "yes", False: ""}))
-        cols = ["variable", "depth_m", "n", "r", "bias", "rmse", "ubrmse", "kge", "unreliable"]
+        cols = ["variable", "depth_m", "n", "r", "bias", "rmse", "ubrmse", "kge", "unreliable", "note"]
         print(shown[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     return 0
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    _setup_numerics("float64")
-    import dataclasses as dc
+    from dam.experiment_config import load_config
 
-    from dam.experiment import ExperimentConfig, load_config, run_experiment, summary, with_units
-
-    if args.config is None:
-        with resources.as_file(resources.files("dam.data") / "experiments" / "quick.yaml") as path:
-            config = load_config(path)
-    else:
-        config = load_config(args.config)
+    config = load_config("quick" if args.config is None else args.config)
     if args.output_dir is not None:
-        config = dc.replace(config, output_dir=args.output_dir)
+        config = config.replace(output_dir=args.output_dir)
     if args.quiet:
-        config = dc.replace(config, progress=False)
-    assert isinstance(config, ExperimentConfig)
+        config = config.replace(progress=False)
+    _setup_numerics("float64")
+    from dam.experiment import run_experiment, summary, with_units
+
     t0 = time.perf_counter()
     table = run_experiment(config)
     print(
@@ -91,12 +130,15 @@ def _experiment(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from dam.io_safety import check_outputs, write_text
+
+    out = Path(args.output_dir)
+    names = ("bondville_soil.nc", "bondville_soil.png", "bondville_differences.json")
+    check_outputs([out / n for n in names], overwrite=args.overwrite, folders=[out])
     _setup_numerics("float64")
     from dam.cases import read_case, shipped_case
     from dam.soil_column import TOLERANCES, max_differences, plot_comparison, run_case, write_output
 
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     case = read_case(shipped_case("bondville_soil"))
     print(f"Bondville 1998 soil column: {case.n_steps} steps of {case.options.dt_s:.0f} s, {case.n_layers} layers")
     print(
@@ -108,12 +150,9 @@ def _demo(args: argparse.Namespace) -> int:
         table = run_case(case, "float64", replay=replay)
         results[mode] = max_differences(table, case.reference)
         print(f"{mode:6s} run float64 in {time.perf_counter() - t0:.1f} s")
-    write_output(table, out / "bondville_soil.nc", case, {"dtype": "float64", "mode": "free"})
+    write_output(table, out / names[0], case, {"dtype": "float64", "mode": "free"})
     plot_comparison(
-        table,
-        case.reference,
-        out / "bondville_soil.png",
-        "Bondville 1998: dam float64 free run (thin) vs Fortran Noah-MP (thick)",
+        table, case.reference, out / names[1], "Bondville 1998: dam float64 free run (thin) vs Fortran Noah-MP (thick)"
     )
     t0 = time.perf_counter()
     results["free_float32"] = max_differences(run_case(case, "float32"), case.reference)
@@ -124,12 +163,9 @@ def _demo(args: argparse.Namespace) -> int:
     for name in results["replay"]:
         row = [results[m][name] for m in ("replay", "free", "free_float32")]
         print(f"{name:22s} " + " ".join(f"{v:12.3e}" for v in row) + f" {TOLERANCES[name]:11.0e}")
-    (out / "bondville_differences.json").write_text(json.dumps(results, indent=1))
-    print(f"\nwrote {out / 'bondville_soil.nc'}, {out / 'bondville_soil.png'}, {out / 'bondville_differences.json'}")
-    print(
-        "Bondville has soil freezing: the explicit phase change (Noah-MP PhaseChange) amplifies round-off in free "
-        "runs; the replay is the strict test."
-    )
+    write_text(out / names[2], json.dumps(results, indent=1))
+    print(f"\nwrote {', '.join(str(out / n) for n in names)}")
+    print("Bondville has soil freezing: free runs amplify round-off there; the replay is the strict test.")
     ok = all(results["replay"][k] <= TOLERANCES[k] for k in TOLERANCES)
     print("replay within tolerances:", "yes" if ok else "NO")
     return 0 if ok else 1
@@ -142,22 +178,25 @@ def _grid_run(args: argparse.Namespace) -> int:
     _setup_numerics(config.dtype)
     from dam.grid_run import grid_run
 
-    summary = grid_run(config, progress=not args.quiet)
+    summary = grid_run(config, progress=not args.quiet, overwrite=args.overwrite)
     print(json.dumps(summary, indent=1))
     return 0
 
 
 def _make_grid(args: argparse.Namespace) -> int:
-    from dam.synthetic_grid import make_grid
+    from dam.io_safety import check_outputs, write_netcdf, write_text
 
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    names = ("static.nc", "forcing.nc", "grid_run.yaml")
+    check_outputs([out / n for n in names], overwrite=args.overwrite, folders=[out])
+    from dam.synthetic_grid import make_grid
+
     static, forcing = make_grid(args.lat, args.lon, args.steps, seed=args.seed)
-    static.to_netcdf(out / "static.nc")
-    forcing.to_netcdf(out / "forcing.nc")
+    write_netcdf(static, out / names[0])
+    write_netcdf(forcing, out / names[1])
     config = {
-        "static": "static.nc",
-        "forcing": "forcing.nc",
+        "static": names[0],
+        "forcing": names[1],
         "output": "output.zarr",
         "checkpoint_dir": "checkpoints",
         "time_block": min(args.steps, 240),
@@ -165,7 +204,7 @@ def _make_grid(args: argparse.Namespace) -> int:
     }
     import yaml
 
-    (out / "grid_run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_text(out / names[2], yaml.safe_dump(config, sort_keys=False))
     n_land = int(static["land_mask"].sum())
     print(f"wrote {out}/static.nc, forcing.nc ({n_land} land columns, {args.steps} steps) and grid_run.yaml")
     return 0
@@ -211,12 +250,48 @@ def _sites(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one ``dam: error:`` line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"dam: error: {message} (see '{self.prog} --help')\n")
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be >= {minimum}")
+        return value
+
+    return parse
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dam")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dam", description="Differentiable hybrid land-surface modelling.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from dam.sites import GAP_METHODS, shipped_sites
+
+    parser = _Parser(prog="dam", description="Differentiable hybrid land-surface modelling.")
+    parser.add_argument("--version", action="version", version=f"dam {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    overwrite = {"action": "store_true", "help": "replace existing output files (never an input)"}
+    quiet = {"action": "store_true", "help": "no progress bar or table"}
+    dtype = {"choices": ("float64", "float32"), "default": "float64", "help": "floating-point type (default float64)"}
 
     demo = sub.add_parser("demo", help="run the shipped Bondville soil case and compare with Fortran Noah-MP")
     demo.add_argument("--output-dir", default="out/demo", help="folder for the netCDF, PNG and JSON outputs")
+    demo.add_argument("--overwrite", **overwrite)
     demo.set_defaults(func=_demo)
 
     soil = sub.add_parser("soil-column", help="run a soil-column case folder (reference format)")
@@ -224,30 +299,36 @@ def build_parser() -> argparse.ArgumentParser:
         "case_dir", help="folder with params.json and forcing.csv (and optionally output.csv), or a shipped case name"
     )
     soil.add_argument("--output", required=True, help="OUT.csv (reference layout) or OUT.nc (CF netCDF)")
-    soil.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    soil.add_argument("--dtype", **dtype)
     soil.add_argument(
         "--replay", action="store_true", help="start every step from the state in the case's output.csv row before it"
     )
+    soil.add_argument("--overwrite", **overwrite)
     soil.add_argument("--quiet", action="store_true", help="no progress bar or comparison")
     soil.set_defaults(func=_soil_column)
 
     grid = sub.add_parser("grid-run", help="run the soil column over a grid (sharded, checkpointed, resumable)")
     grid.add_argument("config", help="YAML configuration (see docs/grid_runs.md)")
+    grid.add_argument("--overwrite", action="store_true", help="replace a store and checkpoints of another run")
     grid.add_argument("--quiet", action="store_true", help="no progress bar")
     grid.set_defaults(func=_grid_run)
 
     station = sub.add_parser("run-station", help="run the physics-only station model at a site folder")
-    station.add_argument("site", help="site folder (docs/site_format.md) or the name of a shipped site")
-    station.add_argument("--output", required=True, help="output netCDF path")
-    station.add_argument("--start", default=None, help="first step end (UTC), e.g. 1998-03-01")
-    station.add_argument("--end", default=None, help="last step end (UTC)")
-    station.add_argument("--spinup", type=int, default=1, help="passes over the first year before the run")
-    station.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    station.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    shipped = ", ".join(shipped_sites())
+    station.add_argument("site", help=f"site folder (docs/site_format.md) or shipped site: {shipped}")
+    station.add_argument("--output", required=True, help="output netCDF path (OUT.nc; tables and figures beside it)")
+    station.add_argument("--start", default=None, help="first day or step end (UTC), e.g. 1998-03-01")
+    station.add_argument("--end", default=None, help="last day or step end (UTC), e.g. 1998-09-30")
+    station.add_argument("--spinup", type=_count(0), default=1, help="passes over the first year before the run")
+    station.add_argument("--gaps", choices=GAP_METHODS, default="error", help="what to do with missing forcing")
+    station.add_argument("--max-gap", type=_count(1), default=6, help="longest gap (steps) --gaps may fill")
+    station.add_argument("--dtype", **dtype)
+    station.add_argument("--overwrite", **overwrite)
+    station.add_argument("--quiet", **quiet)
     station.set_defaults(func=_run_station)
 
     exp = sub.add_parser("experiment", help="run the hybrid-model experiment (physics, calibration, LSTMs, hybrids)")
-    exp.add_argument("config", nargs="?", default=None, help="experiment YAML (default: the shipped quick config)")
+    exp.add_argument("config", nargs="?", default=None, help="experiment YAML or a shipped one: quick (default), full")
     exp.add_argument("--output-dir", default=None, help="run folder (overrides the config's output_dir)")
     exp.add_argument("--quiet", action="store_true", help="no progress bars")
     exp.set_defaults(func=_experiment)
@@ -275,27 +356,54 @@ def build_parser() -> argparse.ArgumentParser:
     sites.set_defaults(func=_sites)
 
     make = sub.add_parser("make-grid", help="write a synthetic grid (static fields, forcing, grid_run.yaml)")
-    make.add_argument("output_dir")
-    make.add_argument("--lat", type=int, default=32)
-    make.add_argument("--lon", type=int, default=64)
-    make.add_argument("--steps", type=int, default=480)
-    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("output_dir", help="folder for static.nc, forcing.nc and grid_run.yaml")
+    make.add_argument("--lat", type=_count(1), default=32, help="grid rows (latitudes)")
+    make.add_argument("--lon", type=_count(1), default=64, help="grid columns (longitudes)")
+    make.add_argument("--steps", type=_count(1), default=480, help="forcing time steps (30 min each)")
+    make.add_argument("--seed", type=_count(0), default=0, help="random seed of the land mask, soils and weather")
+    make.add_argument("--overwrite", **overwrite)
     make.set_defaults(func=_make_grid)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that report a problem with the user's input, not a bug in dam."""
     from dam.cases import CaseError
     from dam.grid_run import GridRunError
+    from dam.io_safety import OutputError
+    from dam.physics.guards import PlausibilityError
+    from dam.run_folder import RunFolderError
     from dam.schema import ConfigError
     from dam.sites import SiteError
 
+    return (CaseError, ConfigError, GridRunError, OutputError, PlausibilityError, RunFolderError, SiteError,
+            UserError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)  # fmt: skip
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return " ".join(text.split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 success, 1 a failed demo check, 2 a user error)."""
+    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CaseError, GridRunError, SiteError, ConfigError, FileNotFoundError) as err:
-        print(f"dam: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("dam: interrupted (a grid run or experiment resumes when started again)", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if isinstance(err, _user_errors()):
+            print(f"dam: error: {_one_line(err)}", file=sys.stderr)
+            return 2
+        from dam.physics.guards import MARK, last_violation
+
+        found = last_violation()
+        if found is not None and MARK in str(err):  # a guard stopped a run outside dam's drivers
+            print(f"dam: error: {found.describe()}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

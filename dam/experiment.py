@@ -33,139 +33,38 @@ import pandas as pd
 import xarray as xr
 import yaml
 
+from . import io_safety
 from . import metrics as M
+from .experiment_config import (
+    MODELS,
+    CalibrationConfig,
+    ConstraintConfig,
+    ExperimentConfig,
+    HybridConfig,
+    NetworkConfig,
+    PretrainConfig,
+    load_config,
+)
 from .experiment_data import FEATURES, SiteData, prepare_site
 from .plots import plot_metric_bars, plot_site
+from .run_folder import (
+    RunFolderError,
+    RunLock,
+    content_hash,
+    fingerprint,
+    inside,
+    open_run_folder,
+    safe_name,
+    write_manifest,
+)
 from .station import run_blocks
 from .training import Normaliser, fit, window_starts
 
 DRY_FACTOR = 0.3  # precipitation factor of the dry test scenario of the physics-guided networks
-MODELS = (
-    "physics_default",
-    "physics_calibrated",
-    "lstm",
-    "hlstm_attention",
-    "hlstm_no_attention",
-    "hlstm_constrained",
-    "hlstm_physics",
-    "hlstm_physics_unconstrained",
-    "ai_in_physics",
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class NetworkConfig:
-    hidden: int = 32
-    epochs: int = 40
-    learning_rate: float = 3e-3
-    window_days: int = 120
-    stride_days: int = 10
-    warmup_days: int = 30
-    batch_size: int = 8
-    attention: str = "temporal"
-    attention_window: int = 14
-    patience: int = 10
-
-
-@dataclasses.dataclass(frozen=True)
-class PretrainConfig:
-    members: int = 16
-    epochs: int = 10
-
-
-@dataclasses.dataclass(frozen=True)
-class ConstraintConfig:
-    """Weights of the physics-in-AI loss terms of ``hlstm_constrained`` and ``hlstm_physics``; ``sweep``: extra
-    trainings of ``hlstm_constrained`` with both weights times each factor (0: none), their skill and
-    plausibility in ``constraint_sweep.csv``."""
-
-    bounds: float = 10.0
-    water: float = 1e-4
-    sweep: tuple[float, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class CalibrationConfig:
-    """Gradient calibration scored on the last ``window_steps`` model steps of the training period, after
-    ``warmup_steps`` run with the parameters being calibrated (earlier steps use the defaults).
-    ``checkpoint_every``: rematerialisation segment of the gradient (steps). 1 (every step recomputed in the
-    reverse pass, the states and water sub-step carries stored) compiles and runs fastest for the station model;
-    ``None`` stores every step's intermediates; 48 was the setting before (the documented full.yaml results)."""
-
-    parameters: tuple[str, ...] = ("soil.bexp", "soil.dksat", "soil.smcmax", "surface.stomata.slope")
-    steps: int = 15
-    learning_rate: float = 0.1
-    window_steps: int = 2880
-    warmup_steps: int = 480
-    lhs_baseline: bool = True
-    checkpoint_every: int | None = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class HybridConfig:
-    epochs: int = 6
-    window_steps: int | None = None  # None: 10 days of sub-daily steps, 48 daily steps
-    learning_rate: float = 1e-3
-    pretrain_iterations: int = 400
-
-
-@dataclasses.dataclass(frozen=True)
-class ExperimentConfig:
-    """The resolved configuration (YAML keys of the same names; unknown keys are an error)."""
-
-    name: str = "experiment"
-    seed: int = 0
-    output_dir: str = "runs/experiment"
-    sites: tuple[str, ...] = ("bondville_1998", "hyytiala_2000_2010")
-    models: tuple[str, ...] = MODELS
-    spinup_cycles: int = 1
-    train_frac: float = 0.8
-    val_frac: float = 0.1
-    network: NetworkConfig = NetworkConfig()
-    pretrain: PretrainConfig = PretrainConfig()
-    constraints: ConstraintConfig = ConstraintConfig()
-    calibration: CalibrationConfig = CalibrationConfig()
-    hybrid: HybridConfig = HybridConfig()
-    progress: bool = True
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ExperimentConfig:
-        return _build(cls, d, "config")
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    def __post_init__(self) -> None:
-        unknown = [m for m in self.models if m not in MODELS]
-        if unknown:
-            raise ValueError(f"config models: unknown {unknown}; choose from {list(MODELS)}")
-        if not self.sites:
-            raise ValueError("config sites: give at least one site (shipped name or folder)")
-
-
-def _build(cls, d: dict[str, Any] | None, where: str):
-    d = dict(d or {})
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - set(fields))
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; allowed: {sorted(fields)}")
-    kwargs = {}
-    for name, value in d.items():
-        default = getattr(cls(), name) if name not in ("sites", "models") else None
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value, f"{where}.{name}")
-        elif isinstance(value, list):
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
-
-
-def load_config(path: str | Path) -> ExperimentConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"experiment config {path} does not exist")
-    return ExperimentConfig.from_dict(yaml.safe_load(path.read_text()) or {})
+__all__ = [  # the configuration lives in dam.experiment_config; re-exported here
+    "MODELS", "CalibrationConfig", "ConstraintConfig", "ExperimentConfig", "HybridConfig", "NetworkConfig",
+    "PretrainConfig", "load_config", "run_experiment", "summary",
+]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ predictions
@@ -190,12 +89,12 @@ _EXTRAS = {  # Prediction field -> netCDF variable and attributes
 
 
 def _prediction_path(run_dir: Path, site: str, model: str) -> Path:
-    return run_dir / "predictions" / site / f"{model}.nc"
+    return inside(run_dir, "predictions", site, f"{model}.nc")
 
 
-def save_prediction(run_dir: Path, data: SiteData, pred: Prediction) -> None:
+def save_prediction(run_dir: Path, data: SiteData, pred: Prediction, stage_fingerprint: str = "") -> None:
+    """Write a prediction (atomically) with the fingerprint of the inputs it was made from."""
     path = _prediction_path(run_dir, data.name, pred.model)
-    path.parent.mkdir(parents=True, exist_ok=True)
     seen = "liquid water" if data.sees_liquid else "total water (liquid + ice)"
     ds = xr.Dataset(
         {"soil_moisture": (("time", "sm_depth"), pred.daily, {
@@ -204,19 +103,25 @@ def save_prediction(run_dir: Path, data: SiteData, pred: Prediction) -> None:
         coords={"time": data.days.values, "sm_depth": ("sm_depth", data.sensor_depths_m, {"units": "m",
                                                                                         "positive": "down"})},
         attrs={"model": pred.model, "site": data.name, "seconds": pred.seconds,
-               "info": json.dumps(pred.info, default=float), "Conventions": "CF-1.10"},
+               "info": json.dumps(pred.info, default=float), "Conventions": "CF-1.10",
+               "stage_fingerprint": stage_fingerprint},
     )  # fmt: skip
     for field, (var, attrs) in _EXTRAS.items():
         if getattr(pred, field) is not None:
             ds[var] = (("time", "sm_depth"), getattr(pred, field), attrs)
-    ds.to_netcdf(path)
+    io_safety.write_netcdf(ds, path)
 
 
-def load_prediction(run_dir: Path, data: SiteData, model: str) -> Prediction | None:
+def load_prediction(run_dir: Path, data: SiteData, model: str, stage_fingerprint: str = "") -> Prediction | None:
+    """The saved prediction of ``model`` at the site, or None where there is none or it was made from other
+    inputs (its ``stage_fingerprint`` differs: e.g. the site's forcing changed since)."""
     path = _prediction_path(run_dir, data.name, model)
     if not path.is_file():
         return None
     with xr.open_dataset(path) as ds:
+        if ds.attrs.get("stage_fingerprint", "") != stage_fingerprint:
+            print(f"[{data.name}] {model}: inputs changed since the saved prediction; running it again", flush=True)
+            return None
         extras = {f: ds[var].values.copy() for f, (var, _) in _EXTRAS.items() if var in ds}
         return Prediction(model, ds["soil_moisture"].values.copy(), float(ds.attrs["seconds"]),
                           json.loads(ds.attrs["info"]), **extras)  # fmt: skip
@@ -363,52 +268,85 @@ def train_sequence_model(
 
 
 # ------------------------------------------------------------------------------------------ the run
-RESUME_MAY_CHANGE = ("name", "sites", "models", "progress")  # keys that leave finished stages valid
+RESUME_MAY_CHANGE = ("name", "output_dir", "sites", "models", "progress")  # keys that leave finished stages valid
 
 
 def _check_resume(path: Path, config: ExperimentConfig) -> None:
     """Refuse to continue a run folder made with another configuration: its finished stages would be mixed with
-    stages of this one. Adding sites or models (or switching progress bars) is fine."""
+    stages of this one. Adding sites or models (or switching progress bars, or moving the folder) is fine."""
     if not path.is_file():
         return
     old, new = yaml.safe_load(path.read_text()) or {}, config.to_dict()
     changed = sorted(k for k in set(old) | set(new) if k not in RESUME_MAY_CHANGE and old.get(k) != new.get(k))
     if changed:
-        raise ValueError(
+        raise RunFolderError(
             f"{path.parent} holds a run with a different configuration ({', '.join(changed)} changed): choose "
             "another output_dir, or delete the folder to start again"
         )
 
 
+def _core(config: ExperimentConfig) -> dict:
+    """The configuration that finished stages depend on (what a resume may not change)."""
+    return {k: v for k, v in config.to_dict().items() if k not in RESUME_MAY_CHANGE}
+
+
 class Experiment:
-    """Runs the configured models at every site into ``config.output_dir`` (see the module docs)."""
+    """Runs the configured models at every site into ``config.output_dir`` (see the module docs).
+
+    The run folder (:mod:`dam.run_folder`) is resolved, locked while the experiment runs, refused if it holds
+    anything but an experiment of the same configuration, and written only after the configuration validated.
+    Every stage (site x model) is keyed by the fingerprint of its inputs: the configuration, the content of the
+    site's files and the stages before it; a saved prediction or checkpoint of other inputs is not reused.
+    """
 
     def __init__(self, config: ExperimentConfig):
         self.config = config
-        self.run_dir = Path(config.output_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = Path(config.output_dir).expanduser().resolve()
         self._cache: dict = {}
-        _check_resume(self.run_dir / "config.yaml", config)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        self._key: str = ""  # fingerprint of the stage being computed (its checkpoints' folder)
 
-    def checkpoint_dir(self, site: str, model: str) -> Path:
-        return (self.run_dir / "checkpoints" / site / model).absolute()
+    def checkpoint_dir(self, site: str, model: str, key: str | None = None) -> Path:
+        """Checkpoints of a training, in a folder keyed by the fingerprint of its inputs."""
+        return inside(self.run_dir, "checkpoints", site, model, key or self._key)
 
     def run(self) -> pd.DataFrame:
+        cfg = self.config
+        self.run_dir, _ = open_run_folder(self.run_dir, "experiment", legacy_marker="config.yaml")
+        with RunLock(self.run_dir):
+            _check_resume(self.run_dir / "config.yaml", cfg)
+            io_safety.write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            write_manifest(self.run_dir, "experiment", fingerprint(_core(cfg)), cfg.to_dict(), {})
+            return self._run()
+
+    def _site_key(self, data: SiteData) -> str:
+        """Fingerprint of the configuration and the content of the site's files."""
+        folder = data.site.path
+        files = {"site": content_hash(folder) if folder is not None else data.name}
+        return fingerprint(_core(self.config), files)
+
+    def _run(self) -> pd.DataFrame:
         cfg = self.config
         t_start = time.perf_counter()
         tables, timings, plausible, sweep = [], {}, [], []
         for name in cfg.sites:
             data = prepare_site(name, spinup_cycles=cfg.spinup_cycles, train_frac=cfg.train_frac,
                                 val_frac=cfg.val_frac)  # fmt: skip
+            where = f"site name in {data.site.path / 'site.yaml'}" if data.site.path else "site name"
+            safe_name(data.name, where)  # it names folders of the run: nothing may escape the run folder
             preds: dict[str, Prediction] = {}
+            site_key = self._site_key(data)
+            self._cache[(data.name, "key")] = site_key
+            keys: list[str] = [site_key]
             for model in cfg.models:
-                pred = load_prediction(self.run_dir, data, model)
+                key = fingerprint({"model": model}, {"after": ",".join(keys)})
+                keys.append(key)
+                pred = load_prediction(self.run_dir, data, model, key)
                 if pred is None:
                     t0 = time.perf_counter()
+                    self._key = key
                     pred = getattr(self, f"_{model}")(data, preds)
                     pred.seconds = time.perf_counter() - t0
-                    save_prediction(self.run_dir, data, pred)
+                    save_prediction(self.run_dir, data, pred, key)
                     jax.clear_caches()  # compiled code of finished stages: a long experiment would exhaust memory
                     status = f"computed in {pred.seconds:.1f} s"
                 else:
@@ -426,8 +364,9 @@ class Experiment:
         table = pd.concat(tables, ignore_index=True)
         write_tables(self.run_dir, table, pd.DataFrame(plausible), pd.DataFrame(sweep))
         plot_metric_bars(self.run_dir / "figures" / "metrics.png", summary(table), MODELS)
-        (self.run_dir / "timings.json").write_text(
-            json.dumps({"total_seconds": time.perf_counter() - t_start, "stages": timings}, indent=1)
+        io_safety.write_text(
+            self.run_dir / "timings.json",
+            json.dumps({"total_seconds": time.perf_counter() - t_start, "stages": timings}, indent=1),
         )
         return table
 
@@ -457,7 +396,7 @@ class Experiment:
     def _hlstm_no_attention(self, data: SiteData, preds) -> Prediction:
         """The attention ablation: the same pretraining and fine-tuning with ``attention="none"``."""
         return self._hlstm_pretrained(data, preds, "hlstm_no_attention",
-                                      dataclasses.replace(self.config.network, attention="none"))  # fmt: skip
+                                      self.config.network.model_copy(update={"attention": "none"}))  # fmt: skip
 
     def _hlstm_constrained(self, data: SiteData, preds) -> Prediction:
         """Physics in AI: ``hlstm_attention`` fine-tuned with the physics constraint terms in the loss (and, with
@@ -467,7 +406,7 @@ class Experiment:
         if c.sweep:
             rows = [self._sweep_row(data, 1.0, pred)]
             for f in c.sweep:
-                w = dataclasses.replace(c, bounds=c.bounds * f, water=c.water * f) if f > 0 else None
+                w = c.model_copy(update={"bounds": c.bounds * f, "water": c.water * f}) if f > 0 else None
                 rows.append(self._sweep_row(data, f, self._hlstm_pretrained(data, preds, f"hlstm_constrained_x{f:g}",
                                                                              net, w)))  # fmt: skip
             pred.info["sweep"] = sorted(rows, key=lambda r: r["factor"])
@@ -509,9 +448,10 @@ class Experiment:
         key = (data.name, "pretrained", net_cfg)
         if key not in self._cache:
             folder = "hlstm_pretrain" if net_cfg == cfg.network else f"hlstm_pretrain_{net_cfg.attention}"
-            pre_cfg = dataclasses.replace(net_cfg, epochs=cfg.pretrain.epochs)
+            pre_cfg = net_cfg.model_copy(update={"epochs": cfg.pretrain.epochs})
+            site_key = self._cache[(data.name, "key")]  # pretraining depends on the site and configuration only
             self._cache[key] = _pretrain(data, targets, static, pre_cfg, seed=cfg.seed, progress=cfg.progress,
-                                         checkpoint_dir=self.checkpoint_dir(data.name, folder))  # fmt: skip
+                                         checkpoint_dir=self.checkpoint_dir(data.name, folder, site_key))  # fmt: skip
         return self._cache[key], np.zeros(static.shape[-1])
 
     def _physics_base(self, data: SiteData, preds) -> Prediction:
@@ -780,6 +720,7 @@ def score(data: SiteData, preds: dict[str, Prediction]) -> pd.DataFrame:
                     "depth_m": float(data.sensor_depths_m[s]),
                     "reliable": bool(data.reliable[s]),
                     **{k: float(v) for k, v in m.items()},
+                    "note": M.why_undefined(sim[:, s], obs[:, s]),
                 }
             )
     return pd.DataFrame(rows)
@@ -810,9 +751,9 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
 def write_tables(
     run_dir: Path, table: pd.DataFrame, plausible: pd.DataFrame | None = None, sweep: pd.DataFrame | None = None
 ) -> None:
-    table.to_csv(run_dir / "metrics.csv", index=False)
+    io_safety.write_csv(table, run_dir / "metrics.csv")
     summ = summary(table)
-    summ.to_csv(run_dir / "summary.csv", index=False)
+    io_safety.write_csv(summ, run_dir / "summary.csv")
     md = [
         "# Test-period metrics",
         "",
@@ -833,10 +774,10 @@ def write_tables(
     )  # fmt: skip
     for frame, name, caption in extras:
         if frame is not None and len(frame):
-            frame.to_csv(run_dir / name, index=False)
+            io_safety.write_csv(frame, run_dir / name)
             md += [f"{caption}, as observed and with precipitation x {DRY_FACTOR:g}:", "",
                    with_units(frame).to_markdown(index=False, floatfmt=".3g"), ""]  # fmt: skip
-    (run_dir / "metrics.md").write_text("\n".join(md))
+    io_safety.write_text(run_dir / "metrics.md", "\n".join(md))
 
 
 def run_experiment(config: ExperimentConfig) -> pd.DataFrame:

@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from .sites import Site, load_site, map_sensors_to_layers
+from .sites import Site, SiteError, load_site, map_sensors_to_layers
 from .station import StationSetup, setup_station, spin_up
 from .training import chronological_split
 
@@ -102,7 +102,7 @@ def prepare_site(
     """Load a site, set up and spin up the physics, and build the daily arrays and the split."""
     site = load_site(name_or_dir)
     if site.observations is None or "soil_moisture" not in site.observations:
-        raise ValueError(f"site {site.meta.name} has no soil moisture observations: the experiment needs them")
+        raise SiteError(f"site {site.meta.name} has no soil moisture observations: the experiment needs them")
     setup = spin_up(setup_station(site, start=start, end=end), cycles=spinup_cycles)
     dt = float(setup.options.dt_s)
     step_day, days = day_index(setup.times, dt, site.meta.utc_offset_hours)
@@ -122,7 +122,10 @@ def prepare_site(
     obs_daily = daily_mean(np.asarray(obs.values, float), obs_day, len(obs_days))
     observed = (pd.DataFrame(obs_daily, index=obs_days).reindex(days)).to_numpy()
     reliable = np.array([not site.unreliable_flag("soil_moisture", float(d)) for d in depths])
-    train, val, test = chronological_split(len(days), train_frac, val_frac)
+    try:
+        train, val, test = chronological_split(len(days), train_frac, val_frac)
+    except ValueError as err:
+        raise SiteError(f"site {site.meta.name}: {len(days)} days cannot be split for the experiment ({err})") from None
     return SiteData(
         name=site.meta.name, site=site, setup=setup, days=days, forcing=forcing, observed=observed,
         sensor_depths_m=depths, sensor_layers=np.asarray(mapping.layer_index), reliable=reliable, step_day=step_day,

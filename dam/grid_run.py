@@ -4,7 +4,9 @@ time block.
 
 A killed run started again with the same configuration resumes after the last checkpointed time block; every
 block is written to its own time (and latitude) region of the output, so a block redone after a crash
-overwrites identical values and the result equals an uninterrupted run.
+overwrites identical values and the result equals an uninterrupted run. The store and the checkpoints carry the
+run's fingerprint (configuration and input contents): another run, or the same configuration on changed input
+files, is refused instead of mixing results; nothing that is not a dam store is ever replaced.
 
 Memory does not grow with the length of the forcing: one block of forcing (``time_block`` steps x the grid
 rows of one spatial block, all variables of those rows including sea cells) and one block of outputs are in
@@ -14,22 +16,35 @@ per spatial block, so a grid whose time block does not fit in memory still runs.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
+import datetime as dt
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 import yaml
+from pydantic import Field
 from tqdm.auto import tqdm
 
 from dam import physics
+from dam.io_safety import atomic_path, check_outputs, relation, remove_path
+from dam.physics.constants import LiteralFlavour
+from dam.physics.guards import locate
+from dam.physics.types import (
+    BottomTemperature,
+    FrozenPermeability,
+    SubsurfaceRunoff,
+    Supercooled,
+    SurfaceRunoff,
+    TemperatureScheme,
+)
 from dam.precision import resolve_dtype
+from dam.run_folder import RunFolderError, RunLock, content_hash
+from dam.run_folder import fingerprint as run_fingerprint
+from dam.schema import ConfigError, Strict, validate
 from dam.sharding import column_mesh, pad_axis, run_sharded
 
 PER_LAYER = ("smcmax", "smcref", "smcwlt", "bexp", "dksat", "dwsat", "psisat", "quartz")
@@ -47,69 +62,75 @@ OUTPUTS = {  # output name -> (what, attributes)
 }
 
 
+OutputName = Literal[tuple(OUTPUTS)]  # type: ignore[valid-type]
+
+
 class GridRunError(ValueError):
-    """A grid-run configuration or input file is invalid."""
+    """A grid-run configuration, input file or output folder is invalid."""
 
 
-@dataclasses.dataclass(frozen=True)
-class GridRunConfig:
-    """What ``dam grid-run CONFIG.yaml`` reads (paths relative to the YAML file).
+class SoilOptionsConfig(Strict):
+    """:class:`dam.physics.SoilOptions` as written in a YAML file (``dt_s`` defaults to the forcing's)."""
 
-    ``static``: netCDF/zarr with ``land_mask`` (lat, lon), the soil parameters and ``t_init``, ``smc_init``,
-    ``sh2o_init``; ``forcing``: netCDF/zarr with the soil-column forcing on (time, [layer,] lat, lon);
-    ``output``: zarr store; ``checkpoint_dir``: orbax checkpoints; ``time_block``: steps per block;
-    ``column_block``: at most this many land columns per spatial block (``None``: all); spatial blocks are
-    bands of whole latitude rows, so a single row with more land than ``column_block`` is a block of its own;
-    ``column_chunk``: run each block's columns in chunks of this many in turn (``physics.run(column_chunk=)``:
-    a CPU cache setting, results unchanged); ``options``: :class:`dam.physics.SoilOptions` fields (``dt_s``
-    defaults to the forcing's ``dt_s``).
+    dt_s: float | None = Field(None, gt=0, description="time step, s (default: the forcing file's dt_s attribute)")
+    supercooled: Supercooled = Field("niu06", description="supercooled liquid water (Noah-MP OPT_FRZ)")
+    frozen_permeability: FrozenPermeability = Field("niu06", description="frozen soil permeability (OPT_INF)")
+    bottom_temperature: BottomTemperature = Field("tbot", description="bottom boundary of heat (OPT_TBOT)")
+    temperature_scheme: TemperatureScheme = Field("semi_implicit", description="heat time scheme (OPT_STC)")
+    surface_runoff: SurfaceRunoff = Field("schaake96", description="surface runoff and infiltration (OPT_RUN)")
+    subsurface_runoff: SubsurfaceRunoff = Field("free_drainage", description="drainage at the bottom (OPT_RUN)")
+    literals: LiteralFlavour = Field("f64", description="literal constants: Fortran float64 or widened float32")
+
+    def build(self, dt_s: float) -> physics.SoilOptions:
+        values = self.model_dump()
+        values["dt_s"] = float(values["dt_s"] or dt_s)
+        return physics.SoilOptions(**values)
+
+
+_PATHS = ("static", "forcing", "output", "checkpoint_dir")
+
+
+class GridRunConfig(Strict):
+    """What ``dam grid-run CONFIG.yaml`` reads (paths relative to the YAML file; see docs/grid_runs.md).
+
+    Spatial blocks are bands of whole latitude rows, so a single row with more land than ``column_block`` is a
+    block of its own. ``column_chunk`` is a CPU cache setting: results unchanged, and a resume may change it.
     """
 
-    static: str
-    forcing: str
-    output: str
-    checkpoint_dir: str
-    time_block: int = 240
-    column_block: int | None = None
-    column_chunk: int | None = None
-    dtype: str = "float64"
-    options: dict = dataclasses.field(default_factory=dict)
-    outputs: tuple = tuple(OUTPUTS)
+    static: str = Field(description="netCDF/zarr: land_mask (lat, lon), the soil parameters, t/smc/sh2o_init, zsoil")
+    forcing: str = Field(description="netCDF/zarr: the soil-column forcing on (time, [layer,] lat, lon)")
+    output: str = Field(description="zarr store written block by block (refused if it holds another run)")
+    checkpoint_dir: str = Field(description="orbax checkpoints of the state after every time block")
+    time_block: int = Field(240, ge=1, description="steps per block: forcing memory ~ time_block x land columns")
+    column_block: int | None = Field(None, ge=1, description="at most this many land columns per spatial block")
+    column_chunk: int | None = Field(None, ge=1, description="CPU: run a block's columns in chunks of this many")
+    dtype: Literal["float64", "float32"] = Field("float64", description="floating-point type of the run")
+    options: SoilOptionsConfig = Field(SoilOptionsConfig(), description="soil physics options")
+    outputs: tuple[OutputName, ...] = Field(tuple(OUTPUTS), description="variables written to the store")
+    source: str | None = Field(None, exclude=True, description="the YAML file (set by from_yaml; not a YAML key)")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> GridRunConfig:
+        """Read, validate (:class:`dam.schema.ConfigError` naming the key) and resolve paths against the file."""
         path = Path(path)
-        raw = yaml.safe_load(path.read_text()) or {}
-        unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise GridRunError(f"{path.name}: unknown keys {sorted(unknown)}")
-        missing = [k for k in ("static", "forcing", "output", "checkpoint_dir") if k not in raw]
-        if missing:
-            raise GridRunError(f"{path.name}: missing keys {missing}")
-        for key in ("static", "forcing", "output", "checkpoint_dir"):
-            raw[key] = str((path.parent / raw[key]).resolve())
-        raw["outputs"] = tuple(raw.get("outputs", OUTPUTS))
-        bad = [o for o in raw["outputs"] if o not in OUTPUTS]
-        if bad:
-            raise GridRunError(f"{path.name}: unknown outputs {bad}; choose from {list(OUTPUTS)}")
-        return cls(**raw)
-
-    def __post_init__(self) -> None:
-        if int(self.time_block) < 1:
-            raise GridRunError(f"time_block must be >= 1, got {self.time_block}")
-        if self.column_block is not None and int(self.column_block) < 1:
-            raise GridRunError(f"column_block must be >= 1 or null, got {self.column_block}")
-        if self.column_chunk is not None and int(self.column_chunk) < 1:
-            raise GridRunError(f"column_chunk must be >= 1 or null, got {self.column_chunk}")
+        if not path.is_file():
+            raise ConfigError(f"grid-run configuration {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path.name}: not valid YAML ({exc})") from None
+        if isinstance(raw, dict) and "source" in raw:
+            raise ConfigError(f"{path.name}: unknown key 'source'")
+        config = validate(cls, raw, where=path.name)
+        resolved = {k: str((path.parent / getattr(config, k)).resolve()) for k in _PATHS}
+        return config.model_copy(update={**resolved, "source": str(path.resolve())})
 
     def fingerprint(self) -> str:
-        """Identifies the run, so that a checkpoint of another run is never resumed."""
-        keys = dataclasses.asdict(self)
-        keys.pop("checkpoint_dir")
-        keys.pop("column_chunk")  # changes the speed, not the results: a resume may change it
-        if keys["column_block"] is None:  # fingerprints of runs from before spatial blocks stay valid
-            keys.pop("column_block")
-        return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """Identifies the run: the configuration without paths (a moved run folder resumes) and without
+        ``column_chunk`` (a speed setting), and the content of the static and forcing files (a changed input
+        is another run). Hashing reads both files once per process."""
+        keys = self.model_dump(exclude={*_PATHS, "column_chunk", "source"}, mode="json")
+        return run_fingerprint(keys, {k: content_hash(getattr(self, k)) for k in ("static", "forcing")})
 
 
 def _open(path: str, chunks: dict | None = None) -> xr.Dataset:
@@ -179,8 +200,11 @@ def _forcing_block(
     return physics.SoilForcing(**fields)
 
 
-def _create_output(config: GridRunConfig, static: xr.Dataset, forcing: xr.Dataset, band_rows: int) -> None:
-    """Create the store's metadata only (the NaN fill is lazy and never computed); chunks match the blocks."""
+def _create_output(
+    config: GridRunConfig, fingerprint: str, static: xr.Dataset, forcing: xr.Dataset, band_rows: int
+) -> None:
+    """Create the store's metadata only (the NaN fill is lazy and never computed); chunks match the blocks. The
+    store appears whole (written under a temporary name, then renamed) and records the run that owns it."""
     import dask.array as da
 
     n_time = forcing.sizes["time"]
@@ -193,12 +217,11 @@ def _create_output(config: GridRunConfig, static: xr.Dataset, forcing: xr.Datase
         chunks = tuple(block.get(d, shape[d]) for d in dims)
         data[name] = (dims, da.full(tuple(shape[d] for d in dims), np.nan, chunks=chunks), OUTPUTS[name][1])
     coords = {"time": forcing["time"], "lat": static["lat"], "lon": static["lon"], "layer": static["layer"]}
-    ds = xr.Dataset(
-        data,
-        coords=coords,
-        attrs={"Conventions": "CF-1.10", "title": "dam grid run", "run_fingerprint": config.fingerprint()},
-    )
-    ds.to_zarr(config.output, mode="w", compute=False)
+    attrs = {"Conventions": "CF-1.10", "title": "dam grid run", "run_fingerprint": fingerprint,
+             "run_config": Path(config.source).name if config.source else "(Python)",
+             "run_created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")}  # fmt: skip
+    with atomic_path(config.output) as tmp:
+        xr.Dataset(data, coords=coords, attrs=attrs).to_zarr(tmp, mode="w-", compute=False)
 
 
 def _write_block(
@@ -230,15 +253,124 @@ def _write_block(
     xr.Dataset(data).to_zarr(config.output, region={"time": slice(start, stop), "lat": rows})
 
 
+def _check_block(states: Any, smcmax: Any, forcing: xr.Dataset, start: int, land: np.ndarray, static: xr.Dataset):
+    """Stop with the variable, time and grid cell named where a block's states leave physical bounds."""
+    found = locate(states.t, states.smc, states.sh2o, np.asarray(smcmax))
+    if found is None:
+        return
+    step, column = start + found.column[0], int(land[found.column[1]])
+    lat, lon = np.unravel_index(column, (static.sizes["lat"], static.sizes["lon"]))
+    when = str(np.asarray(forcing["time"].values[step]))[:19]
+    where = f"lat {float(static['lat'][lat]):g}, lon {float(static['lon'][lon]):g}"
+    raise GridRunError(
+        f"{found.variable} = {found.value:.6g} at step {step} ({when}), {where}, layer {found.layer}: {found.rule}; "
+        "check the forcing and parameters there"
+    )
+
+
 def _observe(state: physics.SoilState, fluxes: physics.SoilFluxes) -> tuple:
     return state, fluxes
 
 
+def _describe_run(attrs: dict) -> str:
+    return f"run {attrs.get('run_fingerprint')} (from {attrs.get('run_config', '?')}, {attrs.get('run_created', '?')})"
+
+
+def _store_owner(path: Path) -> dict | None:
+    """The run attributes of the store at ``path``; None where nothing (or an empty folder) is there.
+
+    Raises
+    ------
+    GridRunError
+        For anything else (a file, a folder that is not a dam grid-run store): dam never deletes it.
+    """
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return None
+    try:
+        attrs = dict(xr.open_zarr(path).attrs)
+    except Exception:  # noqa: BLE001 - any unreadable store is foreign
+        attrs = {}
+    if "run_fingerprint" not in attrs:
+        raise GridRunError(f"output {path} exists and is not a dam grid-run store: dam will not replace it")
+    return attrs
+
+
+def _checkpoint_folder_is_ours(folder: Path) -> None:
+    """Refuse a checkpoint folder holding anything but orbax steps (named by their number; a save in progress:
+    NUMBER.orbax-checkpoint-tmp-...) and hidden files."""
+    if not folder.is_dir():
+        return
+    foreign = [p.name for p in folder.iterdir() if not p.name.startswith(".") and not p.name.split(".")[0].isdigit()]
+    if foreign:
+        raise GridRunError(f"checkpoint_dir {folder} holds files that are not dam checkpoints ({foreign[:3]})")
+
+
+def _checkpoint_owner(ckpt: Any) -> str | None:
+    """The fingerprint of the latest checkpoint (None: no checkpoint)."""
+    import orbax.checkpoint as ocp
+
+    latest = ckpt.latest_step()
+    if latest is None:
+        return None
+    return ckpt.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]["fingerprint"]
+
+
+def _check_paths(config: GridRunConfig) -> None:
+    """Inputs exist; the output store and the checkpoints neither overlap each other nor touch an input, and
+    hold nothing but dam results."""
+    for key in ("static", "forcing"):
+        if not Path(getattr(config, key)).exists():
+            raise GridRunError(f"missing file {getattr(config, key)} ({key})")
+    inputs = [config.static, config.forcing, *([config.source] if config.source else [])]
+    check_outputs([], inputs=inputs, folders=[config.output], what="output")
+    check_outputs([], inputs=inputs, folders=[config.checkpoint_dir], what="checkpoint_dir")
+    how = relation(config.checkpoint_dir, config.output)
+    if how is not None:
+        raise GridRunError(f"checkpoint_dir {config.checkpoint_dir} {how} the output store: use separate folders")
+    _store_owner(Path(config.output))
+    _checkpoint_folder_is_ours(Path(config.checkpoint_dir))
+
+
+def _owned_store(config: GridRunConfig, fingerprint: str, overwrite: bool) -> dict | None:
+    """The attributes of the output store if it holds this run (None: no store, or another run's store that
+    ``overwrite`` replaces); another run's store without ``overwrite`` is refused naming both runs."""
+    store = _store_owner(Path(config.output))
+    if store is None or store["run_fingerprint"] == fingerprint or overwrite:
+        return store if store is not None and store["run_fingerprint"] == fingerprint else None
+    this = f"this configuration is run {fingerprint}" + (f" (from {Path(config.source).name})" if config.source else "")
+    raise RunFolderError(
+        f"output {config.output} holds the results of {_describe_run(store)}; {this}: its configuration or input "
+        "files differ. Choose another output and checkpoint_dir, or pass --overwrite to replace that run"
+    )
+
+
 def grid_run(
-    config: GridRunConfig, *, progress: bool = True, stop_after_blocks: int | None = None, mesh: Any = None
+    config: GridRunConfig,
+    *,
+    progress: bool = True,
+    stop_after_blocks: int | None = None,
+    mesh: Any = None,
+    overwrite: bool = False,
 ) -> dict:
     """Run (or resume) a grid run. ``stop_after_blocks`` ends after that many time blocks of this call, as a
-    crash after a checkpoint would (used to test resuming). Returns a summary."""
+    crash after a checkpoint would (used to test resuming). Returns a summary.
+
+    The output store and checkpoints belong to one run (:meth:`GridRunConfig.fingerprint`: configuration and
+    input contents). Started again with the same run, it resumes; a store or checkpoints of another run are
+    refused (both runs named) unless ``overwrite``; anything that is not a dam store is never replaced. One
+    process at a time (a lock in ``checkpoint_dir``)."""
+    _check_paths(config)
+    fingerprint = config.fingerprint()
+    _owned_store(config, fingerprint, overwrite)  # refused before anything is created
+    with RunLock(Path(config.checkpoint_dir)):
+        return _grid_run(config, fingerprint, progress=progress, stop_after_blocks=stop_after_blocks, mesh=mesh,
+                         overwrite=overwrite)  # fmt: skip
+
+
+def _grid_run(
+    config: GridRunConfig, fingerprint: str, *, progress: bool, stop_after_blocks: int | None, mesh: Any,
+    overwrite: bool
+) -> dict:  # fmt: skip
     import orbax.checkpoint as ocp
 
     dtype = resolve_dtype(config.dtype)
@@ -250,8 +382,7 @@ def grid_run(
     band_rows = _band_rows(land_mask.reshape(n_lat, n_lon), config.column_block)
     # Dask chunks match the blocks, so reading one block never reads (or holds) a larger chunk.
     forcing = _open(config.forcing, chunks={"time": config.time_block, "lat": band_rows})
-    dt_s = float(config.options.get("dt_s", forcing.attrs.get("dt_s", 1800.0)))
-    options = physics.SoilOptions(**{**config.options, "dt_s": dt_s})
+    options = config.options.build(float(forcing.attrs.get("dt_s", 1800.0)))
     n_time, block = forcing.sizes["time"], config.time_block
     n_blocks = -(-n_time // block)
 
@@ -265,22 +396,33 @@ def grid_run(
             bands.append((slice(r0, r1), int(lo), int(hi)))
     width = max(hi - lo for _, lo, hi in bands)
 
-    ckpt = ocp.CheckpointManager(
-        Path(config.checkpoint_dir).absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
-    )
+    output = Path(config.output)
+    ckpt_path = Path(config.checkpoint_dir).absolute()
+    ckpt = ocp.CheckpointManager(ckpt_path, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+    store = _owned_store(config, fingerprint, overwrite)  # again, now that this process holds the lock
+    if store is None and output.exists():
+        remove_path(output)  # another run's store, replaced as asked (overwrite)
+    ckpt_fp = _checkpoint_owner(ckpt)
+    if ckpt_fp is not None and ckpt_fp != fingerprint and not overwrite:
+        raise RunFolderError(
+            f"checkpoints in {ckpt_path} belong to another run ({ckpt_fp}); this configuration is run {fingerprint}."
+            " Choose another checkpoint_dir, or pass --overwrite to replace that run"
+        )
     cast = lambda tree: jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), tree)  # noqa: E731
     params, state = cast(params), cast(state0)
     first = 0
-    latest = ckpt.latest_step()
-    if latest is not None and Path(config.output).exists():
+    if store is not None and ckpt_fp == fingerprint:
+        latest = ckpt.latest_step()
         restored = ckpt.restore(
             latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(state), meta=ocp.args.JsonRestore())
         )
-        if restored["meta"]["fingerprint"] != config.fingerprint():
-            raise GridRunError(f"checkpoints in {config.checkpoint_dir} belong to another run configuration")
         state, first = cast(restored["state"]), latest + 1
-    else:
-        _create_output(config, static, forcing, band_rows)
+    else:  # a fresh start: this run's own (or, with overwrite, the replaced run's) checkpoints are stale
+        for step in ckpt.all_steps():
+            ckpt.delete(step)
+        if store is not None:
+            remove_path(output)
+        _create_output(config, fingerprint, static, forcing, band_rows)
 
     def columns(tree: Any, lo: int, hi: int) -> Any:
         return pad_axis(jax.tree_util.tree_map(lambda x: x[lo:hi], tree), hi - lo, width)
@@ -297,7 +439,7 @@ def grid_run(
             frc = _forcing_block(forcing, land[lo:hi] - rows.start * n_lon, start, start + take, rows=rows)
             frc = pad_axis(frc, take, block)  # every block has the same shape: one compilation
             frc = pad_axis(frc, hi - lo, width, axis=1)
-            # The finiteness check runs on the host per block: an in-graph error_if would pin work to one device.
+            # The plausibility check runs on the host per block: an in-graph error_if would pin work to one device.
             final, (states, fluxes) = run_sharded(
                 physics.run,
                 columns(state, lo, hi),
@@ -313,11 +455,7 @@ def grid_run(
             del frc
             trim = lambda x, n=hi - lo, t=take: np.asarray(x[:t, :n])  # noqa: E731
             states, fluxes = jax.tree_util.tree_map(trim, (states, fluxes))
-            if not all(np.all(np.isfinite(x)) for x in (states.t, states.smc, states.sh2o)):
-                raise GridRunError(
-                    f"state became non-finite in block {b} (steps {start}-{start + take}, latitude rows "
-                    f"{rows.start}-{rows.stop}); check the forcing and parameters of that period"
-                )
+            _check_block(states, params.smcmax[lo:hi], forcing, start, land[lo:hi], static)
             last = jax.tree_util.tree_map(lambda x: x[-1], states) if take < block else final
             finals.append(jax.tree_util.tree_map(lambda x, n=hi - lo: np.asarray(x)[:n], last))
             _write_block(config, static, land[lo:hi] - rows.start * n_lon, start, states, fluxes, rows=rows)
@@ -329,7 +467,7 @@ def grid_run(
             b,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(jax.device_get(state)),
-                meta=ocp.args.JsonSave({"fingerprint": config.fingerprint(), "next_step": start + take}),
+                meta=ocp.args.JsonSave({"fingerprint": fingerprint, "next_step": start + take}),
             ),
         )
         ckpt.wait_until_finished()

@@ -5,6 +5,8 @@ Conventions (the same for every metric):
 * ``sim`` and ``obs`` broadcast against each other; the metric reduces over ``axis`` (``None``: all elements).
 * NaN-aware: pairs where either value is NaN (or inf) are dropped. With fewer than ``min_pairs`` valid pairs the
   result is NaN and, when the inputs are concrete arrays (not traced under ``jit``), a ``RuntimeWarning``.
+* A metric whose terms are undefined is NaN, never a perfect score: r, NSE and KGE of a constant series, KGE's
+  beta with a zero observed mean. :func:`why_undefined` says why (the ``note`` column of the tables).
 * Population moments (ddof = 0), so ``ubrmse**2 == rmse**2 - bias**2`` holds exactly up to round-off.
 * bias = mean(sim - obs); RMSE = sqrt(mean((sim - obs)^2)); ubRMSE = sqrt(mean(((sim - mean sim) - (obs - mean
   obs))^2)); NSE = 1 - sum((sim - obs)^2) / sum((obs - mean obs)^2); KGE (Gupta et al. 2009) = 1 - sqrt((r - 1)^2
@@ -26,7 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["pearson_r", "bias", "rmse", "ubrmse", "nse", "kge", "all_metrics", "METRICS", "metrics_table"]
+__all__ = [
+    "pearson_r", "bias", "rmse", "ubrmse", "nse", "kge", "all_metrics", "METRICS", "metrics_table", "why_undefined",
+]  # fmt: skip
 
 DEFAULT_MIN_PAIRS = 3
 
@@ -53,13 +57,22 @@ def _mean(x, mask, n, axis):
 
 
 def _sqrt(x):
+    """sqrt with a finite gradient at 0; round-off below 0 gives 0, NaN stays NaN (an undefined term must never
+    turn into a perfect score)."""
     ok = x > 0
-    return jnp.where(ok, jnp.sqrt(jnp.where(ok, x, 1.0)), 0.0)
+    return jnp.where(ok, jnp.sqrt(jnp.where(ok, x, 1.0)), jnp.where(jnp.isnan(x), jnp.nan, 0.0))
 
 
 def _div(a, b):
     ok = b != 0
     return jnp.where(ok, a / jnp.where(ok, b, 1.0), jnp.nan)
+
+
+def _constant_is_zero(var, mean):
+    """The variance of a constant series is round-off (e.g. 1e-33 for 0.3 repeated): make it exactly 0, so that
+    the terms dividing by it are NaN instead of huge."""
+    eps = jnp.finfo(var.dtype).eps
+    return jnp.where(var > (16 * eps * jnp.abs(mean)) ** 2, var, 0.0)
 
 
 def _moments(sim, obs, axis):
@@ -68,8 +81,8 @@ def _moments(sim, obs, axis):
     mo = _mean(o, mask, n, axis)
     ds = jnp.where(mask, s - jnp.expand_dims(ms, axis), 0.0)
     do = jnp.where(mask, o - jnp.expand_dims(mo, axis), 0.0)
-    vs = _mean(ds * ds, mask, n, axis)
-    vo = _mean(do * do, mask, n, axis)
+    vs = _constant_is_zero(_mean(ds * ds, mask, n, axis), ms)
+    vo = _constant_is_zero(_mean(do * do, mask, n, axis), mo)
     cov = _mean(ds * do, mask, n, axis)
     mse = _mean((s - o) ** 2, mask, n, axis)
     return {
@@ -155,6 +168,27 @@ def all_metrics(sim, obs, axis: int | None = None, min_pairs: int = DEFAULT_MIN_
     return {"n": n, **out}
 
 
+def why_undefined(sim, obs, min_pairs: int = DEFAULT_MIN_PAIRS) -> str:
+    """Why some metrics of the 1-D series ``sim`` against ``obs`` are NaN ("" when all are defined): too few
+    valid pairs, a constant observed or simulated series (r, NSE, KGE), a zero observed mean (KGE)."""
+    sim, obs = np.asarray(sim, dtype=np.float64), np.asarray(obs, dtype=np.float64)
+    ok = np.isfinite(sim) & np.isfinite(obs)
+    n = int(ok.sum())
+    if n < min_pairs:
+        return f"too few points ({n} valid pairs < {min_pairs})"
+    s, o = sim[ok], obs[ok]
+    reasons = [
+        label
+        for label, bad in (
+            ("constant observations: r, NSE, KGE undefined", np.ptp(o) == 0),
+            ("constant simulation: r, KGE undefined", np.ptp(s) == 0),
+            ("zero observed mean: KGE undefined", o.mean() == 0),
+        )
+        if bad
+    ]
+    return "; ".join(reasons)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Table for model vs observation Datasets
 # --------------------------------------------------------------------------------------------------------------
@@ -216,8 +250,8 @@ def metrics_table(
     Returns
     -------
     pandas.DataFrame
-        Columns ``variable, depth_m, layer, n, r, bias, rmse, ubrmse, nse, kge, units, unreliable``; one row per
-        flux series and per soil sensor.
+        Columns ``variable, depth_m, layer, n, r, bias, rmse, ubrmse, nse, kge, units, unreliable, note``; one row
+        per flux series and per soil sensor; ``note`` says why a metric is NaN (:func:`why_undefined`).
     """
     import pandas as pd
 
@@ -255,6 +289,7 @@ def metrics_table(
                         **{k: float(v[j]) for k, v in res.items()},
                         "units": units,
                         "unreliable": flag,
+                        "note": why_undefined(sim_a[:, j], obs_a[:, j], min_pairs),
                     }
                 )
         else:
@@ -267,9 +302,11 @@ def metrics_table(
                     **{k: float(v) for k, v in res.items()},
                     "units": units,
                     "unreliable": flag,
+                    "note": why_undefined(sim_a, obs_a, min_pairs),
                 }
             )
-    table = pd.DataFrame(rows, columns=["variable", "depth_m", "layer", "n", *METRICS, "units", "unreliable"])
+    columns = ["variable", "depth_m", "layer", "n", *METRICS, "units", "unreliable", "note"]
+    table = pd.DataFrame(rows, columns=columns)
     short = table["n"] < min_pairs
     if short.any():
         warnings.warn(

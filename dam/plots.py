@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .io_safety import save_figure
+from .run_folder import inside
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
@@ -35,7 +38,7 @@ def _pyplot():
 def _save(fig, path: Path) -> None:
     """Write a figure (the one place figures are written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)  # atomic: a killed run leaves no half figure
     _pyplot().close(fig)
 
 
@@ -97,15 +100,15 @@ def plot_site(out_dir: Path, data: SiteData, preds: dict) -> None:
     what = "as the sensors see it" if not data.sees_liquid else "liquid water, as the sensors see it"
     test = f"{data.days[data.test.start]:%Y-%m-%d} to {data.days[-1]:%Y-%m-%d}"
     _timeseries(
-        out_dir / f"{data.name}_timeseries.png", data, preds, slice(None),
+        inside(out_dir, f"{data.name}_timeseries.png"), data, preds, slice(None),
         f"{_site_title(data)}\ndaily soil moisture ({what}); grey = test period {test}; "
         "orange panels = sensors flagged unreliable",
     )  # fmt: skip
     _timeseries(
-        out_dir / f"{data.name}_test_period.png", data, preds, data.test,
+        inside(out_dir, f"{data.name}_test_period.png"), data, preds, data.test,
         f"{_site_title(data)}\ntest period {test}: daily soil moisture ({what})",
     )  # fmt: skip
-    plot_scatter(out_dir / f"{data.name}_scatter.png", data, preds)
+    plot_scatter(inside(out_dir, f"{data.name}_scatter.png"), data, preds)
 
 
 def plot_scatter(path: Path, data: SiteData, preds: dict) -> None:

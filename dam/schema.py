@@ -64,6 +64,9 @@ def _describe(error: dict, model: type[BaseModel]) -> str:
         owner = _model_at(model, loc)
         allowed = sorted(owner.model_fields) if owner is not None else []
         near = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+        if not near:  # "opt_frz" for "OPT_FRZ"
+            lower = {a.lower(): a for a in allowed}
+            near = [lower[m] for m in difflib.get_close_matches(str(loc[-1]).lower(), list(lower), n=1, cutoff=0.6)]
         hint = f"; did you mean {near[0]!r}?" if near else ""
         listing = f" (allowed: {', '.join(allowed)})" if allowed else ""
         return f"unknown key {key!r}{hint}{listing}"
@@ -106,6 +109,8 @@ def reference_table(model: type[BaseModel], prefix: str = "") -> list[tuple[str,
     """Rows ``(key, type, default, description)`` of ``model`` and its nested models, for reference pages."""
     rows = []
     for name, field in model.model_fields.items():
+        if field.exclude:  # set by the program, not a key of the file
+            continue
         key = f"{prefix}{name}"
         annotation = field.annotation
         nested = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None

@@ -14,6 +14,8 @@ from tqdm.auto import tqdm
 
 from dam import physics
 from dam.cases import Case, output_columns, trajectory_dataset, trajectory_table, write_csv
+from dam.io_safety import save_figure, write_netcdf
+from dam.physics.guards import raise_located
 from dam.precision import resolve_dtype
 from dam.sharding import pad_axis
 
@@ -66,7 +68,11 @@ def run_case(
             # Every block has the same length (the last is padded and trimmed), so one compilation serves all.
             take = min(block, case.n_steps - start)
             frc = pad_axis(jax.tree_util.tree_map(lambda x, s=start: x[s : s + block], forcing), take, block)
-            state, out = _run_block(state, frc, params, case.grid, case.options)
+            try:
+                state, out = _run_block(state, frc, params, case.grid, case.options)
+            except (RuntimeError, ValueError) as err:  # a plausibility guard: name the step and its time
+                raise_located(err, start + 1, lambda k: f"time_s {float(case.time_s[min(k, case.n_steps) - 1]):g}")
+                raise
             if take < block:  # the padded steps are discarded: continue from the last real state
                 state = jax.tree_util.tree_map(lambda x, t=take: x[t - 1], out[0])
             outs.append(jax.tree_util.tree_map(lambda x, t=take: np.asarray(x[:t]), out))
@@ -98,10 +104,14 @@ def max_differences(table: pd.DataFrame, reference: pd.DataFrame) -> dict[str, f
     }
 
 
+OUTPUT_SUFFIXES = (".csv", ".nc")
+
+
 def write_output(table: pd.DataFrame, path: str | Path, case: Case, attrs: dict | None = None) -> None:
-    """Write the trajectory as CSV (reference layout) or, for ``.nc``, CF netCDF."""
+    """Write the trajectory as CSV (reference layout) or, for ``.nc``, CF netCDF (atomically)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix not in OUTPUT_SUFFIXES:
+        raise ValueError(f"output must end in .csv or .nc, got {path.name!r}")
     if path.suffix == ".nc":
         options = {f"option_{f.name}": getattr(case.options, f.name) for f in dataclasses.fields(case.options)}
         meta = {
@@ -109,11 +119,9 @@ def write_output(table: pd.DataFrame, path: str | Path, case: Case, attrs: dict 
             "source": "dam JAX port of the Noah-MP v5.2 soil heat and water physics",
             **options,
         }
-        trajectory_dataset(table, case.grid, {**meta, **(attrs or {})}, start=case.start).to_netcdf(path)
-    elif path.suffix == ".csv":
-        write_csv(table, path)
+        write_netcdf(trajectory_dataset(table, case.grid, {**meta, **(attrs or {})}, start=case.start), path)
     else:
-        raise ValueError(f"output must end in .csv or .nc, got {path.name!r}")
+        write_csv(table, path)
 
 
 def plot_comparison(table: pd.DataFrame, reference: pd.DataFrame | None, path: str | Path, title: str = "") -> None:
@@ -147,5 +155,5 @@ def plot_comparison(table: pd.DataFrame, reference: pd.DataFrame | None, path: s
     axes[-1].set_xlabel("days since start")
     axes[0].set_title(title or "dam (thin) vs Fortran Noah-MP (thick, translucent)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)

@@ -28,8 +28,10 @@ import pandas as pd
 import xarray as xr
 from tqdm.auto import tqdm
 
+from . import io_safety
 from . import parameters as P
 from .physics.energy_balance import SurfaceEnergyState
+from .physics.guards import raise_located
 from .physics.station import (
     CanopyWater,
     SnowState,
@@ -41,7 +43,7 @@ from .physics.station import (
 )
 from .physics.types import SoilGrid, SoilOptions, SoilState
 from .sharding import pad_axis
-from .sites import Site
+from .sites import Site, SiteError
 from .solar import cos_zenith, julian_day
 
 NOAHMP_LAYER_BOTTOMS_M = (0.1, 0.4, 1.0, 2.0)
@@ -120,6 +122,12 @@ def initial_state(site: Site, grid: SoilGrid, params: StationParams, forcing: St
     else:
         t_soil = np.full(len(bottoms), float(params.soil.tbot))
         smc = smcref
+    porosity = np.asarray(params.soil.smcmax, float) * np.ones(len(bottoms))
+    if not np.all((smc >= 0.0) & (smc <= porosity)):
+        raise SiteError(
+            f"site {site.meta.name}: site.yaml initial_state.soil_moisture gives {np.round(smc, 4).tolist()} m3 m-3 "
+            f"on the model layers, outside [0, porosity {np.round(porosity, 4).tolist()}] of the site's soil"
+        )
     t_skin = float(init.get("skin_temperature_K", t_soil[0]))
     # Frozen layers start with the supercooled liquid limit, as Noah-MP's initialisation does.
     from .physics.phase_change import supercooled_niu06
@@ -141,6 +149,33 @@ def initial_state(site: Site, grid: SoilGrid, params: StationParams, forcing: St
     )  # fmt: skip
 
 
+def select_period(site: Site, start: str | None, end: str | None) -> xr.Dataset:
+    """The site's forcing from ``start`` to ``end`` (dates or date-times, UTC; a date-only ``end`` includes that
+    day), refusing dates that cannot be parsed or lie outside the forcing instead of clipping them."""
+    times = pd.DatetimeIndex(site.forcing["time"].values)
+    dt = pd.to_timedelta(float(site.meta.time_step_s), unit="s")
+    first, last = (times[0] - dt).floor("D"), times[-1]
+    period = f"the forcing of {site.meta.name} covers {times[0] - dt:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC"
+    parsed = {}
+    for name, value in (("start", start), ("end", end)):
+        if value is None:
+            continue
+        try:
+            parsed[name] = pd.Timestamp(value)
+        except (ValueError, TypeError):
+            raise SiteError(f"{name} {value!r} is not a date (use e.g. 1998-03-01 or 1998-03-01T12:00)") from None
+        if parsed[name].tzinfo is not None:
+            parsed[name] = parsed[name].tz_convert("UTC").tz_localize(None)
+        if not first <= parsed[name] <= last:
+            raise SiteError(f"{name} {value} lies outside the forcing: {period}")
+    if "start" in parsed and "end" in parsed and parsed["start"] > parsed["end"]:
+        raise SiteError(f"start {start} is after end {end}")
+    selected = site.forcing.sel(time=slice(start, end))
+    if selected.sizes["time"] == 0:
+        raise SiteError(f"no forcing step ends between start={start} and end={end}: {period}")
+    return selected
+
+
 def setup_station(
     site: Site,
     *,
@@ -150,14 +185,12 @@ def setup_station(
 ) -> StationSetup:
     """Build grid, options, parameters, initial state and forcing for ``site`` over [start, end] (UTC)."""
     meta = site.meta
-    forcing_ds = site.forcing.sel(time=slice(start, end))
-    if forcing_ds.sizes["time"] == 0:
-        raise ValueError(f"site {meta.name}: no forcing between start={start} and end={end}")
+    forcing_ds = select_period(site, start, end)
     forcing, times = station_forcing(site, pd.DatetimeIndex(forcing_ds["time"].values))
     init = meta.initial_state or {}
     tbot = float(init.get("deep_soil_temperature_K", np.mean(site.forcing["T_air"].values)))
     if meta.soil_type_stas is None:
-        raise ValueError(f"site {meta.name}: site.yaml needs soil.stas_type for the station model")
+        raise SiteError(f"site {meta.name}: site.yaml needs soil.stas_type for the station model")
     desc = P.SiteDescription(
         vegetation_type=int(meta.vegetation_type_igbp),
         soil_types=(int(meta.soil_type_stas),) * len(layer_bottoms_m),
@@ -200,14 +233,20 @@ def _slice(forcing: StationForcing, i0: int, i1: int, pad_to: int | None = None)
 
 def spin_up(setup: StationSetup, cycles: int = 1, steps: int | None = None) -> StationSetup:
     """Run the first ``steps`` (default: one year) ``cycles`` times and start from the final state."""
-    if cycles <= 0:
+    if int(cycles) != cycles or cycles < 0:
+        raise ValueError(f"spin-up cycles must be a whole number >= 0, got {cycles!r}")
+    if cycles == 0:
         return setup
     n = len(setup.times)
     steps = min(n, steps or int(round(365 * 86400 / setup.options.dt_s)))
     state = setup.state0
     frc = _slice(setup.forcing, 0, steps)
-    for _ in range(cycles):
-        state, _ = _run(state, frc, setup.params, setup.grid, setup.options, observe=lambda s, f: None)
+    for cycle in range(cycles):
+        try:
+            state, _ = _run(state, frc, setup.params, setup.grid, setup.options, observe=lambda s, f: None)
+        except (RuntimeError, ValueError) as err:
+            raise_located(err, when=lambda k, c=cycle: f"{setup.times[k]:%Y-%m-%d %H:%M} UTC, spin-up pass {c + 1}")
+            raise
     return dataclasses.replace(setup, state0=state)
 
 
@@ -222,7 +261,11 @@ def run_blocks(setup: StationSetup, *, block_steps: int = 4096, progress: bool =
     for i0 in range(0, n, block):
         i1 = min(i0 + block, n)
         frc = _slice(setup.forcing, i0, i1, pad_to=block)
-        new_state, out = _run(state, frc, setup.params, setup.grid, setup.options)
+        try:
+            new_state, out = _run(state, frc, setup.params, setup.grid, setup.options)
+        except (RuntimeError, ValueError) as err:  # a plausibility guard: name the step's time
+            raise_located(err, i0, lambda k: f"{setup.times[min(k, n - 1)]:%Y-%m-%d %H:%M} UTC")
+            raise
         real = i1 - i0
         if real < block:  # the padded tail: keep the state after the last real step
             new_state = jax.tree_util.tree_map(lambda x, k=real: x[k - 1], out[0])
@@ -311,11 +354,9 @@ def output_dataset(setup: StationSetup, states, fluxes, attrs: dict | None = Non
 
 
 def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Compressed netCDF, written atomically."""
     encoding = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars}
-    ds.to_netcdf(path, encoding=encoding)
-    return path
+    return io_safety.write_netcdf(ds, path, encoding=encoding)
 
 
 def plot_against_observations(
@@ -366,8 +407,7 @@ def plot_against_observations(
         if site is not None:
             fig.suptitle(f"{site.meta.name} ({site.meta.title})" if site.meta.title else site.meta.name, fontsize=10)
         fig.tight_layout()
-        path = out_dir / f"{name}.png"
-        fig.savefig(path, dpi=110)
+        path = io_safety.save_figure(fig, out_dir / f"{name}.png", dpi=110)
         plt.close(fig)
         paths.append(path)
     return paths
@@ -387,6 +427,25 @@ def astype(setup: StationSetup, dtype) -> StationSetup:
     )  # fmt: skip
 
 
+def site_outputs(output: str | Path) -> tuple[list[Path], Path]:
+    """The files :func:`run_site` writes for ``output`` (the netCDF and its metrics tables) and its figures
+    folder."""
+    output = Path(output)
+    tables = [output.with_suffix(".metrics.csv"), output.with_suffix(".metrics.md")]
+    return [output, *tables], output.parent / f"{output.stem}_figures"
+
+
+def check_sensors(site: Site, layer_bottoms_m: Sequence[float]) -> None:
+    """Every soil sensor of the observations lies within the model column (before a run, not after)."""
+    from .sites import SOIL_VARIABLES, map_sensors_to_layers
+
+    obs = site.observations
+    for name in SOIL_VARIABLES:
+        if obs is not None and name in obs:
+            depths = np.asarray(obs[obs[name].dims[1]].values, float)
+            map_sensors_to_layers(depths, layer_bottoms_m, variable=name)
+
+
 def run_site(
     site: Site,
     output: str | Path,
@@ -396,21 +455,29 @@ def run_site(
     spinup_cycles: int = 1,
     dtype: str = "float64",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> tuple[xr.Dataset, pd.DataFrame | None]:
     """Physics-only run at ``site``: netCDF to ``output``, one PNG per observed variable and a metrics table
     (CSV and Markdown) beside it. Returns the output Dataset and the metrics table (None without observations).
+
+    Everything that can be refused is refused before the run: an output that is not ``.nc``, that is one of the
+    site's files, that exists (unless ``overwrite``) or cannot be written; dates outside the forcing; a sensor
+    below the model column. Every file is written atomically.
     """
     from .metrics import metrics_table
 
     output = Path(output)
+    files, figures = site_outputs(output)
+    inputs = [site.path / f for f in ("site.yaml", "forcing.nc", "observations.nc")] if site.path else []
+    io_safety.check_outputs(files, inputs=inputs, overwrite=overwrite, suffixes=(".nc",), folders=[figures])
     setup = setup_station(site, start=start, end=end)
+    check_sensors(site, setup.layer_bottoms_m)
     if dtype != "float64":
         setup = astype(setup, jnp.dtype(dtype))
     setup = spin_up(setup, cycles=spinup_cycles)
     states, fluxes = run_blocks(setup, progress=progress)
     ds = output_dataset(setup, states, fluxes, {"spinup_cycles": spinup_cycles, "dtype": dtype})
     write_netcdf(ds, output)
-    figures = output.parent / f"{output.stem}_figures"
     figures.mkdir(parents=True, exist_ok=True)
     obs = site.observations
     if obs is not None:
@@ -419,6 +486,6 @@ def run_site(
     if obs is None:
         return ds, None
     table = metrics_table(ds, obs, setup.layer_bottoms_m, site=site)
-    table.to_csv(output.with_suffix(".metrics.csv"), index=False)
-    output.with_suffix(".metrics.md").write_text(table.to_markdown(index=False, floatfmt=".3g") + "\n")
+    io_safety.write_csv(table, files[1])
+    io_safety.write_text(files[2], table.to_markdown(index=False, floatfmt=".3g") + "\n")
     return ds, table

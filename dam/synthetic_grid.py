@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from dam.io_safety import write_netcdf
 from dam.soil_table import stas_parameters
 
 START = np.datetime64("2000-01-01T00:00:00", "ns")  # time origin of the synthetic forcing (UTC)
@@ -181,7 +182,7 @@ def write_grid(
     static = _static(n_lat, n_lon, land_fraction, np.random.default_rng(seed))
     static.attrs = _attrs(dt_s, seed)
     static_path, forcing_path = directory / "static.nc", directory / "forcing.zarr"
-    static.to_netcdf(static_path)
+    write_netcdf(static, static_path)
     # zarr 3 warns that consolidated metadata (which xarray writes and reads fastest) is not in its spec.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)

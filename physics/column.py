@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._remat import STEP_REMAT_POLICY
+from .guards import guard_soil, step_numbers
 from .phase_change import phase_change
 from .soil_temperature import heat_diffusion
 from .soil_thermal_properties import soil_thermal_properties
@@ -168,7 +169,8 @@ def run(
         T / checkpoint_every + checkpoint_every steps instead of T. ``1`` keeps the states between steps (and the water
         sub-steps' carries) and recomputes each step: the fastest reverse pass for windows up to a few thousand
         steps.
-    finite_check : raise if the forcing or the state is non-finite (``eqx.error_if``, works under ``jit``).
+    finite_check : raise if the forcing is non-finite or the state leaves physical bounds (``eqx.error_if``,
+        works under ``jit``; :mod:`dam.physics.guards`: T within 150-350 K, moisture within [0, porosity]).
     column_chunk : if given, the columns (one leading column axis) run in chunks of at most this many, one
         chunk after another, each over the whole time series. On CPU a chunk that fits in cache (about 1e4
         columns) keeps every intermediate of a step there: at 1e6 columns, 1.5x the throughput in float32 and
@@ -186,15 +188,16 @@ def run(
         )  # fmt: skip
     observe = observe or (lambda s, f: None)
 
-    def step(state, frc):
+    def step(state, xs):
+        frc, i = xs
         if finite_check:
             frc = check_finite_forcing(frc)
         new, fluxes = soil_step(state, frc, params, grid, options, water=water)
         if finite_check:
-            new = check_finite(new)
+            new = guard_soil(new, params, i)
         return new, observe(new, fluxes)
 
-    return scan_checkpointed(step, state0, forcing, checkpoint_every)
+    return scan_checkpointed(step, state0, (forcing, step_numbers(forcing)), checkpoint_every)
 
 
 def _run_in_chunks(

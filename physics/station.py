@@ -31,6 +31,7 @@ from .energy_balance import (
     SurfaceParams,
     surface_energy,
 )
+from .guards import guard_station, step_numbers
 from .phenology import PhenologyParams, phenology
 from .precip_heat import precipitation_heat_advect
 from .radiation import emissivity, surface_radiation
@@ -283,14 +284,16 @@ def run_station(
 
     ``observe(state, fluxes)`` picks what to keep per step (default: the state and all fluxes);
     ``checkpoint_every`` rematerialises segments of that many steps in the backward pass (memory
-    ~ T / checkpoint_every + checkpoint_every steps); ``finite_check`` raises on a non-finite state.
+    ~ T / checkpoint_every + checkpoint_every steps); ``finite_check`` stops the run when the state leaves
+    physical bounds or becomes non-finite (:mod:`dam.physics.guards`).
     """
     observe = observe or (lambda s, fl: (s, fl))
 
-    def step(state, frc):
+    def step(state, xs):
+        frc, i = xs
         new, fluxes = station_step(state, frc, params, grid, options, water=water, stomata=stomata)
         if finite_check:
-            new = check_finite_state(new)
+            new = guard_station(new, params, i)
         return new, observe(new, fluxes)
 
-    return scan_checkpointed(step, state0, forcing, checkpoint_every)
+    return scan_checkpointed(step, state0, (forcing, step_numbers(forcing)), checkpoint_every)

@@ -36,6 +36,7 @@ def case_dir(tmp_path, reference_dir) -> Path:
         shutil.copy(reference_dir / "koren_freeze" / name, dst / name)
     forcing = pd.read_csv(dst / "forcing.csv", dtype=str).iloc[:N_ROWS]
     forcing.to_csv(dst / "forcing.csv", index=False)
+    _edit_params(dst, lambda m: m.update(n_steps=N_ROWS))
     return dst
 
 
@@ -110,12 +111,40 @@ BAD_CASES: dict[str, tuple[Callable[[Path], None], tuple[str, ...]]] = {
         ("frzk",),
     ),
     "params.json not JSON": (lambda d: (d / "params.json").write_text("{ not json"), ("params.json",)),
+    # issue 16 item 6: misspelt keys ran with the defaults, n_steps was ignored
+    "misspelt option OPT_FRZZ": (
+        lambda d: _edit_params(d, lambda m: m["options"].update({"OPT_FRZZ": 2})),
+        ("unknown key 'options.OPT_FRZZ'", "did you mean 'OPT_FRZ'"),
+    ),
+    "lower-case option opt_frz": (
+        lambda d: _edit_params(d, lambda m: m["options"].update({"opt_frz": 2})),
+        ("unknown key 'options.opt_frz'", "did you mean 'OPT_FRZ'"),
+    ),
+    "zbot instead of zbot_m": (
+        lambda d: _edit_params(d, lambda m: m.update(zbot=-4.0)),
+        ("unknown key 'zbot'", "did you mean 'zbot_m'"),
+    ),
+    "n_steps beyond the forcing": (lambda d: _edit_params(d, lambda m: m.update(n_steps=N_ROWS + 1)), ("n_steps",)),
+    "initial smc above porosity": (
+        lambda d: _edit_params(d, lambda m: m["initial_state"]["smc"].__setitem__(0, 1.5)),
+        ("initial_state smc", "smcmax"),
+    ),
+    "freezing point changed": (
+        lambda d: _edit_params(d, lambda m: m["options"].update(freezing_point_K=273.15)),
+        ("freezing_point_K",),
+    ),
+    "empty forcing file": (lambda d: (d / "forcing.csv").write_text(""), ("forcing.csv", "empty")),
 }
 
 
 def test_truncated_case_is_valid(case_dir):
     case = read_case(case_dir)
     assert case.n_steps == N_ROWS and case.reference is None
+
+
+def test_n_steps_runs_the_first_rows(case_dir):
+    _edit_params(case_dir, lambda m: m.update(n_steps=20))
+    assert read_case(case_dir).n_steps == 20
 
 
 @pytest.mark.parametrize("label", list(BAD_CASES))

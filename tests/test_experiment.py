@@ -7,12 +7,19 @@ of the experiment is in the closing notes and docs, not asserted here.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
+import yaml
 
 from dam.experiment import ExperimentConfig, load_config, run_experiment
+from dam.run_folder import RunFolderError
+from dam.schema import ConfigError
+from dam.sites import shipped_site_dir
 
 
 def _config(tmp_path, **kw) -> ExperimentConfig:
@@ -29,15 +36,35 @@ def _config(tmp_path, **kw) -> ExperimentConfig:
     return ExperimentConfig.from_dict(base)
 
 
-def test_config_rejects_unknown_keys_and_models(tmp_path):
-    with pytest.raises(ValueError, match="unknown keys"):
-        ExperimentConfig.from_dict({"sitez": ["x"]})
-    with pytest.raises(ValueError, match="network: unknown keys"):
-        ExperimentConfig.from_dict({"network": {"hiden": 3}})
-    with pytest.raises(ValueError, match="unknown"):
-        ExperimentConfig.from_dict({"models": ["physics_default", "gpt"]})
-    with pytest.raises(ValueError, match="does not exist"):
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"sitez": ["x"]}, "unknown key 'sitez'; did you mean 'sites'?"),
+        ({"network": {"hiden": 3}}, "unknown key 'network.hiden'; did you mean 'hidden'?"),
+        ({"models": ["physics_default", "gpt"]}, "models.1: Input should be 'physics_default'"),
+        # issue 16 item 6: these exited 0 with metrics of an untrained or diverging network
+        ({"network": {"epochs": -5}}, "network.epochs: Input should be greater than or equal to 1"),
+        ({"network": {"window_days": 0}}, "network.window_days: Input should be greater than or equal to 1"),
+        ({"network": {"learning_rate": -0.01}}, "network.learning_rate: Input should be greater than 0"),
+        ({"spinup_cycles": -3}, "spinup_cycles: Input should be greater than or equal to 0"),
+        ({"train_frac": 1.5}, "train_frac: Input should be less than 1"),
+        ({"sites": ["no_such_site"]}, "neither a shipped site (bondville_1998"),
+        ({"sites": []}, "sites: Tuple should have at least 1 item"),
+        ({"name": "../x"}, "name: String should match pattern"),
+        ({"calibration": {"parameters": ["soil.nonsense"]}}, "soil.nonsense"),
+        ({"models": ["lstm", "lstm"]}, "listed twice"),
+    ],
+)  # fmt: skip
+def test_config_is_validated_naming_the_key(data, message):
+    with pytest.raises(ConfigError, match="^config: ") as info:
+        ExperimentConfig.from_dict(data)
+    assert message in str(info.value)
+
+
+def test_missing_config_lists_the_shipped_ones(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist .*quick, full"):
         load_config(tmp_path / "missing.yaml")
+    assert load_config("quick").name == "quick"
 
 
 def test_run_folder_determinism_and_resume(tmp_path):
@@ -70,7 +97,7 @@ def test_run_folder_determinism_and_resume(tmp_path):
     pd.testing.assert_frame_equal(again, table)
 
     # the run folder refuses another configuration (its finished stages would be mixed in)
-    with pytest.raises(ValueError, match="different configuration .*network"):
+    with pytest.raises(RunFolderError, match="different configuration .*network"):
         run_experiment(_config(tmp_path, network={"hidden": 4, "epochs": 2}))
 
     # same seed from scratch: same numbers
@@ -91,3 +118,66 @@ def test_progress_bars_follow_stage_reports(capsys):
         report({"stage": "train", "epoch": epoch, "val_loss": 0.5})
     err = capsys.readouterr().err
     assert "ai_in_physics pretrain" in err and "21/21" in err and "ai_in_physics train" in err and "3/3" in err
+
+
+def _site_copy(tmp_path, edit_yaml=None):
+    """A copy of the shipped daily Hyytiala site (optionally with site.yaml edited)."""
+    site = tmp_path / "site"
+    shutil.copytree(shipped_site_dir("hyytiala_2000_2010"), site)
+    if edit_yaml is not None:
+        meta = yaml.safe_load((site / "site.yaml").read_text())
+        edit_yaml(meta)
+        (site / "site.yaml").write_text(yaml.safe_dump(meta))
+    return site
+
+
+def test_site_name_cannot_escape_the_run_folder(tmp_path):
+    """Issue 16 item 5: ``name: ../../x`` in site.yaml made the experiment write outside the run folder."""
+    site = _site_copy(tmp_path, lambda m: m.update(name="../../escaped"))
+    cfg = _config(tmp_path, sites=[str(site)], models=["physics_default"])
+    with pytest.raises(RunFolderError, match="site name in .*site.yaml '../../escaped' cannot name a folder"):
+        run_experiment(cfg)
+    assert not list(tmp_path.parent.glob("escaped*")) and not (tmp_path / "escaped").exists()
+
+
+def test_stale_prediction_is_not_reused_after_the_forcing_changed(tmp_path):
+    """Issue 16 item 2: precipitation x 0 in a site's forcing gave identical metrics (stale predictions)."""
+    site = _site_copy(tmp_path)
+    cfg = _config(tmp_path, sites=[str(site)], models=["physics_default"])
+    first = run_experiment(cfg)
+    again = run_experiment(cfg)  # unchanged inputs: read back
+    pd.testing.assert_frame_equal(first, again)
+    forcing = xr.load_dataset(site / "forcing.nc")
+    forcing["precip"] = forcing["precip"] * 0.0
+    forcing.to_netcdf(site / "forcing.nc")
+    dry = run_experiment(cfg)
+    assert not np.allclose(dry["bias"], first["bias"])
+    # a moved run folder resumes (a path spelled differently is the same folder)
+    moved = tmp_path / "moved_run"
+    shutil.move(tmp_path / "run", moved)
+    resumed = run_experiment(cfg.replace(output_dir=str(moved) + "/./"))
+    pd.testing.assert_frame_equal(resumed, dry)
+
+
+def test_invalid_config_is_never_written_and_a_locked_folder_is_refused(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError):
+        _config(tmp_path, network={"epochs": -5})
+    assert not run.exists()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from dam.run_folder import RunLock\n"
+         f"with RunLock({str(run)!r}):\n    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunFolderError, match="in use by another dam run"):
+            run_experiment(_config(tmp_path, models=["physics_default"]))
+    finally:
+        holder.kill()
+        holder.wait()
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "thesis.tex").write_text("precious")
+    with pytest.raises(RunFolderError, match="not empty and is not a dam experiment run folder"):
+        run_experiment(_config(tmp_path, output_dir=str(tmp_path / "foreign")))
+    assert (tmp_path / "foreign" / "thesis.tex").read_text() == "precious"

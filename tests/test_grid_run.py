@@ -1,6 +1,9 @@
 """Grid runs: packing land columns, sharding, incremental zarr output and resume after a kill."""
 
-import dataclasses
+import shutil
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -8,6 +11,9 @@ import xarray as xr
 import yaml
 
 from dam.grid_run import GridRunConfig, GridRunError, grid_run
+from dam.io_safety import OutputError
+from dam.run_folder import RunFolderError
+from dam.schema import ConfigError
 from dam.synthetic_grid import make_grid
 
 
@@ -40,7 +46,7 @@ def test_resume_after_kill_equals_uninterrupted(grid_files, grid_config):
     first = grid_run(killed, progress=False, stop_after_blocks=2)
     assert not first["finished"]
     # The resume runs the columns in chunks: a speed setting that neither changes results nor blocks the resume.
-    second = grid_run(dataclasses.replace(killed, column_chunk=5), progress=False)
+    second = grid_run(killed.model_copy(update={"column_chunk": 5}), progress=False)
     assert second["resumed_from_block"] == 2 and second["finished"]
     full = xr.open_zarr(root / "full.zarr").load()
     resumed = xr.open_zarr(root / "resumed.zarr").load()
@@ -74,17 +80,107 @@ def test_grid_matches_column_runs(grid_files):
 def test_bad_config_is_named(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"static": "s.nc", "forcing": "f.nc", "output": "o.zarr", "colour": 1}))
-    with pytest.raises(GridRunError, match="colour"):
+    with pytest.raises(ConfigError, match="unknown key 'colour'"):
         GridRunConfig.from_yaml(path)
     path.write_text(yaml.safe_dump({"static": "s.nc", "forcing": "f.nc", "output": "o.zarr", "checkpoint_dir": "c"}))
     with pytest.raises(GridRunError, match="missing file"):
         grid_run(GridRunConfig.from_yaml(path), progress=False)
-    with pytest.raises(GridRunError, match="column_chunk"):
+    with pytest.raises(ValueError, match="column_chunk"):
         GridRunConfig(static="s.nc", forcing="f.nc", output="o.zarr", checkpoint_dir="c", column_chunk=0)
+    for bad, key in (({"options": {"supercoold": "niu06"}}, "did you mean 'supercooled'"),
+                     ({"time_block": 0}, "time_block"), ({"outputs": ["soil_temp"]}, "outputs.0")):  # fmt: skip
+        path.write_text(yaml.safe_dump({"static": "s", "forcing": "f", "output": "o", "checkpoint_dir": "c", **bad}))
+        with pytest.raises(ConfigError, match=key):
+            GridRunConfig.from_yaml(path)
 
 
-def test_checkpoint_of_another_run_is_refused(grid_files, grid_config):
+def test_store_of_another_run_is_refused_naming_both(grid_files, grid_config):
+    """Issue 16 item 2: a second configuration writing the same output silently overwrote a finished run."""
     root, _ = grid_files
     other = grid_config(root, "full", dtype="float32")  # same output and checkpoints, different configuration
-    with pytest.raises(GridRunError, match="another run"):
+    before = xr.open_zarr(root / "full.zarr").attrs["run_fingerprint"]
+    with pytest.raises(RunFolderError, match=f"holds the results of run {before}.*this configuration is run "):
         grid_run(other, progress=False)
+    assert xr.open_zarr(root / "full.zarr").attrs["run_fingerprint"] == before
+
+
+def _grid_folder(root, name, grid_files, **yaml_keys):
+    """A folder with copies of static.nc and forcing.nc and a grid_run.yaml (relative paths)."""
+    folder = root / name
+    folder.mkdir()
+    for f in ("static.nc", "forcing.nc"):
+        shutil.copy(grid_files[0] / f, folder / f)
+    config = {"static": "static.nc", "forcing": "forcing.nc", "output": "out.zarr", "checkpoint_dir": "ckpt",
+              "time_block": 16, **yaml_keys}  # fmt: skip
+    (folder / "grid_run.yaml").write_text(yaml.safe_dump(config))
+    return folder
+
+
+def _listing(folder):
+    return sorted((p.relative_to(folder).as_posix(), p.stat().st_size) for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize(
+    ("output", "checkpoints", "message"),
+    [(".", "ckpt", "contains the input"), ("static.nc", "ckpt", "is the input"),
+     ("../victim.txt", "ckpt", "exists and is a file"), ("../foreign", "ckpt", "not a dam grid-run store"),
+     ("out.zarr", "../foreign", "not dam checkpoints"), ("out.zarr", "out.zarr/ckpt", "lies inside the output"),
+     ("out.zarr", "static.nc/x", "lies inside the input")],
+)  # fmt: skip
+def test_output_never_deletes_inputs_or_foreign_files(tmp_path, grid_files, output, checkpoints, message):
+    """Issue 16 item 1: ``output: .`` deleted the run's own static.nc, forcing.nc and YAML; ``output: ../other``
+    deleted an unrelated file."""
+    folder = _grid_folder(tmp_path, "g", grid_files, output=output, checkpoint_dir=checkpoints)
+    (tmp_path / "victim.txt").write_text("precious")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("precious")
+    before = _listing(tmp_path)
+    with pytest.raises((OutputError, GridRunError), match=message):
+        grid_run(GridRunConfig.from_yaml(folder / "grid_run.yaml"), progress=False)
+    assert _listing(tmp_path) == before
+
+
+def test_changed_input_is_another_run_and_a_moved_run_resumes(tmp_path, grid_files, grid_config):
+    """Issue 16 items 2 and 8: after a kill, changing dksat in static.nc resumed and mixed parameters; a moved
+    run folder could not resume."""
+    folder = _grid_folder(tmp_path, "a", grid_files)
+    config = GridRunConfig.from_yaml(folder / "grid_run.yaml")
+    assert not grid_run(config, progress=False, stop_after_blocks=1)["finished"]
+    static = xr.load_dataset(folder / "static.nc")
+    static["dksat"] = static["dksat"] * 2
+    static.to_netcdf(folder / "static.nc")
+    with pytest.raises(RunFolderError, match="configuration or input files differ"):
+        grid_run(GridRunConfig.from_yaml(folder / "grid_run.yaml"), progress=False)
+    shutil.copy(grid_files[0] / "static.nc", folder / "static.nc")  # the original input again
+
+    moved = tmp_path / "moved"
+    shutil.move(folder, moved)
+    summary = grid_run(GridRunConfig.from_yaml(moved / "grid_run.yaml"), progress=False)
+    assert summary["resumed_from_block"] == 1 and summary["finished"]
+    full = xr.open_zarr(grid_files[0] / "full.zarr").load()
+    resumed = xr.open_zarr(moved / "out.zarr").load()
+    for name in full.data_vars:
+        np.testing.assert_array_equal(full[name].values, resumed[name].values)
+    # --overwrite replaces this run's store with the run of the changed input
+    static.to_netcdf(moved / "static.nc")
+    assert grid_run(GridRunConfig.from_yaml(moved / "grid_run.yaml"), progress=False, overwrite=True)["finished"]
+
+
+def test_second_process_on_a_run_gets_a_clear_error_at_once(tmp_path, grid_files):
+    folder = _grid_folder(tmp_path, "locked", grid_files)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from dam.run_folder import RunLock\n"
+         f"with RunLock({str(folder / 'ckpt')!r}):\n    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        t0 = time.perf_counter()
+        with pytest.raises(RunFolderError, match=f"in use by another dam run \\(PID {holder.pid}"):
+            grid_run(GridRunConfig.from_yaml(folder / "grid_run.yaml"), progress=False)
+        assert time.perf_counter() - t0 < 30
+    finally:
+        holder.kill()
+        holder.wait()
+    # the lock of a dead process is taken over at once
+    assert grid_run(GridRunConfig.from_yaml(folder / "grid_run.yaml"), progress=False, stop_after_blocks=1)

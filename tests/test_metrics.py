@@ -117,6 +117,7 @@ def test_metrics_table_bondville() -> None:
         "kge",
         "units",
         "unreliable",
+        "note",
     ]
     sm_rows = table[table.variable == "soil_moisture"]
     np.testing.assert_allclose(sm_rows.bias, 0.01, atol=1e-12)
@@ -140,3 +141,28 @@ def test_metrics_table_averages_a_finer_model_onto_daily_observations() -> None:
     obs = xr.Dataset({"latent_heat_flux": ("time", daily, {"units": "W m-2"})}, coords={"time": times_obs})
     table = M.metrics_table(model, obs, min_pairs=3)
     assert table.rmse.iloc[0] == pytest.approx(0.0, abs=1e-12) and table.n.iloc[0] == 5
+
+
+@pytest.mark.parametrize(
+    ("sim", "obs", "reason"),
+    [
+        (np.arange(20.0), np.full(20, 0.3), "constant observations"),
+        (np.full(20, 0.3), np.arange(20.0) + 1, "constant simulation"),
+        (np.arange(20.0), np.tile([-1.0, 1.0], 10), "zero observed mean"),
+    ],
+)  # fmt: skip
+def test_undefined_terms_give_nan_never_a_perfect_score(sim, obs, reason) -> None:
+    """Issue 16 item 4: KGE was 1.0 whenever r was NaN (the square root mapped NaN to 0)."""
+    out = {k: float(v) for k, v in M.all_metrics(sim, obs).items()}
+    assert np.isnan(out["kge"])
+    assert reason in M.why_undefined(sim, obs)
+    if "constant" in reason:
+        assert np.isnan(out["r"])
+    assert np.isfinite(out["rmse"]) and np.isfinite(out["bias"])
+
+
+def test_why_undefined_is_empty_for_a_defined_series_and_names_too_few_points() -> None:
+    rng = np.random.default_rng(3)
+    o = rng.normal(0.3, 0.05, 30)
+    assert M.why_undefined(o + 0.01, o) == ""
+    assert M.why_undefined(o[:2], o[:2], min_pairs=10) == "too few points (2 valid pairs < 10)"

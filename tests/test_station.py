@@ -264,5 +264,7 @@ def test_run_station_rejects_a_window_without_forcing(tmp_path):
     from dam.sites import load_site
     from dam.station import setup_station
 
-    with pytest.raises(ValueError, match="no forcing"):
+    with pytest.raises(ValueError, match="start 2005-01-01 lies outside the forcing: .* covers 1998-01-0"):
         setup_station(load_site("bondville_1998"), start="2005-01-01", end="2005-02-01")
+    with pytest.raises(ValueError, match="no forcing step ends between"):  # a window inside the record, no step
+        setup_station(load_site("bondville_1998"), start="1998-03-01T00:01", end="1998-03-01T00:02")

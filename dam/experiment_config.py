@@ -1,0 +1,194 @@
+"""The configuration of ``dam experiment``: validated pydantic models (:mod:`dam.schema`) with ranges, so that
+``epochs: -5``, ``learning_rate: -0.01``, ``window_days: 0`` or a misspelt key stop before any work with one
+message naming the key. docs/configuration.md lists every key (generated from these models).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from .schema import ConfigError, Strict, validate
+
+MODELS = (
+    "physics_default",
+    "physics_calibrated",
+    "lstm",
+    "hlstm_attention",
+    "hlstm_no_attention",
+    "hlstm_constrained",
+    "hlstm_physics",
+    "hlstm_physics_unconstrained",
+    "ai_in_physics",
+)
+ModelName = Literal[MODELS]  # type: ignore[valid-type]
+SHIPPED_CONFIGS = ("quick", "full")
+
+
+class NetworkConfig(Strict):
+    """The networks (LSTM and hierarchical LSTMs) and their training on observations."""
+
+    hidden: int = Field(32, ge=1, description="hidden units per LSTM layer")
+    epochs: int = Field(40, ge=1, description="passes over the training windows")
+    learning_rate: float = Field(3e-3, gt=0, description="Adam step size")
+    window_days: int = Field(120, ge=1, description="length of a training window, days")
+    stride_days: int = Field(10, ge=1, description="days between the starts of training windows")
+    warmup_days: int = Field(30, ge=0, description="first days of each window not scored (at most half of it)")
+    batch_size: int = Field(8, ge=1, description="windows per optimiser step")
+    attention: Literal["none", "temporal", "layers", "both"] = Field("temporal", description="attention blocks")
+    attention_window: int = Field(14, ge=1, description="days the temporal attention looks back")
+    patience: int = Field(10, ge=1, description="epochs without validation improvement before stopping")
+
+
+class PretrainConfig(Strict):
+    """Pretraining of the hierarchical LSTMs on a perturbed-parameter ensemble of the physics."""
+
+    members: int = Field(16, ge=1, description="ensemble members (physics runs with perturbed parameters)")
+    epochs: int = Field(10, ge=1, description="passes over the ensemble windows")
+
+
+class ConstraintConfig(Strict):
+    """Weights of the physics-in-AI loss terms of ``hlstm_constrained`` and ``hlstm_physics``; ``sweep``: extra
+    trainings of ``hlstm_constrained`` with both weights times each factor (0: none), their skill and
+    plausibility in ``constraint_sweep.csv``."""
+
+    bounds: float = Field(10.0, ge=0, description="weight of the physical-bounds penalty")
+    water: float = Field(1e-4, ge=0, description="weight of the water-balance penalty")
+    sweep: tuple[float, ...] = Field((), description="extra trainings with both weights times each factor (>= 0)")
+
+    @field_validator("sweep")
+    @classmethod
+    def _non_negative(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(f < 0 for f in v):
+            raise ValueError(f"factors must be >= 0, got {list(v)}")
+        return v
+
+
+class CalibrationConfig(Strict):
+    """Gradient calibration scored on the last ``window_steps`` model steps of the training period, after
+    ``warmup_steps`` run with the parameters being calibrated (earlier steps use the defaults).
+    ``checkpoint_every``: rematerialisation segment of the gradient (steps). 1 (every step recomputed in the
+    reverse pass, the states and water sub-step carries stored) compiles and runs fastest for the station model;
+    ``None`` stores every step's intermediates; 48 was the setting before (the documented full.yaml results)."""
+
+    parameters: tuple[str | dict[str, Any], ...] = Field(
+        ("soil.bexp", "soil.dksat", "soil.smcmax", "surface.stomata.slope"),
+        description="calibrated parameters: names of dam.coupling.calibration.DEFAULT_RANGES or {name, lower, "
+        "upper, log, per_layer}",
+    )
+    steps: int = Field(15, ge=1, description="gradient steps (model runs)")
+    learning_rate: float = Field(0.1, gt=0, description="Adam step size in the squashed parameter space")
+    window_steps: int = Field(2880, ge=1, description="scored model steps at the end of the training period")
+    warmup_steps: int = Field(480, ge=0, description="steps before the window run with the calibrated parameters")
+    lhs_baseline: bool = Field(True, description="also run a Latin-hypercube search with the same budget")
+    checkpoint_every: int | None = Field(1, ge=1, description="rematerialisation segment of the gradient, steps")
+
+    @field_validator("parameters")
+    @classmethod
+    def _known(cls, v: tuple) -> tuple:
+        from .coupling.calibration import make_specs
+
+        if not v:
+            raise ValueError("give at least one parameter")
+        make_specs(v)  # unknown names, missing bounds and duplicates raise ValueError
+        return v
+
+
+class HybridConfig(Strict):
+    """The AI-in-physics hybrid (a network replaces the soil water transport)."""
+
+    epochs: int = Field(6, ge=1, description="passes over the training windows")
+    window_steps: int | None = Field(None, ge=1, description="steps per window (None: 10 days sub-daily, 48 daily)")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam step size")
+    pretrain_iterations: int = Field(400, ge=0, description="steps imitating the Richards water step first")
+
+
+def _site_entry(entry: str) -> str:
+    """A site entry is the name of a shipped site or an existing site folder."""
+    from .sites import shipped_sites
+
+    if entry in shipped_sites() or Path(entry).expanduser().is_dir():
+        return entry
+    raise ValueError(f"{entry!r} is neither a shipped site ({', '.join(shipped_sites())}) nor a site folder")
+
+
+class ExperimentConfig(Strict):
+    """The experiment (YAML keys of the same names)."""
+
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$", description="run name")
+    seed: int = Field(0, ge=0, description="random seed (same seed, same numbers)")
+    output_dir: str = Field("runs/experiment", min_length=1, description="run folder (resumable)")
+    sites: tuple[str, ...] = Field(
+        ("bondville_1998", "hyytiala_2000_2010"), min_length=1, description="shipped site names or site folders"
+    )
+    models: tuple[ModelName, ...] = Field(MODELS, min_length=1, description="models to run, in order")
+    spinup_cycles: int = Field(1, ge=0, description="passes over the first year before the record")
+    train_frac: float = Field(0.8, gt=0, lt=1, description="first fraction of the days for training (rest: test)")
+    val_frac: float = Field(0.1, gt=0, lt=1, description="last fraction of the training days for validation")
+    network: NetworkConfig = Field(NetworkConfig(), description="networks")
+    pretrain: PretrainConfig = Field(PretrainConfig(), description="ensemble pretraining")
+    constraints: ConstraintConfig = Field(ConstraintConfig(), description="physics-in-AI loss weights")
+    calibration: CalibrationConfig = Field(CalibrationConfig(), description="gradient calibration")
+    hybrid: HybridConfig = Field(HybridConfig(), description="AI-in-physics hybrid")
+    progress: bool = Field(True, description="progress bars")
+
+    @field_validator("sites")
+    @classmethod
+    def _sites_exist(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in v:
+            _site_entry(entry)
+        if len(set(v)) != len(v):
+            raise ValueError(f"a site is listed twice: {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_models(self) -> ExperimentConfig:
+        if len(set(self.models)) != len(self.models):
+            raise ValueError(f"models: a model is listed twice: {list(self.models)}")
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None, where: str = "config") -> ExperimentConfig:
+        """Validated configuration (:class:`dam.schema.ConfigError` naming the key)."""
+        return validate(cls, d, where=where)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (lists for tuples), as written to the run folder's ``config.yaml``."""
+        return json.loads(json.dumps(self.model_dump(mode="json")))
+
+    def replace(self, **changes: Any) -> ExperimentConfig:
+        """A copy with ``changes`` (validated again)."""
+        return validate(type(self), {**self.model_dump(), **changes}, where="config")
+
+
+def shipped_config(name: str) -> Path:
+    """The path of a shipped configuration (``quick`` or ``full``)."""
+    from importlib import resources
+
+    return Path(str(resources.files("dam.data") / "experiments" / f"{name}.yaml"))
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment YAML file, or a shipped configuration by name (``quick``, ``full``).
+
+    Raises
+    ------
+    ConfigError
+        A missing file (listing the shipped configurations), invalid YAML, or any invalid key.
+    """
+    if str(path) in SHIPPED_CONFIGS and not Path(path).exists():
+        path = shipped_config(str(path))
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"experiment config {path} does not exist (shipped configurations: {', '.join(SHIPPED_CONFIGS)})"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path.name}: not valid YAML ({exc})") from None
+    return ExperimentConfig.from_dict(raw, where=path.name)

@@ -1,0 +1,305 @@
+"""The bad-input suite of the command line (issue 16): every user error ends in exit code 2 with exactly one
+stderr line ``dam: error: ...`` naming the problem, no traceback, and no file created, changed or deleted.
+
+Each row of :data:`CASES` builds its inputs in a fresh folder (copies of a small soil case, of a shipped site and
+of a small synthetic grid) and gives the command line and the words the error must contain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+import yaml
+
+from dam import stress
+from dam.cli import main
+from dam.sites import shipped_site_dir
+from dam.synthetic_grid import make_grid
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> dict[str, Path]:
+    """Originals copied into each test's folder: a 48-step soil case, a small grid."""
+    root = tmp_path_factory.mktemp("sources")
+    case = stress.write_case("summer_stc1", root, days=1)
+    static, forcing = make_grid(3, 4, 10, seed=1)
+    (root / "grid").mkdir()
+    static.to_netcdf(root / "grid" / "static.nc")
+    forcing.to_netcdf(root / "grid" / "forcing.nc")
+    return {"case": case, "grid": root / "grid"}
+
+
+class Env:
+    """The test's folder: ``case``, ``site`` (Bondville 1998) and ``grid`` are created on first use."""
+
+    def __init__(self, root: Path, sources: dict[str, Path]):
+        self.root, self._sources = root, sources
+
+    def _copy(self, name: str, src: Path) -> Path:
+        dst = self.root / name
+        if not dst.exists():
+            shutil.copytree(src, dst)
+        return dst
+
+    @property
+    def case(self) -> Path:
+        return self._copy("case", self._sources["case"])
+
+    @property
+    def site(self) -> Path:
+        return self._copy("site", shipped_site_dir("bondville_1998"))
+
+    @property
+    def grid(self) -> Path:
+        return self._copy("grid", self._sources["grid"])
+
+    def params(self, edit: Callable[[dict], None]) -> Path:
+        meta = json.loads((self.case / "params.json").read_text())
+        edit(meta)
+        (self.case / "params.json").write_text(json.dumps(meta))
+        return self.case
+
+    def site_yaml(self, edit: Callable[[dict], None]) -> Path:
+        meta = yaml.safe_load((self.site / "site.yaml").read_text())
+        edit(meta)
+        (self.site / "site.yaml").write_text(yaml.safe_dump(meta))
+        return self.site
+
+    def yaml(self, name: str, content: dict | str) -> str:
+        text = content if isinstance(content, str) else yaml.safe_dump(content)
+        (self.root / name).write_text(text)
+        return str(self.root / name)
+
+    def grid_yaml(self, _: object = None, **keys) -> str:
+        """grid_run.yaml in the grid folder (``_``: ignored, for a side effect in a table row)."""
+        config = {"static": "static.nc", "forcing": "forcing.nc", "output": "out.zarr", "checkpoint_dir": "ckpt"}
+        (self.grid / "grid_run.yaml").write_text(yaml.safe_dump({**config, **keys}))
+        return str(self.grid / "grid_run.yaml")
+
+    def mkdir(self, name: str) -> str:
+        (self.root / name).mkdir(parents=True)
+        return str(self.root / name)
+
+    def empty(self, path: Path) -> Path:
+        """Truncate ``path`` to 0 bytes; returns its folder."""
+        path.write_bytes(b"")
+        return path.parent
+
+    def file(self, name: str, text: str = "keep me") -> str:
+        (self.root / name).parent.mkdir(parents=True, exist_ok=True)
+        (self.root / name).write_text(text)
+        return str(self.root / name)
+
+
+def _forcing_gap(env: Env) -> str:
+    path = env.site / "forcing.nc"
+    ds = xr.load_dataset(path)
+    ds["T_air"][100:103] = np.nan
+    ds.to_netcdf(path)
+    return str(env.site)
+
+
+def _sensor_below_column(env: Env) -> str:
+    site = env.site_yaml(lambda m: m["sensor_depths_m"].update(soil_moisture=[0.05, 0.2, 3.0]))
+    obs = xr.load_dataset(site / "observations.nc")
+    ddim = obs["soil_moisture"].dims[1]
+    obs = obs.assign_coords({ddim: [0.05, 0.2, 3.0]})
+    obs.to_netcdf(site / "observations.nc")
+    return str(site)
+
+
+def _initial_moisture(m: dict) -> None:
+    m["initial_state"] = {"soil_layer_thickness_m": [0.1, 0.3, 0.6, 1.0], "soil_temperature_K": [280.0] * 4,
+                          "soil_moisture": [1.5] * 4}  # fmt: skip
+
+
+def _ghf(env: Env) -> str:
+    df = pd.read_csv(env.case / "forcing.csv", dtype=str)
+    df.loc[20, "ghf_wm2"] = "1e9"
+    df.to_csv(env.case / "forcing.csv", index=False)
+    return str(env.case)
+
+
+def _edited_grid_dir(env: Env) -> str:
+    env.grid_yaml(time_block=5)  # the user's edited YAML
+    return str(env.grid)
+
+
+E = Env
+CASES: dict[str, tuple[Callable[[E], list[str]], tuple[str, ...]]] = {
+    # --- soil-column (issue 16 items 3, 6, 7)
+    "case folder missing": (lambda e: ["soil-column", str(e.root / "nope"), "--output", f"{e.root}/o.csv"],
+                            ("case folder", "does not exist")),
+    "output is the case's forcing": (lambda e: ["soil-column", str(e.case), "--output", str(e.case / "forcing.csv")],
+                                     ("is the input", "forcing.csv")),
+    "output would shadow the reference": (
+        lambda e: ["soil-column", str(e.case), "--output", str(e.case / "output.csv")], ("is the input", "output.csv")),
+    "output is the params.json": (lambda e: ["soil-column", str(e.case), "--output", str(e.case / "params.json")],
+                                  ("unsupported extension", ".json")),
+    "unsupported extension, no folder made": (
+        lambda e: ["soil-column", str(e.case), "--output", f"{e.root}/new/out.txt"], ("unsupported extension",)),
+    "output is a folder": (lambda e: ["soil-column", str(e.case), "--output", e.mkdir("d.csv")], ("is a folder",)),
+    "output exists": (lambda e: ["soil-column", str(e.case), "--output", e.file("old.csv")],
+                      ("already exists", "--overwrite")),
+    "output under a file": (lambda e: ["soil-column", str(e.case), "--output", e.file("f") + "/o.csv"],
+                            ("is a file, not a folder",)),
+    "empty forcing.csv": (lambda e: ["soil-column", str(e.empty(e.case / "forcing.csv")), "--output",
+                                     f"{e.root}/o.csv"], ("forcing.csv is empty",)),
+    "misspelt option OPT_FRZZ": (lambda e: ["soil-column", str(e.params(lambda m: m["options"].update(OPT_FRZZ=2))),
+                                            "--output", f"{e.root}/o.csv"], ("OPT_FRZZ", "did you mean 'OPT_FRZ'")),
+    "option opt_frz": (lambda e: ["soil-column", str(e.params(lambda m: m["options"].update(opt_frz=2))), "--output",
+                                  f"{e.root}/o.csv"], ("opt_frz", "did you mean 'OPT_FRZ'")),
+    "zbot for zbot_m": (lambda e: ["soil-column", str(e.params(lambda m: m.update(zbot=-3.0))), "--output",
+                                   f"{e.root}/o.csv"], ("unknown key 'zbot'", "did you mean 'zbot_m'")),
+    "n_steps beyond the forcing": (lambda e: ["soil-column", str(e.params(lambda m: m.update(n_steps=10**6))),
+                                              "--output", f"{e.root}/o.csv"], ("n_steps=1000000",)),
+    "initial moisture above porosity": (
+        lambda e: ["soil-column", str(e.params(lambda m: m["initial_state"].update(smc=[1.5] * 4, sh2o=[1.5] * 4))),
+                   "--output", f"{e.root}/o.csv"], ("initial_state smc", "smcmax")),
+    "params.json not JSON": (lambda e: ["soil-column", str(e.empty(e.case / "params.json")), "--output",
+                                        f"{e.root}/o.csv"], ("params.json is not valid JSON",)),
+    "replay without reference": (lambda e: ["soil-column", str(e.case), "--output", f"{e.root}/o.csv", "--replay"],
+                                 ("--replay needs the case's output.csv",)),
+    "ground heat flux 1e9": (lambda e: ["soil-column", _ghf(e), "--output", f"{e.root}/o.csv", "--quiet"],
+                             ("soil temperature =", "at step 21", "outside 150-350 K")),
+    "unknown dtype": (lambda e: ["soil-column", str(e.case), "--output", "o.csv", "--dtype", "float16"],
+                      ("invalid choice: 'float16'",)),
+    # --- run-station (items 3, 6, 7)
+    "site missing": (lambda e: ["run-station", "nowhere", "--output", f"{e.root}/o.nc"],
+                     ("neither a folder nor a shipped site", "bondville_1998")),
+    "output is the site's forcing": (lambda e: ["run-station", str(e.site), "--output", str(e.site / "forcing.nc")],
+                                     ("is the input", "forcing.nc")),
+    "station output extension": (lambda e: ["run-station", "bondville_1998", "--output", f"{e.root}/x/o.csv"],
+                                 ("unsupported extension '.csv'",)),
+    "station output exists": (lambda e: ["run-station", "bondville_1998", "--output", e.file("o.nc")],
+                              ("already exists", "--overwrite")),
+    "station output folder is a file": (lambda e: ["run-station", "bondville_1998", "--output",
+                                                   e.file("o_figures")[:-len("_figures")] + ".nc"],
+                                        ("o_figures exists and is a file",)),
+    "start before the forcing": (lambda e: ["run-station", "bondville_1998", "--output", f"{e.root}/o.nc", "--start",
+                                            "1990-01-01"], ("start 1990-01-01 lies outside the forcing", "1998-01-0")),
+    "end after the forcing": (lambda e: ["run-station", "bondville_1998", "--output", f"{e.root}/o.nc", "--end",
+                                         "2001-01-01"], ("end 2001-01-01 lies outside the forcing",)),
+    "start not a date": (lambda e: ["run-station", "bondville_1998", "--output", f"{e.root}/o.nc", "--start",
+                                    "1998-13"], ("start '1998-13' is not a date",)),
+    "start after end": (lambda e: ["run-station", "bondville_1998", "--output", f"{e.root}/o.nc", "--start",
+                                   "1998-06-01", "--end", "1998-05-01"], ("is after end",)),
+    "negative spin-up": (lambda e: ["run-station", "bondville_1998", "--output", "o.nc", "--spinup", "-3"],
+                         ("--spinup", "-3 must be >= 0")),
+    "unknown gap method": (lambda e: ["run-station", "bondville_1998", "--output", "o.nc", "--gaps", "zero"],
+                           ("invalid choice: 'zero'",)),
+    "initial soil moisture 1.5": (lambda e: ["run-station", str(e.site_yaml(_initial_moisture)), "--output",
+                                             f"{e.root}/o.nc"], ("soil_moisture",)),
+    "sensor below the column": (lambda e: ["run-station", _sensor_below_column(e), "--output", f"{e.root}/o.nc"],
+                                ("sensor at depth 3 m lies below the soil column",)),
+    "empty forcing.nc": (lambda e: ["run-station", str(e.empty(e.site / "forcing.nc")), "--output",
+                                    f"{e.root}/o.nc"], ("forcing.nc",)),
+    "gap in the forcing": (lambda e: ["run-station", _forcing_gap(e), "--output", f"{e.root}/o.nc"],
+                           ("T_air", "--gaps interpolate")),
+    # --- experiment (items 6, 7, 8)
+    "experiment config missing": (lambda e: ["experiment", str(e.root / "nope.yaml")], ("quick, full",)),
+    "experiment epochs -5": (lambda e: ["experiment", e.yaml("x.yaml", {"network": {"epochs": -5}})],
+                             ("x.yaml: network.epochs",)),
+    "experiment window_days 0": (lambda e: ["experiment", e.yaml("x.yaml", {"network": {"window_days": 0}})],
+                                 ("network.window_days",)),
+    "experiment learning_rate -0.01": (
+        lambda e: ["experiment", e.yaml("x.yaml", {"network": {"learning_rate": -0.01}})],
+        ("network.learning_rate: Input should be greater than 0",)),
+    "experiment spinup -3": (lambda e: ["experiment", e.yaml("x.yaml", {"spinup_cycles": -3})], ("spinup_cycles",)),
+    "experiment unknown key": (lambda e: ["experiment", e.yaml("x.yaml", {"netwrok": {}})],
+                               ("unknown key 'netwrok'; did you mean 'network'?",)),
+    "experiment site missing": (lambda e: ["experiment", e.yaml("x.yaml", {"sites": ["nowhere"]})],
+                                ("'nowhere' is neither a shipped site",)),
+    "experiment invalid YAML": (lambda e: ["experiment", e.yaml("x.yaml", "network: {epochs: [")], ("not valid YAML",)),
+    "experiment into a foreign folder": (
+        lambda e: ["experiment", "quick", "--output-dir", str(Path(e.file("mine/thesis.tex")).parent)],
+        ("not a dam experiment run folder",)),
+    "experiment output_dir is a file": (lambda e: ["experiment", "quick", "--output-dir", e.file("runfile")],
+                                        ("is a file",)),
+    # --- make-grid (item 3)
+    "make-grid over an edited grid": (lambda e: ["make-grid", _edited_grid_dir(e)], ("already exist", "--overwrite")),
+    "make-grid zero rows": (lambda e: ["make-grid", str(e.root / "g"), "--lat", "0"], ("--lat", "must be >= 1")),
+    "make-grid steps not a number": (lambda e: ["make-grid", str(e.root / "g"), "--steps", "abc"],
+                                     ("'abc' is not a whole number",)),
+    "make-grid into a file": (lambda e: ["make-grid", e.file("g")], ("is a file, not a folder",)),
+    # --- grid-run (items 1, 2)
+    "grid config missing": (lambda e: ["grid-run", str(e.root / "nope.yaml")], ("does not exist",)),
+    "grid output is its folder": (lambda e: ["grid-run", e.grid_yaml(output=".")], ("contains the input",)),
+    "grid output is a foreign file": (
+        lambda e: ["grid-run", e.grid_yaml(output="../victim.txt", _=e.file("victim.txt"))], ("exists and is a file",)),
+    "grid checkpoints in an input": (lambda e: ["grid-run", e.grid_yaml(checkpoint_dir="static.nc/c")],
+                                     ("lies inside the input",)),
+    "grid unknown key": (lambda e: ["grid-run", e.grid_yaml(colour=1)], ("unknown key 'colour'",)),
+    "grid time_block 0": (lambda e: ["grid-run", e.grid_yaml(time_block=0)], ("time_block",)),
+    "grid option misspelt": (lambda e: ["grid-run", e.grid_yaml(options={"supercoold": "niu06"})],
+                             ("did you mean 'supercooled'",)),
+    "grid missing static": (lambda e: ["grid-run", e.grid_yaml(static="nope.nc")], ("missing file",)),
+    "grid invalid YAML": (lambda e: ["grid-run", e.yaml("g.yaml", "static: [")], ("not valid YAML",)),
+    # --- general
+    "unknown command": (lambda e: ["frobnicate"], ("invalid choice: 'frobnicate'",)),
+    "no command": (lambda e: [], ("required: COMMAND",)),
+}  # fmt: skip
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
+        for p in sorted(root.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize("label", list(CASES))
+def test_user_error_is_one_line_with_exit_code_2_and_changes_nothing(label, tmp_path, sources, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative outputs (e.g. "o.nc") land here, so the snapshot sees them
+    build, words = CASES[label]
+    env = Env(tmp_path / "work", sources)
+    env.root.mkdir()
+    argv = build(env)
+    before = _snapshot(tmp_path)
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse errors and --help exit through SystemExit
+        code = exc.code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, f"{label}: exit code {code}; stderr: {err}"
+    assert len(lines) == 1 and lines[0].startswith("dam: error: "), f"{label}: stderr was {err!r}"
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0], f"{label}: {word!r} not in {lines[0]!r}"
+    assert _snapshot(tmp_path) == before, f"{label}: files changed"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only folders")
+def test_read_only_output_folder(tmp_path, sources, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        assert main(["soil-column", str(sources["case"]), "--output", str(folder / "o.csv")]) == 2
+        assert "is not writable" in capsys.readouterr().err
+    finally:
+        folder.chmod(0o755)
+
+
+def test_version_and_help_on_every_option(capsys):
+    from dam.cli import build_parser
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.startswith("dam ")
+    parser = build_parser()
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"dam {name} {action.option_strings or action.dest}: no help"
