@@ -33,9 +33,11 @@ import xarray as xr
 import yaml
 
 from . import metrics as M
+from .coupling.losses import masked_mse
 from .experiment_data import FEATURES, SiteData, prepare_site
+from .sequences import Normaliser, window_starts
 from .station import run_blocks
-from .training import Normaliser, fit, window_starts
+from .training import fit
 
 DRY_FACTOR = 0.3  # precipitation factor of the dry test scenario of the physics-guided networks
 MODELS = (
@@ -272,9 +274,8 @@ def _make_net(kind: str, n_in: int, n_out: int, cfg: NetworkConfig, key, static_
 
 
 def _masked_mse(pred: jax.Array, obs: jax.Array, scale: jax.Array) -> jax.Array:
-    ok = jnp.isfinite(obs)
-    err = jnp.where(ok, (pred - jnp.nan_to_num(obs)) / scale, 0.0)
-    return jnp.sum(err**2) / jnp.maximum(jnp.sum(ok), 1)
+    """:func:`~dam.coupling.losses.masked_mse` of the error in units of ``scale`` (per sensor)."""
+    return masked_mse((pred - obs) / scale, 0.0)
 
 
 def train_sequence_model(
