@@ -28,13 +28,11 @@ from .ensemble import (
 )
 from .hybrid import (
     N_FEATURES,
-    HybridTrainResult,
+    HybridObjective,
     NeuralWaterTransport,
     PhysicsWaterSamples,
-    hybrid_loss,
+    imitation_loss,
     physics_water_samples,
-    pretrain_to_physics,
-    train_hybrid,
 )
 from .losses import (
     LossTerms,
@@ -55,18 +53,16 @@ from .losses import (
 __all__ = [
     "N_FEATURES",
     "PARAMETER_PATHS",
-    "HybridTrainResult",
+    "HybridObjective",
     "NeuralWaterTransport",
     "ParameterRange",
     "PhysicsWaterSamples",
     "apply_factors",
-    "hybrid_loss",
+    "imitation_loss",
     "perturbed_ensemble",
     "physics_water_samples",
-    "pretrain_to_physics",
     "sample_factors",
     "save_ensemble",
-    "train_hybrid",
     "DEFAULT_RANGES",
     "CalibrationResult",
     "DPLResult",

@@ -223,11 +223,11 @@ def load_prediction(run_dir: Path, data: SiteData, model: str) -> Prediction | N
 
 
 # ------------------------------------------------------------------------------------------ physics
-def physics_daily(data: SiteData, params=None, water=None) -> tuple[Prediction, Any, Any]:
+def physics_daily(data: SiteData, params=None, transport=None) -> tuple[Prediction, Any, Any]:
     """Run the station model over the record: daily soil moisture at the sensors as the sensors see it (liquid
     or total; both kept as extras) as a :class:`Prediction` to be named, and the raw (states, fluxes)."""
     setup = data.setup if params is None else dataclasses.replace(data.setup, params=params)
-    if water is None:
+    if transport is None:
         states, fluxes = run_blocks(setup, progress=False)
     else:
         from .physics.station import run_station
@@ -238,7 +238,7 @@ def physics_daily(data: SiteData, params=None, water=None) -> tuple[Prediction, 
             setup.params,
             setup.grid,
             setup.options,
-            water=water,
+            transport=transport,
         )
         states, fluxes = jax.tree_util.tree_map(np.asarray, (states, fluxes))
     total = data.at_sensors(data.daily(states.soil.smc))
@@ -572,31 +572,44 @@ class Experiment:
         return self._hlstm_physics(data, preds, constrained=False)
 
     def _ai_in_physics(self, data: SiteData, preds) -> Prediction:
-        net, info = train_site_hybrid(data, self.config.hybrid, seed=self.config.seed, progress=self.config.progress)
-        pred = physics_daily(data, water=net)[0]
+        net, info = train_site_hybrid(data, self.config.hybrid, seed=self.config.seed, progress=self.config.progress,
+                                      checkpoint_dir=self.checkpoint_dir(data.name, "ai_in_physics"))  # fmt: skip
+        pred = physics_daily(data, transport=net)[0]
         return dataclasses.replace(pred, model="ai_in_physics", info=info)
 
 
-def train_site_hybrid(data: SiteData, c: HybridConfig, *, seed: int, progress: bool):
-    """AI in physics at one site: the network water transport is first taught to imitate the Richards step on
+def train_site_hybrid(
+    data: SiteData, c: HybridConfig, *, seed: int, progress: bool, checkpoint_dir: Path | None = None
+):
+    """AI in physics at one site: the network water transport is first taught to imitate the Richards sub-step on
     the physics run of the training period, then trained end to end through the station model against the
     observed soil moisture (truncated back-propagation in windows of ``c.window_steps``)."""
-    from .coupling.hybrid import NeuralWaterTransport, physics_water_samples, pretrain_to_physics, train_hybrid
+    from .coupling.hybrid import NeuralWaterTransport, physics_water_samples
+    from .hybrid_training import pretrain_to_physics, train_hybrid
 
     setup = data.setup
     n_train = int(np.searchsorted(data.step_day, data.train.stop))
     n_fit = int(np.searchsorted(data.step_day, data.test.start))
     net = NeuralWaterTransport(jax.random.PRNGKey(seed))
-    samples = physics_water_samples(setup, slice(0, n_train))
+    dtype = jnp.asarray(setup.state0.soil.smc).dtype
+    head = jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)[:n_train], dtype), setup.forcing)
+    samples = physics_water_samples(setup.state0, head, setup.params, setup.grid, setup.options)
+    folder = (lambda name: None) if checkpoint_dir is None else (lambda name: checkpoint_dir / name)
     net, pre = pretrain_to_physics(net, samples, setup.params.soil, setup.grid, setup.options.soil, seed=seed,
-                                   iterations=c.pretrain_iterations, progress=progress)  # fmt: skip
+                                   iterations=c.pretrain_iterations, progress=progress,
+                                   checkpoint_dir=folder("pretrain"))  # fmt: skip
     obs = data.site.observations["soil_moisture"].sel(time=setup.times).values
     window = c.window_steps or (480 if setup.options.dt_s < 86400.0 else 48)
     res = train_hybrid(setup, obs, net, sensor_layers=data.sensor_layers, train_steps=slice(0, n_train),
                        val_steps=slice(n_train, n_fit), window=window, epochs=c.epochs,
-                       learning_rate=c.learning_rate, seed=seed, progress=progress)  # fmt: skip
-    info = {"pretrain_loss": [float(pre["loss"][0]), float(pre["loss"][-1])], "best_epoch": int(res.best_epoch),
-            "val_loss": [None if v is None else float(v) for v in res.history["val_loss"]]}  # fmt: skip
+                       learning_rate=c.learning_rate, seed=seed, progress=progress,
+                       checkpoint_dir=folder("train"))  # fmt: skip
+    h = res.history
+    info = {
+        "pretrain_loss": [float(pre["train_loss"][0]), float(pre["train_loss"][-1])],
+        "best_epoch": int(res.best_epoch),
+        "val_loss": [float(v) for v in [h["initial_val"], *h["val_loss"]]],
+    }
     return res.net, info
 
 

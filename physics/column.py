@@ -1,9 +1,10 @@
 """The soil column: one pure step function and a (checkpointed) ``lax.scan`` runner.
 
 Order within a step, as in Noah-MP ``EnergyMain`` then ``WaterMain``: thermal properties from the
-start-of-step state, implicit heat diffusion, phase change, soil water. The water step is the seam for
-learned components: any callable with the signature of :func:`dam.physics.soil_water.soil_water` can
-replace the Richards solver (``water=...``) while heat, phase change and bookkeeping stay physical.
+start-of-step state, implicit heat diffusion, phase change, soil water. The water movement of each water
+sub-step is the seam for learned components: ``transport=`` takes any
+:class:`~dam.physics.soil_water.AbstractTransport` in place of Noah-MP's :class:`~dam.physics.soil_water.Richards`,
+while heat, phase change, sub-stepping and water bookkeeping stay physical.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ._remat import STEP_REMAT_POLICY
 from .phase_change import phase_change
 from .soil_temperature import heat_diffusion
 from .soil_thermal_properties import soil_thermal_properties
-from .soil_water import soil_water
+from .soil_water import RICHARDS, AbstractTransport, soil_water
 from .types import (
     LAYER_PARAMS,
     HeatDiagnostics,
@@ -35,7 +36,6 @@ from .types import (
     ThinSnow,
 )
 
-WaterStep = Callable[..., Any]
 Observer = Callable[[SoilState, SoilFluxes], Any]
 
 
@@ -75,16 +75,17 @@ def soil_step(
     grid: SoilGrid,
     options: SoilOptions,
     *,
-    water: WaterStep = soil_water,
+    transport: AbstractTransport = RICHARDS,
 ) -> tuple[SoilState, SoilFluxes]:
     """Advance the soil column(s) by one time step of ``options.dt_s`` seconds.
 
     Works on one column or on any leading batch shape (state and forcing (..., N) / (...,); parameters
-    broadcast against them; the grid is shared).
+    broadcast against them; the grid is shared). ``transport`` moves the water within each water sub-step
+    (default Noah-MP's Richards solver; see :class:`~dam.physics.soil_water.AbstractTransport`).
     """
     grid = grid.astype(state.t.dtype)
     heated, heat, _ = soil_heat(state, forcing.ghf_wm2, params, grid, options)
-    smc, sh2o, wf = water(heated.smc, heated.sh2o, forcing, params, grid, options)
+    smc, sh2o, wf = soil_water(heated.smc, heated.sh2o, forcing, params, grid, options, transport)
     fluxes = SoilFluxes(
         runoff_surface_mm=wf.runoff_surface_mm,
         runoff_subsurface_mm=wf.runoff_subsurface_mm,
@@ -150,7 +151,7 @@ def run(
     grid: SoilGrid,
     options: SoilOptions,
     *,
-    water: WaterStep = soil_water,
+    transport: AbstractTransport = RICHARDS,
     observe: Observer | None = _full_output,
     checkpoint_every: int | None = None,
     finite_check: bool = True,
@@ -161,6 +162,7 @@ def run(
     Parameters
     ----------
     forcing : SoilForcing whose leaves have a leading time axis (T, ...).
+    transport : the water movement of each water sub-step (:func:`soil_step`).
     observe : what to keep per step, ``observe(state, fluxes)``; the default keeps the state after each
         step and all fluxes; ``None`` keeps nothing (only the final state is returned).
     checkpoint_every : if given, steps are grouped in segments of this length and each segment is
@@ -182,14 +184,14 @@ def run(
     if column_chunk is not None:
         return _run_in_chunks(
             state0, forcing, params, grid, options, column_chunk,
-            water=water, observe=observe, checkpoint_every=checkpoint_every, finite_check=finite_check,
+            transport=transport, observe=observe, checkpoint_every=checkpoint_every, finite_check=finite_check,
         )  # fmt: skip
     observe = observe or (lambda s, f: None)
 
     def step(state, frc):
         if finite_check:
             frc = check_finite_forcing(frc)
-        new, fluxes = soil_step(state, frc, params, grid, options, water=water)
+        new, fluxes = soil_step(state, frc, params, grid, options, transport=transport)
         if finite_check:
             new = check_finite(new)
         return new, observe(new, fluxes)
@@ -254,10 +256,10 @@ def replay(
     grid: SoilGrid,
     options: SoilOptions,
     *,
-    water: WaterStep = soil_water,
+    transport: AbstractTransport = RICHARDS,
 ) -> tuple[SoilState, SoilFluxes]:
     """Per-step replay: step t starts from ``states[t]`` (e.g. a reference trajectory) with ``forcing[t]``.
 
     All steps are independent, so they run as one batch (the time axis is a batch axis).
     """
-    return soil_step(states, forcing, params, grid, options, water=water)
+    return soil_step(states, forcing, params, grid, options, transport=transport)

@@ -5,9 +5,10 @@ precipitation heat advection, then ``EnergyMain`` (snow cover, thermal propertie
 emissivity, soil-water stress, the vegetated and bare tile energy balances, soil heat conduction and phase
 change) and ``WaterMain`` (canopy hydrology, the bulk snowpack, the soil-column water boundary, soil water).
 
-Two seams for learned components: ``water`` replaces the soil water transport (signature of
-:func:`dam.physics.soil_water.soil_water`) and ``stomata`` the stomatal resistance model (signature of
-:func:`dam.physics.stomata.ball_berry_canopy`). Everything else stays physical.
+Two seams for learned components: ``transport`` moves the soil water within each water sub-step (an
+:class:`~dam.physics.soil_water.AbstractTransport`, default Noah-MP's Richards solver) and ``stomata`` replaces the
+stomatal resistance model (signature of :func:`dam.physics.stomata.ball_berry_canopy`). Everything else stays
+physical.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from .precip_heat import precipitation_heat_advect
 from .radiation import emissivity, surface_radiation
 from .snow import ground_water
 from .soil_thermal_properties import soil_thermal_properties
-from .soil_water import soil_water
+from .soil_water import RICHARDS, AbstractTransport, soil_water
 from .stomata import ball_berry_canopy
 from .transpiration import TranspirationOptions, soil_water_transpiration
 from .types import SoilGrid, SoilOptions, SoilParams, SoilState, ThinSnow
@@ -168,7 +169,7 @@ def station_step(
     grid: SoilGrid,
     options: StationOptions,
     *,
-    water: Callable = soil_water,
+    transport: AbstractTransport = RICHARDS,
     stomata: Callable = ball_berry_canopy,
 ) -> tuple[StationState, StationFluxes]:
     """Advance the station column(s) by one step of ``options.dt_s`` seconds (any leading batch shape)."""
@@ -226,7 +227,7 @@ def station_step(
         melted, en.lh_grd, prev.t_grd <= tfrz, icp.rain_ground_mmps, icp.snow_ground_mmps, icp.snow_depth_incr_mps,
         can.transpiration_mmps, roots.root_fac, en.g, dt,
     )  # fmt: skip
-    smc, sh2o, wf = water(soil.smc, soil.sh2o, gw.forcing, params.soil, grid, options.soil)
+    smc, sh2o, wf = soil_water(soil.smc, soil.sh2o, gw.forcing, params.soil, grid, options.soil, transport)
 
     new = StationState(
         soil=SoilState(t=soil.t, smc=smc, sh2o=sh2o),
@@ -272,7 +273,7 @@ def run_station(
     grid: SoilGrid,
     options: StationOptions,
     *,
-    water: Callable = soil_water,
+    transport: AbstractTransport = RICHARDS,
     stomata: Callable = ball_berry_canopy,
     observe: Observer | None = None,
     checkpoint_every: int | None = None,
@@ -287,7 +288,7 @@ def run_station(
     observe = observe or (lambda s, fl: (s, fl))
 
     def step(state, frc):
-        new, fluxes = station_step(state, frc, params, grid, options, water=water, stomata=stomata)
+        new, fluxes = station_step(state, frc, params, grid, options, transport=transport, stomata=stomata)
         if finite_check:
             new = check_finite_state(new)
         return new, observe(new, fluxes)
