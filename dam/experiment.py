@@ -626,7 +626,7 @@ def calibration_window(data: SiteData, c: CalibrationConfig):
 
         head = jax.tree_util.tree_map(lambda x: jnp.asarray(x[:s0]), setup.forcing)
         state = eqx.filter_jit(run_station)(state, head, setup.params, setup.grid, setup.options,
-                                            observe=lambda a, b: None)[0]  # fmt: skip
+                                            observe=None)[0]  # fmt: skip
     short = dataclasses.replace(
         setup, state0=state, times=setup.times[s0:n_train],
         forcing=jax.tree_util.tree_map(lambda x: np.asarray(x)[s0:n_train], setup.forcing),

@@ -100,7 +100,9 @@ def soil_step(
     return SoilState(t=heated.t, smc=smc, sh2o=sh2o), fluxes
 
 
-def _full_output(state: SoilState, fluxes: SoilFluxes) -> tuple[SoilState, SoilFluxes]:
+def keep_all(state: Any, fluxes: Any) -> tuple[Any, Any]:
+    """The default observer of :func:`run` and :func:`dam.physics.station.run_station`: the state after each step
+    and all fluxes."""
     return state, fluxes
 
 
@@ -152,7 +154,7 @@ def run(
     options: SoilOptions,
     *,
     transport: AbstractTransport = RICHARDS,
-    observe: Observer | None = _full_output,
+    observe: Observer | None = keep_all,
     checkpoint_every: int | None = None,
     finite_check: bool = True,
     column_chunk: int | None = None,
@@ -163,8 +165,8 @@ def run(
     ----------
     forcing : SoilForcing whose leaves have a leading time axis (T, ...).
     transport : the water movement of each water sub-step (:func:`soil_step`).
-    observe : what to keep per step, ``observe(state, fluxes)``; the default keeps the state after each
-        step and all fluxes; ``None`` keeps nothing (only the final state is returned).
+    observe : what to keep per step, ``observe(state, fluxes)``; the default (:func:`keep_all`) keeps the state
+        after each step and all fluxes; ``None`` keeps nothing (the outputs are None).
     checkpoint_every : if given, steps are grouped in segments of this length and each segment is
         rematerialised in the backward pass (``jax.checkpoint``): reverse-mode memory grows with
         T / checkpoint_every + checkpoint_every steps instead of T. ``1`` keeps the states between steps (and the water
