@@ -637,7 +637,8 @@ def calibration_window(data: SiteData, c: CalibrationConfig):
 def calibrate_site(data: SiteData, c: CalibrationConfig, *, seed: int, progress: bool):
     """Gradient calibration of ``c.parameters`` (squashed into their physical ranges) against the site's
     reliable soil moisture sensors, plus the Latin-hypercube baseline with the same number of model runs."""
-    from .coupling.calibration import calibrate, latin_hypercube_search, make_specs
+    from .calibration import calibrate, latin_hypercube_search
+    from .coupling.calibration import make_specs
 
     specs = make_specs(c.parameters)
     short, first = calibration_window(data, c)
