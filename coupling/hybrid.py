@@ -33,7 +33,14 @@ from jax import Array
 
 from dam.physics._safe import div
 from dam.physics.soil_water import AbstractTransport, Richards, SubstepWater, substep_count
-from dam.physics.station import StationOptions, StationParams, StationState, run_station, station_step
+from dam.physics.station import (
+    StationForcing,
+    StationOptions,
+    StationParams,
+    StationState,
+    run_station,
+    station_step,
+)
 from dam.physics.types import SoilGrid, SoilOptions, SoilParams
 
 from .losses import masked_mse
@@ -227,7 +234,7 @@ class _Recorder(Richards):
 @eqx.filter_jit
 def physics_water_samples(
     state0: StationState,
-    forcing: Any,
+    forcing: StationForcing,
     params: StationParams,
     grid: SoilGrid,
     options: StationOptions,
@@ -253,7 +260,7 @@ def physics_water_samples(
 
 
 def imitation_loss(
-    transport: Any,
+    transport: AbstractTransport,
     samples: PhysicsWaterSamples,
     params: SoilParams,
     grid: SoilGrid,
@@ -278,7 +285,7 @@ class HybridObjective(eqx.Module):
     """
 
     state0: StationState
-    forcing: Any
+    forcing: StationForcing
     params: StationParams
     grid: SoilGrid
     options: StationOptions = eqx.field(static=True)
@@ -290,7 +297,7 @@ class HybridObjective(eqx.Module):
         """The moisture the sensors see at their layers (..., S), m3 m-3."""
         return (state.soil.sh2o if self.liquid else state.soil.smc)[..., np.asarray(self.layer_index)]
 
-    def free_run(self, transport: Any) -> tuple[StationState, jax.Array]:
+    def free_run(self, transport: AbstractTransport) -> tuple[StationState, jax.Array]:
         """The whole run without gradient bookkeeping: the states after each step and what the sensors see (T, S)."""
         _, (states, seen) = run_station(
             self.state0, self.forcing, self.params, self.grid, self.options, transport=transport,
@@ -298,7 +305,9 @@ class HybridObjective(eqx.Module):
         )  # fmt: skip
         return states, seen
 
-    def window_losses(self, transport: Any, states: StationState, forcing: Any, observed: jax.Array) -> jax.Array:
+    def window_losses(
+        self, transport: AbstractTransport, states: StationState, forcing: StationForcing, observed: jax.Array
+    ) -> jax.Array:
         """Masked MSE of each window (B,): windows side by side as a leading batch axis of the physics, starting
         from ``states`` (B, ...) (no gradient crosses a window start), ``forcing`` (W, B, ...), ``observed``
         (W, B, S) with NaN where missing."""

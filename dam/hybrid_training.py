@@ -45,7 +45,8 @@ def pretrain_to_physics(
     Loss :func:`~dam.coupling.hybrid.imitation_loss`, with each layer's misfit scaled by the standard deviation of
     the Richards sub-step's change of its liquid moisture (so slow deep layers count as much as the top one).
     Adam with a cosine-decayed ``learning_rate`` over about ``iterations`` updates, shuffled mini-batches of
-    ``batch_size`` samples (None: all). Returns the trained network and :func:`dam.training.fit`'s history.
+    ``batch_size`` samples (None: all); with ``checkpoint_dir``, about ten orbax checkpoints over the run. Returns
+    the trained network and :func:`dam.training.fit`'s history.
     """
     n = samples.sh2o_out.shape[0]
     change = np.asarray(samples.sh2o_out - samples.water.sh2o)
@@ -57,7 +58,7 @@ def pretrain_to_physics(
     return fit(
         net, lambda model, batch: imitation_loss(model, batch, params, grid, options, scale), samples,
         optimizer=optimizer, epochs=epochs, batch_size=size, seed=seed, checkpoint_dir=checkpoint_dir,
-        progress=progress, desc="pretrain transport",
+        checkpoint_every=max(1, epochs // 10), progress=progress, desc="pretrain transport",
     )  # fmt: skip
 
 
