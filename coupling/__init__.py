@@ -1,22 +1,24 @@
-"""Coupling of physics and learning: physics-informed losses, calibration (direct, dPL, gradient-free baseline)
-and AI-in-physics hybrids. See docs/calibration.md."""
+"""Coupling of physics and learning, the pure part: physics-informed losses, calibration objectives (parameter
+specs, observation targets, losses and gradients) and AI-in-physics transports and objectives. See
+docs/calibration.md and docs/hybrid_models.md.
+
+Import rule: ``dam.coupling`` imports only ``dam.physics``, ``dam.surrogates`` and third-party libraries, and
+takes arrays and its own small types (never a site, a set-up or a file). The drivers that feed it from sites and
+run the training engine live in ``dam`` (:mod:`dam.calibration`, :mod:`dam.hybrid_training`,
+:mod:`dam.training`).
+"""
 
 from .calibration import (
     DEFAULT_RANGES,
-    CalibrationResult,
-    DPLResult,
+    CalibrationProblem,
     ObservationTarget,
     ParameterSpec,
-    SearchResult,
     apply_parameters,
-    calibrate,
-    calibrate_dpl,
-    evaluate,
     initial_latent,
     latent_to_values,
-    latin_hypercube_search,
+    make_problem,
     make_specs,
-    prepare_observations,
+    value_and_grad,
 )
 from .ensemble import (
     PARAMETER_PATHS,
@@ -28,13 +30,11 @@ from .ensemble import (
 )
 from .hybrid import (
     N_FEATURES,
-    HybridTrainResult,
+    HybridObjective,
     NeuralWaterTransport,
     PhysicsWaterSamples,
-    hybrid_loss,
+    imitation_loss,
     physics_water_samples,
-    pretrain_to_physics,
-    train_hybrid,
 )
 from .losses import (
     LossTerms,
@@ -55,42 +55,35 @@ from .losses import (
 __all__ = [
     "N_FEATURES",
     "PARAMETER_PATHS",
-    "HybridTrainResult",
+    "HybridObjective",
     "NeuralWaterTransport",
     "ParameterRange",
     "PhysicsWaterSamples",
     "apply_factors",
-    "hybrid_loss",
+    "imitation_loss",
     "perturbed_ensemble",
     "physics_water_samples",
-    "pretrain_to_physics",
     "sample_factors",
     "save_ensemble",
-    "train_hybrid",
     "DEFAULT_RANGES",
-    "CalibrationResult",
-    "DPLResult",
+    "CalibrationProblem",
     "LossTerms",
     "ObservationTarget",
     "ParameterSpec",
     "PhysicsLoss",
-    "SearchResult",
     "apply_parameters",
     "bounds_penalty",
-    "calibrate",
-    "calibrate_dpl",
     "column_heat_residual",
-    "evaluate",
     "heat_residual",
     "initial_latent",
     "latent_to_values",
-    "latin_hypercube_search",
+    "make_problem",
     "make_specs",
     "masked_mae",
     "masked_mse",
     "masked_rmse",
-    "prepare_observations",
     "surface_energy_residual",
+    "value_and_grad",
     "water_balance_residual",
     "water_storage_mm",
 ]

@@ -1,39 +1,32 @@
-"""Data-driven parameter optimisation of the station model: direct (per site) and dPL (multi-site network).
+"""Parameter optimisation of the station model, the pure part: specs, latents, observation targets, objectives.
 
 * :class:`ParameterSpec` names a field of :class:`~dam.physics.station.StationParams` by its path
   (``"soil.bexp"``, ``"surface.stomata.slope"``) with physical bounds. An unconstrained latent ``z`` maps to the
   parameter through a sigmoid onto ``[lower, upper]``, in log space for parameters spanning decades
   (``log=None`` chooses log when ``upper / lower >= 10``). :data:`DEFAULT_RANGES` documents the ranges.
-* :func:`calibrate` minimises the masked RMSE (or MSE/MAE, :class:`~dam.coupling.losses.PhysicsLoss`) of
-  modelled soil moisture (total or liquid water, as the site's sensors see it: ``soil_moisture_measures`` in
-  ``site.yaml``) at the observed sensors (sensor -> layer by :func:`dam.sites.map_sensors_to_layers`;
-  the model is averaged onto coarser observation periods) over a window, with optax and reverse-mode
-  gradients through :func:`~dam.physics.station.run_station`.
-* :func:`calibrate_dpl` trains one MLP mapping normalised site attributes to the latent parameters of all
-  sites jointly (differentiable parameter learning); the gradient of each site's loss with respect to its
-  latent parameters is chained through the network (``jax.vjp``), so sites of any time step and length share
-  one network and each site's compiled gradient.
-* :func:`latin_hypercube_search` is the gradient-free baseline with the same number of model evaluations.
+* :class:`ObservationTarget` lines observations (arrays) up with the model steps: each sensor's model layer, the
+  model averaged onto coarser observation periods.
+* :class:`CalibrationProblem` (:func:`make_problem`) holds one site's run and target; :func:`value_and_grad`
+  gives the loss (:class:`~dam.coupling.losses.PhysicsLoss`: masked RMSE by default) of modelled soil moisture
+  (liquid or total water, as the sensors see it) and its gradient with respect to the latents, by reverse mode
+  through :func:`~dam.physics.station.run_station`.
+* :func:`latin_hypercube` and :func:`lhs_latents` sample the bounds for the gradient-free baseline.
+
+The drivers (site set-ups, xarray observations, the optimiser loop, progress, results) are in
+:mod:`dam.calibration`; this module takes arrays and the types above only.
 
 Gradient windows (``truncation_steps``): with ``None`` the gradient flows through the whole run from
-``setup.state0``. With ``L`` steps, the run is cut into windows of ``L`` steps that start from the states of a
-forward run with the current parameters (so the loss value is exact) and are run side by side as a batch of
-columns; the gradient ignores the dependence of each window's initial state on the parameters (truncated
-back-propagation through time). A year of half-hourly steps then costs about one window's reverse pass
-instead of the whole year's, with the same parameters' gradient to within the soil's memory beyond ``L``.
-
-Budget rule (gradient vs. gradient-free): one gradient step = one model evaluation (its forward run; the
-adjoint pass is not charged), so :func:`latin_hypercube_search` with ``budget = steps`` evaluates as many
-parameter sets as :func:`calibrate` with ``steps``. Both count the default parameters as their first
-evaluation. Wall-clock favours the search (a forward run is ~20-50x cheaper than a gradient on CPU); the
-comparison is per model evaluation, as issue 5 asks.
+``state0``. With ``L`` steps, the run is cut into windows of ``L`` steps that start from the states of a forward
+run with the current parameters (so the loss value is exact) and are run side by side as a batch of columns; the
+gradient ignores the dependence of each window's initial state on the parameters (truncated back-propagation
+through time). A year of half-hourly steps then costs about one window's reverse pass instead of the whole
+year's, with the same parameters' gradient to within the soil's memory beyond ``L``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,30 +34,29 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-import pandas as pd
 
 from dam.physics.station import StationParams, StationState, run_station
-from dam.sites import map_sensors_to_layers
 
 from .losses import PhysicsLoss
 
 __all__ = [
     "DEFAULT_RANGES",
-    "CalibrationResult",
-    "DPLResult",
+    "CalibrationProblem",
     "ObservationTarget",
     "ParameterSpec",
-    "SearchResult",
     "apply_parameters",
-    "calibrate",
-    "calibrate_dpl",
-    "evaluate",
+    "forward_moisture",
     "initial_latent",
+    "latent_from_vector",
     "latent_to_values",
-    "latin_hypercube_search",
+    "latent_vector",
+    "latin_hypercube",
+    "lhs_latents",
+    "make_problem",
     "make_specs",
-    "prepare_observations",
+    "score",
+    "value_and_grad",
+    "values_row",
 ]
 
 #: Physical ranges of the calibratable parameters: (lower, upper, log space?, units, what).
@@ -197,11 +189,11 @@ def latent_to_values(latent: Mapping[str, jax.Array], specs: Sequence[ParameterS
     return {s.name: s.from_latent(latent[s.name]) for s in specs}
 
 
-def _latent_vector(latent: Mapping[str, jax.Array], specs) -> jax.Array:
+def latent_vector(latent: Mapping[str, jax.Array], specs) -> jax.Array:
     return jnp.concatenate([jnp.reshape(latent[s.name], (-1,)) for s in specs])
 
 
-def _latent_from_vector(vec: jax.Array, template: Mapping[str, jax.Array], specs) -> dict[str, jax.Array]:
+def latent_from_vector(vec: jax.Array, template: Mapping[str, jax.Array], specs) -> dict[str, jax.Array]:
     out, i = {}, 0
     for s in specs:
         shape = jnp.shape(template[s.name])
@@ -239,95 +231,55 @@ class ObservationTarget(eqx.Module):
         c = self.counts[:, None]
         return jnp.where(c > 0, sums / jnp.where(c > 0, c, 1.0), jnp.nan)
 
+    @classmethod
+    def aligned(
+        cls,
+        values: np.ndarray,
+        obs_times: np.ndarray,
+        model_times: np.ndarray,
+        dt_model_s: float,
+        steps: tuple[int, int],
+        layer_index: Sequence[int],
+        depths: Sequence[float],
+        weights: Sequence[float] | None = None,
+    ) -> ObservationTarget:
+        """Observations ``values`` (n_times, n_sensors) at ``obs_times`` lined up with the model steps ending at
+        ``model_times`` (datetime64), scored over the steps ``[steps[0], steps[1])``.
 
-def _window(times: pd.DatetimeIndex, start, end) -> tuple[int, int]:
-    """Index range [i0, i1) of model steps with start <= time <= end (ints are taken as indices)."""
-    if isinstance(start, int | np.integer) or start is None:
-        i0 = 0 if start is None else int(start)
-    else:
-        i0 = int(times.searchsorted(pd.Timestamp(start), side="left"))
-    if isinstance(end, int | np.integer) or end is None:
-        i1 = len(times) if end is None else int(end)
-    else:
-        i1 = int(times.searchsorted(pd.Timestamp(end), side="right"))
-    if not 0 <= i0 < i1 <= len(times):
-        raise ValueError(f"window start={start!r} end={end!r} selects no model steps of {times[0]}..{times[-1]}")
-    return i0, i1
-
-
-def prepare_observations(
-    setup,
-    observations=None,
-    *,
-    start=None,
-    end=None,
-    variable: str = "soil_moisture",
-    sensors: Sequence[float] | None = None,
-    skip_unreliable: bool = True,
-    sensor_weights: Sequence[float] | None = None,
-) -> ObservationTarget:
-    """Line up observations (xarray Dataset or DataArray ``(time, depth)``; default the site's) with the model
-    steps ``[start, end]`` of ``setup`` (dates, or step indices with ``end`` exclusive).
-
-    Sensors: ``sensors`` (depths, m) if given, else all, without those flagged unreliable in ``site.yaml`` when
-    ``skip_unreliable``. Time: observations as fine as the model or finer are taken at the model step ends;
-    coarser ones are compared with the model mean over their period ``(t_obs - dt_obs, t_obs]``, only where
-    the window covers the whole period.
-    """
-    obs = setup.site.observations if observations is None else observations
-    if obs is None:
-        raise ValueError(f"site {setup.site.meta.name}: no observations to calibrate against")
-    da = obs[variable] if hasattr(obs, "data_vars") else obs
-    ddim = next(d for d in da.dims if d != "time")
-    depths = np.asarray(da[ddim].values, float)
-    keep = np.ones(len(depths), bool)
-    if sensors is not None:
-        keep = np.array([np.any(np.isclose(d, np.asarray(sensors, float))) for d in depths])
-    elif skip_unreliable:
-        keep = np.array([not setup.site.unreliable_flag(variable, float(d)) for d in depths])
-    if not keep.any():
-        raise ValueError(f"{variable}: no sensor left to calibrate against (depths {depths.tolist()})")
-    da = da.isel({ddim: np.flatnonzero(keep)})
-    depths = depths[keep]
-    mapping = map_sensors_to_layers(depths, setup.layer_bottoms_m, variable)
-    i0, i1 = _window(setup.times, start, end)
-    model_t = setup.times.values
-    obs_t = pd.DatetimeIndex(da["time"].values).values
-    values = np.asarray(da.transpose("time", ddim).values, float)
-    dt_model = np.timedelta64(int(round(setup.options.dt_s * 1e9)), "ns")
-    dt_obs = np.median(np.diff(obs_t)) if len(obs_t) > 1 else dt_model
-    n_model = len(model_t)
-    segment = np.full(n_model, -1, np.int64)
-    if dt_obs <= dt_model:  # observations at the model step ends
-        pos = np.searchsorted(obs_t, model_t)
-        hit = (pos < len(obs_t)) & (obs_t[np.minimum(pos, len(obs_t) - 1)] == model_t)
-        use = np.flatnonzero(hit[i0:i1]) + i0
-        obs_vals = values[pos[use]]
-        segment[use] = np.arange(len(use))
-    else:  # model mean over each observation period
-        per = np.searchsorted(obs_t, model_t, side="left")  # first obs time >= model time
-        inside = (per < len(obs_t)) & (model_t > obs_t[np.minimum(per, len(obs_t) - 1)] - dt_obs)
-        seg = np.where(inside, per, -1)
-        seg[:i0] = -1
-        seg[i1:] = -1
-        periods, inverse = np.unique(seg[seg >= 0], return_inverse=True)
-        segment[seg >= 0] = inverse
-        obs_vals = values[periods]
-        expected = int(round(dt_obs / dt_model))
-        counts = np.bincount(inverse, minlength=len(periods))
-        obs_vals = np.where((counts == expected)[:, None], obs_vals, np.nan)
-    n_obs = obs_vals.shape[0]
-    segment = np.where(segment < 0, n_obs, segment)
-    counts = np.bincount(segment, minlength=n_obs + 1)[:n_obs].astype(float)
-    w = np.ones(len(depths)) if sensor_weights is None else np.asarray(sensor_weights, float)
-    return ObservationTarget(
-        values=jnp.asarray(obs_vals), segment=jnp.asarray(segment), counts=jnp.asarray(counts),
-        weights=jnp.asarray(w), layer_index=mapping.layer_index, depths=tuple(float(d) for d in depths),
-        n_obs=int(n_obs),
-    )  # fmt: skip
-
-
-# --------------------------------------------------------------------------------------------------- problem
+        Observations as fine as the model or finer are taken at the model step ends; coarser ones are compared
+        with the model mean over their period ``(t_obs - dt_obs, t_obs]``, only where the steps cover the whole
+        period.
+        """
+        i0, i1 = steps
+        values = np.asarray(values, float)
+        dt_model = np.timedelta64(int(round(dt_model_s * 1e9)), "ns")
+        dt_obs = np.median(np.diff(obs_times)) if len(obs_times) > 1 else dt_model
+        segment = np.full(len(model_times), -1, np.int64)
+        if dt_obs <= dt_model:  # observations at the model step ends
+            pos = np.searchsorted(obs_times, model_times)
+            hit = (pos < len(obs_times)) & (obs_times[np.minimum(pos, len(obs_times) - 1)] == model_times)
+            use = np.flatnonzero(hit[i0:i1]) + i0
+            obs_vals = values[pos[use]]
+            segment[use] = np.arange(len(use))
+        else:  # model mean over each observation period
+            per = np.searchsorted(obs_times, model_times, side="left")  # first obs time >= model time
+            inside = (per < len(obs_times)) & (model_times > obs_times[np.minimum(per, len(obs_times) - 1)] - dt_obs)
+            seg = np.where(inside, per, -1)
+            seg[:i0] = -1
+            seg[i1:] = -1
+            periods, inverse = np.unique(seg[seg >= 0], return_inverse=True)
+            segment[seg >= 0] = inverse
+            counts = np.bincount(inverse, minlength=len(periods))
+            obs_vals = np.where((counts == int(round(dt_obs / dt_model)))[:, None], values[periods], np.nan)
+        n_obs = obs_vals.shape[0]
+        segment = np.where(segment < 0, n_obs, segment)
+        counts = np.bincount(segment, minlength=n_obs + 1)[:n_obs].astype(float)
+        w = np.ones(len(depths)) if weights is None else np.asarray(weights, float)
+        return cls(
+            values=jnp.asarray(obs_vals), segment=jnp.asarray(segment), counts=jnp.asarray(counts),
+            weights=jnp.asarray(w), layer_index=tuple(int(k) for k in layer_index),
+            depths=tuple(float(d) for d in depths), n_obs=int(n_obs),
+        )  # fmt: skip
 
 
 def _pad_time(tree, n: int):
@@ -341,7 +293,7 @@ def _pad_time(tree, n: int):
     return jax.tree_util.tree_map(pad, tree)
 
 
-class _Problem(eqx.Module):
+class CalibrationProblem(eqx.Module):
     """Everything one site's loss needs, as arrays (so same-shaped sites share one compiled function)."""
 
     forcing: Any  # StationForcing (n_win * length, ...)
@@ -360,31 +312,45 @@ class _Problem(eqx.Module):
     liquid: bool = eqx.field(static=True)  # the sensors see liquid water only (site.yaml soil_moisture_measures)
 
 
-def _make_problem(setup, target, specs, loss, i1, truncation_steps, checkpoint_every) -> _Problem:
-    n_run = i1
+def make_problem(
+    state0: StationState,
+    forcing: Any,
+    params: StationParams,
+    grid: Any,
+    options: Any,
+    target: ObservationTarget,
+    specs: Sequence[ParameterSpec],
+    loss: PhysicsLoss,
+    *,
+    liquid: bool,
+    n_run: int | None = None,
+    truncation_steps: int | None = None,
+    checkpoint_every: int | None = 1,
+) -> CalibrationProblem:
+    """One site's calibration problem: the run from ``state0`` over the first ``n_run`` steps of ``forcing`` (T,
+    ...) (default all), scored against ``target`` with ``loss`` on the moisture the sensors see (``liquid``
+    water, else total); gradient windows of ``truncation_steps`` (module docs), rematerialised every
+    ``checkpoint_every`` steps."""
+    n_run = int(jax.tree_util.tree_leaves(forcing)[0].shape[0]) if n_run is None else int(n_run)
     length = n_run if not truncation_steps else min(int(truncation_steps), n_run)
     n_win = -(-n_run // length)
     n_pad = n_win * length
-    forcing = _pad_time(jax.tree_util.tree_map(lambda x: jnp.asarray(x)[:n_run], setup.forcing), n_pad)
+    forcing = _pad_time(jax.tree_util.tree_map(lambda x: jnp.asarray(x)[:n_run], forcing), n_pad)
     seg = np.full(n_pad, target.n_obs, np.int64)  # steps beyond the window and the padding: dummy period
     seg[:n_run] = np.asarray(target.segment)[:n_run]
     target = eqx.tree_at(lambda t: t.segment, target, jnp.asarray(seg))
-    return _Problem(
-        forcing=forcing, state0=setup.state0, params=setup.params, grid=setup.grid, target=target,
-        theta_upper=jnp.asarray(setup.params.soil.smcmax), options=setup.options, specs=tuple(specs), loss=loss,
-        n_run=n_run, length=length, n_win=n_win, checkpoint_every=checkpoint_every, liquid=_sees_liquid(setup),
+    return CalibrationProblem(
+        forcing=forcing, state0=state0, params=params, grid=grid, target=target,
+        theta_upper=jnp.asarray(params.soil.smcmax), options=options, specs=tuple(specs), loss=loss,
+        n_run=n_run, length=length, n_win=n_win, checkpoint_every=checkpoint_every, liquid=bool(liquid),
     )  # fmt: skip
 
 
-def _window_forcing(prob: _Problem):
+def _window_forcing(prob: CalibrationProblem):
     """Forcing (length, n_win, ...): windows side by side as a batch of columns."""
     return jax.tree_util.tree_map(
         lambda x: jnp.swapaxes(x.reshape(prob.n_win, prob.length, *x.shape[1:]), 0, 1), prob.forcing
     )
-
-
-def _sees_liquid(setup) -> bool:
-    return setup.site.meta.soil_moisture_measures == "liquid"
 
 
 def _moisture(state: StationState, liquid: bool) -> jax.Array:
@@ -392,7 +358,7 @@ def _moisture(state: StationState, liquid: bool) -> jax.Array:
     return state.soil.sh2o if liquid else state.soil.smc
 
 
-def _run_moisture(prob: _Problem, params: StationParams, init: StationState) -> jax.Array:
+def _run_moisture(prob: CalibrationProblem, params: StationParams, init: StationState) -> jax.Array:
     """Soil moisture as the sensors see it (n_win * length, N) in the windows started from ``init`` (batch
     n_win)."""
     _, smc = run_station(
@@ -402,7 +368,7 @@ def _run_moisture(prob: _Problem, params: StationParams, init: StationState) -> 
     return jnp.swapaxes(smc, 0, 1).reshape(prob.n_win * prob.length, -1)
 
 
-def _loss(latent, prob: _Problem, init: StationState):
+def _loss(latent, prob: CalibrationProblem, init: StationState):
     values = latent_to_values(latent, prob.specs)
     params = apply_parameters(prob.params, prob.specs, values)
     smc = _run_moisture(prob, params, init)
@@ -418,7 +384,7 @@ _value_and_grad = eqx.filter_jit(eqx.filter_value_and_grad(_loss, has_aux=True))
 
 
 @eqx.filter_jit
-def _window_starts(latent, prob: _Problem) -> StationState:
+def _window_starts(latent, prob: CalibrationProblem) -> StationState:
     """States entering each window (a forward run with the current parameters), batch n_win, no gradient."""
     params = apply_parameters(prob.params, prob.specs, latent_to_values(latent, prob.specs))
     frc = jax.tree_util.tree_map(lambda x: x[: (prob.n_win - 1) * prob.length], prob.forcing)
@@ -429,13 +395,15 @@ def _window_starts(latent, prob: _Problem) -> StationState:
     return jax.lax.stop_gradient(jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), prob.state0, later))
 
 
-def _init_states(latent, prob: _Problem) -> StationState:
+def _init_states(latent, prob: CalibrationProblem) -> StationState:
     if prob.n_win == 1:
         return jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], prob.state0)
     return _window_starts(latent, prob)
 
 
-def _site_value_and_grad(latent, prob: _Problem):
+def value_and_grad(latent: Mapping[str, jax.Array], prob: CalibrationProblem) -> tuple[jax.Array, Any, Any]:
+    """The loss of ``latent`` (its total), its terms (:class:`~dam.coupling.losses.LossTerms`) and its gradient
+    with respect to the latents (window starts from a forward run with ``latent``, no gradient through them)."""
     (value, terms), grad = _value_and_grad(latent, prob, _init_states(latent, prob))
     return value, terms, grad
 
@@ -443,21 +411,8 @@ def _site_value_and_grad(latent, prob: _Problem):
 # --------------------------------------------------------------------------------------------------- direct
 
 
-@dataclasses.dataclass
-class CalibrationResult:
-    """``params`` the best parameters found (lowest loss evaluated); ``values`` their calibrated entries;
-    ``latent`` their latents; ``history`` one row per evaluation (step, loss, data term, values, seconds);
-    ``specs`` the specs; ``evaluations`` model evaluations used (= steps)."""
-
-    params: StationParams
-    values: dict[str, np.ndarray]
-    latent: dict[str, jax.Array]
-    history: pd.DataFrame
-    specs: tuple[ParameterSpec, ...]
-    evaluations: int
-
-
-def _values_row(latent, specs) -> dict[str, float]:
+def values_row(latent: Mapping[str, jax.Array], specs: Sequence[ParameterSpec]) -> dict[str, float]:
+    """The physical values of ``latent`` as a flat row (``name`` or ``name[k]`` per layer)."""
     row = {}
     for s in specs:
         v = np.asarray(s.from_latent(latent[s.name]))
@@ -466,109 +421,6 @@ def _values_row(latent, specs) -> dict[str, float]:
         else:
             row.update({f"{s.name}[{k}]": float(x) for k, x in enumerate(v)})
     return row
-
-
-def _progress(iterable, desc, progress):
-    if not progress:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc)
-
-
-def calibrate(
-    setup,
-    observations=None,
-    specs: Sequence[str | Mapping | ParameterSpec] = ("soil.bexp", "soil.dksat", "soil.smcmax"),
-    *,
-    start=None,
-    end=None,
-    steps: int = 30,
-    optimizer: optax.GradientTransformation | None = None,
-    learning_rate: float = 0.1,
-    loss: PhysicsLoss | None = None,
-    truncation_steps: int | None = None,
-    checkpoint_every: int | None = 1,
-    variable: str = "soil_moisture",
-    sensors: Sequence[float] | None = None,
-    skip_unreliable: bool = True,
-    init_latent: Mapping[str, Any] | None = None,
-    progress: bool = True,
-) -> CalibrationResult:
-    """Calibrate the parameters ``specs`` of the station model at one site against layered observations.
-
-    Parameters
-    ----------
-    setup
-        :class:`dam.station.StationSetup`, spun up by the caller (the run starts from ``setup.state0`` at
-        ``setup.times[0]``).
-    observations
-        xarray Dataset (with ``variable``) or DataArray ``(time, depth)``; default ``setup.site.observations``.
-    specs
-        Names (default ranges), config mappings or :class:`ParameterSpec` (:func:`make_specs`).
-    start, end
-        Loss window (dates, or step indices with ``end`` exclusive); steps before ``start`` are run (warm-up)
-        but not scored. Default: the whole set-up.
-    steps
-        Optimiser steps = model evaluations.
-    optimizer
-        optax transformation on the latents; default Adam with a cosine decay from ``learning_rate`` to 5 % of
-        it over ``steps`` (damps the oscillation of plain Adam near the optimum).
-    loss
-        :class:`PhysicsLoss` (data term and weights); default masked RMSE. ``w_bounds`` penalises modelled
-        moisture outside [0, SMCMAX]; the water and heat terms are for hybrids (the physics conserves both).
-    truncation_steps
-        Gradient window length (module docs); ``None`` = full back-propagation through the run.
-    checkpoint_every
-        Rematerialised segment length inside each window, steps. The default 1 keeps the states between steps
-        (and the water sub-steps' carries) and recomputes each step in the reverse pass: the smallest memory, and
-        for the station model also the fastest gradient and compilation (docs/performance.md); ``None`` keeps
-        every step's intermediates.
-    variable, sensors, skip_unreliable
-        Which observations (:func:`prepare_observations`).
-    init_latent
-        Start from these latents instead of the set-up's parameters.
-    """
-    specs = make_specs(specs)
-    loss = loss or PhysicsLoss(data="rmse")
-    target = prepare_observations(setup, observations, start=start, end=end, variable=variable, sensors=sensors,
-                                  skip_unreliable=skip_unreliable)  # fmt: skip
-    _, i1 = _window(setup.times, start, end)
-    prob = _make_problem(setup, target, specs, loss, i1, truncation_steps, checkpoint_every)
-    latent = dict(init_latent) if init_latent is not None else initial_latent(setup.params, specs)
-    latent = {k: jnp.asarray(v, jnp.asarray(setup.state0.soil.smc).dtype) for k, v in latent.items()}
-    opt = optimizer or optax.adam(optax.cosine_decay_schedule(learning_rate, max(steps, 1), alpha=0.05))
-    opt_state = opt.init(latent)
-    rows, best = [], (np.inf, latent)
-    for k in _progress(range(steps), f"calibrate {setup.site.meta.name}", progress):
-        t0 = time.perf_counter()
-        value, terms, grad = _site_value_and_grad(latent, prob)
-        value = float(value)
-        rows.append({"step": k, "loss": value, "data": float(terms.data), **_values_row(latent, specs),
-                     "seconds": time.perf_counter() - t0})  # fmt: skip
-        if np.isfinite(value) and value < best[0]:
-            best = (value, latent)
-        updates, opt_state = opt.update(grad, opt_state, latent)
-        latent = optax.apply_updates(latent, updates)
-    best_latent = best[1]
-    values = {k: np.asarray(v) for k, v in latent_to_values(best_latent, specs).items()}
-    params = apply_parameters(setup.params, specs, values)
-    return CalibrationResult(params, values, best_latent, pd.DataFrame(rows), specs, steps)
-
-
-# --------------------------------------------------------------------------------------------------- search
-
-
-@dataclasses.dataclass
-class SearchResult:
-    """Gradient-free search: ``params`` / ``values`` the best set, ``history`` one row per evaluation (loss and
-    values, in evaluation order; the first is the default set), ``evaluations`` the budget used."""
-
-    params: StationParams
-    values: dict[str, np.ndarray]
-    history: pd.DataFrame
-    specs: tuple[ParameterSpec, ...]
-    evaluations: int
 
 
 def latin_hypercube(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -580,7 +432,7 @@ def latin_hypercube(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return u
 
 
-_forward_moisture = eqx.filter_jit(
+forward_moisture = eqx.filter_jit(
     lambda state0, forcing, params, grid, options, liquid: run_station(
         state0, forcing, params, grid, options, observe=lambda s, f: _moisture(s, liquid), finite_check=False
     )[1]
@@ -588,217 +440,20 @@ _forward_moisture = eqx.filter_jit(
 
 
 @eqx.filter_jit
-def _score(smc, target: ObservationTarget, loss: PhysicsLoss, smcmax):
+def score(smc, target: ObservationTarget, loss: PhysicsLoss, smcmax):
     kw = {}
     if loss.w_bounds > 0:
         kw = dict(theta=smc, theta_lower=0.0, theta_upper=smcmax)
     return loss(target.model_at_obs(smc), target.values, weights=target.weights, **kw).total
 
 
-def latin_hypercube_search(
-    setup,
-    observations=None,
-    specs: Sequence[str | Mapping | ParameterSpec] = ("soil.bexp", "soil.dksat", "soil.smcmax"),
-    budget: int = 30,
-    seed: int = 0,
-    *,
-    start=None,
-    end=None,
-    loss: PhysicsLoss | None = None,
-    variable: str = "soil_moisture",
-    sensors: Sequence[float] | None = None,
-    skip_unreliable: bool = True,
-) -> SearchResult:
-    """Gradient-free baseline: the default parameters plus ``budget - 1`` Latin-hypercube samples of the
-    bounds (uniform in log space for log parameters), each one forward run over the same window and loss as
-    :func:`calibrate` (the same compiled forward run as :func:`evaluate`). Budget rule: module docs."""
-    specs = make_specs(specs)
-    loss = loss or PhysicsLoss(data="rmse")
-    target = prepare_observations(setup, observations, start=start, end=end, variable=variable, sensors=sensors,
-                                  skip_unreliable=skip_unreliable)  # fmt: skip
-    _, i1 = _window(setup.times, start, end)
-    z0 = initial_latent(setup.params, specs)
-    sizes = [int(np.size(z0[s.name])) for s in specs]
-    u = latin_hypercube(max(budget - 1, 0), sum(sizes), seed)
-    vecs = [np.asarray(_latent_vector(z0, specs))]
-    for row in u:
-        parts, i = [], 0
-        for n in sizes:
-            uu = np.clip(row[i : i + n], UNIT_EPS, 1 - UNIT_EPS)
-            parts.append(np.log(uu) - np.log1p(-uu))
-            i += n
-        vecs.append(np.concatenate(parts))
-    vecs = np.stack(vecs)[:budget]
-    dtype = jnp.asarray(setup.state0.soil.smc).dtype
-    frc = setup.forcing if i1 == len(setup.times) else jax.tree_util.tree_map(lambda x: x[:i1], setup.forcing)
-    target = eqx.tree_at(lambda t: t.segment, target, target.segment[:i1])
-    losses = []
-    for v in vecs:
-        values = latent_to_values(_latent_from_vector(jnp.asarray(v, dtype), z0, specs), specs)
-        params = apply_parameters(setup.params, specs, values)
-        smc = _forward_moisture(setup.state0, frc, params, setup.grid, setup.options, _sees_liquid(setup))
-        losses.append(float(_score(smc, target, loss, params.soil.smcmax)))
-    losses = np.asarray(losses)
-    rows = []
-    for k, (v, ell) in enumerate(zip(vecs, losses, strict=True)):
-        rows.append(
-            {"evaluation": k, "loss": float(ell), **_values_row(_latent_from_vector(jnp.asarray(v), z0, specs), specs)}
-        )
-    ib = int(np.nanargmin(np.where(np.isfinite(losses), losses, np.nan)))
-    best_latent = _latent_from_vector(jnp.asarray(vecs[ib], dtype), z0, specs)
-    values = {k: np.asarray(v) for k, v in latent_to_values(best_latent, specs).items()}
-    return SearchResult(apply_parameters(setup.params, specs, values), values, pd.DataFrame(rows), specs,
-                        len(vecs))  # fmt: skip
-
-
-# --------------------------------------------------------------------------------------------------- evaluate
-
-
-def evaluate(
-    setup,
-    params: StationParams | None = None,
-    observations=None,
-    *,
-    start=None,
-    end=None,
-    variable: str = "soil_moisture",
-    sensors: Sequence[float] | None = None,
-    skip_unreliable: bool = True,
-) -> dict[str, Any]:
-    """Forward run of the whole set-up with ``params`` (default the set-up's) and the masked RMSE of
-    ``variable`` over ``[start, end]``: ``{"rmse": pooled over sensors, "rmse_by_depth": {depth: rmse},
-    "n": valid pairs}``."""
-    params = setup.params if params is None else params
-    target = prepare_observations(setup, observations, start=start, end=end, variable=variable, sensors=sensors,
-                                  skip_unreliable=skip_unreliable)  # fmt: skip
-    smc = _forward_moisture(setup.state0, setup.forcing, params, setup.grid, setup.options, _sees_liquid(setup))
-    pred = np.asarray(target.model_at_obs(smc))
-    obs = np.asarray(target.values)
-    ok = np.isfinite(pred) & np.isfinite(obs)
-    err = np.where(ok, pred - obs, 0.0)
-    by_depth = {d: float(np.sqrt((err[:, j] ** 2).sum() / max(ok[:, j].sum(), 1)))
-                for j, d in enumerate(target.depths)}  # fmt: skip
-    return {"rmse": float(np.sqrt((err**2).sum() / max(ok.sum(), 1))), "rmse_by_depth": by_depth,
-            "n": int(ok.sum())}  # fmt: skip
-
-
-# --------------------------------------------------------------------------------------------------- dPL
-
-
-@dataclasses.dataclass
-class DPLResult:
-    """``network`` the trained MLP (normalised attributes -> latent vector); ``params`` / ``values`` per site;
-    ``history`` one row per step (mean loss and per-site losses); ``attr_mean`` / ``attr_std`` the attribute
-    normalisation (apply to new sites with :meth:`predict`)."""
-
-    network: eqx.Module
-    params: list[StationParams]
-    values: list[dict[str, np.ndarray]]
-    history: pd.DataFrame
-    specs: tuple[ParameterSpec, ...]
-    attr_mean: np.ndarray
-    attr_std: np.ndarray
-    template: dict[str, jax.Array]
-
-    def predict(self, attributes) -> list[dict[str, np.ndarray]]:
-        """Parameter values for sites with ``attributes`` (n_sites, n_attr)."""
-        a = (np.asarray(attributes, float) - self.attr_mean) / self.attr_std
-        out = []
-        for row in a:
-            lat = _latent_from_vector(self.network(jnp.asarray(row)), self.template, self.specs)
-            out.append({k: np.asarray(v) for k, v in latent_to_values(lat, self.specs).items()})
-        return out
-
-
-def calibrate_dpl(
-    setups: Sequence,
-    observations: Sequence | None,
-    attributes,
-    specs: Sequence[str | Mapping | ParameterSpec] = ("soil.bexp", "soil.dksat", "soil.smcmax"),
-    *,
-    network: eqx.Module | None = None,
-    width: int = 32,
-    depth: int = 2,
-    seed: int = 0,
-    windows: Sequence[tuple[Any, Any]] | None = None,
-    steps: int = 30,
-    optimizer: optax.GradientTransformation | None = None,
-    learning_rate: float = 3e-3,
-    loss: PhysicsLoss | None = None,
-    truncation_steps: int | None = None,
-    checkpoint_every: int | None = 1,
-    variable: str = "soil_moisture",
-    skip_unreliable: bool = True,
-    progress: bool = True,
-) -> DPLResult:
-    """Differentiable parameter learning: an MLP maps normalised site attributes to the latent parameters of
-    every site; trained on the mean of the sites' losses.
-
-    Parameters
-    ----------
-    setups, observations
-        One set-up (spun up) and one observation set (or ``None``: the site's) per site.
-    attributes
-        (n_sites, n_attr) site attributes (e.g. sand/clay fraction, mean precipitation, latitude), normalised
-        here by their mean and standard deviation over the sites.
-    network
-        Any module mapping (n_attr,) to (n_latent,) (n_latent = total size of the specs); default an
-        ``eqx.nn.MLP(width, depth, tanh)`` whose output starts at the first site's default latents (last layer
-        weights scaled by 0.01), so training starts from the table parameters.
-    windows
-        Per-site loss windows ``(start, end)``; default the whole set-up.
-    Other arguments as :func:`calibrate`; the default optimiser is ``optax.adam(learning_rate)``.
-    """
-    specs = make_specs(specs)
-    loss = loss or PhysicsLoss(data="rmse")
-    n_sites = len(setups)
-    observations = list(observations) if observations is not None else [None] * n_sites
-    windows = list(windows) if windows is not None else [(None, None)] * n_sites
-    attributes = np.asarray(attributes, float).reshape(n_sites, -1)
-    mean = attributes.mean(axis=0)
-    std = attributes.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
-    a_norm = jnp.asarray((attributes - mean) / std)
-    probs, templates = [], []
-    for setup, obs, (s0, s1) in zip(setups, observations, windows, strict=True):
-        target = prepare_observations(setup, obs, start=s0, end=s1, variable=variable,
-                                      skip_unreliable=skip_unreliable)  # fmt: skip
-        _, i1 = _window(setup.times, s0, s1)
-        probs.append(_make_problem(setup, target, specs, loss, i1, truncation_steps, checkpoint_every))
-        templates.append(initial_latent(setup.params, specs))
-    template = templates[0]
-    dtype = jnp.asarray(setups[0].state0.soil.smc).dtype
-    if network is None:
-        n_latent = int(_latent_vector(template, specs).size)
-        net = eqx.nn.MLP(attributes.shape[1], n_latent, width, depth, activation=jnp.tanh,
-                         key=jax.random.PRNGKey(seed))  # fmt: skip
-        last = net.layers[-1]
-        net = eqx.tree_at(lambda m: (m.layers[-1].weight, m.layers[-1].bias), net,
-                          (last.weight * 0.01, _latent_vector(template, specs)))  # fmt: skip
-        network = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype) if eqx.is_inexact_array(x) else x, net)
-    opt = optimizer or optax.adam(learning_rate)
-    opt_state = opt.init(eqx.filter(network, eqx.is_inexact_array))
-    rows = []
-    best = (np.inf, network)
-    for k in _progress(range(steps), "calibrate_dpl", progress):
-        t0 = time.perf_counter()
-        site_losses, net_grad = [], None
-        for i, prob in enumerate(probs):
-            vec, pullback = eqx.filter_vjp(lambda m, x=a_norm[i]: m(x), network)
-            lat = _latent_from_vector(vec, template, specs)
-            value, _, g_lat = _site_value_and_grad(lat, prob)
-            (g_net,) = pullback(_latent_vector(g_lat, specs) / n_sites)
-            net_grad = g_net if net_grad is None else jax.tree_util.tree_map(jnp.add, net_grad, g_net)
-            site_losses.append(float(value))
-        mean_loss = float(np.mean(site_losses))
-        rows.append({"step": k, "loss": mean_loss, **{f"site{i}": v for i, v in enumerate(site_losses)},
-                     "seconds": time.perf_counter() - t0})  # fmt: skip
-        if np.isfinite(mean_loss) and mean_loss < best[0]:
-            best = (mean_loss, network)
-        updates, opt_state = opt.update(net_grad, opt_state, eqx.filter(network, eqx.is_inexact_array))
-        network = eqx.apply_updates(network, updates)
-    network = best[1]
-    result = DPLResult(network, [], [], pd.DataFrame(rows), specs, mean, std, template)
-    result.values = result.predict(attributes)
-    result.params = [apply_parameters(s.params, specs, v) for s, v in zip(setups, result.values, strict=True)]
-    return result
+def lhs_latents(
+    template: Mapping[str, jax.Array], specs: Sequence[ParameterSpec], budget: int, seed: int = 0
+) -> np.ndarray:
+    """Latent vectors (budget, n_latent) for the gradient-free baseline: the ``template`` latents (the default
+    parameters) first, then ``budget - 1`` Latin-hypercube samples of the bounds (uniform in log space for log
+    parameters)."""
+    sizes = [int(np.size(template[s.name])) for s in specs]
+    u = np.clip(latin_hypercube(max(budget - 1, 0), sum(sizes), seed), UNIT_EPS, 1 - UNIT_EPS)
+    vecs = [np.asarray(latent_vector(template, specs))] + [np.log(row) - np.log1p(-row) for row in u]
+    return np.stack(vecs)[:budget]

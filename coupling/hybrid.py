@@ -1,60 +1,57 @@
-"""AI in physics: a neural network replaces the soil water transport inside the time-stepped station model.
+"""AI in physics: a neural network moves the soil water inside the time-stepped soil column and station model.
 
-:class:`NeuralWaterTransport` is a drop-in for :func:`dam.physics.soil_water.soil_water` (same signature, same
-:class:`~dam.physics.soil_water.WaterFluxes`), so it plugs into ``run_station(..., water=net)`` and
-``soil_step(..., water=net)``. Only the transport *between* layers and out of the bottom is learned; every
-other part of Noah-MP's soil water step (``WaterMain`` / ``SoilWaterMain``) stays physical:
+:class:`NeuralWaterTransport` is an :class:`~dam.physics.soil_water.AbstractTransport`, so it plugs into
+``run_station(..., transport=net)`` and ``soil_step(..., transport=net)`` in place of Noah-MP's Richards solver.
+Only the water movement of each water sub-step is learned; :func:`dam.physics.soil_water.soil_water` does the
+rest exactly as for the physics: the frost of frozen ground, the porosity clip, the sub-step count (3, or 6 after
+heavy infiltration), the Schaake et al. (1996) infiltration of every sub-step, Noah-MP's bucket overflow after
+every sub-step, the negative-water fix and the runoff bookkeeping (``WaterMain``, ``SoilWaterMain``).
 
-1. frost and sublimation of frozen ground go to layer-1 ice; liquid water above the effective porosity leaves as
-   saturation excess (as Noah-MP ``SoilWaterMain``);
-2. Schaake et al. (1996) infiltration and infiltration-excess runoff (:mod:`dam.physics.infiltration_runoff`);
-3. infiltration into layer 1, soil evaporation from layer 1 and transpiration from each layer, applied
-   explicitly (the right-hand side of Noah-MP ``SoilWaterDiffusionRichards``), then Noah-MP's bucket overflow
-   and negative-water fix (``SoilMoistureSolver``, ``SoilWaterMain``);
-4. the network's redistribution: inter-layer fluxes ``q_k`` (k = 1..N-1, + down) and bottom drainage ``q_N``
-   (>= 0) update each layer by continuity, ``dz_k dtheta_k = (q_{k-1} - q_k) dt``.
+In a sub-step of ``dt`` seconds the network gives inter-layer fluxes ``q_k`` (k = 1..N-1, + down) and the bottom
+drainage ``q_N`` (>= 0); with the sub-step's infiltration ``q_0`` and sinks ``s_k`` (soil evaporation from layer
+1, transpiration from each layer) every layer changes by continuity, ``dz_k dtheta_k = q_{k-1} - q_k - s_k dt``.
+Because every update is a flux difference, water is conserved exactly (to round-off) whatever the weights. Bounds
+hold by construction: a learned flux leaving a layer is squashed (``cap * tanh(flux / cap)``) to at most half the
+water the donor holds above its floor (``floor_fraction * smcwlt``) and at most half the free pore space of the
+receiver (each layer has two faces, so the two halves never overdraw it); the shared bucket and negative-water fix
+bound what infiltration and sinks do, as for the physics. Ice is frozen during the step.
 
-Steps 3 and 4 together are ``dz_k dtheta_k = (q_{k-1} - q_k - s_k) dt`` with ``q_0`` the infiltration and
-``s_k`` the sinks, split so that the network acts on a state already inside its bounds. Because every update
-is a flux difference, water is conserved exactly (to round-off) whatever the weights. Bounds hold by
-construction: a learned flux leaving a layer is squashed (``cap * tanh(flux / cap)``) to at most half the
-water the donor holds above its floor (``floor_fraction * smcwlt``) and at most half the free pore space of
-the receiver (each layer has two faces, so the two halves never overdraw it). Ice is frozen during the step.
-
-Training (:func:`train_hybrid`) is end to end through ``lax.scan`` over the full station model with truncated
-back-propagation through time; :func:`pretrain_to_physics` first teaches the network to imitate the Richards
-solver one step at a time on a physics run (cheap: all steps form one batch).
+The pure pieces of training live here: :func:`physics_water_samples` and :func:`imitation_loss` (teach the network
+the Richards sub-step), :class:`HybridObjective` (free runs and the loss of windows of the station model against
+observed soil moisture). :mod:`dam.hybrid_training` drives them with the training engine.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import time
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
+from jax import Array
 
 from dam.physics._safe import div
-from dam.physics.infiltration_runoff import schaake_infiltration
-from dam.physics.soil_water import WaterFluxes, bucket, min_water_fix, soil_water
-from dam.physics.station import run_station, station_step
-from dam.physics.types import SoilForcing, SoilGrid, SoilOptions, SoilParams
+from dam.physics.soil_water import AbstractTransport, Richards, SubstepWater, substep_count
+from dam.physics.station import (
+    StationForcing,
+    StationOptions,
+    StationParams,
+    StationState,
+    run_station,
+    station_step,
+)
+from dam.physics.types import SoilGrid, SoilOptions, SoilParams
+
+from .losses import masked_mse
 
 __all__ = [
     "N_FEATURES",
-    "HybridTrainResult",
+    "HybridObjective",
     "NeuralWaterTransport",
     "PhysicsWaterSamples",
-    "hybrid_loss",
+    "imitation_loss",
     "physics_water_samples",
-    "pretrain_to_physics",
-    "train_hybrid",
 ]
 
 # Feature scaling (fixed, so a network needs no fitted normaliser and transfers between sites).
@@ -67,26 +64,24 @@ LAYER_FEATURES = 9
 N_FEATURES = 2 * LAYER_FEATURES + 5
 
 
-class NeuralWaterTransport(eqx.Module):
-    """Soil water step whose inter-layer transport and drainage come from an MLP (see the module docstring).
+class NeuralWaterTransport(AbstractTransport):
+    """Water movement of a sub-step whose inter-layer transport and drainage come from an MLP (module docstring).
 
     One MLP is shared by all interfaces; for interface k (between layers k and k+1, or the bottom when k = N) it
     sees the features of both layers (liquid and ice saturation, log Clapp-Hornberger relative conductivity and
     suction, wetness between wilting point and field capacity, log saturated conductivity, b, thickness, sink
-    rate), the interface depth, the log suction difference, the infiltration rate, the time step and a bottom
-    flag. It returns two log rates in units of the saturated conductivity ``dksat`` of the upper layer;
+    rate), the interface depth, the log suction difference, the infiltration rate, the sub-step length and a
+    bottom flag. It returns two log rates in units of the saturated conductivity ``dksat`` of the upper layer;
     the flux is ``dksat * (exp(o_down) - exp(o_up))`` (bottom: ``slope * dksat * exp(o_down)``), then bounded.
 
     Attributes
     ----------
     mlp : the network, ``N_FEATURES`` inputs, 2 outputs.
     floor_fraction : a learned flux never takes a layer below ``floor_fraction * smcwlt`` (m3 m-3) (static).
-    substeps : redistribution sub-steps per model step, each re-evaluating the network (static).
     """
 
     mlp: eqx.nn.MLP
     floor_fraction: float = eqx.field(static=True, default=0.5)
-    substeps: int = eqx.field(static=True, default=1)
 
     def __init__(
         self,
@@ -95,14 +90,11 @@ class NeuralWaterTransport(eqx.Module):
         width: int = 32,
         depth: int = 2,
         floor_fraction: float = 0.5,
-        substeps: int = 1,
         init_log_flux: tuple[float, float] = (-5.0, -6.0),
         dtype: Any = None,
     ) -> None:
         if not 0.0 <= floor_fraction < 1.0:
             raise ValueError(f"floor_fraction must lie in [0, 1), got {floor_fraction}")
-        if int(substeps) < 1:
-            raise ValueError(f"substeps must be >= 1, got {substeps}")
         mlp = eqx.nn.MLP(N_FEATURES, 2, width, depth, activation=jnp.tanh, key=key, dtype=dtype)
         last = mlp.layers[-1]
         # Small last layer and a bias at a weak downward flux: an untrained network drains slowly.
@@ -113,9 +105,7 @@ class NeuralWaterTransport(eqx.Module):
         )
         self.mlp = mlp
         self.floor_fraction = float(floor_fraction)
-        self.substeps = int(substeps)
 
-    # ------------------------------------------------------------------ features and fluxes
     def features(
         self,
         sh2o: jax.Array,
@@ -124,7 +114,7 @@ class NeuralWaterTransport(eqx.Module):
         infil_mps: jax.Array,
         params: SoilParams,
         grid: SoilGrid,
-        dt: float,
+        dt: jax.Array,
     ) -> jax.Array:
         """Interface features (..., N, N_FEATURES): row k < N-1 is the face between layers k and k+1, row N-1
         the bottom (the lower layer's features are the bottom layer's own, and the bottom flag is 1)."""
@@ -160,7 +150,7 @@ class NeuralWaterTransport(eqx.Module):
                 bc(-grid.zsoil),
                 dlog_psi / LOG_K_SCALE,
                 infil,
-                jnp.full(shape, math.log10(dt / 86400.0), sh2o.dtype),
+                jnp.broadcast_to(jnp.log10(jnp.asarray(dt, sh2o.dtype) / 86400.0)[..., None], shape),
                 is_bottom,
             ],
             axis=-1,
@@ -174,116 +164,37 @@ class NeuralWaterTransport(eqx.Module):
         out = jax.vmap(self.mlp)(flat.astype(dtype)).reshape(*features.shape[:-1], 2).astype(features.dtype)
         return MAX_LOG_FLUX - jax.nn.softplus(MAX_LOG_FLUX - out)
 
-    def redistribute(
-        self,
-        sh2o: jax.Array,
-        ice: jax.Array,
-        sink_mps: jax.Array,
-        infil_mps: jax.Array,
-        params: SoilParams,
-        grid: SoilGrid,
-        options: SoilOptions,
-        dt: float,
-    ) -> tuple[jax.Array, jax.Array]:
-        """One bounded, conservative redistribution over ``dt`` seconds.
-
-        Returns the new liquid moisture (..., N) (m3 m-3) and the bottom drainage of the sub-step (..., ), m.
-        """
-        c = options.const
+    def substep(
+        self, water: SubstepWater, prepared: Any, params: SoilParams, grid: SoilGrid, options: SoilOptions, dt: Array
+    ) -> tuple[Array, Array]:
+        """One bounded, conservative sub-step of ``dt`` seconds: the new liquid moisture (..., N), m3 m-3 (before
+        the shared bucket), and the bottom drainage (...,), m s-1."""
+        sh2o, ice = water.sh2o, water.ice
         shape = sh2o.shape
+        dt = jnp.asarray(dt, sh2o.dtype)
+        dt_layer = dt[..., None]
         dz = jnp.broadcast_to(grid.dz, shape)
-        smcmax = jnp.broadcast_to(params.smcmax, shape)
         floor = self.floor_fraction * jnp.broadcast_to(params.smcwlt, shape)
-        porosity = jnp.maximum(c.porosity_floor, smcmax - ice)
+        porosity = jnp.maximum(options.const.porosity_floor, jnp.broadcast_to(params.smcmax, shape) - ice)
         avail = jnp.maximum(sh2o - floor, 0.0) * dz  # m of water above the floor
         space = jnp.maximum(porosity - sh2o, 0.0) * dz  # m of free pore space
+        sink = jnp.broadcast_to(water.etran_mps, shape).at[..., 0].add(water.evap_mps)
 
-        o = self.log_rates(self.features(sh2o, ice, sink_mps, infil_mps, params, grid, dt))
+        o = self.log_rates(self.features(sh2o, ice, sink, water.infil_mps, params, grid, dt))
         ks = jnp.broadcast_to(params.dksat, shape)
         slope = jnp.broadcast_to(params.slope, shape[:-1])
         rate_down, rate_up = jnp.exp(o[..., 0]), jnp.exp(o[..., 1])
-        raw = ks[..., :-1] * (rate_down[..., :-1] - rate_up[..., :-1]) * dt  # interfaces, m per sub-step
+        raw = ks[..., :-1] * (rate_down[..., :-1] - rate_up[..., :-1]) * dt_layer  # interfaces, m per sub-step
         raw_bottom = slope * ks[..., -1] * rate_down[..., -1] * dt
 
         down_cap = 0.5 * jnp.minimum(avail[..., :-1], space[..., 1:])
         up_cap = 0.5 * jnp.minimum(avail[..., 1:], space[..., :-1])
         face = jnp.where(raw >= 0.0, _bounded(raw, down_cap), _bounded(raw, up_cap))
         bottom = _bounded(raw_bottom, 0.5 * avail[..., -1])
-        zero = jnp.zeros_like(bottom)[..., None]
-        into = jnp.concatenate([zero, face], axis=-1)  # q_{k-1}: from above (+ down)
+        into = jnp.concatenate([jnp.zeros_like(bottom)[..., None], face], axis=-1)  # q_{k-1}: from above (+ down)
         out = jnp.concatenate([face, bottom[..., None]], axis=-1)  # q_k: to below
-        water = sh2o * dz + (into - out)
-        return div(water, dz), bottom
-
-    # ------------------------------------------------------------------ the water step
-    def __call__(
-        self,
-        smc: jax.Array,
-        sh2o: jax.Array,
-        forcing: SoilForcing,
-        params: SoilParams,
-        grid: SoilGrid,
-        options: SoilOptions,
-    ) -> tuple[jax.Array, jax.Array, WaterFluxes]:
-        """The hybrid soil water step (signature of :func:`dam.physics.soil_water.soil_water`).
-
-        Parameters
-        ----------
-        smc, sh2o : (..., N) total and liquid moisture after the phase change, m3 m-3.
-        forcing : the step's boundary fluxes (:class:`SoilForcing`).
-
-        Returns
-        -------
-        smc, sh2o : (..., N) updated moisture, m3 m-3.
-        fluxes : :class:`WaterFluxes` (``runoff_surface_mm`` infiltration and saturation excess, mm per step;
-            ``runoff_subsurface_mm`` drainage minus the negative-water refill, mm per step; ``drainage_mmps``
-            learned bottom drainage, mm s-1; ``infil_mps`` infiltration, m s-1; ``nsub`` = ``substeps``).
-        """
-        c = options.const
-        dt = options.dt_s
-        dz = grid.dz
-        n = grid.n_layers
-
-        # WaterMain: frost / sublimation of frozen ground goes to layer-1 ice (as the physical step does).
-        ice = jnp.maximum(0.0, smc - sh2o)
-        frozen = forcing.frozen_ground > 0
-        ice1 = ice[..., 0] + div(forcing.frz_top_ice_flux_mmps * dt, dz[0] * c.rho_water)
-        liq1 = jnp.where(ice1 < 0.0, sh2o[..., 0] + ice1, sh2o[..., 0])
-        ice1 = jnp.where(ice1 < 0.0, 0.0, ice1)
-        ice = ice.at[..., 0].set(jnp.where(frozen, ice1, ice[..., 0]))
-        sh2o = sh2o.at[..., 0].set(jnp.where(frozen, liq1, sh2o[..., 0]))
-        evap = jnp.where(frozen, 0.0, forcing.evap_mps)
-
-        # SoilWaterMain: liquid water above the effective porosity leaves as runoff.
-        porosity = jnp.maximum(c.porosity_floor, params.smcmax - ice)
-        sat_excess = jnp.sum(jnp.maximum(0.0, sh2o - porosity) * dz, axis=-1)
-        sh2o = jnp.minimum(porosity, sh2o)
-
-        # Schaake infiltration over the whole step, then the explicit sources and sinks.
-        qin = forcing.qinsurf_mps
-        runoff_inf, infil = schaake_infiltration(qin, sh2o, ice, params, dz, dt, c)
-        etran = jnp.broadcast_to(forcing.etran_mps, sh2o.shape)
-        sink = etran.at[..., 0].add(evap)
-        source = (-sink).at[..., 0].add(infil)
-        sh2o = sh2o + div(source * dt, dz)
-        layers, overflow = bucket([sh2o[..., k] for k in range(n)], ice, params, dz, c)
-        sh2o, refill_mm = min_water_fix(jnp.stack(layers, axis=-1), dz, c)
-
-        # The learned transport.
-        drain = jnp.zeros_like(qin)
-        for _ in range(self.substeps):
-            sh2o, d = self.redistribute(sh2o, ice, sink, infil, params, grid, options, dt / self.substeps)
-            drain = drain + d
-
-        drain_mm = drain * c.rho_water
-        fluxes = WaterFluxes(
-            runoff_surface_mm=(runoff_inf * dt + sat_excess + overflow) * c.rho_water,
-            runoff_subsurface_mm=drain_mm - refill_mm,
-            drainage_mmps=div(drain_mm, dt),
-            infil_mps=infil,
-            nsub=jnp.full(jnp.shape(qin), self.substeps, jnp.int32),
-        )
-        return sh2o + ice, sh2o, fluxes
+        source = (-sink).at[..., 0].add(water.infil_mps) * dt_layer  # infiltration minus sinks, m per sub-step
+        return div(sh2o * dz + (into - out + source), dz), div(bottom, dt)
 
 
 def _bounded(flux: jax.Array, cap: jax.Array) -> jax.Array:
@@ -294,319 +205,115 @@ def _bounded(flux: jax.Array, cap: jax.Array) -> jax.Array:
     return jnp.where(ok, safe * jnp.tanh(flux / safe), 0.0)
 
 
-# ====================================================================== pretraining on a physics run
+# ====================================================================== imitating the Richards sub-step
 class PhysicsWaterSamples(eqx.Module):
-    """Inputs and outputs of the physical soil water step over a run, one row per model step (leading axis T).
+    """Water sub-steps of the physics, one row per model step (leading axis T), to teach a transport.
 
-    ``smc_in`` / ``sh2o_in`` (T, N) moisture entering the water step (after phase change), m3 m-3; ``forcing``
-    its :class:`SoilForcing`; ``smc_out`` / ``sh2o_out`` (T, N) after the physical (Richards) step, m3 m-3.
+    ``water`` the :class:`SubstepWater` entering the step's sub-steps in a physics run (its ``infil_mps`` the
+    infiltration of the whole step); ``dt_s`` (T,) the step's sub-step length, s; ``sh2o_out`` (T, N) liquid
+    moisture after one Richards sub-step from ``water`` (before the bucket), m3 m-3; ``drainage_mps`` (T,) its
+    bottom drainage, m s-1.
     """
 
-    smc_in: jax.Array
-    sh2o_in: jax.Array
-    forcing: SoilForcing
-    smc_out: jax.Array
+    water: SubstepWater
+    dt_s: jax.Array
     sh2o_out: jax.Array
+    drainage_mps: jax.Array
 
 
-def _as_array_tree(tree: Any, dtype: Any = None) -> Any:
-    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype) if dtype is not None else jnp.asarray(x), tree)
+class _Recorder(Richards):
+    """Richards, keeping the water that enters each step's sub-steps (tracers of the caller's scan body)."""
 
+    box: dict = eqx.field(static=True)
 
-def _setup_dtype(setup: Any) -> Any:
-    return jnp.asarray(setup.state0.soil.smc).dtype
-
-
-def _forcing_slice(setup: Any, i0: int, i1: int) -> Any:
-    dtype = _setup_dtype(setup)
-    return jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)[i0:i1], dtype), setup.forcing)
-
-
-def physics_water_samples(setup: Any, steps: slice | None = None) -> PhysicsWaterSamples:
-    """Record what the physical soil water step receives and returns on a physics run of ``setup``.
-
-    The station runs from ``setup.state0`` to ``steps.stop`` with a water callable that calls the physical
-    step and records its inputs; the rows of ``steps`` are kept. ``setup`` is a
-    :class:`dam.station.StationSetup` (fields ``state0``, ``forcing``, ``params``, ``grid``, ``options``).
-    """
-    n = jax.tree_util.tree_leaves(setup.forcing)[0].shape[0]
-    steps = steps or slice(0, n)
-    i0, i1, _ = steps.indices(n)
-    return _physics_samples(setup.state0, _forcing_slice(setup, 0, i1), setup.params, setup.grid, setup.options, i0)
+    def prepare(self, water, params, grid, options):
+        self.box["water"] = water
+        return super().prepare(water, params, grid, options)
 
 
 @eqx.filter_jit
-def _physics_samples(state0, forcing, params, grid, options, i0: int) -> PhysicsWaterSamples:
+def physics_water_samples(
+    state0: StationState,
+    forcing: StationForcing,
+    params: StationParams,
+    grid: SoilGrid,
+    options: StationOptions,
+    first: int = 0,
+) -> PhysicsWaterSamples:
+    """Run the station model (Richards) over ``forcing`` (leading time axis) from ``state0`` and return the water
+    sub-steps of its steps ``first`` onwards (:class:`PhysicsWaterSamples`)."""
+    soil, soil_options = params.soil, options.soil
+
     def step(state, frc):
-        box: dict[str, Any] = {}
+        recorder = _Recorder(box={})
+        new, _ = station_step(state, frc, params, grid, options, transport=recorder)
+        return new, recorder.box["water"]
 
-        def recorder(smc, sh2o, f, p, g, o):
-            box["inputs"] = (smc, sh2o, f)  # tracers of this scan body, returned below
-            return soil_water(smc, sh2o, f, p, g, o)
-
-        new, _ = station_step(state, frc, params, grid, options, water=recorder)
-        smc_in, sh2o_in, f = box["inputs"]
-        return new, PhysicsWaterSamples(smc_in, sh2o_in, f, new.soil.smc, new.soil.sh2o)
-
-    _, samples = jax.lax.scan(step, state0, forcing)
-    return jax.tree_util.tree_map(lambda x: x[i0:], samples)
+    _, water = jax.lax.scan(step, state0, forcing)
+    water = jax.tree_util.tree_map(lambda x: x[first:], water)
+    dt = soil_options.dt_s
+    g = grid.astype(water.sh2o.dtype)
+    dt_sub = dt / substep_count(water.infil_mps, soil, g.dz, dt).astype(water.sh2o.dtype)
+    richards = Richards()
+    sh2o, drain = richards.substep(water, richards.prepare(water, soil, g, soil_options), soil, g, soil_options, dt_sub)
+    return PhysicsWaterSamples(water=water, dt_s=dt_sub, sh2o_out=sh2o, drainage_mps=drain)
 
 
-def pretrain_to_physics(
-    net: NeuralWaterTransport,
+def imitation_loss(
+    transport: AbstractTransport,
     samples: PhysicsWaterSamples,
     params: SoilParams,
     grid: SoilGrid,
     options: SoilOptions,
-    *,
-    iterations: int = 400,
-    learning_rate: float = 3e-3,
-    batch_size: int | None = 4096,
-    seed: int = 0,
-    progress: bool | Callable[[dict], None] = False,
-) -> tuple[NeuralWaterTransport, dict[str, list[float]]]:
-    """Teach ``net`` to imitate the physical soil water step, one step at a time (teacher forcing).
-
-    Loss: mean over steps and layers of ``((sh2o_net - sh2o_phys) / sigma_k)^2``, with ``sigma_k`` the standard
-    deviation of the physical step's liquid-moisture change in layer k (so that slow deep layers count as much
-    as the top one). Adam with a cosine-decayed ``learning_rate``, mini-batches of ``batch_size`` steps (None:
-    all). Returns the trained network and ``{"loss": [...]}`` (every 10th iteration).
-    """
-    s = samples
-    t = s.sh2o_in.shape[0]
-    dtheta = np.asarray(s.sh2o_out - s.sh2o_in)
-    sigma = jnp.asarray(np.maximum(dtheta.std(axis=0), 1e-12), s.sh2o_in.dtype)
-
-    def loss_fn(model, idx):
-        batch = jax.tree_util.tree_map(lambda x: x[idx], s)
-        _, sh2o, _ = model(batch.smc_in, batch.sh2o_in, batch.forcing, params, grid, options)
-        return jnp.mean(((sh2o - batch.sh2o_out) / sigma) ** 2)
-
-    opt = optax.adam(optax.cosine_decay_schedule(learning_rate, max(iterations, 1), alpha=0.05))
-    opt_state = opt.init(eqx.filter(net, eqx.is_inexact_array))
-
-    @eqx.filter_jit
-    def update(model, opt_state, idx):
-        loss, grads = eqx.filter_value_and_grad(loss_fn)(model, idx)
-        updates, opt_state = opt.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
-        return eqx.apply_updates(model, updates), opt_state, loss
-
-    rng = np.random.default_rng(seed)
-    bs = t if batch_size is None or batch_size >= t else int(batch_size)
-    history: dict[str, list[float]] = {"loss": []}
-    report = _reporter(progress)
-    for it in range(iterations):
-        idx = jnp.asarray(rng.choice(t, bs, replace=False) if bs < t else np.arange(t))
-        net, opt_state, loss = update(net, opt_state, idx)
-        if it % 10 == 0 or it == iterations - 1:
-            history["loss"].append(float(loss))
-            report({"stage": "pretrain", "iteration": it, "loss": float(loss)})
-    return net, history
+    scale: jax.Array,
+) -> jax.Array:
+    """Per-sample misfit of ``transport``'s sub-step against the Richards sub-step, (B,): mean over layers of
+    ``((sh2o - sh2o_richards) / scale)^2``, with ``scale`` (N,) the spread of the layer's change (m3 m-3)."""
+    grid = grid.astype(samples.sh2o_out.dtype)
+    w = samples.water
+    sh2o, _ = transport.substep(w, transport.prepare(w, params, grid, options), params, grid, options, samples.dt_s)
+    return jnp.mean(((sh2o - samples.sh2o_out) / scale) ** 2, axis=-1)
 
 
-# ====================================================================== end-to-end training
-@dataclasses.dataclass
-class HybridTrainResult:
-    """What :func:`train_hybrid` returns.
+# ====================================================================== end to end in the station model
+class HybridObjective(eqx.Module):
+    """The station model with a learned transport against observed layered soil moisture.
 
-    ``net`` the network with the lowest validation loss (the last one without a validation period);
-    ``history`` per epoch: ``epoch``, ``train_loss`` (mean mini-batch loss, (m3 m-3)^2), ``val_loss`` (loss of
-    the free-running model over the validation period at the start of the epoch, i.e. with the weights of the
-    previous epoch; epoch 0 is the untrained network), ``seconds``; ``best_epoch``; ``window`` steps.
+    ``state0`` / ``forcing`` (T, ...) the run; ``params``, ``grid``, ``options`` the station's; static
+    ``layer_index`` (S,) the model layer of each sensor, ``liquid`` whether the sensors see liquid water (else
+    total), ``checkpoint_every`` the rematerialised segment inside a window, steps (None: none).
     """
 
-    net: NeuralWaterTransport
-    history: dict[str, list[float]]
-    best_epoch: int
-    window: int
+    state0: StationState
+    forcing: StationForcing
+    params: StationParams
+    grid: SoilGrid
+    options: StationOptions = eqx.field(static=True)
+    layer_index: tuple[int, ...] = eqx.field(static=True)
+    liquid: bool = eqx.field(static=True)
+    checkpoint_every: int | None = eqx.field(static=True, default=1)
 
+    def seen(self, state: StationState) -> jax.Array:
+        """The moisture the sensors see at their layers (..., S), m3 m-3."""
+        return (state.soil.sh2o if self.liquid else state.soil.smc)[..., np.asarray(self.layer_index)]
 
-def hybrid_loss(modelled: jax.Array, observed: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Masked squared error: (sum of squared errors where ``observed`` is finite, number of such values)."""
-    ok = jnp.isfinite(observed)
-    err = jnp.where(ok, modelled - jnp.where(ok, observed, 0.0), 0.0)
-    return jnp.sum(err**2), jnp.sum(ok).astype(modelled.dtype)
-
-
-def _reporter(progress: bool | Callable[[dict], None]) -> Callable[[dict], None]:
-    if callable(progress):
-        return progress
-    if progress:
-        return lambda d: print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in d.items()))
-    return lambda d: None
-
-
-def _default_split(n: int, train_frac: float = 0.8, val_frac_of_train: float = 0.1) -> tuple[slice, slice]:
-    """The chronological split of dam.training.chronological_split (train, validation tail)."""
-    n_train = int(math.floor(n * train_frac))
-    n_val = int(math.floor(n_train * val_frac_of_train))
-    return slice(0, n_train - n_val), slice(n_train - n_val, n_train)
-
-
-def train_hybrid(
-    setup: Any,
-    observations: Any,
-    net: NeuralWaterTransport,
-    *,
-    sensor_layers: Sequence[int],
-    train_steps: slice | None = None,
-    val_steps: slice | None = None,
-    window: int | None = None,
-    windows_per_batch: int = 8,
-    epochs: int = 3,
-    optimizer: optax.GradientTransformation | None = None,
-    learning_rate: float = 1e-3,
-    checkpoint_every: int | None = 1,
-    seed: int = 0,
-    progress: bool | Callable[[dict], None] = False,
-    liquid: bool | None = None,
-) -> HybridTrainResult:
-    """Train ``net`` end to end inside the station model against observed layered soil moisture.
-
-    Truncated back-propagation through time: the training period is cut into windows of ``window`` steps. At the
-    start of every epoch one forward run of the hybrid model (no gradient) from ``setup.state0`` over training and
-    validation periods gives the state at every window start (``stop_gradient``: no gradient crosses a window
-    start) and the validation loss. Then mini-batches of ``windows_per_batch`` windows, run side by side as a
-    leading batch axis of the physics, each give one optimiser update; inside a window the scan is checkpointed
-    every ``checkpoint_every`` steps (``jax.checkpoint`` segments: reverse-mode memory ~ window /
-    checkpoint_every + checkpoint_every steps; ``window`` is rounded down to a multiple of it, since a remainder
-    would be compiled as a second copy of the model). Later mini-batches of an epoch start from states of the
-    epoch's first forward run (slightly stale weights), the usual price of parallel windows.
-
-    Parameters
-    ----------
-    setup : :class:`dam.station.StationSetup` (spun up by the caller); its dtype is the run's dtype.
-    observations : (T, S) observed soil moisture (m3 m-3) at the model steps of ``setup`` (step ends), NaN
-        where missing.
-    net : the initial network (e.g. after :func:`pretrain_to_physics`).
-    sensor_layers : (S,) model layer (0-based) of each sensor column, e.g.
-        ``dam.sites.map_sensors_to_layers(depths, setup.layer_bottoms_m).layer_index``.
-    train_steps, val_steps : step ranges; default the chronological split of :mod:`dam.training` (first 72 % train,
-        next 8 % validation; the last 20 % are left for testing).
-    window : steps per window; default 10 days of steps for sub-daily data and 60 steps for daily data.
-    windows_per_batch : windows per optimiser update.
-    epochs : passes over the training windows.
-    optimizer : an optax transformation; default Adam(``learning_rate``) with global-norm clipping at 1.
-    checkpoint_every : rematerialisation segment inside a window, steps (1: every step recomputed in the reverse
-        pass, only the states stored, the fastest for the station model; None: none).
-    progress : True prints one line per epoch, a callable receives a dict per epoch.
-    liquid : compare the observations with liquid water ``sh2o`` (True) or total ``smc`` (False); default what the
-        site's sensors see (``soil_moisture_measures`` in ``site.yaml``).
-
-    Returns
-    -------
-    :class:`HybridTrainResult`.
-    """
-    dtype = _setup_dtype(setup)
-    obs = np.asarray(observations, dtype=float)
-    n = jax.tree_util.tree_leaves(setup.forcing)[0].shape[0]
-    if obs.ndim != 2 or obs.shape[0] != n:
-        raise ValueError(f"observations must have shape (T={n}, sensors), got {obs.shape}")
-    layers = np.asarray(sensor_layers, int)
-    if layers.shape != (obs.shape[1],) or (layers < 0).any() or (layers >= setup.grid.n_layers).any():
-        raise ValueError(f"sensor_layers {layers.tolist()} must give a layer in [0, N) for each of {obs.shape[1]} "
-                         "sensors")  # fmt: skip
-    d_train, d_val = _default_split(n)
-    train = train_steps or d_train
-    val = val_steps if val_steps is not None else (d_val if train_steps is None else None)
-    t0, t1, _ = train.indices(n)
-    if t1 - t0 < 1:
-        raise ValueError("the training period is empty")
-    if window is None:
-        window = int(round(10 * 86400 / setup.options.dt_s)) if setup.options.dt_s < 86400 else 60
-    window = max(1, min(int(window), t1 - t0))
-    if checkpoint_every and window > checkpoint_every:
-        # whole segments only: a remainder would be a second traced copy of the model (compile time doubles)
-        window -= window % int(checkpoint_every)
-    elif checkpoint_every:
-        checkpoint_every = None
-    n_win = (t1 - t0) // window
-    starts = t0 + window * np.arange(n_win)
-    end = max(t1, val.indices(n)[1]) if val is not None else t1
-
-    forcing = _forcing_slice(setup, 0, end)
-    obs_j = jnp.asarray(obs[:end], dtype)
-    params, grid, options = setup.params, setup.grid, setup.options
-    layer_idx = jnp.asarray(layers)
-    if liquid is None:
-        liquid = setup.site.meta.soil_moisture_measures == "liquid"
-
-    def seen(s):  # the moisture the sensors see at their layers
-        return (s.soil.sh2o if liquid else s.soil.smc)[..., layer_idx]
-
-    @eqx.filter_jit
-    def free_run(model):
-        _, smc = run_station(
-            setup.state0, forcing, params, grid, options, water=model,
-            observe=lambda s, f: (s, seen(s)), finite_check=False,
+    def free_run(self, transport: AbstractTransport) -> tuple[StationState, jax.Array]:
+        """The whole run without gradient bookkeeping: the states after each step and what the sensors see (T, S)."""
+        _, (states, seen) = run_station(
+            self.state0, self.forcing, self.params, self.grid, self.options, transport=transport,
+            observe=lambda s, f: (s, self.seen(s)), finite_check=False,
         )  # fmt: skip
-        return smc
+        return states, seen
 
-    def batch_loss(model, states, frc, ob):
-        # The windows of a batch run side by side as a leading batch axis of the physics (no vmap needed):
-        # states (B, ...), forcing (W, B), observations (W, B, S).
+    def window_losses(
+        self, transport: AbstractTransport, states: StationState, forcing: StationForcing, observed: jax.Array
+    ) -> jax.Array:
+        """Masked MSE of each window (B,): windows side by side as a leading batch axis of the physics, starting
+        from ``states`` (B, ...) (no gradient crosses a window start), ``forcing`` (W, B, ...), ``observed``
+        (W, B, S) with NaN where missing."""
         states = jax.lax.stop_gradient(states)
-        _, smc = run_station(
-            states, frc, params, grid, options, water=model, observe=lambda s, f: seen(s),
-            checkpoint_every=checkpoint_every, finite_check=False,
+        _, seen = run_station(
+            states, forcing, self.params, self.grid, self.options, transport=transport,
+            observe=lambda s, f: self.seen(s), checkpoint_every=self.checkpoint_every, finite_check=False,
         )  # fmt: skip
-        sse, cnt = hybrid_loss(smc, ob)
-        return sse / jnp.maximum(cnt, 1.0)
-
-    opt = optimizer or optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate))
-    opt_state = opt.init(eqx.filter(net, eqx.is_inexact_array))
-
-    @eqx.filter_jit
-    def update(model, opt_state, states, frc, ob):
-        loss, grads = eqx.filter_value_and_grad(batch_loss)(model, states, frc, ob)
-        updates, opt_state = opt.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
-        return eqx.apply_updates(model, updates), opt_state, loss
-
-    idx_w = starts[:, None] + np.arange(window)[None, :]  # (n_win, window) step indices
-    frc_w = jax.tree_util.tree_map(lambda x: jnp.swapaxes(x[idx_w], 0, 1), forcing)  # (window, n_win)
-    obs_w = jnp.swapaxes(obs_j[idx_w], 0, 1)  # (window, n_win, S)
-    rng = np.random.default_rng(seed)
-    report = _reporter(progress)
-    history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "val_loss": [], "seconds": []}
-    best, best_loss, best_epoch = net, np.inf, 0
-    bpe = max(1, min(int(windows_per_batch), n_win))
-
-    for epoch in range(epochs + 1):
-        tic = time.perf_counter()
-        states, smc = free_run(net)
-        val_loss = np.nan
-        if val is not None:
-            v0, v1, _ = val.indices(n)
-            sse, cnt = hybrid_loss(smc[v0:v1], obs_j[v0:v1])
-            val_loss = float(sse / jnp.maximum(cnt, 1.0))
-            if val_loss < best_loss:
-                best, best_loss, best_epoch = net, val_loss, epoch
-        if epoch == epochs:  # the final free run only scores the last weights
-            if val is None:
-                best, best_epoch = net, epoch
-            history["val_loss"].append(val_loss)
-            history["train_loss"].append(np.nan)
-            history["epoch"].append(epoch)
-            history["seconds"].append(time.perf_counter() - tic)
-            report({"stage": "train", "epoch": epoch, "val_loss": val_loss})
-            break
-        # state entering each window: after step start-1 (the initial state for a window at step 0)
-        before = jax.tree_util.tree_map(
-            lambda s0, s: jnp.concatenate([jnp.asarray(s0)[None], s[:-1]])[starts], setup.state0, states
-        )
-        order = rng.permutation(n_win)
-        losses = []
-        for b0 in range(0, n_win, bpe):
-            sel = order[b0 : b0 + bpe]
-            if len(sel) < bpe:  # keep one compiled shape: top up from the start of the permutation
-                sel = np.concatenate([sel, order[: bpe - len(sel)]])
-            st = jax.tree_util.tree_map(lambda x, s=sel: x[s], before)
-            fr = jax.tree_util.tree_map(lambda x, s=sel: x[:, s], frc_w)
-            net, opt_state, loss = update(net, opt_state, st, fr, obs_w[:, sel])
-            losses.append(float(loss))
-        history["epoch"].append(epoch)
-        history["train_loss"].append(float(np.mean(losses)))
-        history["val_loss"].append(val_loss)
-        history["seconds"].append(time.perf_counter() - tic)
-        report({"stage": "train", "epoch": epoch, "train_loss": history["train_loss"][-1], "val_loss": val_loss})
-    return HybridTrainResult(net=best, history=history, best_epoch=best_epoch, window=window)
+        return masked_mse(seen, observed, axis=(0, 2))

@@ -35,6 +35,7 @@ import yaml
 
 from . import io_safety
 from . import metrics as M
+from .coupling.losses import masked_mse
 from .experiment_config import (
     MODELS,
     CalibrationConfig,
@@ -57,8 +58,9 @@ from .run_folder import (
     safe_name,
     write_manifest,
 )
+from .sequences import Normaliser, window_starts
 from .station import run_blocks
-from .training import Normaliser, fit, window_starts
+from .training import fit
 
 DRY_FACTOR = 0.3  # precipitation factor of the dry test scenario of the physics-guided networks
 __all__ = [  # the configuration lives in dam.experiment_config; re-exported here
@@ -152,11 +154,11 @@ def progress_bars(desc: str, totals: dict[str, int], enabled: bool) -> Callable[
 
 
 # ------------------------------------------------------------------------------------------ physics
-def physics_daily(data: SiteData, params=None, water=None, progress: bool = False) -> tuple[Prediction, Any, Any]:
+def physics_daily(data: SiteData, params=None, transport=None, progress: bool = False) -> tuple[Prediction, Any, Any]:
     """Run the station model over the record: daily soil moisture at the sensors as the sensors see it (liquid
     or total; both kept as extras) as a :class:`Prediction` to be named, and the raw (states, fluxes)."""
     setup = data.setup if params is None else dataclasses.replace(data.setup, params=params)
-    if water is None:
+    if transport is None:
         states, fluxes = run_blocks(setup, progress=progress)
     else:
         from .physics.station import run_station
@@ -167,7 +169,7 @@ def physics_daily(data: SiteData, params=None, water=None, progress: bool = Fals
             setup.params,
             setup.grid,
             setup.options,
-            water=water,
+            transport=transport,
         )
         states, fluxes = jax.tree_util.tree_map(np.asarray, (states, fluxes))
     total = data.at_sensors(data.daily(states.soil.smc))
@@ -203,9 +205,8 @@ def _make_net(kind: str, n_in: int, n_out: int, cfg: NetworkConfig, key, static_
 
 
 def _masked_mse(pred: jax.Array, obs: jax.Array, scale: jax.Array) -> jax.Array:
-    ok = jnp.isfinite(obs)
-    err = jnp.where(ok, (pred - jnp.nan_to_num(obs)) / scale, 0.0)
-    return jnp.sum(err**2) / jnp.maximum(jnp.sum(ok), 1)
+    """:func:`~dam.coupling.losses.masked_mse` of the error in units of ``scale`` (per sensor)."""
+    return masked_mse((pred - obs) / scale, 0.0)
 
 
 def train_sequence_model(
@@ -542,32 +543,44 @@ class Experiment:
         return self._hlstm_physics(data, preds, constrained=False)
 
     def _ai_in_physics(self, data: SiteData, preds) -> Prediction:
-        net, info = train_site_hybrid(data, self.config.hybrid, seed=self.config.seed, progress=self.config.progress)
-        pred = physics_daily(data, water=net)[0]
+        net, info = train_site_hybrid(data, self.config.hybrid, seed=self.config.seed, progress=self.config.progress,
+                                      checkpoint_dir=self.checkpoint_dir(data.name, "ai_in_physics"))  # fmt: skip
+        pred = physics_daily(data, transport=net)[0]
         return dataclasses.replace(pred, model="ai_in_physics", info=info)
 
 
-def train_site_hybrid(data: SiteData, c: HybridConfig, *, seed: int, progress: bool):
-    """AI in physics at one site: the network water transport is first taught to imitate the Richards step on
+def train_site_hybrid(
+    data: SiteData, c: HybridConfig, *, seed: int, progress: bool, checkpoint_dir: Path | None = None
+):
+    """AI in physics at one site: the network water transport is first taught to imitate the Richards sub-step on
     the physics run of the training period, then trained end to end through the station model against the
     observed soil moisture (truncated back-propagation in windows of ``c.window_steps``)."""
-    from .coupling.hybrid import NeuralWaterTransport, physics_water_samples, pretrain_to_physics, train_hybrid
+    from .coupling.hybrid import NeuralWaterTransport, physics_water_samples
+    from .hybrid_training import pretrain_to_physics, train_hybrid
 
     setup = data.setup
     n_train = int(np.searchsorted(data.step_day, data.train.stop))
     n_fit = int(np.searchsorted(data.step_day, data.test.start))
     net = NeuralWaterTransport(jax.random.PRNGKey(seed))
-    samples = physics_water_samples(setup, slice(0, n_train))
-    bars = progress_bars("ai_in_physics", {"pretrain": c.pretrain_iterations, "train": c.epochs + 1}, progress)
+    dtype = jnp.asarray(setup.state0.soil.smc).dtype
+    head = jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)[:n_train], dtype), setup.forcing)
+    samples = physics_water_samples(setup.state0, head, setup.params, setup.grid, setup.options)
+    folder = (lambda name: None) if checkpoint_dir is None else (lambda name: checkpoint_dir / name)
     net, pre = pretrain_to_physics(net, samples, setup.params.soil, setup.grid, setup.options.soil, seed=seed,
-                                   iterations=c.pretrain_iterations, progress=bars)  # fmt: skip
+                                   iterations=c.pretrain_iterations, progress=progress,
+                                   checkpoint_dir=folder("pretrain"))  # fmt: skip
     obs = data.site.observations["soil_moisture"].sel(time=setup.times).values
     window = c.window_steps or (480 if setup.options.dt_s < 86400.0 else 48)
     res = train_hybrid(setup, obs, net, sensor_layers=data.sensor_layers, train_steps=slice(0, n_train),
                        val_steps=slice(n_train, n_fit), window=window, epochs=c.epochs,
-                       learning_rate=c.learning_rate, seed=seed, progress=bars)  # fmt: skip
-    info = {"pretrain_loss": [float(pre["loss"][0]), float(pre["loss"][-1])], "best_epoch": int(res.best_epoch),
-            "val_loss": [None if v is None else float(v) for v in res.history["val_loss"]]}  # fmt: skip
+                       learning_rate=c.learning_rate, seed=seed, progress=progress,
+                       checkpoint_dir=folder("train"))  # fmt: skip
+    h = res.history
+    info = {
+        "pretrain_loss": [float(pre["train_loss"][0]), float(pre["train_loss"][-1])],
+        "best_epoch": int(res.best_epoch),
+        "val_loss": [float(v) for v in [h["initial_val"], *h["val_loss"]]],
+    }
     return res.net, info
 
 
@@ -584,7 +597,7 @@ def calibration_window(data: SiteData, c: CalibrationConfig):
 
         head = jax.tree_util.tree_map(lambda x: jnp.asarray(x[:s0]), setup.forcing)
         state = eqx.filter_jit(run_station)(state, head, setup.params, setup.grid, setup.options,
-                                            observe=lambda a, b: None)[0]  # fmt: skip
+                                            observe=None)[0]  # fmt: skip
     short = dataclasses.replace(
         setup, state0=state, times=setup.times[s0:n_train],
         forcing=jax.tree_util.tree_map(lambda x: np.asarray(x)[s0:n_train], setup.forcing),
@@ -595,7 +608,8 @@ def calibration_window(data: SiteData, c: CalibrationConfig):
 def calibrate_site(data: SiteData, c: CalibrationConfig, *, seed: int, progress: bool):
     """Gradient calibration of ``c.parameters`` (squashed into their physical ranges) against the site's
     reliable soil moisture sensors, plus the Latin-hypercube baseline with the same number of model runs."""
-    from .coupling.calibration import calibrate, latin_hypercube_search, make_specs
+    from .calibration import calibrate, latin_hypercube_search
+    from .coupling.calibration import make_specs
 
     specs = make_specs(c.parameters)
     short, first = calibration_window(data, c)

@@ -14,9 +14,9 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from .sequences import chronological_split
 from .sites import Site, SiteError, load_site, map_sensors_to_layers
 from .station import StationSetup, setup_station, spin_up
-from .training import chronological_split
 
 FEATURES = ("T_air", "q_air", "p_sfc", "wind", "sw_down", "lw_down", "precip")
 

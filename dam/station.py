@@ -206,15 +206,10 @@ def setup_station(
         atmos=P.atmos_params(desc),
     )  # fmt: skip
     dt = float(meta.time_step_s)
-    from .physics.albedo import RadiationOptions
-    from .physics.energy_balance import SurfaceEnergyOptions
     from .physics.transpiration import TranspirationOptions
 
     options = StationOptions(
-        soil=SoilOptions(dt_s=dt),
-        radiation=RadiationOptions(dt_s=dt),
-        surface=SurfaceEnergyOptions(dt_s=dt),
-        transpiration=TranspirationOptions(n_root=P.n_root_layers(desc)),
+        soil=SoilOptions(dt_s=dt), transpiration=TranspirationOptions(n_root=P.n_root_layers(desc))
     )
     grid = SoilGrid(zsoil=-np.asarray(layer_bottoms_m, float), zbot=-8.0)
     state0 = initial_state(site, grid, params, forcing)
@@ -243,7 +238,7 @@ def spin_up(setup: StationSetup, cycles: int = 1, steps: int | None = None) -> S
     frc = _slice(setup.forcing, 0, steps)
     for cycle in range(cycles):
         try:
-            state, _ = _run(state, frc, setup.params, setup.grid, setup.options, observe=lambda s, f: None)
+            state, _ = _run(state, frc, setup.params, setup.grid, setup.options, observe=None)
         except (RuntimeError, ValueError) as err:
             raise_located(err, when=lambda k, c=cycle: f"{setup.times[k]:%Y-%m-%d %H:%M} UTC, spin-up pass {c + 1}")
             raise

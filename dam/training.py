@@ -1,21 +1,27 @@
-"""The training engine: chronological splits, normalisation, sequence windows and :func:`fit`.
+"""The training engine: :func:`fit` trains networks, hybrids and calibrated parameters alike.
 
-:func:`fit` trains any equinox model with any loss ``loss_fn(model, batch)`` (physics-informed terms live in
-the loss, never here) over a data set whose leaves share a leading member axis (sites, columns, sequence
-windows, ensemble members):
+:func:`fit` trains any equinox model (or PyTree of parameters) with any loss ``loss_fn(model, batch)``
+(physics-informed terms live in the loss, never here), or with a custom gradient ``grad_fn``, over a data set
+whose leaves share a leading member axis (sites, columns, sequence windows, ensemble members, samples):
 
 * epochs of shuffled mini-batches (the order is a pure function of ``seed`` and the epoch, so the same seed
   gives the same numbers, and a resumed run the same order);
 * optax optimiser (default :func:`default_optimizer`: AdamW with warm-up and cosine decay, gradient clipping);
-* validation after every epoch with ``val_fn(model)``, early stopping (``patience``) and the best model kept;
-* orbax checkpoints (trainable leaves, optimiser state, best model, epoch, RNG recipe, history) every
-  ``checkpoint_every`` epochs; a killed run started again with the same arguments resumes at the next epoch
-  and ends with the same parameters as an uninterrupted run (bit for bit on one device);
+* validation after every epoch with ``val_fn(model)``, early stopping (``patience``) and the best model kept
+  (best on validation, the parameters of the lowest full-batch loss, or the last: ``select``);
+* orbax checkpoints (:mod:`dam.checkpoints`: trainable leaves, optimiser state, best model, epoch, history)
+  every ``checkpoint_every`` epochs; a killed run started again with the same arguments resumes at the next
+  epoch and ends with the same parameters as an uninterrupted run (bit for bit on one device); an unreadable
+  newest checkpoint is skipped with a warning for the previous one;
+* one tqdm progress bar per call (``progress``, named ``desc``).
 * data parallelism (issue 6): with ``mesh`` (a 1-D :class:`jax.sharding.Mesh`, e.g. from
   :func:`dam.sharding.column_mesh`) every batch is split along its member axis over the devices, parameters
   and optimiser state are replicated, and ``jit`` inserts the all-reduce of the gradient. Batches are padded to
   a multiple of the device count with zero-weight members, so results equal single-device training to
   round-off (reduction order only).
+
+The masked data misfit is :func:`dam.coupling.losses.masked_mse` for every model. Drivers: the networks of
+:mod:`dam.experiment`, :mod:`dam.hybrid_training` (AI in physics), :mod:`dam.calibration` (parameters).
 
 Losses: return one loss per member, shape (B,), and the engine takes their weighted mean (padding members get
 weight 0); a scalar loss is accepted only when no batch ever needs padding (the batch size divides the member
@@ -28,10 +34,9 @@ import hashlib
 import json
 import math
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import equinox as eqx
 import jax
@@ -42,149 +47,10 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-__all__ = [
-    "Normaliser",
-    "chronological_split",
-    "default_optimizer",
-    "fit",
-    "gather_windows",
-    "load_model",
-    "save_model",
-    "sliding_predict",
-    "trainable_filter",
-    "window_starts",
-]
+from .checkpoints import TrainingCheckpoints
+from .sequences import Normaliser
 
-
-# --------------------------------------------------------------------------------------------------- data
-def chronological_split(
-    n_steps: int, train_frac: float = 0.8, val_frac_of_train: float = 0.1
-) -> tuple[slice, slice, slice]:
-    """Split ``n_steps`` time steps in time order: (train, validation, test) index slices.
-
-    The first ``train_frac`` of the steps are the training period and the rest the test period; the last
-    ``val_frac_of_train`` of the training period is held out as the validation tail. With the defaults:
-    steps [0, 0.72 n) train, [0.72 n, 0.8 n) validation, [0.8 n, n) test (counts rounded down).
-    """
-    if not (0.0 < train_frac <= 1.0 and 0.0 <= val_frac_of_train < 1.0):
-        raise ValueError(
-            f"need 0 < train_frac <= 1 and 0 <= val_frac_of_train < 1, got {train_frac}, {val_frac_of_train}"
-        )
-    n_train = int(math.floor(n_steps * train_frac))
-    n_val = int(math.floor(n_train * val_frac_of_train))
-    if n_train - n_val < 1:
-        raise ValueError(f"{n_steps} steps leave no training steps")
-    return slice(0, n_train - n_val), slice(n_train - n_val, n_train), slice(n_train, n_steps)
-
-
-class Normaliser(eqx.Module):
-    """Per-feature standardisation ``(x - mean) / std`` (features on the last axis).
-
-    An equinox module, so it can sit inside a model and be saved with it; :func:`fit` never trains it (see
-    :func:`trainable_filter`). Fit it on the training period only.
-
-    Attributes
-    ----------
-    mean, std
-        Per-feature mean and standard deviation (shape (F,)), in the units of the data.
-    """
-
-    mean: jax.Array
-    std: jax.Array
-
-    @classmethod
-    def fit(cls, x_train: Any, *, min_std: float = 1e-12) -> Normaliser:
-        """Mean and standard deviation of each feature over all other axes, ignoring NaN.
-
-        A feature with no finite value gets mean 0 and std 1 (with a warning); a (near-)constant one std 1,
-        so that it is only centred.
-        """
-        x = np.asarray(x_train, dtype=float)
-        flat = x.reshape(-1, x.shape[-1])
-        finite = np.isfinite(flat)
-        count = finite.sum(axis=0)
-        if np.any(count == 0):
-            warnings.warn(
-                f"features {np.flatnonzero(count == 0).tolist()} have no finite value: mean 0, std 1",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        safe = np.where(finite, flat, 0.0)
-        n = np.maximum(count, 1)
-        mean = safe.sum(axis=0) / n
-        std = np.sqrt(np.where(finite, (flat - mean) ** 2, 0.0).sum(axis=0) / n)
-        std = np.where((count == 0) | (std < min_std), 1.0, std)
-        dtype = jnp.asarray(x_train).dtype if jnp.issubdtype(jnp.asarray(x_train).dtype, jnp.floating) else None
-        return cls(mean=jnp.asarray(mean, dtype), std=jnp.asarray(std, dtype))
-
-    def apply(self, x: jax.Array) -> jax.Array:
-        """Standardise ``x`` (..., F); NaN stays NaN."""
-        return (x - jax.lax.stop_gradient(self.mean)) / jax.lax.stop_gradient(self.std)
-
-    def invert(self, z: jax.Array) -> jax.Array:
-        """Back to the units of the data: ``z * std + mean``."""
-        return z * jax.lax.stop_gradient(self.std) + jax.lax.stop_gradient(self.mean)
-
-
-def window_starts(span: slice, length: int, stride: int) -> np.ndarray:
-    """Start indices of windows of ``length`` steps, ``stride`` apart, lying inside ``span`` (e.g. a split).
-
-    A window that would cross ``span.stop`` is dropped, except that a last window ending exactly at
-    ``span.stop`` is added when the stride leaves a tail, so every step of the span is covered.
-    """
-    start, stop = span.start or 0, span.stop
-    if stop - start < length:
-        raise ValueError(f"span {start}:{stop} is shorter than one window of {length} steps")
-    starts = np.arange(start, stop - length + 1, stride)
-    if starts[-1] + length < stop:
-        starts = np.append(starts, stop - length)
-    return starts
-
-
-def gather_windows(series: Any, site: np.ndarray, start: np.ndarray, length: int) -> Any:
-    """Windows ``series[site[i], start[i]:start[i]+length]`` of every leaf (sites, T, ...) -> (B, length, ...).
-
-    Works on numpy (host) and jax arrays; handy inside a ``batch_fn`` that cuts windows lazily.
-    """
-    idx = np.asarray(start)[:, None] + np.arange(length)[None, :]
-    site = np.asarray(site)[:, None]
-    return jax.tree_util.tree_map(lambda a: a[site, idx], series)
-
-
-def sliding_predict(predict: Callable[[jax.Array], jax.Array], x: Any, length: int, keep: int) -> jax.Array:
-    """Predict a long series with a sequence model trained on windows of ``length`` steps.
-
-    Windows of ``length`` steps start every ``keep`` steps; of each, only the last ``keep`` outputs are kept,
-    so every step after the first window is predicted with a look-back of at least ``length - keep`` steps
-    (like training with a warm-up of ``length - keep``), and a recurrent network never runs longer than it
-    was trained to. The first window gives the first ``length`` steps; the last window ends at the last step.
-
-    Parameters
-    ----------
-    predict
-        ``predict(x_window)`` (length, F) -> (length, O), e.g. ``lambda w: model(w, static)``; vmapped here.
-    x
-        Inputs (T, F) with T >= length.
-    length, keep
-        Window length and the outputs kept per window (1 <= keep <= length).
-
-    Returns
-    -------
-    (T, O) predictions; the output at t uses only inputs at steps <= t.
-    """
-    x = jnp.asarray(x)
-    n = x.shape[0]
-    if not (1 <= keep <= length <= n):
-        raise ValueError(f"need 1 <= keep <= length <= T, got keep={keep}, length={length}, T={n}")
-    starts = np.arange(0, n - length + 1, keep)
-    if starts[-1] + length < n:
-        starts = np.append(starts, n - length)
-    windows = x[starts[:, None] + np.arange(length)[None, :]]
-    out = jax.vmap(predict)(windows)  # (windows, length, O)
-    # step t comes from the last window whose kept part starts at or before t (the first window keeps all)
-    t = np.arange(n)
-    win = np.where(t < length, 0, np.searchsorted(starts + length - keep, t, side="right") - 1)
-    return out[win, t - starts[win]]
+__all__ = ["default_optimizer", "fit", "load_model", "save_model", "trainable_filter"]
 
 
 # ------------------------------------------------------------------------------------------- optimiser
@@ -234,6 +100,9 @@ def load_model(path: str | Path, like: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ fit
+Select = Literal["val", "train", "last"]
+
+
 def _default_batch(data: Any, idx: np.ndarray) -> Any:
     return jax.tree_util.tree_map(lambda a: a[idx], data)
 
@@ -241,6 +110,11 @@ def _default_batch(data: Any, idx: np.ndarray) -> Any:
 def _host(tree: Any) -> Any:
     """Leaves as numpy arrays: uncommitted to any device, so they mix with single-device and sharded data."""
     return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def _uncommitted(tree: Any) -> Any:
+    """Copy the array leaves to the default device, uncommitted (so the model mixes with any data)."""
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)) if eqx.is_array(x) else x, tree)
 
 
 def _fingerprint(params: Any, opt_state: Any) -> str:
@@ -251,7 +125,7 @@ def _fingerprint(params: Any, opt_state: Any) -> str:
 
 def fit(
     model: Any,
-    loss_fn: Callable[[Any, Any], jax.Array],
+    loss_fn: Callable[[Any, Any], jax.Array] | None,
     data: Any,
     *,
     optimizer: optax.GradientTransformation | None = None,
@@ -261,240 +135,259 @@ def fit(
     batch_fn: Callable[[Any, np.ndarray], Any] | None = None,
     n_members: int | None = None,
     shuffle: bool = True,
+    grad_fn: Callable[[Any, Any], tuple] | None = None,
     val_fn: Callable[[Any], Any] | None = None,
+    validate_initial: bool = False,
+    select: Select | None = None,
     patience: int | None = None,
     min_delta: float = 0.0,
-    restore_best: bool = True,
     seed: int = 0,
     trainable: Any = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 1,
     progress: bool = True,
+    desc: str = "fit",
     mesh: Mesh | None = None,
     stop_after: int | None = None,
 ) -> tuple[Any, dict]:
-    """Train ``model`` to minimise ``loss_fn`` over mini-batches of ``data``; returns (model, history).
+    """Train ``model`` over mini-batches of ``data``; returns (model, history). The module docs describe the loop.
 
     Parameters
     ----------
-    model
-        Any equinox module (or PyTree); its trainable leaves are chosen by ``trainable``.
-    loss_fn
-        ``loss_fn(model, batch)`` -> per-member losses (B,) (preferred) or a scalar; must be jit-able.
-    data
-        PyTree whose leaves share a leading member axis (numpy arrays stay on the host until batched), or
-        anything ``batch_fn`` understands (then give ``n_members``).
-    optimizer
-        optax transformation; default ``default_optimizer(learning_rate, epochs * batches_per_epoch)``.
-    learning_rate
-        Peak rate of the default optimiser (ignored when ``optimizer`` is given).
-    epochs, batch_size
-        Epochs in all (a resumed run counts those done before) and members per batch.
-    batch_fn
-        ``batch_fn(data, member_indices) -> batch`` (default: index every leaf along axis 0).
-    n_members
-        Number of members (default: leading size of the first leaf of ``data``).
-    shuffle
-        Shuffle the members every epoch (order from ``numpy.random.default_rng([seed, epoch])``).
-    val_fn
-        ``val_fn(model) -> scalar``, lower is better (e.g. validation MSE or ``-r``), called after every epoch.
-    patience, min_delta
-        Stop after ``patience`` epochs without an improvement of the validation score by more than
-        ``min_delta`` (None: never stop early).
-    restore_best
-        Return the model of the best validation epoch (else the last one); without ``val_fn``, the last.
-    seed
-        Seed of the shuffling.
-    trainable
-        equinox filter spec (PyTree prefix of ``model`` of bools or callables) of the leaves to train; default
-        :func:`trainable_filter` (all floating arrays outside :class:`Normaliser`).
-    checkpoint_dir, checkpoint_every
-        Orbax checkpoints every ``checkpoint_every`` epochs (and after the last); a later call with the same
-        directory resumes after the latest checkpoint. The model passed in gives the structure and the
-        untrained leaves, so pass the same (freshly built) model when resuming.
-    progress
-        Show a tqdm bar (epochs, train and validation loss).
-    mesh
-        1-D device mesh: shard batches along the member axis, replicate parameters.
-    stop_after
-        End after this many epochs of this call, as a kill after a checkpoint would (for tests).
+    model : any equinox module or PyTree; its trainable leaves are chosen by ``trainable``.
+    loss_fn : ``loss_fn(model, batch)`` -> per-member losses (B,) (preferred) or a scalar; jit-able.
+    data : PyTree whose leaves share a leading member axis (numpy stays on the host until batched), anything
+        ``batch_fn`` understands (then give ``n_members``), or ``data(model) -> PyTree`` called at the start of
+        every epoch (data that depends on the model, e.g. window start states of a free run).
+    optimizer : optax transformation; default ``default_optimizer(learning_rate, epochs * batches_per_epoch)``.
+    learning_rate : peak rate of the default optimiser.
+    epochs, batch_size : epochs in all (a resumed run counts those done before) and members per batch.
+    batch_fn : ``batch_fn(data, member_indices) -> batch``; default: index every leaf along axis 0.
+    n_members : number of members; default the leading size of the first leaf of ``data``.
+    shuffle : shuffle the members every epoch (order ``numpy.random.default_rng([seed, epoch]).permutation``).
+    grad_fn : ``grad_fn(model, batch) -> (loss, grads)`` or ``(loss, grads, info)`` in place of the gradient of
+        ``loss_fn``, for objectives that are not one jit-able function (grads shaped like the trainable part,
+        ``None`` elsewhere; ``info`` a dict of floats, kept per epoch in the history). Batches are not padded.
+    val_fn : ``val_fn(model) -> scalar``, lower is better, after every epoch.
+    validate_initial : also validate the model before training; it is then a candidate (``best_epoch`` -1).
+    select : the model returned: ``"val"`` the best validation epoch (default with ``val_fn``), ``"train"`` the
+        parameters at the start of the epoch with the lowest training loss (for full-batch objectives, where that
+        is their exact loss), ``"last"`` (default without ``val_fn``).
+    patience, min_delta : stop after ``patience`` epochs without an improvement of the selection score by more
+        than ``min_delta`` (None: never).
+    seed : seed of the shuffling.
+    trainable : equinox filter spec of the leaves to train; default :func:`trainable_filter`.
+    checkpoint_dir, checkpoint_every : orbax checkpoints every ``checkpoint_every`` epochs (and after the last);
+        a later call with the same directory resumes after the newest readable checkpoint (an unreadable one is
+        skipped with a warning). Pass the same freshly built model when resuming.
+    progress, desc : show a tqdm bar named ``desc``.
+    mesh : 1-D device mesh: shard batches along the member axis, replicate parameters.
+    stop_after : end after this many epochs of this call, as a kill after a checkpoint would (for tests).
 
     Returns
     -------
-    model
-        The trained model (best on validation when ``val_fn`` and ``restore_best``), leaves uncommitted to a
-        device.
-    history
-        ``epoch``, ``train_loss`` (member-weighted mean over the epoch), ``val_loss`` (None without ``val_fn``),
-        ``seconds`` (lists, one entry per epoch), ``best_epoch``, ``best_val``, ``stopped_early``,
-        ``resumed_from`` (epochs done before this call).
+    model : the selected model, leaves uncommitted to a device.
+    history : ``epoch``, ``train_loss`` (member-weighted mean over the epoch), ``val_loss`` (None without
+        ``val_fn``), ``seconds`` (one entry per epoch), the keys of ``info``, ``initial_val``, ``best_epoch``,
+        ``best_score``, ``stopped_early``, ``resumed_from`` (epochs done before this call).
     """
-    spec = trainable_filter(model) if trainable is None else trainable
-    params, frozen = eqx.partition(model, spec)
-    batch_fn = _default_batch if batch_fn is None else batch_fn
-    n = int(jax.tree_util.tree_leaves(data)[0].shape[0]) if n_members is None else int(n_members)
-    if n < 1 or batch_size < 1:
-        raise ValueError(f"need at least one member and batch_size >= 1, got {n}, {batch_size}")
-    batch_size = min(batch_size, n)
-    n_batches = -(-n // batch_size)
-    if mesh is not None:
-        if len(mesh.axis_names) != 1:
-            raise ValueError(f"mesh must be 1-D, got axes {mesh.axis_names}")
-        padded = -(-batch_size // mesh.devices.size) * mesh.devices.size
-        member_sharding = NamedSharding(mesh, P(mesh.axis_names[0]))
-        replicated = NamedSharding(mesh, P())
-    else:
-        padded = batch_size
-    needs_padding = padded != batch_size or n % batch_size != 0
-    optimizer = default_optimizer(learning_rate, epochs * n_batches) if optimizer is None else optimizer
-    opt_state = optimizer.init(params)
-
-    def objective(params, frozen, batch, weight):
-        losses = loss_fn(eqx.combine(params, frozen), batch)
-        if jnp.ndim(losses) == 0:
-            if needs_padding:
-                raise ValueError(
-                    "loss_fn returned a scalar but batches are padded with zero-weight members; "
-                    "return one loss per member (shape (B,)) or choose batch_size dividing the "
-                    "member count (and a multiple of the device count)"
-                )
-            return losses
-        if jnp.shape(losses) != jnp.shape(weight):
-            raise ValueError(f"loss_fn must return a scalar or shape {jnp.shape(weight)}, got {jnp.shape(losses)}")
-        return jnp.sum(jnp.where(weight > 0, weight * losses, 0.0)) / jnp.sum(weight)
-
-    @eqx.filter_jit
-    def train_step(params, opt_state, frozen, batch, weight):
-        loss, grads = jax.value_and_grad(objective)(params, frozen, batch, weight)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = eqx.apply_updates(params, updates)
-        if mesh is not None:  # keep the model replicated (the gradient is already all-reduced by XLA)
-            params, opt_state = jax.lax.with_sharding_constraint((params, opt_state), replicated)
-        return params, opt_state, loss
-
-    history: dict = {
-        "epoch": [],
-        "train_loss": [],
-        "val_loss": [],
-        "seconds": [],
-        "best_epoch": None,
-        "best_val": None,
-        "stopped_early": False,
-        "resumed_from": 0,
-    }
-    best_params, bad_epochs, first = params, 0, 0
-    fingerprint = _fingerprint(params, opt_state)
-
-    ckpt = None
-    if checkpoint_dir is not None:
-        import orbax.checkpoint as ocp
-
-        ckpt = ocp.CheckpointManager(
-            Path(checkpoint_dir).absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
-        )
-        latest = ckpt.latest_step()
-        if latest is not None:
-            tmpl = lambda tree: {f"{i:06d}": np.asarray(x) for i, x in enumerate(jax.tree_util.tree_leaves(tree))}  # noqa: E731
-            items = {"params": tmpl(params), "best": tmpl(params), "opt_state": tmpl(opt_state)}
-            meta = ckpt.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-            if meta["fingerprint"] != fingerprint:
-                raise ValueError(f"checkpoints in {checkpoint_dir} belong to another model/optimiser structure")
-            restored = ckpt.restore(
-                latest, args=ocp.args.Composite(**{k: ocp.args.StandardRestore(v) for k, v in items.items() if v})
-            )
-            unflat = lambda tree, d: jax.tree_util.tree_unflatten(  # noqa: E731
-                jax.tree_util.tree_structure(tree), [jnp.asarray(d[k]) for k in sorted(d)] if d else []
-            )
-            params = unflat(params, restored["params"])
-            best_params = unflat(params, restored["best"])
-            opt_state = unflat(opt_state, restored.get("opt_state", {}))
-            history, bad_epochs, first = meta["history"], meta["bad_epochs"], meta["next_epoch"]
-            history["resumed_from"] = first
-
-    def save(epoch_done: int) -> None:
-        import orbax.checkpoint as ocp
-
-        leaves = lambda tree: {f"{i:06d}": np.asarray(x) for i, x in enumerate(jax.tree_util.tree_leaves(tree))}  # noqa: E731
-        items = {"params": leaves(params), "best": leaves(best_params), "opt_state": leaves(opt_state)}
-        meta = {
-            "fingerprint": fingerprint,
-            "next_epoch": epoch_done,
-            "bad_epochs": bad_epochs,
-            "history": history,
-            "rng": {
-                "shuffle": "numpy.random.default_rng([seed, epoch]).permutation(n_members)",
-                "seed": seed,
-                "next_epoch": epoch_done,
-            },
-        }
-        ckpt.save(
-            epoch_done - 1,
-            args=ocp.args.Composite(
-                meta=ocp.args.JsonSave(meta), **{k: ocp.args.StandardSave(v) for k, v in items.items() if v}
-            ),
-        )
-        ckpt.wait_until_finished()
-
-    if mesh is not None:
-        params, opt_state, frozen, best_params = jax.device_put((params, opt_state, frozen, best_params), replicated)
-
-    done_before = first
-    bar = tqdm(total=epochs, initial=first, desc="fit", unit="epoch", disable=not progress)
-    epoch = first
-    while epoch < epochs and not history["stopped_early"]:
-        if stop_after is not None and epoch - done_before >= stop_after:
+    if select is None:
+        select = "val" if val_fn is not None else "last"
+    if select not in ("val", "train", "last") or (select == "val" and val_fn is None):
+        raise ValueError(f"select must be 'val' (with val_fn), 'train' or 'last', got {select!r}")
+    if grad_fn is not None and mesh is not None:
+        raise ValueError("grad_fn and mesh cannot be combined: the engine cannot place a custom gradient")
+    run = _Run(model, loss_fn, data, trainable, batch_fn, n_members, batch_size, mesh, grad_fn, min_delta)
+    optimizer = default_optimizer(learning_rate, epochs * run.n_batches) if optimizer is None else optimizer
+    run.start(optimizer, checkpoint_dir)
+    if validate_initial and run.first == 0 and val_fn is not None:
+        run.history["initial_val"] = float(val_fn(run.model_for_val()))
+        if select == "val":
+            run.consider(run.history["initial_val"], run.params, -1)
+    bar = tqdm(total=epochs, initial=run.first, desc=desc, unit="epoch", disable=not progress)
+    epoch = run.first
+    while epoch < epochs and not run.history["stopped_early"]:
+        if stop_after is not None and epoch - run.first >= stop_after:
             break
         t0 = time.perf_counter()
-        order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
-        total = 0.0
-        for b in range(n_batches):
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            real = idx.size
-            weight = np.zeros(padded)
-            weight[:real] = 1.0
-            idx = np.concatenate([idx, np.full(padded - real, idx[-1])])
-            batch = batch_fn(data, idx)
-            weight = jnp.asarray(weight, jax.tree_util.tree_leaves(params)[0].dtype)
-            if mesh is not None:
-                batch, weight = jax.device_put((batch, weight), member_sharding)
-            params, opt_state, loss = train_step(params, opt_state, frozen, batch, weight)
-            total = total + loss * real
-        model_now = eqx.combine(params, frozen)
-        val = None
-        if val_fn is not None:
-            val = float(val_fn(_host(model_now) if mesh is not None else model_now))
-            if (
-                history["best_val"] is None
-                or val < history["best_val"] - min_delta
-                or not math.isfinite(history["best_val"])
-            ):
-                history["best_val"], history["best_epoch"], best_params, bad_epochs = val, epoch, params, 0
-            else:
-                bad_epochs += 1
-                if patience is not None and bad_epochs >= patience:
-                    history["stopped_early"] = True
-        else:
-            best_params, history["best_epoch"] = params, epoch
-        history["epoch"].append(epoch)
-        history["train_loss"].append(float(total) / n)
-        history["val_loss"].append(val)
-        history["seconds"].append(time.perf_counter() - t0)
+        start = run.params
+        train_loss = run.epoch(np.random.default_rng([seed, epoch]).permutation(run.n) if shuffle else None)
+        val = None if val_fn is None else float(val_fn(run.model_for_val()))
+        run.record(epoch, start, train_loss, val, select, patience, time.perf_counter() - t0)
         epoch += 1
-        if ckpt is not None and (epoch % checkpoint_every == 0 or epoch == epochs or history["stopped_early"]):
-            save(epoch)
-        bar.set_postfix_str(
-            f"loss {history['train_loss'][-1]:.4g}"
-            + ("" if val is None else f" val {val:.4g}")
-            + ("" if history["best_epoch"] is None else f" best@{history['best_epoch']}")
-        )
+        if run.ckpt is not None and (epoch % checkpoint_every == 0 or epoch == epochs or run.history["stopped_early"]):
+            run.save(epoch)
+        bar.set_postfix_str(run.postfix())
         bar.update(1)
     bar.close()
-    if ckpt is not None:
-        ckpt.close()
-    final = best_params if (restore_best and val_fn is not None) else params
-    return _uncommitted(eqx.combine(final, frozen)), history
+    return run.finish()
 
 
-def _uncommitted(tree: Any) -> Any:
-    """Copy the array leaves to the default device, uncommitted (so the model mixes with any data)."""
-    return jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)) if eqx.is_array(x) else x, tree)
+class _Run:
+    """The state of one :func:`fit` call: batching, the compiled step, the best model, history, checkpoints."""
+
+    def __init__(self, model, loss_fn, data, trainable, batch_fn, n_members, batch_size, mesh, grad_fn, min_delta):
+        self.spec = trainable_filter(model) if trainable is None else trainable
+        self.params, self.frozen = eqx.partition(model, self.spec)
+        self.loss_fn, self.grad_fn, self.mesh, self.min_delta = loss_fn, grad_fn, mesh, min_delta
+        self.data = data
+        self.batch_fn = _default_batch if batch_fn is None else batch_fn
+        if n_members is None:
+            first = data(model) if callable(data) else data
+            n_members = jax.tree_util.tree_leaves(first)[0].shape[0]
+        self.n = int(n_members)
+        if self.n < 1 or batch_size < 1:
+            raise ValueError(f"need at least one member and batch_size >= 1, got {self.n}, {batch_size}")
+        self.batch_size = min(batch_size, self.n)
+        self.n_batches = -(-self.n // self.batch_size)
+        self.padded = self.batch_size
+        if mesh is not None:
+            if len(mesh.axis_names) != 1:
+                raise ValueError(f"mesh must be 1-D, got axes {mesh.axis_names}")
+            self.padded = -(-self.batch_size // mesh.devices.size) * mesh.devices.size
+            self.member_sharding = NamedSharding(mesh, P(mesh.axis_names[0]))
+            self.replicated = NamedSharding(mesh, P())
+        self.needs_padding = grad_fn is None and (self.padded != self.batch_size or self.n % self.batch_size != 0)
+        self.best, self.bad_epochs, self.first, self.ckpt = self.params, 0, 0, None
+        self.history: dict = {
+            "epoch": [],
+            "train_loss": [],
+            "val_loss": [],
+            "seconds": [],
+            "initial_val": None,
+            "best_epoch": None,
+            "best_score": None,
+            "stopped_early": False,
+            "resumed_from": 0,
+        }
+
+    # ------------------------------------------------------------------ set-up and checkpoints
+    def start(self, optimizer: optax.GradientTransformation, checkpoint_dir: str | Path | None) -> None:
+        self.optimizer = optimizer
+        self.opt_state = optimizer.init(self.params)
+        self.fingerprint = _fingerprint(self.params, self.opt_state)
+        self.step = self._make_step()
+        if checkpoint_dir is not None:
+            self.ckpt = TrainingCheckpoints(checkpoint_dir)
+            found = self.ckpt.restore({"params": self.params, "best": self.params, "opt_state": self.opt_state},
+                                      check=self._check)  # fmt: skip
+            if found is not None:
+                arrays, record = found
+                self.params, self.best, self.opt_state = arrays["params"], arrays["best"], arrays["opt_state"]
+                self.bad_epochs, self.first = record["bad_epochs"], record["next_epoch"]
+                old = record["history"]  # checkpoints of earlier versions name the best score best_val
+                self.history = {**self.history, "best_score": old.get("best_val"), **old, "resumed_from": self.first}
+        if self.mesh is not None:
+            self.params, self.opt_state, self.frozen, self.best = jax.device_put(
+                (self.params, self.opt_state, self.frozen, self.best), self.replicated
+            )
+
+    def _check(self, record: dict) -> None:
+        if record.get("fingerprint") != self.fingerprint:
+            raise ValueError(f"checkpoints in {self.ckpt.directory} belong to another model/optimiser structure")
+
+    def save(self, epoch_done: int) -> None:
+        record = {"fingerprint": self.fingerprint, "next_epoch": epoch_done, "bad_epochs": self.bad_epochs,
+                  "history": self.history,
+                  "rng": "numpy.random.default_rng([seed, epoch]).permutation(n_members) per epoch"}  # fmt: skip
+        self.ckpt.save(epoch_done - 1, {"params": self.params, "best": self.best, "opt_state": self.opt_state}, record)
+
+    # ------------------------------------------------------------------ the loop
+    def _make_step(self) -> Callable:
+        optimizer, mesh = self.optimizer, self.mesh
+
+        @eqx.filter_jit
+        def update(params, opt_state, grads):
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return eqx.apply_updates(params, updates), opt_state
+
+        if self.grad_fn is not None:
+
+            def custom(params, opt_state, frozen, batch, weight):
+                out = self.grad_fn(eqx.combine(params, frozen), batch)
+                loss, grads, info = out if len(out) == 3 else (*out, {})
+                return (*update(params, opt_state, grads), loss, info)
+
+            return custom
+
+        def objective(params, frozen, batch, weight):
+            losses = self.loss_fn(eqx.combine(params, frozen), batch)
+            if jnp.ndim(losses) == 0:
+                if self.needs_padding:
+                    raise ValueError(
+                        "loss_fn returned a scalar but batches are padded with zero-weight members; return one "
+                        "loss per member (shape (B,)) or choose batch_size dividing the member count (and a "
+                        "multiple of the device count)"
+                    )
+                return losses
+            if jnp.shape(losses) != jnp.shape(weight):
+                raise ValueError(f"loss_fn must return a scalar or shape {jnp.shape(weight)}, got {jnp.shape(losses)}")
+            return jnp.sum(jnp.where(weight > 0, weight * losses, 0.0)) / jnp.sum(weight)
+
+        @eqx.filter_jit
+        def step(params, opt_state, frozen, batch, weight):
+            loss, grads = jax.value_and_grad(objective)(params, frozen, batch, weight)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            params = eqx.apply_updates(params, updates)
+            if mesh is not None:  # keep the model replicated (the gradient is already all-reduced by XLA)
+                params, opt_state = jax.lax.with_sharding_constraint((params, opt_state), self.replicated)
+            return params, opt_state, loss, {}
+
+        return step
+
+    def epoch(self, order: np.ndarray | None) -> float:
+        """One pass over the members in ``order`` (None: in turn); returns the member-weighted mean loss."""
+        order = np.arange(self.n) if order is None else order
+        data = self.data(eqx.combine(self.params, self.frozen)) if callable(self.data) else self.data
+        dtype = jax.tree_util.tree_leaves(self.params)[0].dtype
+        total, info = 0.0, {}
+        for b in range(self.n_batches):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            real = idx.size
+            weight = np.zeros(self.padded)
+            weight[:real] = 1.0
+            if self.grad_fn is None:  # custom gradients see the real members only
+                idx = np.concatenate([idx, np.full(self.padded - real, idx[-1])])
+            batch, weight = self.batch_fn(data, idx), jnp.asarray(weight, dtype)
+            if self.mesh is not None:
+                batch, weight = jax.device_put((batch, weight), self.member_sharding)
+            self.params, self.opt_state, loss, info = self.step(self.params, self.opt_state, self.frozen, batch,
+                                                                weight)  # fmt: skip
+            total = total + loss * real
+        for key, value in info.items():
+            self.history.setdefault(key, []).append(float(value))
+        return float(total) / self.n
+
+    def model_for_val(self) -> Any:
+        model = eqx.combine(self.params, self.frozen)
+        return _host(model) if self.mesh is not None else model
+
+    def record(self, epoch: int, start: Any, train_loss: float, val, select: Select, patience, seconds: float) -> None:
+        """Book an epoch: its losses, the model selection and early stopping."""
+        if select == "last":
+            self.best, self.history["best_epoch"] = self.params, epoch
+        elif not self.consider(val if select == "val" else train_loss, self.params if select == "val" else start,
+                               epoch):  # fmt: skip
+            self.history["stopped_early"] = patience is not None and self.bad_epochs >= patience
+        for key, value in (("epoch", epoch), ("train_loss", train_loss), ("val_loss", val), ("seconds", seconds)):
+            self.history[key].append(value)
+
+    def consider(self, score: float | None, params: Any, epoch: int) -> bool:
+        """Keep ``params`` as the best if ``score`` improves on the best; count a bad epoch otherwise."""
+        best = self.history["best_score"]
+        if best is None or not math.isfinite(best) or score < best - self.min_delta:
+            self.history["best_score"], self.history["best_epoch"], self.best, self.bad_epochs = score, epoch, params, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    def postfix(self) -> str:
+        h = self.history
+        val = h["val_loss"][-1]
+        return (f"loss {h['train_loss'][-1]:.4g}" + ("" if val is None else f" val {val:.4g}")
+                + ("" if h["best_epoch"] is None else f" best@{h['best_epoch']}"))  # fmt: skip
+
+    def finish(self) -> tuple[Any, dict]:
+        if self.ckpt is not None:
+            self.ckpt.close()
+        return _uncommitted(eqx.combine(self.best, self.frozen)), self.history

@@ -7,7 +7,7 @@ are the soil column (:func:`soil_step`, :func:`run`) and the station model (:fun
 
 from .column import check_finite, replay, run, soil_heat, soil_step
 from .constants import Constants, constants
-from .soil_water import WaterFluxes, soil_water
+from .soil_water import AbstractTransport, Richards, SubstepWater, WaterFluxes, soil_water
 from .station import (
     CanopyWater,
     SnowState,
@@ -23,8 +23,10 @@ from .tridiagonal import tridiagonal_solve
 from .types import SoilFluxes, SoilForcing, SoilGrid, SoilOptions, SoilParams, SoilState, ThinSnow
 
 __all__ = [
+    "AbstractTransport",
     "CanopyWater",
     "Constants",
+    "Richards",
     "SnowState",
     "SoilFluxes",
     "SoilForcing",
@@ -37,6 +39,7 @@ __all__ = [
     "StationOptions",
     "StationParams",
     "StationState",
+    "SubstepWater",
     "ThinSnow",
     "WaterFluxes",
     "check_finite",

@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 
 from ._safe import div, safe_where
+from .constants import TFRZ
 
 # Constants (Noah-MP literals; float64 build).
-TFRZ = 273.16  # freezing point, K (ConstFreezePoint)
 MIN_THR = 1.0e-6  # guard against division by zero in SurfaceAlbedo (MinThr)
 SNOW_DENSITY_SCALE = 100.0  # kg m-3, bulk density scale of the Niu07 melt factor
 SOIL_WET_ALBEDO_A = 0.11  # soil-moisture albedo correction: max(0.11 - 0.40 * smc_1, 0)
@@ -50,16 +50,13 @@ class RadiationOptions(eqx.Module):
 
     ``canopy_gap`` = RADIATIVE_TRANSFER_OPTION: 3 ``"one_minus_vegfrac"`` (gap fraction 1 - VegFrac for direct
     and diffuse light; the Bondville default), 2 ``"none"`` (no gaps). ``snow_albedo`` = SNOW_ALBEDO_OPTION 1
-    ``"bats"``. ``dt_s`` main time step, s (snow aging).
+    ``"bats"``. (The time step is the caller's: ``dt_s`` of :func:`surface_albedo`.)
     """
 
-    dt_s: float = eqx.field(static=True, default=1800.0)
     canopy_gap: CanopyGap = eqx.field(static=True, default="one_minus_vegfrac")
     snow_albedo: SnowAlbedo = eqx.field(static=True, default="bats")
 
     def __check_init__(self) -> None:
-        if not (isinstance(self.dt_s, float | int) and self.dt_s > 0):
-            raise ValueError(f"option dt_s must be a positive number of seconds, got {self.dt_s!r}")
         _check_choice("canopy_gap", self.canopy_gap, CanopyGap)
         _check_choice("snow_albedo", self.snow_albedo, SnowAlbedo)
 
@@ -380,6 +377,7 @@ def surface_albedo(
     smc_top: jax.Array,
     params: RadiationParams,
     options: RadiationOptions,
+    dt_s: float,
 ) -> AlbedoOutputs:
     """Surface albedo, per-unit canopy fluxes and sunlit/shaded leaf area (Noah-MP ``SurfaceAlbedo``).
 
@@ -388,9 +386,9 @@ def surface_albedo(
     ``snow_cover_frac`` - from :func:`snow_cover_fraction`; ``swe_mm``, ``swe_prev_mm``, ``snow_age``,
     ``t_grd_k`` see :func:`snow_aging_bats`; ``t_canopy_k`` canopy temperature, K; ``canopy_wet_frac`` wetted
     fraction of the canopy after this step's interception, - (CanopyWetFrac); ``smc_top`` total moisture of
-    soil layer 1, m3 m-3. The snow age advances on every step, also at night.
+    soil layer 1, m3 m-3; ``dt_s`` the time step, s. The snow age advances on every step, also at night.
     """
-    age = snow_aging_bats(swe_mm, swe_prev_mm, snow_age, t_grd_k, params, options.dt_s)
+    age = snow_aging_bats(swe_mm, swe_prev_mm, snow_age, t_grd_k, params, dt_s)
     day = cos_zenith > 0.0
     cosz = safe_where(day, cos_zenith, 1.0)  # evaluated branch only where the sun is up
     vai = lai_eff + sai_eff

@@ -13,13 +13,9 @@ import jax
 import jax.numpy as jnp
 
 from ._safe import safe_divide
+from .constants import EPS_Q, ONE_MINUS_EPS, R_DRY, TFRZ
 
 # Constants of Noah-MP ConstantDefineMod used here (float64 literals as the reference build uses them).
-TFRZ = 273.16  # freezing point, K
-R_DRY = 287.04  # gas constant of dry air, J kg-1 K-1
-CP_AIR = 1004.64  # heat capacity of dry air, J kg-1 K-1
-EPS_Q = 0.622  # ratio of gas constants, dry air / water vapour
-ONE_MINUS_EPS = 0.378  # 1 - EPS_Q as Noah-MP writes it
 CONV_FRACTION = 0.10  # convective share of the total precipitation (all PCP options but 4)
 LARGE_SCALE_FRACTION = 0.90
 DEFAULT_DIRECT_FRACTION = 0.7  # used when the forcing's fraction is outside [0, 1]

@@ -18,16 +18,18 @@ import jax
 import jax.numpy as jnp
 
 from ._safe import div, safe_divide, safe_where
+from .constants import (
+    DENSITY_ICE,
+    DENSITY_WATER,
+    HEAT_CAPACITY_ICE,
+    HEAT_CAPACITY_WATER,
+    LATENT_HEAT_FUSION,
+    LATENT_HEAT_SUBLIMATION,
+    LATENT_HEAT_VAPORIZATION,
+    TFRZ,
+)
 
 # Constants of Noah-MP v5.2 (ConstantDefineMod and the literals of the two routines), float64 literals.
-TFRZ = 273.16  # freezing point, K
-LATENT_HEAT_VAPORIZATION = 2.5104e6  # J kg-1
-LATENT_HEAT_SUBLIMATION = 2.8440e6  # J kg-1
-LATENT_HEAT_FUSION = 0.3336e6  # J kg-1
-HEAT_CAPACITY_WATER = 4.188e6  # volumetric, J m-3 K-1
-HEAT_CAPACITY_ICE = 2.094e6  # volumetric, J m-3 K-1
-DENSITY_WATER = 1000.0  # kg m-3
-DENSITY_ICE = 917.0  # kg m-3
 SNOW_HOLD_COEFF = 6.6  # snow interception capacity: 6.6 (0.27 + 46 / rho_snowfall) per unit LAI+SAI, mm
 SNOW_HOLD_OFFSET = 0.27
 SNOW_HOLD_DENSITY = 46.0  # kg m-3

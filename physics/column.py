@@ -1,9 +1,10 @@
 """The soil column: one pure step function and a (checkpointed) ``lax.scan`` runner.
 
 Order within a step, as in Noah-MP ``EnergyMain`` then ``WaterMain``: thermal properties from the
-start-of-step state, implicit heat diffusion, phase change, soil water. The water step is the seam for
-learned components: any callable with the signature of :func:`dam.physics.soil_water.soil_water` can
-replace the Richards solver (``water=...``) while heat, phase change and bookkeeping stay physical.
+start-of-step state, implicit heat diffusion, phase change, soil water. The water movement of each water
+sub-step is the seam for learned components: ``transport=`` takes any
+:class:`~dam.physics.soil_water.AbstractTransport` in place of Noah-MP's :class:`~dam.physics.soil_water.Richards`,
+while heat, phase change, sub-stepping and water bookkeeping stay physical.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .guards import guard_soil, step_numbers
 from .phase_change import phase_change
 from .soil_temperature import heat_diffusion
 from .soil_thermal_properties import soil_thermal_properties
-from .soil_water import soil_water
+from .soil_water import RICHARDS, AbstractTransport, soil_water
 from .types import (
     LAYER_PARAMS,
     HeatDiagnostics,
@@ -36,7 +37,6 @@ from .types import (
     ThinSnow,
 )
 
-WaterStep = Callable[..., Any]
 Observer = Callable[[SoilState, SoilFluxes], Any]
 
 
@@ -76,16 +76,17 @@ def soil_step(
     grid: SoilGrid,
     options: SoilOptions,
     *,
-    water: WaterStep = soil_water,
+    transport: AbstractTransport = RICHARDS,
 ) -> tuple[SoilState, SoilFluxes]:
     """Advance the soil column(s) by one time step of ``options.dt_s`` seconds.
 
     Works on one column or on any leading batch shape (state and forcing (..., N) / (...,); parameters
-    broadcast against them; the grid is shared).
+    broadcast against them; the grid is shared). ``transport`` moves the water within each water sub-step
+    (default Noah-MP's Richards solver; see :class:`~dam.physics.soil_water.AbstractTransport`).
     """
     grid = grid.astype(state.t.dtype)
     heated, heat, _ = soil_heat(state, forcing.ghf_wm2, params, grid, options)
-    smc, sh2o, wf = water(heated.smc, heated.sh2o, forcing, params, grid, options)
+    smc, sh2o, wf = soil_water(heated.smc, heated.sh2o, forcing, params, grid, options, transport)
     fluxes = SoilFluxes(
         runoff_surface_mm=wf.runoff_surface_mm,
         runoff_subsurface_mm=wf.runoff_subsurface_mm,
@@ -100,7 +101,9 @@ def soil_step(
     return SoilState(t=heated.t, smc=smc, sh2o=sh2o), fluxes
 
 
-def _full_output(state: SoilState, fluxes: SoilFluxes) -> tuple[SoilState, SoilFluxes]:
+def keep_all(state: Any, fluxes: Any) -> tuple[Any, Any]:
+    """The default observer of :func:`run` and :func:`dam.physics.station.run_station`: the state after each step
+    and all fluxes."""
     return state, fluxes
 
 
@@ -151,8 +154,8 @@ def run(
     grid: SoilGrid,
     options: SoilOptions,
     *,
-    water: WaterStep = soil_water,
-    observe: Observer | None = _full_output,
+    transport: AbstractTransport = RICHARDS,
+    observe: Observer | None = keep_all,
     checkpoint_every: int | None = None,
     finite_check: bool = True,
     column_chunk: int | None = None,
@@ -162,8 +165,9 @@ def run(
     Parameters
     ----------
     forcing : SoilForcing whose leaves have a leading time axis (T, ...).
-    observe : what to keep per step, ``observe(state, fluxes)``; the default keeps the state after each
-        step and all fluxes; ``None`` keeps nothing (only the final state is returned).
+    transport : the water movement of each water sub-step (:func:`soil_step`).
+    observe : what to keep per step, ``observe(state, fluxes)``; the default (:func:`keep_all`) keeps the state
+        after each step and all fluxes; ``None`` keeps nothing (the outputs are None).
     checkpoint_every : if given, steps are grouped in segments of this length and each segment is
         rematerialised in the backward pass (``jax.checkpoint``): reverse-mode memory grows with
         T / checkpoint_every + checkpoint_every steps instead of T. ``1`` keeps the states between steps (and the water
@@ -184,7 +188,7 @@ def run(
     if column_chunk is not None:
         return _run_in_chunks(
             state0, forcing, params, grid, options, column_chunk,
-            water=water, observe=observe, checkpoint_every=checkpoint_every, finite_check=finite_check,
+            transport=transport, observe=observe, checkpoint_every=checkpoint_every, finite_check=finite_check,
         )  # fmt: skip
     observe = observe or (lambda s, f: None)
 
@@ -192,7 +196,7 @@ def run(
         frc, i = xs
         if finite_check:
             frc = check_finite_forcing(frc)
-        new, fluxes = soil_step(state, frc, params, grid, options, water=water)
+        new, fluxes = soil_step(state, frc, params, grid, options, transport=transport)
         if finite_check:
             new = guard_soil(new, params, i)
         return new, observe(new, fluxes)
@@ -257,10 +261,10 @@ def replay(
     grid: SoilGrid,
     options: SoilOptions,
     *,
-    water: WaterStep = soil_water,
+    transport: AbstractTransport = RICHARDS,
 ) -> tuple[SoilState, SoilFluxes]:
     """Per-step replay: step t starts from ``states[t]`` (e.g. a reference trajectory) with ``forcing[t]``.
 
     All steps are independent, so they run as one batch (the time axis is a batch axis).
     """
-    return soil_step(states, forcing, params, grid, options, water=water)
+    return soil_step(states, forcing, params, grid, options, transport=transport)

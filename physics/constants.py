@@ -16,6 +16,25 @@ import numpy as np
 
 LiteralFlavour = Literal["f64", "f32_widened"]
 
+# Noah-MP ``ConstantDefineMod`` values as exact decimal doubles. The surface routines use these names directly; the
+# soil routines read them through :class:`Constants`, where the ``"f32_widened"`` flavour widens the literals.
+TFRZ = 273.16  # freezing point, K (ConstFreezePoint)
+GRAV = 9.80616  # gravitational acceleration, m s-2
+VON_KARMAN = 0.40  # von Karman constant, -
+CP_AIR = 1004.64  # heat capacity of dry air, J kg-1 K-1
+R_VAPOR = 461.269  # gas constant of water vapour, J kg-1 K-1
+R_DRY = 287.04  # gas constant of dry air, J kg-1 K-1
+EPS_Q = 0.622  # ratio of the gas constants, dry air / water vapour
+ONE_MINUS_EPS = 0.378  # 1 - EPS_Q as Noah-MP writes it
+STEFAN_BOLTZMANN = 5.67e-08  # W m-2 K-4
+LATENT_HEAT_VAPORIZATION = 2.5104e6  # J kg-1
+LATENT_HEAT_SUBLIMATION = 2.8440e6  # J kg-1
+LATENT_HEAT_FUSION = 0.3336e6  # J kg-1
+HEAT_CAPACITY_WATER = 4.188e6  # volumetric, J m-3 K-1
+HEAT_CAPACITY_ICE = 2.094e6  # volumetric, J m-3 K-1
+DENSITY_WATER = 1000.0  # kg m-3 (also the mm <-> m factor)
+DENSITY_ICE = 917.0  # kg m-3
+
 
 @dataclasses.dataclass(frozen=True)
 class Constants:
@@ -53,7 +72,7 @@ class Constants:
     koren_ck: float = 8.0
     koren_bmax: float = 5.5
     koren_iterations: int = 10
-    rho_water: float = 1000.0  # kg m-3 (also the mm <-> m factor)
+    rho_water: float = DENSITY_WATER  # kg m-3 (also the mm <-> m factor)
     seconds_per_day: float = 86400.0
 
 
@@ -63,12 +82,12 @@ def _widen(x: float) -> float:
 
 
 _LITERALS = dict(
-    tfrz=273.16,
-    grav=9.80616,
+    tfrz=TFRZ,
+    grav=GRAV,
     k_water=0.57,
     k_ice=2.2,
     k_quartz=7.7,
-    c_air=1004.64,
+    c_air=CP_AIR,
     k_snow_blend=0.35,
     kdry_a=0.135,
     kdry_b=64.7,
@@ -84,7 +103,9 @@ _LITERALS = dict(
     koren_tol=0.005,
     koren_min_liquid=0.02,
 )
-_EXACT = dict(lf=0.3336e6, c_water=4.188e6, c_ice=2.094e6, k_other=2.0, rho_solid=2700.0)
+_EXACT = dict(
+    lf=LATENT_HEAT_FUSION, c_water=HEAT_CAPACITY_WATER, c_ice=HEAT_CAPACITY_ICE, k_other=2.0, rho_solid=2700.0
+)
 
 
 def constants(flavour: LiteralFlavour = "f64") -> Constants:

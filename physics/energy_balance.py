@@ -23,15 +23,22 @@ from jax import lax
 
 from ._safe import safe_where
 from .atmos_forcing import AtmosState
-from .stomata import CanopyStomata, StomataInputs, StomataParams, ball_berry_canopy
-from .surface_layer import (
+from .constants import (
     CP_AIR,
+    DENSITY_ICE,
+    DENSITY_WATER,
     EPS_Q,
-    LH_EVAP,
-    LH_SUBL,
+    HEAT_CAPACITY_ICE,
+    HEAT_CAPACITY_WATER,
+    LATENT_HEAT_SUBLIMATION,
+    LATENT_HEAT_VAPORIZATION,
     ONE_MINUS_EPS,
+    STEFAN_BOLTZMANN,
     TFRZ,
     VON_KARMAN,
+)
+from .stomata import CanopyStomata, StomataInputs, StomataParams, ball_berry_canopy
+from .surface_layer import (
     GroundEvaporation,
     GroundResistance,
     MostState,
@@ -46,11 +53,6 @@ from .surface_layer import (
 )
 from .types import SoilParams
 
-SIGMA = 5.67e-08  # Stefan-Boltzmann constant, W m-2 K-4
-C_WATER = 4.188e06  # volumetric heat capacity of water, J m-3 K-1
-C_ICE = 2.094e06  # volumetric heat capacity of ice, J m-3 K-1
-RHO_WATER = 1000.0  # kg m-3
-RHO_ICE = 917.0  # kg m-3
 MAX_AREA_INDEX = 6.0  # cap of LAI, SAI and LAI+SAI in the canopy fluxes, m2 m-2
 N_CANOPY_ITERATIONS = 20
 MIN_CANOPY_ITERATIONS = 5
@@ -65,19 +67,16 @@ GroundSnowClamp = Literal["fsno_weighted", "freezing_point", "none"]
 
 
 class SurfaceEnergyOptions(eqx.Module):
-    """Static choices: ``dt_s`` main time step (s); ``ground_resistance`` Noah-MP OPT_RSF (``"sz09"`` 1,
+    """Static choices: ``ground_resistance`` Noah-MP OPT_RSF (``"sz09"`` 1,
     ``"sellers92"`` 2, ``"sellers92_modified"`` 3, ``"sz09_snow"`` 4); ``ground_snow_clamp`` the ground
     temperature treatment under snow deeper than 5 cm from OPT_STC (``"fsno_weighted"`` 3: T -> (1-fsno) T +
     fsno TFRZ; ``"freezing_point"`` 1: T -> TFRZ; ``"none"`` 2: done after the soil solve in EnergyMain, not
     here). Surface drag is Monin-Obukhov (SFC=1) and stomata Ball-Berry (CRS=1) or a replacement callable."""
 
-    dt_s: float = eqx.field(static=True, default=1800.0)
     ground_resistance: GroundResistance = eqx.field(static=True, default="sz09_snow")
     ground_snow_clamp: GroundSnowClamp = eqx.field(static=True, default="fsno_weighted")
 
     def __check_init__(self) -> None:
-        if not (isinstance(self.dt_s, float | int) and self.dt_s > 0):
-            raise ValueError(f"option dt_s must be a positive number of seconds, got {self.dt_s!r}")
         if self.ground_resistance not in get_args(GroundResistance):
             raise ValueError(f"option ground_resistance={self.ground_resistance!r} is not one of "
                              f"{get_args(GroundResistance)}")  # fmt: skip
@@ -326,6 +325,7 @@ def surface_flux_vegetated(
     params: SurfaceParams,
     options: SurfaceEnergyOptions = DEFAULT_OPTIONS,
     *,
+    dt_s: float,
     stomata: StomataModel = ball_berry_canopy,
 ) -> VegetatedFluxes:
     """Noah-MP ``SurfaceEnergyFluxVegetated``: canopy, canopy-air and below-canopy ground temperatures and
@@ -333,9 +333,9 @@ def surface_flux_vegetated(
 
     ``stomata`` is the stomatal model seam: Ball-Berry by default; any callable ``(StomataInputs,
     StomataParams) -> CanopyStomata`` (e.g. :class:`dam.physics.stomata.PrescribedStomata`) replaces it. It is
-    evaluated once, in the first canopy iteration, as in Noah-MP.
+    evaluated once, in the first canopy iteration, as in Noah-MP. ``dt_s`` is the time step, s.
     """
-    dt = options.dt_s
+    dt = dt_s
     fv = inp.veg_frac
     rho, cp = air.rho_air, CP_AIR
     t_air, e_air, lw_down = air.t_air, air.e_air, air.lw_down
@@ -352,12 +352,12 @@ def surface_flux_vegetated(
     z0h_can, z0h_grd = rough.z0m_sfc, rough.z0m_grd  # Noah-MP keeps z0h = z0m (Zilitinkevich factor off)
     wind_top = air.wind * jnp.log((hcan - d + z0m) / z0m) / jnp.log(rough.z_ref / z0m)
 
-    lw_air = -ev * (1.0 + (1.0 - ev) * (1.0 - eg)) * lw_down - ev * eg * SIGMA * t_grd0**4
-    lw_can = (2.0 - ev * (1.0 - eg)) * ev * SIGMA
+    lw_air = -ev * (1.0 + (1.0 - ev) * (1.0 - eg)) * lw_down - ev * eg * STEFAN_BOLTZMANN * t_grd0**4
+    lw_can = (2.0 - ev * (1.0 - eg)) * ev * STEFAN_BOLTZMANN
     heat_cap = (
-        params.canopy_heat_capacity_factor * vai * C_WATER
-        + inp.canopy_liq * C_WATER / RHO_WATER
-        + inp.canopy_ice * C_ICE / RHO_ICE
+        params.canopy_heat_capacity_factor * vai * HEAT_CAPACITY_WATER
+        + inp.canopy_liq * HEAT_CAPACITY_WATER / DENSITY_WATER
+        + inp.canopy_ice * HEAT_CAPACITY_ICE / DENSITY_ICE
     )
 
     def iteration(c: _CanopyCarry, first: bool, rs_sun, rs_sha):
@@ -455,8 +455,8 @@ def surface_flux_vegetated(
     r_under = carry.r_under
 
     # below-canopy ground: Newton iterations on the ground temperature
-    lw_air_g = -eg * (1.0 - ev) * lw_down - eg * ev * SIGMA * t_veg**4
-    lw_can_g = eg * SIGMA
+    lw_air_g = -eg * (1.0 - ev) * lw_down - eg * ev * STEFAN_BOLTZMANN * t_veg**4
+    lw_can_g = eg * STEFAN_BOLTZMANN
     sh_coeff = rho * cp / r_under
     lh_coeff = rho * cp / (psy.gamma_ground * (r_under + gev.rsurf))
     g_coeff = 2.0 * inp.k_top / inp.dz_top
@@ -484,7 +484,7 @@ def surface_flux_vegetated(
             t_c = (1.0 - inp.snow_cover_frac) * t_grd + inp.snow_cover_frac * TFRZ
         else:
             t_c = jnp.full_like(t_grd, TFRZ)
-        lw_c = lw_can_g * t_c**4 - eg * (1.0 - ev) * lw_down - eg * ev * SIGMA * t_veg**4
+        lw_c = lw_can_g * t_c**4 - eg * (1.0 - ev) * lw_down - eg * ev * STEFAN_BOLTZMANN * t_veg**4
         sh_c = sh_coeff * (t_c - t_canair)
         lh_c = lh_coeff * (esat_g * rh - e_canair)  # Noah-MP keeps esat of the last iteration's start
         g_c = inp.sw_abs_grd + inp.adv_veg_grd - (lw_c + sh_c + lh_c)
@@ -525,7 +525,7 @@ def surface_flux_bare(
     rho, cp = air.rho_air, CP_AIR
     t_air, e_air, lw_down = air.t_air, air.e_air, air.lw_down
     eg = inp.emissivity_grd
-    lw_coeff = eg * SIGMA
+    lw_coeff = eg * STEFAN_BOLTZMANN
     g_coeff = 2.0 * inp.k_top / inp.dz_top
     rh = gev.rh_grd
     z0 = rough.z0m_grd
@@ -598,7 +598,7 @@ def canopy_water_fluxes(
     the canopy latent heats (W m-2): evaporation of liquid / sublimation of ice limited by the stored water
     (``canopy_liq`` / ``canopy_ice`` mm), dew / frost unlimited."""
     frozen = frozen_canopy > 0.0
-    lat = jnp.where(frozen, LH_SUBL, LH_EVAP)
+    lat = jnp.where(frozen, LATENT_HEAT_SUBLIMATION, LATENT_HEAT_VAPORIZATION)
     transp = jnp.maximum(lh_transp / lat, 0.0)
     x = lh_canopy / lat
     gain = jnp.abs(jnp.minimum(x, 0.0))
@@ -616,6 +616,7 @@ def surface_energy(
     soil_dz1: jax.Array | float,
     options: SurfaceEnergyOptions = DEFAULT_OPTIONS,
     *,
+    dt_s: float,
     stomata: StomataModel = ball_berry_canopy,
 ) -> SurfaceEnergyFluxes:
     """The flux part of Noah-MP ``EnergyMain`` for a soil point: roughness, ground evaporation resistance,
@@ -624,7 +625,7 @@ def surface_energy(
     ``soil`` gives layer-1 hydraulics (``smcmax``, ``smcwlt``, ``bexp``, ``psisat``; index 0 of the layer
     axis) and ``soil_dz1`` the thickness of soil layer 1 (m) for the ground evaporation resistance. The soil
     temperature solve, phase change and OPT_STC=2 adjustment that follow in EnergyMain are not part of this
-    function: feed ``g`` (HeatGroundTot) to the soil column.
+    function: feed ``g`` (HeatGroundTot) to the soil column. ``dt_s`` is the time step, s.
     """
     fv = inp.veg_frac
     vai_eff = inp.lai_eff + inp.sai_eff
@@ -646,7 +647,7 @@ def surface_energy(
         inp,
         (jnp.where(vegetated, inp.lai_eff, 0.0), jnp.where(vegetated, inp.sai_eff, 1.0), jnp.where(vegetated, fv, 1.0)),
     )
-    veg = surface_flux_vegetated(air, safe_inp, prev, rough, psy, gev, params, options, stomata=stomata)
+    veg = surface_flux_vegetated(air, safe_inp, prev, rough, psy, gev, params, options, dt_s=dt_s, stomata=stomata)
     bare = surface_flux_bare(air, inp, prev, rough, psy, gev, options)
 
     lw_net = jnp.where(vegetated, fv * veg.lw_net_grd + (1.0 - fv) * bare.lw_net + veg.lw_net_canopy, bare.lw_net)
@@ -672,11 +673,9 @@ def surface_energy(
 
     emissivity = surface_emissivity(inp.emissivity_veg, inp.emissivity_grd, fv)
     lw_emit = air.lw_down + lw_net
-    t_rad = ((lw_emit - (1.0 - emissivity) * air.lw_down) / (emissivity * SIGMA)) ** 0.25
+    t_rad = ((lw_emit - (1.0 - emissivity) * air.lw_down) / (emissivity * STEFAN_BOLTZMANN)) ** 0.25
 
-    transp, evap_can = canopy_water_fluxes(
-        lh_can, lh_tr, psy.frozen_canopy, inp.canopy_liq, inp.canopy_ice, options.dt_s
-    )
+    transp, evap_can = canopy_water_fluxes(lh_can, lh_tr, psy.frozen_canopy, inp.canopy_liq, inp.canopy_ice, dt_s)
     x = lh_grd / psy.latent_heat_ground
     evap_grd = jnp.maximum(x, 0.0) - jnp.abs(jnp.minimum(x, 0.0))
 

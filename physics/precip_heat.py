@@ -11,9 +11,10 @@ import jax
 import jax.numpy as jnp
 
 from ._safe import div, safe_divide
+from .constants import HEAT_CAPACITY_ICE, HEAT_CAPACITY_WATER
 
-HEAT_CAPACITY_WATER_MASS = 4.188e6 / 1000.0  # J kg-1 K-1 (ConstHeatCapacWater / 1000, folded as the Fortran does)
-HEAT_CAPACITY_ICE_MASS = 2.094e6 / 1000.0  # J kg-1 K-1 (ConstHeatCapacIce / 1000)
+HEAT_CAPACITY_WATER_MASS = HEAT_CAPACITY_WATER / 1000.0  # J kg-1 K-1 (folded as the Fortran does)
+HEAT_CAPACITY_ICE_MASS = HEAT_CAPACITY_ICE / 1000.0  # J kg-1 K-1 (ConstHeatCapacIce / 1000)
 ADVECTED_HEAT_LIMIT = 20.0  # W m-2, bound on each term
 
 

@@ -81,6 +81,7 @@ def surface_radiation(
     smc_top: jax.Array,
     params: RadiationParams,
     options: RadiationOptions,
+    dt_s: float,
     sw_dir_frac: jax.Array | float = 0.7,
     sw_vis_frac: jax.Array | float = 0.5,
 ) -> RadiationOutputs:
@@ -88,7 +89,7 @@ def surface_radiation(
 
     ``sw_down_wm2`` downward shortwave at the reference height, W m-2, split into ``sw_dir_frac`` direct
     and ``sw_vis_frac`` visible (HRLDAS fixes 0.7 and 0.5). The other inputs are those of
-    :func:`dam.physics.albedo.surface_albedo` (start-of-step state).
+    :func:`dam.physics.albedo.surface_albedo` (start-of-step state; ``dt_s`` the time step, s).
     """
     a = surface_albedo(
         cos_zenith=cos_zenith,
@@ -105,6 +106,7 @@ def surface_radiation(
         smc_top=smc_top,
         params=params,
         options=options,
+        dt_s=dt_s,
     )
     sw, sw_dir, sw_dif = shortwave_split(sw_down_wm2, cos_zenith, sw_dir_frac, sw_vis_frac)
     abs_can_dir = sw_dir * a.direct.absorbed_veg

@@ -5,14 +5,22 @@
 The prognostic variable is liquid water; ice is frozen during the water step. The step is split into 3
 sub-steps, or 6 when the infiltration of the whole step would exceed the top layer's porosity. Diffusion
 is implicit (tridiagonal), gravity drainage, infiltration, evaporation and transpiration explicit.
+
+The water movement of a sub-step is the seam for learned components: :func:`soil_water` takes a
+``transport`` (an :class:`AbstractTransport`; :class:`Richards` is Noah-MP's), and everything around it
+(frost, porosity clip, sub-step count and loop, infiltration, bucket, negative-water fix, runoff) is shared,
+so a hybrid and the physics step the same way.
 """
 
 from __future__ import annotations
 
+import abc
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jax import lax
+from jax import Array, lax
 
 from ._remat import keep_loop_carry
 from ._safe import div
@@ -66,61 +74,115 @@ def bucket(sh2o: list, ice: jax.Array, params: SoilParams, dz: jax.Array, const)
     return sh2o, jnp.where(down, excess_bottom, excess_top)
 
 
-def richards_substep(
-    sh2o: jax.Array,
-    smc: jax.Array,
-    ice: jax.Array,
-    infil_mps: jax.Array,
-    evap_mps: jax.Array,
-    etran_mps: jax.Array,
-    imperm: jax.Array,
-    ice_max: jax.Array,
-    params: SoilParams,
-    grid: SoilGrid,
-    options: SoilOptions,
-    dt: jax.Array,
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """One Richards sub-step of length ``dt`` (s).
+class SubstepWater(eqx.Module):
+    """What a transport sees in one water sub-step (any leading batch shape).
 
-    Returns the new liquid and total moisture (m3 m-3), the saturation excess (m) and the bottom
-    drainage (m s-1).
+    ``sh2o`` / ``smc`` (..., N) liquid and total moisture at the start of the sub-step, m3 m-3 (liquid within the
+    effective porosity); ``ice`` (..., N) ice content, m3 m-3, frozen during the step; ``infil_mps`` (...,)
+    infiltration into layer 1 over the sub-step (Schaake, computed by :func:`soil_water`), m s-1; ``evap_mps``
+    (...,) soil evaporation from layer 1 (0 on frozen ground), m s-1; ``etran_mps`` (..., N) transpiration
+    from each layer, m s-1.
     """
-    c = options.const
-    n = grid.n_layers
-    dz, dist = grid.dz, grid.node_distance
-    if options.frozen_permeability == "niu06":
-        diff, cond = hydraulics_total_moisture(smc, imperm, params, c)
-        moist = smc
-    else:
-        diff, cond = hydraulics_liquid_moisture(sh2o, ice_max, params, c)
-        moist = sh2o
-    inv = div(2.0, dist)
-    # Per-layer views taken once: their transposes (stacks) are cheap, repeated slices' are not.
-    m = lax.unstack(moist, axis=-1)
-    d, kk, tr = (lax.unstack(v, axis=-1) for v in (diff, cond, etran_mps))
-    grad = [div(2.0 * (m[k] - m[k + 1]), dist[k]) for k in range(n - 1)]
-    drain = params.slope * kk[-1]
 
-    exc = [d[0] * grad[0] + kk[0] - infil_mps + tr[0] + evap_mps]
-    exc += [d[k] * grad[k] + kk[k] - d[k - 1] * grad[k - 1] - kk[k - 1] + tr[k] for k in range(1, n - 1)]
-    exc.append(-(d[n - 2] * grad[n - 2]) - kk[n - 2] + tr[n - 1] + drain)
-    rhs = [div(exc[k], -dz[k]) for k in range(n)]
+    sh2o: jax.Array
+    smc: jax.Array
+    ice: jax.Array
+    infil_mps: jax.Array
+    evap_mps: jax.Array
+    etran_mps: jax.Array
 
-    b1 = div(d[0] * inv[0], dz[0])
-    upper = [-b1] + [div(-d[k] * inv[k], dz[k]) for k in range(1, n - 1)]
-    lower = [div(-d[k - 1] * inv[k - 1], dz[k]) for k in range(1, n)]
-    zero = jnp.zeros_like(b1)
-    diag = [b1] + [-(lower[k - 1] + upper[k]) for k in range(1, n - 1)] + [-(lower[-1] + zero)]
-    a = [zero] + lower
-    cc = upper + [zero]
-    dtheta = tridiagonal_solve_layers(
-        [v * dt for v in a], [1.0 + v * dt for v in diag], [v * dt for v in cc], [v * dt for v in rhs]
-    )
 
-    s = lax.unstack(sh2o, axis=-1)
-    layers, sat_excess = bucket([s[k] + dtheta[k] for k in range(n)], ice, params, dz, c)
-    sh2o = jnp.stack(layers, axis=-1)
-    return sh2o, sh2o + ice, sat_excess, drain
+class AbstractTransport(eqx.Module):
+    """The seam of the soil water step: the water movement of one sub-step.
+
+    :func:`soil_water` owns everything around it, shared by every transport: the frost of frozen ground, the
+    porosity clip, the sub-step count (3, or 6 after heavy infiltration) and loop, the Schaake infiltration of
+    each sub-step, the bucket overflow after each sub-step, the negative-water fix and the runoff bookkeeping.
+    A transport only moves water within a sub-step: it applies the sub-step's infiltration and sinks and its
+    inter-layer fluxes and returns the new liquid moisture (before the bucket) and the bottom drainage. Water
+    is conserved when ``sum_k dz_k (sh2o_new - sh2o)_k = (infil - evap - sum_k etran_k - drainage) dt``.
+
+    Subclasses: :class:`Richards` (Noah-MP's physics) and the learned transports of :mod:`dam.coupling`.
+    """
+
+    def prepare(self, water: SubstepWater, params: SoilParams, grid: SoilGrid, options: SoilOptions) -> Any:
+        """Once per model step, before the sub-steps: what stays constant over them (default None).
+
+        ``water`` is the state entering the first sub-step; its ``infil_mps`` is the infiltration of the whole
+        step (which decides the sub-step count), not of a sub-step.
+        """
+        return None
+
+    @abc.abstractmethod
+    def substep(
+        self, water: SubstepWater, prepared: Any, params: SoilParams, grid: SoilGrid, options: SoilOptions, dt: Array
+    ) -> tuple[Array, Array]:
+        """Move the water of one sub-step of ``dt`` seconds.
+
+        Returns
+        -------
+        sh2o : (..., N) liquid moisture after the sub-step, before the bucket overflow, m3 m-3.
+        drainage_mps : (...,) bottom drainage over the sub-step, m s-1.
+        """
+
+
+class Richards(AbstractTransport):
+    """Noah-MP's soil water transport (``SoilWaterDiffusionRichards``, ``SoilMoistureSolver``): the
+    Richards equation with implicit (tridiagonal) diffusion, explicit gravity drainage, infiltration,
+    evaporation and transpiration, and free drainage at the bottom."""
+
+    def prepare(self, water: SubstepWater, params: SoilParams, grid: SoilGrid, options: SoilOptions) -> Any:
+        """The impermeable fraction (OPT_INF=1) and the column-maximum ice (OPT_INF=2) of the step's ice."""
+        imperm = impermeable_fraction(water.ice, params, options.const)
+        ice_max = jnp.maximum(0.0, jnp.max(water.ice, axis=-1))
+        return imperm, ice_max
+
+    def substep(
+        self, water: SubstepWater, prepared: Any, params: SoilParams, grid: SoilGrid, options: SoilOptions, dt: Array
+    ) -> tuple[Array, Array]:
+        c = options.const
+        n = grid.n_layers
+        dz, dist = grid.dz, grid.node_distance
+        imperm, ice_max = prepared
+        if options.frozen_permeability == "niu06":
+            diff, cond = hydraulics_total_moisture(water.smc, imperm, params, c)
+            moist = water.smc
+        else:
+            diff, cond = hydraulics_liquid_moisture(water.sh2o, ice_max, params, c)
+            moist = water.sh2o
+        inv = div(2.0, dist)
+        # Per-layer views taken once: their transposes (stacks) are cheap, repeated slices' are not.
+        m = lax.unstack(moist, axis=-1)
+        d, kk, tr = (lax.unstack(v, axis=-1) for v in (diff, cond, water.etran_mps))
+        grad = [div(2.0 * (m[k] - m[k + 1]), dist[k]) for k in range(n - 1)]
+        drain = params.slope * kk[-1]
+
+        exc = [d[0] * grad[0] + kk[0] - water.infil_mps + tr[0] + water.evap_mps]
+        exc += [d[k] * grad[k] + kk[k] - d[k - 1] * grad[k - 1] - kk[k - 1] + tr[k] for k in range(1, n - 1)]
+        exc.append(-(d[n - 2] * grad[n - 2]) - kk[n - 2] + tr[n - 1] + drain)
+        rhs = [div(exc[k], -dz[k]) for k in range(n)]
+
+        b1 = div(d[0] * inv[0], dz[0])
+        upper = [-b1] + [div(-d[k] * inv[k], dz[k]) for k in range(1, n - 1)]
+        lower = [div(-d[k - 1] * inv[k - 1], dz[k]) for k in range(1, n)]
+        zero = jnp.zeros_like(b1)
+        diag = [b1] + [-(lower[k - 1] + upper[k]) for k in range(1, n - 1)] + [-(lower[-1] + zero)]
+        a = [zero] + lower
+        cc = upper + [zero]
+        dtheta = tridiagonal_solve_layers(
+            [v * dt for v in a], [1.0 + v * dt for v in diag], [v * dt for v in cc], [v * dt for v in rhs]
+        )
+        s = lax.unstack(water.sh2o, axis=-1)
+        return jnp.stack([s[k] + dtheta[k] for k in range(n)], axis=-1), drain
+
+
+RICHARDS = Richards()
+
+
+def substep_count(infil_mps: jax.Array, params: SoilParams, dz: jax.Array, dt: float) -> jax.Array:
+    """Water sub-steps of a step (int32): 3, or 6 when the step's infiltration ``infil_mps`` (m s-1) would
+    exceed the top layer's pore volume."""
+    return jnp.where(infil_mps * dt > dz[0] * params.smcmax[..., 0], MAX_SUBSTEPS, 3).astype(jnp.int32)
 
 
 def min_water_fix(sh2o: jax.Array, dz: jax.Array, const) -> tuple[jax.Array, jax.Array]:
@@ -145,12 +207,15 @@ def soil_water(
     params: SoilParams,
     grid: SoilGrid,
     options: SoilOptions,
+    transport: AbstractTransport = RICHARDS,
 ) -> tuple[Layered, Layered, WaterFluxes]:
-    """The soil water step of Noah-MP (after the phase change).
+    """The soil water step of Noah-MP (after the phase change), with the water movement of each sub-step done by
+    ``transport`` (default :class:`Richards`, Noah-MP's physics; see :class:`AbstractTransport`).
 
     Parameters
     ----------
     smc, sh2o : (..., N) total and liquid moisture after the phase change, m3 m-3.
+    transport : the sub-step's water movement.
 
     Returns
     -------
@@ -179,27 +244,28 @@ def soil_water(
     for k in range(n):
         sat_excess = sat_excess + jnp.maximum(0.0, sh2o[..., k] - porosity[..., k]) * dz[k]
     sh2o = jnp.minimum(porosity, sh2o)
-    imperm = impermeable_fraction(ice, params, c)
-    ice_max = jnp.maximum(0.0, jnp.max(ice, axis=-1))
 
     qin = forcing.qinsurf_mps
     _, infil_full = schaake_infiltration(qin, sh2o, ice, params, dz, dt, c)
-    nsub = jnp.where(infil_full * dt > dz[0] * params.smcmax[..., 0], MAX_SUBSTEPS, 3).astype(jnp.int32)
+    prepared = transport.prepare(SubstepWater(sh2o, smc, ice, infil_full, evap, forcing.etran_mps), params, grid,
+                                 options)  # fmt: skip
+    nsub = substep_count(infil_full, params, dz, dt)
     nsub_f = nsub.astype(sh2o.dtype)
     dt_sub = div(dt, nsub_f)
 
     def substep(i, carry):
         sh2o, smc, runoff_acc, drain_acc, sat_acc, infil_last = carry
         runoff, infil = schaake_infiltration(qin, sh2o, ice, params, dz, dt_sub, c)
-        new = richards_substep(
-            sh2o, smc, ice, infil, evap, forcing.etran_mps, imperm, ice_max, params, grid, options, dt_sub
-        )
+        water = SubstepWater(sh2o, smc, ice, infil, evap, forcing.etran_mps)
+        moved, drain = transport.substep(water, prepared, params, grid, options, dt_sub)
+        layers, excess = bucket(lax.unstack(moved, axis=-1), ice, params, dz, c)
+        new = jnp.stack(layers, axis=-1)
         active = i < nsub
-        sh2o = jnp.where(active[..., None], new[0], sh2o)
-        smc = jnp.where(active[..., None], new[1], smc)
+        sh2o = jnp.where(active[..., None], new, sh2o)
+        smc = jnp.where(active[..., None], new + ice, smc)
         runoff_acc = jnp.where(active, runoff_acc + runoff, runoff_acc)
-        drain_acc = jnp.where(active, drain_acc + new[3], drain_acc)
-        sat_acc = jnp.where(active, sat_acc + new[2], sat_acc)
+        drain_acc = jnp.where(active, drain_acc + drain, drain_acc)
+        sat_acc = jnp.where(active, sat_acc + excess, sat_acc)
         infil_last = jnp.where(active, infil, infil_last)
         return keep_loop_carry((sh2o, smc, runoff_acc, drain_acc, sat_acc, infil_last))
 

@@ -5,9 +5,10 @@ precipitation heat advection, then ``EnergyMain`` (snow cover, thermal propertie
 emissivity, soil-water stress, the vegetated and bare tile energy balances, soil heat conduction and phase
 change) and ``WaterMain`` (canopy hydrology, the bulk snowpack, the soil-column water boundary, soil water).
 
-Two seams for learned components: ``water`` replaces the soil water transport (signature of
-:func:`dam.physics.soil_water.soil_water`) and ``stomata`` the stomatal resistance model (signature of
-:func:`dam.physics.stomata.ball_berry_canopy`). Everything else stays physical.
+Two seams for learned components: ``transport`` moves the soil water within each water sub-step (an
+:class:`~dam.physics.soil_water.AbstractTransport`, default Noah-MP's Richards solver) and ``stomata`` replaces the
+stomatal resistance model (signature of :func:`dam.physics.stomata.ball_berry_canopy`). Everything else stays
+physical.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 from .albedo import RadiationOptions, RadiationParams, SnowCoverParams, snow_cover_fraction
 from .atmos_forcing import AtmosOptions, AtmosParams, atmos_forcing
 from .canopy_hydrology import CanopyWaterParams, canopy_hydrology, canopy_water_intercept
-from .column import scan_checkpointed, soil_heat
+from .column import keep_all, scan_checkpointed, soil_heat
 from .energy_balance import (
     SurfaceEnergyFluxes,
     SurfaceEnergyOptions,
@@ -38,7 +39,7 @@ from .radiation import emissivity, surface_radiation
 from .shapes import PerColumn
 from .snow import ground_water
 from .soil_thermal_properties import soil_thermal_properties
-from .soil_water import soil_water
+from .soil_water import RICHARDS, AbstractTransport, soil_water
 from .stomata import ball_berry_canopy
 from .transpiration import TranspirationOptions, soil_water_transpiration
 from .types import SoilGrid, SoilOptions, SoilParams, SoilState, ThinSnow
@@ -108,7 +109,7 @@ class StationParams(eqx.Module):
 
 
 class StationOptions(eqx.Module):
-    """Static configuration: the process options of each part, all with the same time step ``dt_s``."""
+    """Static configuration: the process options of each part. The time step is the soil's, ``soil.dt_s``."""
 
     soil: SoilOptions = SoilOptions()
     radiation: RadiationOptions = RadiationOptions()
@@ -117,13 +118,9 @@ class StationOptions(eqx.Module):
     transpiration: TranspirationOptions = TranspirationOptions()
     days_in_year: float = eqx.field(static=True, default=365.0)
 
-    def __check_init__(self) -> None:
-        steps = {self.soil.dt_s, self.radiation.dt_s, self.surface.dt_s}
-        if len(steps) != 1:
-            raise ValueError(f"all parts must use the same time step, got {sorted(steps)} s")
-
     @property
     def dt_s(self) -> float:
+        """The time step, s (its one home is :attr:`SoilOptions.dt_s`)."""
         return self.soil.dt_s
 
 
@@ -170,7 +167,7 @@ def station_step(
     grid: SoilGrid,
     options: StationOptions,
     *,
-    water: Callable = soil_water,
+    transport: AbstractTransport = RICHARDS,
     stomata: Callable = ball_berry_canopy,
 ) -> tuple[StationState, StationFluxes]:
     """Advance the station column(s) by one step of ``options.dt_s`` seconds (any leading batch shape)."""
@@ -203,7 +200,7 @@ def station_step(
         cos_zenith=f.cos_zenith, sw_down_wm2=f.sw_down_wm2, lai_eff=veg.lai_eff, sai_eff=veg.sai_eff,
         veg_frac=veg.veg_frac, snow_cover_frac=fsno, swe_mm=state.snow.swe_mm, swe_prev_mm=state.snow.swe_prev_mm,
         snow_age=state.snow.age, t_grd_k=prev.t_grd, t_canopy_k=prev.t_veg, canopy_wet_frac=icp.wet_frac,
-        smc_top=state.soil.smc[..., 0], params=params.radiation, options=options.radiation,
+        smc_top=state.soil.smc[..., 0], params=params.radiation, options=options.radiation, dt_s=dt,
     )  # fmt: skip
     emis = emissivity(veg.lai_eff, veg.sai_eff, veg.veg_frac, fsno, params.radiation)
     roots = soil_water_transpiration(state.soil.sh2o, params.soil, grid, options.transpiration)
@@ -216,7 +213,9 @@ def station_step(
         canopy_ice=icp.ice_mm, canopy_wet_frac=icp.wet_frac, adv_canopy=adv.canopy_wm2,
         adv_veg_grd=adv.veg_ground_wm2, adv_bare_grd=adv.bare_ground_wm2,
     )  # fmt: skip
-    en = surface_energy(air, inputs, prev, params.surface, params.soil, grid.dz[0], options.surface, stomata=stomata)
+    en = surface_energy(
+        air, inputs, prev, params.surface, params.soil, grid.dz[0], options.surface, dt_s=dt, stomata=stomata
+    )
 
     can = canopy_hydrology(
         icp.liq_mm, icp.ice_mm, en.lh_canopy_evap, en.lh_transp, prev.t_veg <= tfrz, en.state.t_veg,
@@ -228,7 +227,7 @@ def station_step(
         melted, en.lh_grd, prev.t_grd <= tfrz, icp.rain_ground_mmps, icp.snow_ground_mmps, icp.snow_depth_incr_mps,
         can.transpiration_mmps, roots.root_fac, en.g, dt,
     )  # fmt: skip
-    smc, sh2o, wf = water(soil.smc, soil.sh2o, gw.forcing, params.soil, grid, options.soil)
+    smc, sh2o, wf = soil_water(soil.smc, soil.sh2o, gw.forcing, params.soil, grid, options.soil, transport)
 
     new = StationState(
         soil=SoilState(t=soil.t, smc=smc, sh2o=sh2o),
@@ -274,24 +273,25 @@ def run_station(
     grid: SoilGrid,
     options: StationOptions,
     *,
-    water: Callable = soil_water,
+    transport: AbstractTransport = RICHARDS,
     stomata: Callable = ball_berry_canopy,
-    observe: Observer | None = None,
+    observe: Observer | None = keep_all,
     checkpoint_every: int | None = None,
     finite_check: bool = True,
 ) -> tuple[StationState, Any]:
     """Run the station over a forcing series (leading time axis) with ``lax.scan``.
 
-    ``observe(state, fluxes)`` picks what to keep per step (default: the state and all fluxes);
+    ``observe(state, fluxes)`` picks what to keep per step (default :func:`~dam.physics.column.keep_all`: the state
+    and all fluxes; ``None``: nothing, the outputs are None);
     ``checkpoint_every`` rematerialises segments of that many steps in the backward pass (memory
     ~ T / checkpoint_every + checkpoint_every steps); ``finite_check`` stops the run when the state leaves
     physical bounds or becomes non-finite (:mod:`dam.physics.guards`).
     """
-    observe = observe or (lambda s, fl: (s, fl))
+    observe = observe or (lambda s, fl: None)
 
     def step(state, xs):
         frc, i = xs
-        new, fluxes = station_step(state, frc, params, grid, options, water=water, stomata=stomata)
+        new, fluxes = station_step(state, frc, params, grid, options, transport=transport, stomata=stomata)
         if finite_check:
             new = guard_station(new, params, i)
         return new, observe(new, fluxes)

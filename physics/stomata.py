@@ -12,7 +12,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-TFRZ = 273.16  # K
+from .constants import TFRZ
+
 R_GAS = 8.314  # universal gas constant as Noah-MP writes it, J mol-1 K-1
 MPE = 1.0e-6
 MIN_VEG_FRAC = 1.0e-6

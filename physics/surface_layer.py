@@ -16,17 +16,18 @@ import jax
 import jax.numpy as jnp
 
 from ._safe import safe_where
+from .constants import (
+    CP_AIR,
+    EPS_Q,
+    GRAV,
+    LATENT_HEAT_SUBLIMATION,
+    LATENT_HEAT_VAPORIZATION,
+    R_VAPOR,
+    TFRZ,
+    VON_KARMAN,
+)
 
 # Noah-MP ConstantDefineMod (float64 literals, as the reference build uses them).
-TFRZ = 273.16  # K
-GRAV = 9.80616  # m s-2
-VON_KARMAN = 0.40
-CP_AIR = 1004.64  # J kg-1 K-1
-R_VAPOR = 461.269  # J kg-1 K-1
-LH_EVAP = 2.5104e06  # latent heat of vaporisation, J kg-1
-LH_SUBL = 2.8440e06  # latent heat of sublimation, J kg-1
-EPS_Q = 0.622
-ONE_MINUS_EPS = 0.378
 # Numerical guards and fixed coefficients of the Noah-MP routines.
 MPE = 1.0e-6  # guard against division by zero
 HALF_PI_NOAHMP = 1.5707963  # pi/2 as written in the MOST routines
@@ -118,8 +119,8 @@ def psychrometric(t_veg: jax.Array, t_grd: jax.Array, p_air: jax.Array) -> Psych
     """Latent heats and psychrometric constants from the start-of-step canopy and ground temperatures."""
     warm_c = t_veg > TFRZ
     warm_g = t_grd > TFRZ
-    lc = jnp.where(warm_c, LH_EVAP, LH_SUBL)
-    lg = jnp.where(warm_g, LH_EVAP, LH_SUBL)
+    lc = jnp.where(warm_c, LATENT_HEAT_VAPORIZATION, LATENT_HEAT_SUBLIMATION)
+    lg = jnp.where(warm_g, LATENT_HEAT_VAPORIZATION, LATENT_HEAT_SUBLIMATION)
     return Psychrometric(
         latent_heat_canopy=lc,
         gamma_canopy=CP_AIR * p_air / (EPS_Q * lc),

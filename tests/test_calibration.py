@@ -15,18 +15,22 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from dam.calibration import (
+    calibrate,
+    calibrate_dpl,
+    evaluate,
+    latin_hypercube_search,
+    prepare_observations,
+    sees_liquid,
+)
 from dam.coupling.calibration import (
     DEFAULT_RANGES,
     ParameterSpec,
     apply_parameters,
-    calibrate,
-    calibrate_dpl,
-    evaluate,
+    forward_moisture,
     initial_latent,
     latent_to_values,
-    latin_hypercube_search,
     make_specs,
-    prepare_observations,
 )
 from dam.sites import load_site, shipped_site_dir
 from dam.station import setup_station
@@ -38,10 +42,8 @@ STEPS = 25
 
 def _observed(setup, params):
     """The truth run's layer moisture as an observation DataArray (sensors at the layer centres)."""
-    from dam.coupling.calibration import _forward_moisture, _sees_liquid
-
-    liquid = _sees_liquid(setup)
-    smc = np.asarray(_forward_moisture(setup.state0, setup.forcing, params, setup.grid, setup.options, liquid))
+    liquid = sees_liquid(setup)
+    smc = np.asarray(forward_moisture(setup.state0, setup.forcing, params, setup.grid, setup.options, liquid))
     bottoms = setup.layer_bottoms_m
     centres = 0.5 * (np.r_[0.0, bottoms[:-1]] + bottoms)
     return xr.DataArray(smc, dims=("time", "sm_depth"), coords={"time": setup.times.values, "sm_depth": centres},

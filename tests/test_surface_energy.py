@@ -218,7 +218,7 @@ def build_replay(ref) -> dict:
         ch=jnp.asarray(prev("CH_ms", "CH_ms")),
     )  # fmt: skip
     rs = PrescribedStomata(rs_sunlit=col(out, "rs_sunlit_sm"), rs_shade=col(out, "rs_shade_sm"))
-    run = jax.jit(lambda a, i, s, st: surface_energy(a, i, s, surface, soil, dz1, stomata=st))
+    run = jax.jit(lambda a, i, s, st: surface_energy(a, i, s, surface, soil, dz1, stomata=st, dt_s=DT))
     res = run(air, inp, state, rs)
     n_snow_prev = prev("n_snow_layers", "n_snow_layers")
     return dict(
@@ -322,7 +322,7 @@ def test_ball_berry_dark_steps(replay):
     out, fo = replay["out"], replay["fo"]
     air, inp, state = replay["air"], replay["inp"], replay["state"]
     dark = (fo["cos_zenith"].to_numpy() <= 0.0) & ~replay["snow_layers_prev"]
-    res = jax.jit(lambda a, i, s: surface_energy(a, i, s, replay["surface"], replay["soil"], replay["dz1"]))(
+    res = jax.jit(lambda a, i, s: surface_energy(a, i, s, replay["surface"], replay["soil"], replay["dz1"], dt_s=DT))(
         air, inp, state
     )
     for column, path in [("rs_sunlit_sm", "veg.rs_sunlit"), ("rs_shade_sm", "veg.rs_shade")]:
@@ -352,10 +352,10 @@ def test_ball_berry_lit_steps_with_radiation(replay):
         cos_zenith=jnp.asarray(fo["cos_zenith"].to_numpy()), sw_down_wm2=jnp.asarray(fo["sw_down_Wm2"].to_numpy()),
         lai_eff=inp.lai_eff, sai_eff=inp.sai_eff, veg_frac=inp.veg_frac, snow_cover_frac=inp.snow_cover_frac,
         swe_mm=swe, swe_prev_mm=swe, snow_age=jnp.zeros_like(swe), t_grd_k=state.t_grd, t_canopy_k=state.t_veg,
-        canopy_wet_frac=inp.canopy_wet_frac, smc_top=smc1, params=rad_params, options=RadiationOptions(dt_s=DT),
+        canopy_wet_frac=inp.canopy_wet_frac, smc_top=smc1, params=rad_params, options=RadiationOptions(), dt_s=DT,
     )  # fmt: skip
     inp = eqx.tree_at(lambda x: (x.par_sunlit, x.par_shade), inp, (rad.par_sunlit_wm2, rad.par_shade_wm2))
-    res = jax.jit(lambda a, i, s: surface_energy(a, i, s, replay["surface"], replay["soil"], replay["dz1"]))(
+    res = jax.jit(lambda a, i, s: surface_energy(a, i, s, replay["surface"], replay["soil"], replay["dz1"], dt_s=DT))(
         replay["air"], inp, state
     )
     ok = (np.asarray(swe) == 0.0) & (out["swe_mm"].to_numpy() == 0.0) & ~replay["snow_layers_prev"]
@@ -385,7 +385,7 @@ def test_gradients_finite_and_nonzero(replay):
     def fluxes(slope, g_min, lai):
         p = eqx.tree_at(lambda s: (s.stomata.slope, s.stomata.g_min), surface, (slope, g_min))
         i = eqx.tree_at(lambda x: x.lai_eff, inp, lai)
-        r = surface_energy(air, i, state, p, soil, dz1)
+        r = surface_energy(air, i, state, p, soil, dz1, dt_s=DT)
         return jnp.sum(r.lh), jnp.sum(r.sh)
 
     slope, g_min = surface.stomata.slope, surface.stomata.g_min
@@ -408,10 +408,10 @@ def test_float32_and_vmap(replay):
     idx = np.arange(0, 17_000, 97)
     air, inp, state = (_subset(replay[k], idx) for k in ("air", "inp", "state"))
     surface, soil, dz1, rs = replay["surface"], replay["soil"], replay["dz1"], _subset(replay["rs"], idx)
-    run = lambda a, i, s, st: surface_energy(a, i, s, surface, soil, dz1, stomata=st)  # noqa: E731
+    run = lambda a, i, s, st: surface_energy(a, i, s, surface, soil, dz1, stomata=st, dt_s=DT)  # noqa: E731
     ref = jax.jit(run)(air, inp, state, rs)
     cast = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), t)  # noqa: E731
-    r32 = jax.jit(lambda a, i, s, st: surface_energy(a, i, s, cast(surface), cast(soil), dz1, stomata=st))(
+    r32 = jax.jit(lambda a, i, s, st: surface_energy(a, i, s, cast(surface), cast(soil), dz1, stomata=st, dt_s=DT))(
         cast(air), cast(inp), cast(state), cast(rs)
     )
     assert r32.sh.dtype == jnp.float32

@@ -157,7 +157,7 @@ def replay(full_reference_dir):
         wet=wet,
     )
     xs = {k: jnp.asarray(v, jnp.float64) for k, v in inputs.items()}
-    options = RadiationOptions(dt_s=DT)
+    options = RadiationOptions()
 
     def step(snow_age, x):
         ph = phenology(x["day"], x["snow_depth"], x["t_canopy"], pheno_p, x["days_in_year"])
@@ -178,6 +178,7 @@ def replay(full_reference_dir):
             smc_top=x["smc1"],
             params=rad_p,
             options=options,
+            dt_s=DT,
             sw_dir_frac=x["dir_frac"],
             sw_vis_frac=x["vis_frac"],
         )
@@ -289,6 +290,7 @@ def test_batched_evaluation_equals_scan(replay):
         smc_top=b["smc1"],
         params=rad_p,
         options=replay["options"],
+        dt_s=DT,
     )
     assert rad.sav_wm2.shape == sel.shape and rad.bands.albedo_dir.shape == sel.shape + (2,)
     np.testing.assert_allclose(np.asarray(rad.fsa_wm2), got["sw_abs_Wm2"][sel], rtol=1e-13, atol=1e-11)
@@ -320,6 +322,7 @@ def _radiation_at(replay, x: dict, lai_eff, rad_p: RadiationParams, dtype=jnp.fl
         smc_top=x["smc1"],
         params=rad_p,
         options=replay["options"],
+        dt_s=DT,
     )
 
 
@@ -380,6 +383,7 @@ def test_gradients_of_absorbed_shortwave(replay):
             smc_top=xw["smc1"],
             params=rad_p,
             options=replay["options"],
+            dt_s=DT,
         ).fsa_wm2
 
     gm = float(jax.grad(fsa_snow)(cover_p.melt_factor))

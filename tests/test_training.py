@@ -2,24 +2,19 @@
 early stopping, checkpoint/resume bit for bit) and data-parallel training on 8 emulated CPU devices equal to
 single-device training (float64, 1e-12), including batches that do not divide the device count."""
 
+import os
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+from dam.sequences import Normaliser, chronological_split, gather_windows, sliding_predict, window_starts
 from dam.sharding import column_mesh
 from dam.surrogates import LSTM, HierarchicalLSTM
-from dam.training import (
-    Normaliser,
-    chronological_split,
-    fit,
-    gather_windows,
-    load_model,
-    save_model,
-    sliding_predict,
-    window_starts,
-)
+from dam.training import fit, load_model, save_model
 
 N, T, F = 13, 48, 3  # 13 members: divides neither the batch sizes used nor the 8 devices
 
@@ -171,6 +166,45 @@ def test_resume_after_kill_equals_straight_run(toy, tmp_path):
     other = Wrapped(Normaliser.fit(toy["x"]), LSTM(F, 5, 1, key=jax.random.PRNGKey(0)))
     with pytest.raises(ValueError, match="another model"):
         fit(other, member_loss, toy, checkpoint_dir=tmp_path / "b", **kw)
+
+
+def test_unreadable_newest_checkpoint_falls_back_to_the_previous(toy, tmp_path):
+    """Every file of the newest checkpoint truncated to half (a disk filled or a copy cut short): the run warns,
+    moves it aside, resumes from the previous checkpoint and still ends bit for bit as an uninterrupted run."""
+    kw = dict(epochs=4, batch_size=5, learning_rate=1e-2, progress=False, seed=7)
+    straight, hs = fit(_model(toy), member_loss, toy, **kw)
+    ckpt = tmp_path / "ckpt"
+    fit(_model(toy), member_loss, toy, checkpoint_dir=ckpt, stop_after=3, **kw)
+    assert sorted(int(d.name) for d in ckpt.iterdir() if d.name.isdigit()) == [1, 2]  # after epochs 2 and 3
+    for f in (ckpt / "2").rglob("*"):
+        if f.is_file():
+            os.truncate(f, f.stat().st_size // 2)
+    with pytest.warns(RuntimeWarning, match="checkpoint 2 .* unreadable .*falling back to checkpoint 1"):
+        resumed, hr = fit(_model(toy), member_loss, toy, checkpoint_dir=ckpt, **kw)
+    assert (tmp_path / "ckpt.unreadable" / "2").is_dir()
+    assert hr["resumed_from"] == 2 and hr["epoch"] == [0, 1, 2, 3]
+    assert hr["train_loss"] == hs["train_loss"]
+    for x, y in zip(_leaves(straight), _leaves(resumed), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_select_train_keeps_the_parameters_of_the_lowest_full_batch_loss(toy):
+    """``select="train"`` with a custom full-batch gradient (as calibration uses): the parameters returned are
+    those whose loss was the lowest evaluated, and ``info`` is kept per epoch."""
+    target = jnp.asarray([1.0, -2.0])
+    seen = []
+
+    def grad_fn(p, _):
+        seen.append(np.asarray(p["x"]))
+        loss, grad = jax.value_and_grad(lambda q: jnp.sum((q["x"] - target) ** 2))(p)
+        return loss, grad, {"x0": p["x"][0]}
+
+    best, h = fit({"x": jnp.zeros(2)}, None, None, n_members=1, batch_size=1, batch_fn=lambda d, i: None,
+                  grad_fn=grad_fn, optimizer=optax.sgd(0.9), epochs=5, select="train", progress=False)  # fmt: skip
+    losses = np.asarray(h["train_loss"])
+    assert h["best_epoch"] == int(np.argmin(losses)) == 4  # the error shrinks by 0.8 a step
+    np.testing.assert_array_equal(np.asarray(best["x"]), seen[h["best_epoch"]])
+    assert h["x0"] == [float(x[0]) for x in seen]
 
 
 def test_early_stopping_returns_best(toy):
