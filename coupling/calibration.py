@@ -5,10 +5,10 @@
   parameter through a sigmoid onto ``[lower, upper]``, in log space for parameters spanning decades
   (``log=None`` chooses log when ``upper / lower >= 10``). :data:`DEFAULT_RANGES` documents the ranges.
 * :func:`calibrate` minimises the masked RMSE (or MSE/MAE, :class:`~dam.coupling.losses.PhysicsLoss`) of
-  modelled soil moisture (total or liquid water, as the site's sensors see it: ``soil_moisture_measures`` in
-  ``site.yaml``) at the observed sensors (sensor -> layer by :func:`dam.sites.map_sensors_to_layers`;
-  the model is averaged onto coarser observation periods) over a window, with optax and reverse-mode
-  gradients through :func:`~dam.physics.station.run_station`.
+  modelled soil moisture (total or liquid water, as each of the site's sensors sees it:
+  ``soil_moisture_measures`` in ``site.yaml``) at the observed sensors (read at their depths:
+  :meth:`dam.sites.Site.sensor_mapping`; the model is averaged onto coarser observation periods) over a
+  window, with optax and reverse-mode gradients through :func:`~dam.physics.station.run_station`.
 * :func:`calibrate_dpl` trains one MLP mapping normalised site attributes to the latent parameters of all
   sites jointly (differentiable parameter learning); the gradient of each site's loss with respect to its
   latent parameters is chained through the network (``jax.vjp``), so sites of any time step and length share
@@ -45,7 +45,6 @@ import optax
 import pandas as pd
 
 from dam.physics.station import StationParams, StationState, run_station
-from dam.sites import map_sensors_to_layers
 
 from .losses import PhysicsLoss
 
@@ -219,9 +218,11 @@ class ObservationTarget(eqx.Module):
 
     ``values`` (n_obs, n_sensors) observed series (NaN missing); ``segment`` (T,) the observation period of
     each model step (``n_obs`` for steps outside the window or any period); ``counts`` (n_obs,) model steps
-    per period; ``weights`` (n_sensors,) sensor weights; static ``layer_index`` the model layer of each sensor
-    and ``depths`` the sensor depths (m); ``times`` (n_obs,) observation times (numpy datetime64, static-free
-    metadata kept for reports).
+    per period; ``weights`` (n_sensors,) sensor weights; static ``layer_index`` the model layer that contains
+    each sensor and ``depths`` the sensor depths (m); ``layer_weights`` (n_sensors, K) how each sensor reads the
+    modelled moisture series, K = N layers of the water the sensors see or 2N (total, then liquid) where they
+    see different water (static ``moisture``: ``"total"``, ``"liquid"`` or ``"both"``, see :func:`_moisture`);
+    None reads the layer of ``layer_index``.
     """
 
     values: jax.Array
@@ -231,10 +232,15 @@ class ObservationTarget(eqx.Module):
     layer_index: tuple[int, ...] = eqx.field(static=True)
     depths: tuple[float, ...] = eqx.field(static=True)
     n_obs: int = eqx.field(static=True)
+    layer_weights: jax.Array | None = None
+    moisture: str = eqx.field(static=True, default="total")
 
     def model_at_obs(self, series: jax.Array) -> jax.Array:
-        """Model (T, N) -> (n_obs, n_sensors): the sensor's layer, averaged over each observation period."""
-        x = series[:, jnp.asarray(self.layer_index)]
+        """Model (T, K) -> (n_obs, n_sensors): what each sensor reads, averaged over each observation period."""
+        if self.layer_weights is None:
+            x = series[:, jnp.asarray(self.layer_index)]
+        else:
+            x = series @ self.layer_weights.T.astype(series.dtype)
         sums = jax.ops.segment_sum(x, self.segment, num_segments=self.n_obs + 1)[: self.n_obs]
         c = self.counts[:, None]
         return jnp.where(c > 0, sums / jnp.where(c > 0, c, 1.0), jnp.nan)
@@ -289,7 +295,13 @@ def prepare_observations(
         raise ValueError(f"{variable}: no sensor left to calibrate against (depths {depths.tolist()})")
     da = da.isel({ddim: np.flatnonzero(keep)})
     depths = depths[keep]
-    mapping = map_sensors_to_layers(depths, setup.layer_bottoms_m, variable)
+    mapping = setup.site.sensor_mapping(variable, setup.layer_bottoms_m, depths)
+    liquid = setup.site.sees_liquid(variable, depths)
+    moisture = _moisture_kind(liquid)
+    layer_w = mapping.weights
+    if moisture == "both":  # total-water sensors read the first N columns, liquid-water sensors the next N
+        layer_w = np.concatenate([np.where(liquid[:, None], 0.0, layer_w), np.where(liquid[:, None], layer_w, 0.0)],
+                                 axis=1)  # fmt: skip
     i0, i1 = _window(setup.times, start, end)
     model_t = setup.times.values
     obs_t = pd.DatetimeIndex(da["time"].values).values
@@ -323,7 +335,7 @@ def prepare_observations(
     return ObservationTarget(
         values=jnp.asarray(obs_vals), segment=jnp.asarray(segment), counts=jnp.asarray(counts),
         weights=jnp.asarray(w), layer_index=mapping.layer_index, depths=tuple(float(d) for d in depths),
-        n_obs=int(n_obs),
+        n_obs=int(n_obs), layer_weights=jnp.asarray(layer_w), moisture=moisture,
     )  # fmt: skip
 
 
@@ -357,7 +369,7 @@ class _Problem(eqx.Module):
     length: int = eqx.field(static=True)
     n_win: int = eqx.field(static=True)
     checkpoint_every: int | None = eqx.field(static=True)
-    liquid: bool = eqx.field(static=True)  # the sensors see liquid water only (site.yaml soil_moisture_measures)
+    liquid: str = eqx.field(static=True)  # the water the sensors see: "total", "liquid" or "both" (_moisture)
 
 
 def _make_problem(setup, target, specs, loss, i1, truncation_steps, checkpoint_every) -> _Problem:
@@ -372,7 +384,7 @@ def _make_problem(setup, target, specs, loss, i1, truncation_steps, checkpoint_e
     return _Problem(
         forcing=forcing, state0=setup.state0, params=setup.params, grid=setup.grid, target=target,
         theta_upper=jnp.asarray(setup.params.soil.smcmax), options=setup.options, specs=tuple(specs), loss=loss,
-        n_run=n_run, length=length, n_win=n_win, checkpoint_every=checkpoint_every, liquid=_sees_liquid(setup),
+        n_run=n_run, length=length, n_win=n_win, checkpoint_every=checkpoint_every, liquid=target.moisture,
     )  # fmt: skip
 
 
@@ -383,13 +395,23 @@ def _window_forcing(prob: _Problem):
     )
 
 
-def _sees_liquid(setup) -> bool:
-    return setup.site.meta.soil_moisture_measures == "liquid"
+def _moisture_kind(liquid) -> str:
+    """``"liquid"`` / ``"total"`` where all sensors see liquid / total water, else ``"both"``."""
+    liquid = np.asarray(liquid, bool)
+    return "liquid" if liquid.all() and liquid.size else "total" if not liquid.any() else "both"
 
 
-def _moisture(state: StationState, liquid: bool) -> jax.Array:
-    """The soil moisture the sensors see: liquid ``sh2o`` or total ``smc`` (m3 m-3)."""
-    return state.soil.sh2o if liquid else state.soil.smc
+def _sees_liquid(setup) -> str:
+    """The water all soil moisture sensors of the site see (:func:`_moisture_kind`)."""
+    return _moisture_kind(setup.site.sees_liquid("soil_moisture"))
+
+
+def _moisture(state: StationState, kind: str | bool) -> jax.Array:
+    """The soil moisture the sensors see, (..., N) m3 m-3: liquid ``sh2o`` (``"liquid"`` or True), total ``smc``
+    (``"total"`` or False), or both side by side (..., 2N) (``"both"``, total first)."""
+    if kind == "both":
+        return jnp.concatenate([state.soil.smc, state.soil.sh2o], axis=-1)
+    return state.soil.sh2o if kind in ("liquid", True) else state.soil.smc
 
 
 def _run_moisture(prob: _Problem, params: StationParams, init: StationState) -> jax.Array:
@@ -409,7 +431,7 @@ def _loss(latent, prob: _Problem, init: StationState):
     pred = prob.target.model_at_obs(smc)
     kw = {}
     if prob.loss.w_bounds > 0:
-        kw = dict(theta=smc[: prob.n_run], theta_lower=0.0, theta_upper=params.soil.smcmax)
+        kw = dict(theta=smc[: prob.n_run, : prob.grid.n_layers], theta_lower=0.0, theta_upper=params.soil.smcmax)
     terms = prob.loss(pred, prob.target.values, weights=prob.target.weights, **kw)
     return terms.total, terms
 
@@ -591,7 +613,7 @@ _forward_moisture = eqx.filter_jit(
 def _score(smc, target: ObservationTarget, loss: PhysicsLoss, smcmax):
     kw = {}
     if loss.w_bounds > 0:
-        kw = dict(theta=smc, theta_lower=0.0, theta_upper=smcmax)
+        kw = dict(theta=smc[..., : jnp.shape(smcmax)[-1]], theta_lower=0.0, theta_upper=smcmax)
     return loss(target.model_at_obs(smc), target.values, weights=target.weights, **kw).total
 
 
@@ -636,7 +658,7 @@ def latin_hypercube_search(
     for v in vecs:
         values = latent_to_values(_latent_from_vector(jnp.asarray(v, dtype), z0, specs), specs)
         params = apply_parameters(setup.params, specs, values)
-        smc = _forward_moisture(setup.state0, frc, params, setup.grid, setup.options, _sees_liquid(setup))
+        smc = _forward_moisture(setup.state0, frc, params, setup.grid, setup.options, target.moisture)
         losses.append(float(_score(smc, target, loss, params.soil.smcmax)))
     losses = np.asarray(losses)
     rows = []
@@ -671,7 +693,7 @@ def evaluate(
     params = setup.params if params is None else params
     target = prepare_observations(setup, observations, start=start, end=end, variable=variable, sensors=sensors,
                                   skip_unreliable=skip_unreliable)  # fmt: skip
-    smc = _forward_moisture(setup.state0, setup.forcing, params, setup.grid, setup.options, _sees_liquid(setup))
+    smc = _forward_moisture(setup.state0, setup.forcing, params, setup.grid, setup.options, target.moisture)
     pred = np.asarray(target.model_at_obs(smc))
     obs = np.asarray(target.values)
     ok = np.isfinite(pred) & np.isfinite(obs)

@@ -443,12 +443,27 @@ def _default_split(n: int, train_frac: float = 0.8, val_frac_of_train: float = 0
     return slice(0, n_train - n_val), slice(n_train - n_val, n_train)
 
 
+def _sensor_weights(sensor_layers, n_sensors: int, n_layers: int) -> np.ndarray:
+    """(S, N) layer weights from (S, N) weights or (S,) layer indices (checked)."""
+    arr = np.asarray(sensor_layers)
+    if arr.ndim == 1:
+        layers = arr.astype(int)
+        if layers.shape != (n_sensors,) or (layers < 0).any() or (layers >= n_layers).any():
+            raise ValueError(f"sensor_layers {layers.tolist()} must give a layer in [0, {n_layers}) for each of "
+                             f"{n_sensors} sensors")  # fmt: skip
+        return np.eye(n_layers)[layers]
+    if arr.shape != (n_sensors, n_layers) or not np.allclose(arr.sum(axis=1), 1.0) or (arr < 0).any():
+        raise ValueError(f"sensor_layers weights of shape {arr.shape} must be ({n_sensors}, {n_layers}), >= 0, rows "
+                         "summing to 1")  # fmt: skip
+    return arr.astype(float)
+
+
 def train_hybrid(
     setup: Any,
     observations: Any,
     net: NeuralWaterTransport,
     *,
-    sensor_layers: Sequence[int],
+    sensor_layers: Sequence[int] | np.ndarray,
     train_steps: slice | None = None,
     val_steps: slice | None = None,
     window: int | None = None,
@@ -459,7 +474,7 @@ def train_hybrid(
     checkpoint_every: int | None = 1,
     seed: int = 0,
     progress: bool | Callable[[dict], None] = False,
-    liquid: bool | None = None,
+    liquid: bool | Sequence[bool] | None = None,
 ) -> HybridTrainResult:
     """Train ``net`` end to end inside the station model against observed layered soil moisture.
 
@@ -479,8 +494,9 @@ def train_hybrid(
     observations : (T, S) observed soil moisture (m3 m-3) at the model steps of ``setup`` (step ends), NaN
         where missing.
     net : the initial network (e.g. after :func:`pretrain_to_physics`).
-    sensor_layers : (S,) model layer (0-based) of each sensor column, e.g.
-        ``dam.sites.map_sensors_to_layers(depths, setup.layer_bottoms_m).layer_index``.
+    sensor_layers : how each observed column reads the model layers: (S, N) layer weights, e.g.
+        ``setup.site.sensor_mapping("soil_moisture", setup.layer_bottoms_m).weights`` (:mod:`dam.sensors`), or
+        (S,) 0-based layer indices (each sensor reads its layer).
     train_steps, val_steps : step ranges; default the chronological split of :mod:`dam.training` (first 72 % train,
         next 8 % validation; the last 20 % are left for testing).
     window : steps per window; default 10 days of steps for sub-daily data and 60 steps for daily data.
@@ -490,8 +506,8 @@ def train_hybrid(
     checkpoint_every : rematerialisation segment inside a window, steps (1: every step recomputed in the reverse
         pass, only the states stored, the fastest for the station model; None: none).
     progress : True prints one line per epoch, a callable receives a dict per epoch.
-    liquid : compare the observations with liquid water ``sh2o`` (True) or total ``smc`` (False); default what the
-        site's sensors see (``soil_moisture_measures`` in ``site.yaml``).
+    liquid : compare the observations with liquid water ``sh2o`` (True) or total ``smc`` (False), one value or
+        one per sensor; default what each of the site's sensors sees (``soil_moisture_measures`` in ``site.yaml``).
 
     Returns
     -------
@@ -502,10 +518,7 @@ def train_hybrid(
     n = jax.tree_util.tree_leaves(setup.forcing)[0].shape[0]
     if obs.ndim != 2 or obs.shape[0] != n:
         raise ValueError(f"observations must have shape (T={n}, sensors), got {obs.shape}")
-    layers = np.asarray(sensor_layers, int)
-    if layers.shape != (obs.shape[1],) or (layers < 0).any() or (layers >= setup.grid.n_layers).any():
-        raise ValueError(f"sensor_layers {layers.tolist()} must give a layer in [0, N) for each of {obs.shape[1]} "
-                         "sensors")  # fmt: skip
+    weights = _sensor_weights(sensor_layers, obs.shape[1], setup.grid.n_layers)
     d_train, d_val = _default_split(n)
     train = train_steps or d_train
     val = val_steps if val_steps is not None else (d_val if train_steps is None else None)
@@ -527,12 +540,13 @@ def train_hybrid(
     forcing = _forcing_slice(setup, 0, end)
     obs_j = jnp.asarray(obs[:end], dtype)
     params, grid, options = setup.params, setup.grid, setup.options
-    layer_idx = jnp.asarray(layers)
     if liquid is None:
-        liquid = setup.site.meta.soil_moisture_measures == "liquid"
+        liquid = setup.site.sees_liquid("soil_moisture")
+    liquid_mask = jnp.asarray(np.broadcast_to(np.asarray(liquid, bool), (obs.shape[1],)))
+    w_t = jnp.asarray(weights.T, dtype)
 
-    def seen(s):  # the moisture the sensors see at their layers
-        return (s.soil.sh2o if liquid else s.soil.smc)[..., layer_idx]
+    def seen(s):  # the moisture each sensor sees: liquid or total water, read at its depth
+        return jnp.where(liquid_mask, s.soil.sh2o @ w_t, s.soil.smc @ w_t)
 
     @eqx.filter_jit
     def free_run(model):
