@@ -511,7 +511,8 @@ def _parse_namelist(text: str) -> dict[str, Any]:
     return out
 
 
-TANGGULA_ZBOT_M = 20.0  # m: depth given to the file's deep soil temperature (below the 15.7 m column)
+TANGGULA_ZBOT_M = 20.0  # m: depth given to the file's deep soil temperature (below the 15.2 m column)
+TANGGULA_MERGED_TOP = 3  # NoahPy's thin top layers merged into the model's first layer (stability at daily steps)
 
 
 def read_noahpy_forcing(
@@ -577,9 +578,10 @@ def read_noahpy_forcing(
         "snow_water_equivalent_mm": nml.get("Snow_equivalent"),
         "canopy_liquid_mm": nml.get("Canopy_water"),
     }
-    # NoahPy's 20-layer column (15.7 m). Noah-MP's ZBOT_DATA (8 m) lies inside it: the deep temperature of the file
-    # is placed at 20 m (an assumption, see notes).
-    column = {"layer_thickness_m": thick, "bottom_depth_m": TANGGULA_ZBOT_M,
+    # NoahPy's 20-layer column (15.2 m) with its three thin top layers merged (see notes). Noah-MP's ZBOT_DATA (8 m)
+    # lies inside it: the deep temperature of the file is placed at 20 m (an assumption, see notes).
+    merged = [round(sum(thick[:TANGGULA_MERGED_TOP]), 9), *thick[TANGGULA_MERGED_TOP:]]
+    column = {"layer_thickness_m": merged, "bottom_depth_m": TANGGULA_ZBOT_M,
               "bottom_temperature_K": nml.get("Deep_Soil_Temperature")}  # fmt: skip
     meta = SiteMeta(
         name=name,
@@ -611,8 +613,11 @@ def read_noahpy_forcing(
             "alpine meadow); soil: Soil_type_index 3 (sandy loam) of the file; colour 4 assumed.",
             "Wind direction (constant 249, a placeholder) dropped. Monthly albedo/green fraction/LAI/z0 of the file "
             "are not carried over.",
-            "soil_column and initial_state: NoahPy's 20-layer column (15.7 m deep) and initial profile of the file. "
-            "Its per-layer NoahPy soil classes (Soil_htype) are not carried over: STAS 3 in every layer.",
+            "soil_column: NoahPy's 20-layer column of the file (15.2 m deep) with its three top layers (4.5, 4.6 and "
+            "7.5 cm) merged into one of 16.6 cm: Noah-MP couples the surface energy balance to the top layer "
+            "explicitly, and at this daily step a 4.5 cm top layer oscillates and diverges within 15 days "
+            "(18 layers run the whole record). initial_state: the file's 20-layer profile, averaged onto the model "
+            "layers. The per-layer NoahPy soil classes (Soil_htype) are not carried over: STAS 3 in every layer.",
             f"Deep soil temperature 272.43 K (Deep_Soil_Temperature of the file) placed at {TANGGULA_ZBOT_M:g} m, an "
             "assumption: Noah-MP's ZBOT_DATA (8 m) lies inside this column.",
         ),

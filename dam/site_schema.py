@@ -2,8 +2,7 @@
 migration of format-1 files, and the set-up a site gives the station model (soil column, table overrides,
 initial state), all checked when the file is read, before any computation.
 
-Reference of every key: ``docs/site_format.md`` (the tables there are :func:`dam.schema.reference_table` rows of
-:class:`SiteYaml`).
+Reference of every key: ``docs/site_format.md`` (its key table is :func:`reference_rows`).
 """
 
 from __future__ import annotations
@@ -11,10 +10,10 @@ from __future__ import annotations
 import datetime as _dt
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from .schema import Strict
 from .tables import TableError, noahmp_tables, site_tables, usda_soil_class
@@ -56,7 +55,7 @@ class SensorDepths(Strict):
 
     @field_validator("soil_moisture", "soil_temperature")
     @classmethod
-    def _depths(cls, v: list[float], info) -> list[float]:
+    def _depths(cls, v: list[float]) -> list[float]:
         if any(d < 0 or not np.isfinite(d) for d in v):
             raise ValueError(f"depths {v} must be >= 0 m (positive down)")
         _increasing(v, "depths")
@@ -540,3 +539,26 @@ def migrate_v1(d: Mapping[str, Any], where: str = "site.yaml") -> dict[str, Any]
     if "initial_state" in out:
         out["initial_state"] = init or None
     return out
+
+
+def _nested(annotation: Any) -> type[BaseModel] | None:
+    """The model inside ``Model``, ``Model | None`` or ``list[Model]``, else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(_nested, get_args(annotation)) if m is not None), None)
+
+
+def reference_rows(model: type[BaseModel] = None, prefix: str = "") -> list[tuple[str, str, str]]:
+    """``(key, default, description)`` of every ``site.yaml`` key (nested keys dotted; ``[]`` marks list items)."""
+    rows = []
+    for name, field in (model or SiteYaml).model_fields.items():
+        key = f"{prefix}{name}"
+        inner = _nested(field.annotation)
+        default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        if inner is not None:
+            if field.description:
+                rows.append((key, "" if field.is_required() else "optional", field.description))
+            rows += reference_rows(inner, f"{key}[]." if get_origin(field.annotation) is list else f"{key}.")
+        else:
+            rows.append((key, default if len(default) < 40 else "see below", field.description or ""))
+    return rows
