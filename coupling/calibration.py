@@ -211,9 +211,11 @@ class ObservationTarget(eqx.Module):
 
     ``values`` (n_obs, n_sensors) observed series (NaN missing); ``segment`` (T,) the observation period of
     each model step (``n_obs`` for steps outside the window or any period); ``counts`` (n_obs,) model steps
-    per period; ``weights`` (n_sensors,) sensor weights; static ``layer_index`` the model layer of each sensor
-    and ``depths`` the sensor depths (m); ``times`` (n_obs,) observation times (numpy datetime64, static-free
-    metadata kept for reports).
+    per period; ``weights`` (n_sensors,) sensor weights; static ``layer_index`` the model layer that contains
+    each sensor and ``depths`` the sensor depths (m); ``layer_weights`` (n_sensors, K) how each sensor reads the
+    modelled moisture series, K = N layers of the water the sensors see or 2N (total, then liquid) where they
+    see different water (static ``moisture``: ``"total"``, ``"liquid"`` or ``"both"``, see :func:`moisture_kind`);
+    None reads the layer of ``layer_index``.
     """
 
     values: jax.Array
@@ -223,10 +225,15 @@ class ObservationTarget(eqx.Module):
     layer_index: tuple[int, ...] = eqx.field(static=True)
     depths: tuple[float, ...] = eqx.field(static=True)
     n_obs: int = eqx.field(static=True)
+    layer_weights: jax.Array | None = None
+    moisture: str = eqx.field(static=True, default="total")
 
     def model_at_obs(self, series: jax.Array) -> jax.Array:
-        """Model (T, N) -> (n_obs, n_sensors): the sensor's layer, averaged over each observation period."""
-        x = series[:, jnp.asarray(self.layer_index)]
+        """Model (T, K) -> (n_obs, n_sensors): what each sensor reads, averaged over each observation period."""
+        if self.layer_weights is None:
+            x = series[:, jnp.asarray(self.layer_index)]
+        else:
+            x = series @ self.layer_weights.T.astype(series.dtype)
         sums = jax.ops.segment_sum(x, self.segment, num_segments=self.n_obs + 1)[: self.n_obs]
         c = self.counts[:, None]
         return jnp.where(c > 0, sums / jnp.where(c > 0, c, 1.0), jnp.nan)
@@ -242,9 +249,14 @@ class ObservationTarget(eqx.Module):
         layer_index: Sequence[int],
         depths: Sequence[float],
         weights: Sequence[float] | None = None,
+        *,
+        layer_weights: np.ndarray | None = None,
+        liquid: Sequence[bool] | bool = False,
     ) -> ObservationTarget:
         """Observations ``values`` (n_times, n_sensors) at ``obs_times`` lined up with the model steps ending at
-        ``model_times`` (datetime64), scored over the steps ``[steps[0], steps[1])``.
+        ``model_times`` (datetime64), scored over the steps ``[steps[0], steps[1])``. Each sensor reads the layers
+        with ``layer_weights`` (n_sensors, N) (default its ``layer_index`` layer) of liquid water where ``liquid``
+        (one value or one per sensor), else of total water.
 
         Observations as fine as the model or finer are taken at the model step ends; coarser ones are compared
         with the model mean over their period ``(t_obs - dt_obs, t_obs]``, only where the steps cover the whole
@@ -275,10 +287,19 @@ class ObservationTarget(eqx.Module):
         segment = np.where(segment < 0, n_obs, segment)
         counts = np.bincount(segment, minlength=n_obs + 1)[:n_obs].astype(float)
         w = np.ones(len(depths)) if weights is None else np.asarray(weights, float)
+        liquid = np.broadcast_to(np.asarray(liquid, bool), (len(depths),))
+        moisture = moisture_kind(liquid)
+        layer_w = None if layer_weights is None else np.asarray(layer_weights, float)
+        if moisture == "both":  # total-water sensors read the first N columns, liquid-water sensors the next N
+            if layer_w is None:
+                raise ValueError("sensors that see different water need layer_weights")
+            layer_w = np.concatenate([np.where(liquid[:, None], 0.0, layer_w), np.where(liquid[:, None], layer_w, 0.0)],
+                                     axis=1)  # fmt: skip
         return cls(
             values=jnp.asarray(obs_vals), segment=jnp.asarray(segment), counts=jnp.asarray(counts),
             weights=jnp.asarray(w), layer_index=tuple(int(k) for k in layer_index),
             depths=tuple(float(d) for d in depths), n_obs=int(n_obs),
+            layer_weights=None if layer_w is None else jnp.asarray(layer_w), moisture=moisture,
         )  # fmt: skip
 
 
@@ -309,7 +330,7 @@ class CalibrationProblem(eqx.Module):
     length: int = eqx.field(static=True)
     n_win: int = eqx.field(static=True)
     checkpoint_every: int | None = eqx.field(static=True)
-    liquid: bool = eqx.field(static=True)  # the sensors see liquid water only (site.yaml soil_moisture_measures)
+    liquid: str = eqx.field(static=True)  # the water the sensors see: "total", "liquid" or "both" (moisture_kind)
 
 
 def make_problem(
@@ -322,14 +343,13 @@ def make_problem(
     specs: Sequence[ParameterSpec],
     loss: PhysicsLoss,
     *,
-    liquid: bool,
     n_run: int | None = None,
     truncation_steps: int | None = None,
     checkpoint_every: int | None = 1,
 ) -> CalibrationProblem:
     """One site's calibration problem: the run from ``state0`` over the first ``n_run`` steps of ``forcing`` (T,
-    ...) (default all), scored against ``target`` with ``loss`` on the moisture the sensors see (``liquid``
-    water, else total); gradient windows of ``truncation_steps`` (module docs), rematerialised every
+    ...) (default all), scored against ``target`` with ``loss`` on the moisture the sensors see
+    (``target.moisture``); gradient windows of ``truncation_steps`` (module docs), rematerialised every
     ``checkpoint_every`` steps."""
     n_run = int(jax.tree_util.tree_leaves(forcing)[0].shape[0]) if n_run is None else int(n_run)
     length = n_run if not truncation_steps else min(int(truncation_steps), n_run)
@@ -342,7 +362,7 @@ def make_problem(
     return CalibrationProblem(
         forcing=forcing, state0=state0, params=params, grid=grid, target=target,
         theta_upper=jnp.asarray(params.soil.smcmax), options=options, specs=tuple(specs), loss=loss,
-        n_run=n_run, length=length, n_win=n_win, checkpoint_every=checkpoint_every, liquid=bool(liquid),
+        n_run=n_run, length=length, n_win=n_win, checkpoint_every=checkpoint_every, liquid=target.moisture,
     )  # fmt: skip
 
 
@@ -353,9 +373,19 @@ def _window_forcing(prob: CalibrationProblem):
     )
 
 
-def _moisture(state: StationState, liquid: bool) -> jax.Array:
-    """The soil moisture the sensors see: liquid ``sh2o`` or total ``smc`` (m3 m-3)."""
-    return state.soil.sh2o if liquid else state.soil.smc
+def moisture_kind(liquid) -> str:
+    """``"liquid"`` / ``"total"`` where all sensors (``liquid`` per sensor) see liquid / total water, else
+    ``"both"``."""
+    liquid = np.asarray(liquid, bool)
+    return "liquid" if liquid.all() and liquid.size else "total" if not liquid.any() else "both"
+
+
+def _moisture(state: StationState, kind: str | bool) -> jax.Array:
+    """The soil moisture the sensors see, (..., N) m3 m-3: liquid ``sh2o`` (``"liquid"`` or True), total ``smc``
+    (``"total"`` or False), or both side by side (..., 2N) (``"both"``, total first)."""
+    if kind == "both":
+        return jnp.concatenate([state.soil.smc, state.soil.sh2o], axis=-1)
+    return state.soil.sh2o if kind in ("liquid", True) else state.soil.smc
 
 
 def _run_moisture(prob: CalibrationProblem, params: StationParams, init: StationState) -> jax.Array:
@@ -375,7 +405,7 @@ def _loss(latent, prob: CalibrationProblem, init: StationState):
     pred = prob.target.model_at_obs(smc)
     kw = {}
     if prob.loss.w_bounds > 0:
-        kw = dict(theta=smc[: prob.n_run], theta_lower=0.0, theta_upper=params.soil.smcmax)
+        kw = dict(theta=smc[: prob.n_run, : prob.grid.n_layers], theta_lower=0.0, theta_upper=params.soil.smcmax)
     terms = prob.loss(pred, prob.target.values, weights=prob.target.weights, **kw)
     return terms.total, terms
 
@@ -443,7 +473,7 @@ forward_moisture = eqx.filter_jit(
 def score(smc, target: ObservationTarget, loss: PhysicsLoss, smcmax):
     kw = {}
     if loss.w_bounds > 0:
-        kw = dict(theta=smc, theta_lower=0.0, theta_upper=smcmax)
+        kw = dict(theta=smc[..., : jnp.shape(smcmax)[-1]], theta_lower=0.0, theta_upper=smcmax)
     return loss(target.model_at_obs(smc), target.values, weights=target.weights, **kw).total
 
 

@@ -279,23 +279,25 @@ def imitation_loss(
 class HybridObjective(eqx.Module):
     """The station model with a learned transport against observed layered soil moisture.
 
-    ``state0`` / ``forcing`` (T, ...) the run; ``params``, ``grid``, ``options`` the station's; static
-    ``layer_index`` (S,) the model layer of each sensor, ``liquid`` whether the sensors see liquid water (else
-    total), ``checkpoint_every`` the rematerialised segment inside a window, steps (None: none).
+    ``state0`` / ``forcing`` (T, ...) the run; ``params``, ``grid``, ``options`` the station's;
+    ``sensor_weights`` (S, N) how each sensor reads the model layers (rows sum to 1; :mod:`dam.sensors`),
+    ``liquid`` (S,) whether each sensor sees liquid water (else total); static ``checkpoint_every`` the
+    rematerialised segment inside a window, steps (None: none).
     """
 
     state0: StationState
     forcing: StationForcing
     params: StationParams
     grid: SoilGrid
+    sensor_weights: jax.Array
+    liquid: jax.Array
     options: StationOptions = eqx.field(static=True)
-    layer_index: tuple[int, ...] = eqx.field(static=True)
-    liquid: bool = eqx.field(static=True)
     checkpoint_every: int | None = eqx.field(static=True, default=1)
 
     def seen(self, state: StationState) -> jax.Array:
-        """The moisture the sensors see at their layers (..., S), m3 m-3."""
-        return (state.soil.sh2o if self.liquid else state.soil.smc)[..., np.asarray(self.layer_index)]
+        """The moisture the sensors see at their depths (..., S), m3 m-3: liquid or total water, as each sees it."""
+        w_t = self.sensor_weights.T.astype(state.soil.smc.dtype)
+        return jnp.where(self.liquid, state.soil.sh2o @ w_t, state.soil.smc @ w_t)
 
     def free_run(self, transport: AbstractTransport) -> tuple[StationState, jax.Array]:
         """The whole run without gradient bookkeeping: the states after each step and what the sensors see (T, S)."""

@@ -2,10 +2,11 @@
 and the gradient-free baseline, driven by the training engine :func:`dam.training.fit`.
 
 * :func:`calibrate` minimises the masked RMSE (or MSE/MAE, :class:`~dam.coupling.losses.PhysicsLoss`) of
-  modelled soil moisture (total or liquid water, as the site's sensors see it: ``soil_moisture_measures`` in
-  ``site.yaml``) at the observed sensors (sensor -> layer by :func:`dam.sites.map_sensors_to_layers`; the model
-  is averaged onto coarser observation periods) over a window, with optax and reverse-mode gradients through
-  :func:`~dam.physics.station.run_station`; the parameters of the lowest loss evaluated are returned.
+  modelled soil moisture (total or liquid water, as each of the site's sensors sees it:
+  ``soil_moisture_measures`` in ``site.yaml``) at the observed sensors (read at their depths:
+  :meth:`dam.sites.Site.sensor_mapping`; the model is averaged onto coarser observation periods) over a
+  window, with optax and reverse-mode gradients through :func:`~dam.physics.station.run_station`; the parameters
+  of the lowest loss evaluated are returned.
 * :func:`calibrate_dpl` trains one MLP mapping normalised site attributes to the latent parameters of all
   sites jointly (differentiable parameter learning); the gradient of each site's loss with respect to its
   latent parameters is chained through the network (``jax.vjp``), so sites of any time step and length share
@@ -49,13 +50,13 @@ from .coupling.calibration import (
     lhs_latents,
     make_problem,
     make_specs,
+    moisture_kind,
     score,
     value_and_grad,
     values_row,
 )
 from .coupling.losses import PhysicsLoss
 from .physics.station import StationParams
-from .sites import map_sensors_to_layers
 from .station import StationSetup
 from .training import fit
 
@@ -76,9 +77,10 @@ DEFAULT_SPECS = ("soil.bexp", "soil.dksat", "soil.smcmax")
 
 
 # --------------------------------------------------------------------------------------------------- targets
-def sees_liquid(setup: StationSetup) -> bool:
-    """Whether the site's soil moisture sensors see liquid water only (else total water)."""
-    return setup.site.meta.soil_moisture_measures == "liquid"
+def sees_liquid(setup: StationSetup) -> str:
+    """The water the site's soil moisture sensors see: ``"liquid"``, ``"total"`` or ``"both"`` (sensors differ;
+    ``soil_moisture_measures`` in ``site.yaml``)."""
+    return moisture_kind(setup.site.sees_liquid("soil_moisture"))
 
 
 def _window(times: pd.DatetimeIndex, start, end) -> tuple[int, int]:
@@ -127,11 +129,12 @@ def prepare_observations(
     if not keep.any():
         raise ValueError(f"{variable}: no sensor left to calibrate against (depths {depths.tolist()})")
     da = da.isel({ddim: np.flatnonzero(keep)})
-    mapping = map_sensors_to_layers(depths[keep], setup.layer_bottoms_m, variable)
+    depths = depths[keep]
+    mapping = setup.site.sensor_mapping(variable, setup.layer_bottoms_m, depths)  # read at the sensors' depths
     return ObservationTarget.aligned(
         np.asarray(da.transpose("time", ddim).values, float), pd.DatetimeIndex(da["time"].values).values,
         setup.times.values, setup.options.dt_s, _window(setup.times, start, end), mapping.layer_index,
-        depths[keep], sensor_weights,
+        depths, sensor_weights, layer_weights=mapping.weights, liquid=setup.site.sees_liquid(variable, depths),
     )  # fmt: skip
 
 
@@ -139,7 +142,7 @@ def _problem(setup, observations, specs, loss, start, end, truncation_steps, che
     target = prepare_observations(setup, observations, start=start, end=end, **target_kw)
     _, i1 = _window(setup.times, start, end)
     return make_problem(setup.state0, setup.forcing, setup.params, setup.grid, setup.options, target, specs, loss,
-                        liquid=sees_liquid(setup), n_run=i1, truncation_steps=truncation_steps,
+                        n_run=i1, truncation_steps=truncation_steps,
                         checkpoint_every=checkpoint_every)  # fmt: skip
 
 
@@ -278,7 +281,7 @@ def latin_hypercube_search(
     for k, v in enumerate(vecs):
         latent = latent_from_vector(jnp.asarray(v, dtype), z0, specs)
         params = apply_parameters(setup.params, specs, latent_to_values(latent, specs))
-        smc = forward_moisture(setup.state0, frc, params, setup.grid, setup.options, sees_liquid(setup))
+        smc = forward_moisture(setup.state0, frc, params, setup.grid, setup.options, target.moisture)
         losses.append(float(score(smc, target, loss, params.soil.smcmax)))
         rows.append({"evaluation": k, "loss": losses[-1], **values_row(latent_from_vector(jnp.asarray(v), z0, specs),
                                                                         specs)})  # fmt: skip
@@ -308,7 +311,7 @@ def evaluate(
     params = setup.params if params is None else params
     target = prepare_observations(setup, observations, start=start, end=end, variable=variable, sensors=sensors,
                                   skip_unreliable=skip_unreliable)  # fmt: skip
-    smc = forward_moisture(setup.state0, setup.forcing, params, setup.grid, setup.options, sees_liquid(setup))
+    smc = forward_moisture(setup.state0, setup.forcing, params, setup.grid, setup.options, target.moisture)
     pred = np.asarray(target.model_at_obs(smc))
     obs = np.asarray(target.values)
     ok = np.isfinite(pred) & np.isfinite(obs)

@@ -72,8 +72,8 @@ __all__ = [  # the configuration lives in dam.experiment_config; re-exported her
 # ------------------------------------------------------------------------------------------ predictions
 @dataclasses.dataclass
 class Prediction:
-    """Daily soil moisture at the sensors (D, S), m3 m-3, as the sensors see it (liquid or total water, see
-    :attr:`SiteData.sees_liquid`), plus optional extras for plausibility checks."""
+    """Daily soil moisture at the sensors (D, S), m3 m-3, as each sensor sees it (liquid or total water, see
+    :attr:`SiteData.sensor_liquid`), plus optional extras for plausibility checks."""
 
     model: str
     daily: np.ndarray
@@ -97,7 +97,7 @@ def _prediction_path(run_dir: Path, site: str, model: str) -> Path:
 def save_prediction(run_dir: Path, data: SiteData, pred: Prediction, stage_fingerprint: str = "") -> None:
     """Write a prediction (atomically) with the fingerprint of the inputs it was made from."""
     path = _prediction_path(run_dir, data.name, pred.model)
-    seen = "liquid water" if data.sees_liquid else "total water (liquid + ice)"
+    seen = data.describe_seen()
     ds = xr.Dataset(
         {"soil_moisture": (("time", "sm_depth"), pred.daily, {
             "units": "m3 m-3", "long_name": f"daily mean soil moisture predicted by {pred.model}",
@@ -174,7 +174,7 @@ def physics_daily(data: SiteData, params=None, transport=None, progress: bool = 
         states, fluxes = jax.tree_util.tree_map(np.asarray, (states, fluxes))
     total = data.at_sensors(data.daily(states.soil.smc))
     liquid = data.at_sensors(data.daily(states.soil.sh2o))
-    seen = liquid if data.sees_liquid else total
+    seen = np.where(data.sensor_liquid, liquid, total)
     return Prediction("physics", seen, 0.0, liquid=liquid, total=total), states, fluxes
 
 
@@ -441,8 +441,8 @@ class Experiment:
         if key not in self._cache:
             bars = progress_bars("ensemble", {"members": cfg.pretrain.members}, cfg.progress)
             ens = perturbed_ensemble(data.setup, cfg.pretrain.members, seed=cfg.seed, progress=bars)
-            members = ens["soil_liquid_water" if data.sees_liquid else "soil_moisture"].values  # (M, T, N)
-            targets = np.stack([data.at_sensors(data.daily(m)) for m in members])  # (M, D, S)
+            members = zip(ens["soil_moisture"].values, ens["soil_liquid_water"].values, strict=True)  # (T, N) each
+            targets = np.stack([data.seen(data.daily(t), data.daily(w)) for t, w in members])  # (M, D, S)
             static = np.stack([ens[p].values for p in DEFAULT_RANGES], axis=-1)  # (M, P) sampled factors
             self._cache[key] = (targets, (static - static.mean(0)) / (static.std(0) + 1e-12))
         targets, static = self._cache[key]
@@ -472,9 +472,9 @@ class Experiment:
         return np.concatenate([data.forcing, base.total, base.liquid], axis=-1), base.daily
 
     def _ice_free(self, data: SiteData, preds) -> np.ndarray:
-        """(D,) days on which the physics model holds no ice in the top sensor's layer (all days where the sensors
-        see total water: a thaw then moves no water into the measured quantity)."""
-        if not data.sees_liquid:
+        """(D,) days on which the physics model holds no ice at the top sensor (all days where that sensor sees
+        total water: a thaw then moves no water into the measured quantity)."""
+        if not data.sensor_liquid[0]:
             return np.ones(len(data.days), bool)
         base = self._physics_base(data, preds)
         return (base.total[:, 0] - base.liquid[:, 0]) < ICE_FREE
@@ -571,7 +571,8 @@ def train_site_hybrid(
                                    checkpoint_dir=folder("pretrain"))  # fmt: skip
     obs = data.site.observations["soil_moisture"].sel(time=setup.times).values
     window = c.window_steps or (480 if setup.options.dt_s < 86400.0 else 48)
-    res = train_hybrid(setup, obs, net, sensor_layers=data.sensor_layers, train_steps=slice(0, n_train),
+    res = train_hybrid(setup, obs, net, sensor_layers=data.sensor_weights, liquid=data.sensor_liquid,
+                       train_steps=slice(0, n_train),
                        val_steps=slice(n_train, n_fit), window=window, epochs=c.epochs,
                        learning_rate=c.learning_rate, seed=seed, progress=progress,
                        checkpoint_dir=folder("train"))  # fmt: skip

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .sequences import chronological_split
-from .sites import Site, SiteError, load_site, map_sensors_to_layers
+from .sites import Site, SiteError, load_site
 from .station import StationSetup, setup_station, spin_up
 
 FEATURES = ("T_air", "q_air", "p_sfc", "wind", "sw_down", "lw_down", "precip")
@@ -27,7 +27,9 @@ class SiteData:
 
     ``days`` (D,) local calendar days; ``forcing`` (D, F) daily features of :data:`FEATURES` (precipitation in
     mm per day, the rest daily means in SI units); ``observed`` (D, S) daily mean soil moisture at the S sensors,
-    m3 m-3 (NaN where missing); ``sensor_depths_m`` (S,); ``sensor_layers`` (S,) model layer of each sensor;
+    m3 m-3 (NaN where missing); ``sensor_depths_m`` (S,); ``sensor_layers`` (S,) model layer that contains each
+    sensor; ``sensor_weights`` (S, N) how each sensor reads the model layers (:mod:`dam.sensors`);
+    ``sensor_liquid`` (S,) True where a sensor sees liquid water only (``soil_moisture_measures``);
     ``reliable`` (S,) False where the site flags the series; ``step_day`` (T,) day index of every model step;
     ``train``, ``val``, ``test`` slices of days.
     """
@@ -40,6 +42,8 @@ class SiteData:
     observed: np.ndarray
     sensor_depths_m: np.ndarray
     sensor_layers: np.ndarray
+    sensor_weights: np.ndarray
+    sensor_liquid: np.ndarray
     reliable: np.ndarray
     step_day: np.ndarray
     train: slice
@@ -55,19 +59,24 @@ class SiteData:
         """Training and validation days together (the first 4/5)."""
         return slice(0, self.test.start)
 
-    @property
-    def sees_liquid(self) -> bool:
-        """True when the sensors see liquid water only (``soil_moisture_measures: liquid`` in ``site.yaml``):
-        models are then scored with their liquid moisture, else with total moisture."""
-        return self.site.meta.soil_moisture_measures == "liquid"
-
     def daily(self, per_step: np.ndarray) -> np.ndarray:
         """Daily means of a per-step series (T, ...) -> (D, ...)."""
         return daily_mean(per_step, self.step_day, len(self.days))
 
     def at_sensors(self, layered: np.ndarray) -> np.ndarray:
-        """Model layers (..., N) -> the sensors' layers (..., S)."""
-        return np.asarray(layered)[..., self.sensor_layers]
+        """Model layers (..., N) -> the values the sensors read (..., S) (:attr:`sensor_weights`)."""
+        return np.asarray(layered) @ self.sensor_weights.T
+
+    def seen(self, total: np.ndarray, liquid: np.ndarray) -> np.ndarray:
+        """The moisture each sensor sees (..., S) from the model's total and liquid layer moisture (..., N)."""
+        return np.where(self.sensor_liquid, self.at_sensors(liquid), self.at_sensors(total))
+
+    def describe_seen(self) -> str:
+        """Which water the sensors see, in words."""
+        kinds = ["liquid" if x else "total" for x in self.sensor_liquid]
+        if len(set(kinds)) <= 1:
+            return "liquid water" if kinds and kinds[0] == "liquid" else "total water (liquid + ice)"
+        return ", ".join(f"{d:g} m: {k}" for d, k in zip(self.sensor_depths_m, kinds, strict=True))
 
 
 def day_index(times: pd.DatetimeIndex, dt_s: float, utc_offset_hours: float) -> tuple[np.ndarray, pd.DatetimeIndex]:
@@ -115,7 +124,7 @@ def prepare_site(
     obs = site.observations["soil_moisture"]
     depth_dim = obs.dims[1]
     depths = np.asarray(obs[depth_dim].values, float)
-    mapping = map_sensors_to_layers(depths, setup.layer_bottoms_m, variable="soil_moisture")
+    mapping = site.sensor_mapping("soil_moisture", setup.layer_bottoms_m, depths)
     obs_times = pd.DatetimeIndex(obs["time"].values)
     obs_dt = float(site.meta.time_step_s)
     obs_day, obs_days = day_index(obs_times, obs_dt, site.meta.utc_offset_hours)
@@ -128,6 +137,7 @@ def prepare_site(
         raise SiteError(f"site {site.meta.name}: {len(days)} days cannot be split for the experiment ({err})") from None
     return SiteData(
         name=site.meta.name, site=site, setup=setup, days=days, forcing=forcing, observed=observed,
-        sensor_depths_m=depths, sensor_layers=np.asarray(mapping.layer_index), reliable=reliable, step_day=step_day,
+        sensor_depths_m=depths, sensor_layers=np.asarray(mapping.layer_index), sensor_weights=mapping.weights,
+        sensor_liquid=site.sees_liquid("soil_moisture", depths), reliable=reliable, step_day=step_day,
         train=train, val=val, test=test,
     )  # fmt: skip

@@ -79,15 +79,23 @@ def _default_window(dt_s: float) -> int:
     return int(round(10 * 86400 / dt_s)) if dt_s < 86400 else 60
 
 
-def _checked(observations: Any, sensor_layers: Sequence[int], n: int, n_layers: int) -> tuple[np.ndarray, np.ndarray]:
+def _checked(observations: Any, sensor_layers: Any, n: int, n_layers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Observations (T, S) and the sensors' (S, N) layer weights from (S, N) weights or (S,) layer indices."""
     obs = np.asarray(observations, dtype=float)
     if obs.ndim != 2 or obs.shape[0] != n:
         raise ValueError(f"observations must have shape (T={n}, sensors), got {obs.shape}")
-    layers = np.asarray(sensor_layers, int)
-    if layers.shape != (obs.shape[1],) or (layers < 0).any() or (layers >= n_layers).any():
-        raise ValueError(f"sensor_layers {layers.tolist()} must give a layer in [0, N) for each of {obs.shape[1]} "
-                         "sensors")  # fmt: skip
-    return obs, layers
+    n_sensors = obs.shape[1]
+    arr = np.asarray(sensor_layers)
+    if arr.ndim == 1:
+        layers = arr.astype(int)
+        if layers.shape != (n_sensors,) or (layers < 0).any() or (layers >= n_layers).any():
+            raise ValueError(f"sensor_layers {layers.tolist()} must give a layer in [0, {n_layers}) for each of "
+                             f"{n_sensors} sensors")  # fmt: skip
+        return obs, np.eye(n_layers)[layers]
+    if arr.shape != (n_sensors, n_layers) or not np.allclose(arr.sum(axis=1), 1.0) or (arr < 0).any():
+        raise ValueError(f"sensor_layers weights of shape {arr.shape} must be ({n_sensors}, {n_layers}), >= 0, rows "
+                         "summing to 1")  # fmt: skip
+    return obs, arr.astype(float)
 
 
 def train_hybrid(
@@ -95,7 +103,7 @@ def train_hybrid(
     observations: Any,
     net: NeuralWaterTransport,
     *,
-    sensor_layers: Sequence[int],
+    sensor_layers: Sequence[int] | np.ndarray,
     train_steps: slice | None = None,
     val_steps: slice | None = None,
     window: int | None = None,
@@ -106,7 +114,7 @@ def train_hybrid(
     checkpoint_every: int | None = 1,
     seed: int = 0,
     progress: bool = False,
-    liquid: bool | None = None,
+    liquid: bool | Sequence[bool] | None = None,
     checkpoint_dir: str | Path | None = None,
 ) -> HybridTrainResult:
     """Train ``net`` end to end inside the station model against observed layered soil moisture.
@@ -124,7 +132,9 @@ def train_hybrid(
     setup : the station set-up (spun up by the caller); its dtype is the run's dtype.
     observations : (T, S) observed soil moisture (m3 m-3) at the model steps of ``setup``, NaN where missing.
     net : the initial network (e.g. after :func:`pretrain_to_physics`).
-    sensor_layers : (S,) model layer (0-based) of each sensor column.
+    sensor_layers : how each observed column reads the model layers: (S, N) layer weights, e.g.
+        ``setup.site.sensor_mapping("soil_moisture", setup.layer_bottoms_m).weights`` (:mod:`dam.sensors`), or
+        (S,) 0-based layer indices (each sensor reads its layer).
     train_steps, val_steps : step ranges; default :func:`dam.sequences.chronological_split` (first 72 % train,
         next 8 % validation).
     window : steps per window; default 10 days of sub-daily steps, 60 daily steps.
@@ -132,12 +142,14 @@ def train_hybrid(
     optimizer : optax transformation; default Adam(``learning_rate``) with global-norm clipping at 1.
     checkpoint_every : rematerialisation segment inside a window, steps (None: none).
     progress : show a progress bar.
-    liquid : compare with liquid water (True) or total water (False); default what the site's sensors see.
+    liquid : compare with liquid water (True) or total water (False), one value or one per sensor; default what
+        each of the site's sensors sees (``soil_moisture_measures`` in ``site.yaml``).
     checkpoint_dir : orbax checkpoints of the training (resumed when present).
     """
     dtype = jnp.asarray(setup.state0.soil.smc).dtype
     n = len(setup.times)
-    obs, layers = _checked(observations, sensor_layers, n, setup.grid.n_layers)
+    obs, weights = _checked(observations, sensor_layers, n, setup.grid.n_layers)
+    liquid = setup.site.sees_liquid("soil_moisture") if liquid is None else liquid
     d_train, d_val, _ = chronological_split(n)
     train = train_steps or d_train
     val = val_steps if val_steps is not None else (d_val if train_steps is None else None)
@@ -155,8 +167,8 @@ def train_hybrid(
     objective = HybridObjective(
         state0=setup.state0, params=setup.params, grid=setup.grid, options=setup.options,
         forcing=jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)[:end], dtype), setup.forcing),
-        layer_index=tuple(int(k) for k in layers), checkpoint_every=checkpoint_every,
-        liquid=setup.site.meta.soil_moisture_measures == "liquid" if liquid is None else bool(liquid),
+        sensor_weights=jnp.asarray(weights, dtype), checkpoint_every=checkpoint_every,
+        liquid=jnp.asarray(np.broadcast_to(np.asarray(liquid, bool), (obs.shape[1],))),
     )  # fmt: skip
     observed = jnp.asarray(obs[:end], dtype)
     rows = starts[:, None] + np.arange(window)[None, :]  # (windows, window) step indices

@@ -225,6 +225,7 @@ def metrics_table(
     site=None,
     layer_dim: str = "layer",
     min_pairs: int = 10,
+    rule: str = "interpolate",
 ):
     """Per-variable (and per-sensor for soil series) metrics of a model run against observations.
 
@@ -237,15 +238,18 @@ def metrics_table(
     observations : xarray.Dataset
         A validated observation Dataset (:func:`dam.sites.standardise_observations`).
     layer_bottoms_m
-        Model layer bottoms [m, positive down]; needed for soil series (rule: :class:`dam.sites.SensorMapping`).
+        Model layer bottoms [m, positive down]; needed for soil series (how sensors read the layers:
+        :mod:`dam.sensors`).
     variables
         Variables to compare (default: those in both Datasets).
     site
-        Optional :class:`dam.sites.Site`: adds the ``unreliable`` column from ``site.yaml``, and compares soil
-        moisture with the model's ``soil_liquid_water`` where the site's sensors see liquid water only
-        (:meth:`dam.sites.Site.model_variable`).
+        Optional :class:`dam.sites.Site`: adds the ``unreliable`` column from ``site.yaml``, compares soil
+        moisture with the model's ``soil_liquid_water`` at the sensors that see liquid water only, and uses the
+        sensors' footprints (:meth:`dam.sites.Site.model_at_sensors`).
     min_pairs
         Fewer valid pairs give NaN metrics (and a warning).
+    rule
+        Sensor mapping rule, ``"interpolate"`` (default) or ``"layer"`` (:func:`dam.sensors.map_sensors_to_layers`).
 
     Returns
     -------
@@ -265,11 +269,15 @@ def metrics_table(
         if name not in model or name not in observations:
             raise SiteError(f"metrics_table: variable {name!r} is missing from the model or the observations")
         obs = observations[name]
-        mod = model[site.model_variable(name) if site is not None else name]
+        mod = model[name]
         if name in SOIL_VARIABLES:
             if layer_bottoms_m is None:
                 raise SiteError(f"metrics_table: layer_bottoms_m is needed to compare {name!r}")
-            mapping, mod = model_at_sensors(mod, obs, layer_bottoms_m, layer_dim=layer_dim)
+            if site is not None:
+                depths = obs[obs.dims[1]].values
+                mapping, mod = site.model_at_sensors(model, name, layer_bottoms_m, depths, rule=rule)
+            else:
+                mapping, mod = model_at_sensors(mod, obs, layer_bottoms_m, layer_dim=layer_dim, rule=rule)
         mod = _to_observation_times(mod, times, step)
         sim_a = np.asarray(mod.transpose(*obs.dims).values, dtype=np.float64)
         obs_a = np.asarray(obs.values, dtype=np.float64)

@@ -1,20 +1,20 @@
-"""Parameters of the station model from Noah-MP's tables (shipped rows in ``dam/data/noahmp_tables.yaml``).
+"""Parameters of the station model from Noah-MP's tables (:mod:`dam.tables`, ``dam/data/noahmp_tables.yaml``).
 
 One place turns a site description (vegetation type, STAS soil class per layer, soil colour, reference height,
-deep soil temperature, ...) into the physics' parameter Modules. The values are the ones Noah-MP v5.2 reads from
-``NoahmpTable.TBL``; ``tests/test_station.py`` checks them against every value the Fortran reference used.
+deep soil temperature, table overrides, ...) into the physics' parameter Modules. The values are the ones Noah-MP
+v5.2 reads from ``NoahmpTable.TBL`` (with a site's overrides applied); ``tests/test_tables.py`` checks them against
+every value the Fortran references used.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from importlib import resources
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
-import yaml
 
 from .physics.albedo import RadiationParams, SnowCoverParams
 from .physics.atmos_forcing import AtmosParams
@@ -23,16 +23,9 @@ from .physics.energy_balance import SurfaceParams
 from .physics.phenology import PhenologyParams
 from .physics.stomata import StomataParams
 from .physics.types import SoilParams
-from .soil_table import stas_parameters
+from .tables import MONTHS, SiteTables, noahmp_tables, site_tables
 
-MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-
-
-@functools.cache
-def noahmp_tables() -> dict[str, Any]:
-    """The shipped Noah-MP table rows (vegetation types, soil colours, global and general parameters)."""
-    text = (resources.files("dam.data") / "noahmp_tables.yaml").read_text()
-    return yaml.safe_load(text)
+__all__ = ["MONTHS", "SiteDescription", "noahmp_tables", "station_params"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +36,8 @@ class SiteDescription:
     ``soil_colour`` 1-8; ``veg_frac_max`` annual maximum vegetation fraction, - (SHDMAX / 100);
     ``ref_height_m`` height of the forcing above the surface, m (ZLVL); ``tbot_k`` deep soil temperature at
     ``zbot``, K (the annual mean air temperature is the usual choice); ``latitude_deg`` degrees north;
-    ``slope_type`` index of the drainage slope table (SLOPE_DATA, 1 = 0.1).
+    ``overrides`` table values replacing the rows', ``{section: {TABLE_NAME: value}}`` (see
+    :func:`dam.tables.site_tables`; the drainage slope factor is ``general.SLOPE_DATA``).
     """
 
     vegetation_type: int
@@ -53,35 +47,31 @@ class SiteDescription:
     ref_height_m: float
     tbot_k: float
     latitude_deg: float
-    slope_type: int = 1
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @functools.cached_property
+    def tables(self) -> SiteTables:
+        """The resolved, range-checked table values (raises :class:`dam.tables.TableError`)."""
+        return site_tables(self.vegetation_type, self.soil_types, self.soil_colour, self.overrides)
 
 
 def _a(x) -> jnp.ndarray:
     return jnp.asarray(np.asarray(x, dtype=np.float64))
 
 
-def vegetation_row(vegetation_type: int) -> dict[str, float]:
-    rows = noahmp_tables()["modis_vegetation"]
-    if vegetation_type not in rows:
-        raise ValueError(
-            f"vegetation type {vegetation_type} is not in the shipped Noah-MP table rows {sorted(rows)}; "
-            "add its noahmp_modis_parameters column to dam/data/noahmp_tables.yaml"
-        )
-    return rows[vegetation_type]
-
-
 def soil_params(site: SiteDescription) -> SoilParams:
     """STAS soil hydraulic/thermal parameters per layer plus Noah-MP's general parameters."""
-    g = noahmp_tables()["general"]
-    rows = [stas_parameters(s) for s in site.soil_types]
+    t = site.tables
+    g = t.general
     per_layer = {
-        k: _a([r[k] for r in rows])
-        for k in ("smcmax", "smcref", "smcwlt", "bexp", "dksat", "dwsat", "psisat", "quartz")
-    }
+        name: _a(t.soil_layer_values(table))
+        for name, table in (("smcmax", "MAXSMC"), ("smcref", "REFSMC"), ("smcwlt", "WLTSMC"), ("bexp", "BB"),
+                            ("dksat", "SATDK"), ("dwsat", "SATDW"), ("psisat", "SATPSI"), ("quartz", "QTZ"))
+    }  # fmt: skip
     return SoilParams(
         **per_layer,
         csoil=_a(g["CSOIL_DATA"]),
-        slope=_a(g["SLOPE_DATA"][site.slope_type - 1]),
+        slope=_a(g["SLOPE_DATA"]),
         refkdt=_a(g["REFKDT_DATA"]),
         refdk=_a(g["REFDK_DATA"]),
         frzk=_a(g["FRZK_DATA"]),
@@ -90,7 +80,7 @@ def soil_params(site: SiteDescription) -> SoilParams:
 
 
 def phenology_params(site: SiteDescription) -> PhenologyParams:
-    v = vegetation_row(site.vegetation_type)
+    v = site.tables.vegetation
     return PhenologyParams(
         lai_monthly=_a([v[f"LAI_{m}"] for m in MONTHS]),
         sai_monthly=_a([v[f"SAI_{m}"] for m in MONTHS]),
@@ -103,19 +93,16 @@ def phenology_params(site: SiteDescription) -> PhenologyParams:
 
 
 def radiation_params(site: SiteDescription) -> RadiationParams:
-    v = vegetation_row(site.vegetation_type)
-    r, gl = noahmp_tables()["radiation"], noahmp_tables()["global"]
-    colour = site.soil_colour - 1
-    if not 0 <= colour < len(r["ALBSAT_VIS"]):
-        raise ValueError(f"soil colour must be 1..{len(r['ALBSAT_VIS'])}, got {site.soil_colour}")
+    t = site.tables
+    v, r, gl = t.vegetation, t.radiation, t.global_
     return RadiationParams(
         rho_leaf=_a([v["RHOL_VIS"], v["RHOL_NIR"]]),
         rho_stem=_a([v["RHOS_VIS"], v["RHOS_NIR"]]),
         tau_leaf=_a([v["TAUL_VIS"], v["TAUL_NIR"]]),
         tau_stem=_a([v["TAUS_VIS"], v["TAUS_NIR"]]),
         leaf_orientation=_a(v["XL"]),
-        albedo_soil_sat=_a([r["ALBSAT_VIS"][colour], r["ALBSAT_NIR"][colour]]),
-        albedo_soil_dry=_a([r["ALBDRY_VIS"][colour], r["ALBDRY_NIR"][colour]]),
+        albedo_soil_sat=_a([r["ALBSAT_VIS"], r["ALBSAT_NIR"]]),
+        albedo_soil_dry=_a([r["ALBDRY_VIS"], r["ALBDRY_NIR"]]),
         snow_scatter=_a(r["OMEGAS"]),
         snow_upscatter_dir=_a(r["BETADS"]),
         snow_upscatter_dif=_a(r["BETAIS"]),
@@ -129,25 +116,25 @@ def radiation_params(site: SiteDescription) -> RadiationParams:
         snow_albedo_age=_a([gl["BATS_VIS_AGE"], gl["BATS_NIR_AGE"]]),
         snow_albedo_zenith=_a([gl["BATS_VIS_DIR"], gl["BATS_NIR_DIR"]]),
         emissivity_snow=_a(gl["SNOW_EMIS"]),
-        emissivity_soil=_a(r["EG"][0]),
+        emissivity_soil=_a(r["EG"]),
     )
 
 
 def snow_cover_params(site: SiteDescription) -> SnowCoverParams:
-    v = vegetation_row(site.vegetation_type)
+    v = site.tables.vegetation
     return SnowCoverParams(melt_factor=_a(v["MFSNO"]), cover_factor_m=_a(v["SCFFAC"]))
 
 
 def canopy_water_params(site: SiteDescription) -> CanopyWaterParams:
-    return CanopyWaterParams(liq_hold_cap_mm=_a(vegetation_row(site.vegetation_type)["CH2OP"]))
+    return CanopyWaterParams(liq_hold_cap_mm=_a(site.tables.vegetation["CH2OP"]))
 
 
 def atmos_params(site: SiteDescription) -> AtmosParams:
-    return AtmosParams(snowfall_density_max=_a(noahmp_tables()["global"]["SNOWDEN_MAX"]))
+    return AtmosParams(snowfall_density_max=_a(site.tables.global_["SNOWDEN_MAX"]))
 
 
 def stomata_params(site: SiteDescription) -> StomataParams:
-    v, gl = vegetation_row(site.vegetation_type), noahmp_tables()["global"]
+    v, gl = site.tables.vegetation, site.tables.global_
     return StomataParams(
         vcmax25=_a(v["VCMX25"]),
         vcmax_q10=_a(v["AVCMX"]),
@@ -166,7 +153,7 @@ def stomata_params(site: SiteDescription) -> StomataParams:
 
 
 def surface_params(site: SiteDescription) -> SurfaceParams:
-    v, gl = vegetation_row(site.vegetation_type), noahmp_tables()["global"]
+    v, gl = site.tables.vegetation, site.tables.global_
     return SurfaceParams(
         canopy_top_height=_a(v["HVT"]),
         z0m_veg=_a(v["Z0MVT"]),
@@ -183,5 +170,17 @@ def surface_params(site: SiteDescription) -> SurfaceParams:
 
 
 def n_root_layers(site: SiteDescription) -> int:
-    """Number of soil layers with roots (table NROOT), at most the number of layers."""
-    return min(int(vegetation_row(site.vegetation_type)["NROOT"]), len(site.soil_types))
+    """Number of soil layers with roots: table NROOT (a number of layers, as Noah-MP counts it on whatever grid
+    it runs), at most the number of layers."""
+    return min(int(site.tables.vegetation["NROOT"]), len(site.soil_types))
+
+
+def station_params(site: SiteDescription):
+    """All parameter Modules of the station model (:class:`dam.physics.station.StationParams`)."""
+    from .physics.station import StationParams
+
+    return StationParams(
+        soil=soil_params(site), phenology=phenology_params(site), snow_cover=snow_cover_params(site),
+        radiation=radiation_params(site), canopy=canopy_water_params(site), surface=surface_params(site),
+        atmos=atmos_params(site),
+    )  # fmt: skip

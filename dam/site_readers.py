@@ -85,17 +85,21 @@ _BONDVILLE_UNRELIABLE = (
 # Initial state of the HRLDAS/Noah-MP reference run (namelist of hrldas_bondville.dat), valid 1998-01-02T00:00Z.
 _BONDVILLE_INITIAL = {
     "valid_at_utc": "1998-01-02T00:00:00",
-    "source": "hrldas_bondville.dat &initial namelist (used by the Noah-MP v5.2 reference run)",
+    "source": "hrldas_bondville.dat &initial namelist (used by the Noah-MP v5.2 reference run); its canopy_water "
+    "0.01 mm and leaf_area_index 2.0 are not used (Noah-MP's initialisation sets canopy water to 0; LAI comes from "
+    "the table by month)",
     "soil_layer_thickness_m": [0.10, 0.30, 0.60, 1.00],
     "soil_temperature_K": [266.1, 274.0, 276.9, 279.9],
     "soil_moisture": [0.298, 0.294, 0.271, 0.307],
     "skin_temperature_K": 263.7,
     "snow_depth_m": 0.01,
     "snow_water_equivalent_mm": 1.0,
-    "canopy_water_mm": 0.01,
-    "deep_soil_temperature_K": 285.0,
-    "deep_soil_depth_m": 8.0,
-    "leaf_area_index": 2.0,
+}
+# The Noah-MP reference run's soil column: 4 layers, TBOT 285 K at ZBOT = 8 m (hrldas_bondville.dat).
+_BONDVILLE_COLUMN = {
+    "layer_thickness_m": [0.10, 0.30, 0.60, 1.00],
+    "bottom_depth_m": 8.0,
+    "bottom_temperature_K": 285.0,
 }
 
 
@@ -186,6 +190,7 @@ def _bondville_meta(name: str, wind_height: float, notes: list[str]) -> SiteMeta
         unreliable=_BONDVILLE_UNRELIABLE,
         soil_moisture_measures="liquid",
         initial_state=_BONDVILLE_INITIAL,
+        soil_column=_BONDVILLE_COLUMN,
     )
 
 
@@ -508,6 +513,10 @@ def _parse_namelist(text: str) -> dict[str, Any]:
     return out
 
 
+TANGGULA_ZBOT_M = 20.0  # m: depth given to the file's deep soil temperature (below the 15.2 m column)
+TANGGULA_MERGED_TOP = 3  # NoahPy's thin top layers merged into the model's first layer (stability at daily steps)
+
+
 def read_noahpy_forcing(
     src: str | Path, *, gaps: str = "error", max_gap: int | None = DEFAULT_MAX_GAP, name: str = "tanggula_forcing_only"
 ) -> Site:
@@ -566,13 +575,16 @@ def read_noahpy_forcing(
         "soil_temperature_K": nml.get("Soil_Temperature"),
         "soil_moisture": nml.get("Soil_Moisture"),
         "soil_liquid": nml.get("Soil_Liquid"),
-        "soil_type_per_layer_noahpy": nml.get("Soil_htype"),
         "skin_temperature_K": nml.get("Skin_Temperature"),
         "snow_depth_m": nml.get("Snow_depth"),
         "snow_water_equivalent_mm": nml.get("Snow_equivalent"),
-        "canopy_water_mm": nml.get("Canopy_water"),
-        "deep_soil_temperature_K": nml.get("Deep_Soil_Temperature"),
+        "canopy_liquid_mm": nml.get("Canopy_water"),
     }
+    # NoahPy's 20-layer column (15.2 m) with its three thin top layers merged (see notes). Noah-MP's ZBOT_DATA (8 m)
+    # lies inside it: the deep temperature of the file is placed at 20 m (an assumption, see notes).
+    merged = [round(sum(thick[:TANGGULA_MERGED_TOP]), 9), *thick[TANGGULA_MERGED_TOP:]]
+    column = {"layer_thickness_m": merged, "bottom_depth_m": TANGGULA_ZBOT_M,
+              "bottom_temperature_K": nml.get("Deep_Soil_Temperature")}  # fmt: skip
     meta = SiteMeta(
         name=name,
         title="Tanggula (TGL), central Tibetan Plateau, daily forcing 2007-04 to 2010-12 (forcing only)",
@@ -603,9 +615,16 @@ def read_noahpy_forcing(
             "alpine meadow); soil: Soil_type_index 3 (sandy loam) of the file; colour 4 assumed.",
             "Wind direction (constant 249, a placeholder) dropped. Monthly albedo/green fraction/LAI/z0 of the file "
             "are not carried over.",
-            "initial_state: the NoahPy 20-layer initial profile of the file (about 15.7 m deep).",
+            "soil_column: NoahPy's 20-layer column of the file (15.2 m deep) with its three top layers (4.5, 4.6 and "
+            "7.5 cm) merged into one of 16.6 cm: Noah-MP couples the surface energy balance to the top layer "
+            "explicitly, and at this daily step a 4.5 cm top layer oscillates and diverges within 15 days "
+            "(18 layers run the whole record). initial_state: the file's 20-layer profile, averaged onto the model "
+            "layers. The per-layer NoahPy soil classes (Soil_htype) are not carried over: STAS 3 in every layer.",
+            f"Deep soil temperature 272.43 K (Deep_Soil_Temperature of the file) placed at {TANGGULA_ZBOT_M:g} m, an "
+            "assumption: Noah-MP's ZBOT_DATA (8 m) lies inside this column.",
         ),
         initial_state=initial,
+        soil_column=column,
     )
     return check_site(Site(meta, forcing, None))
 

@@ -33,7 +33,6 @@ that ends at the time stamp (as the Noah-MP/HRLDAS driver uses them: the record 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -45,6 +44,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 import yaml
+
+from .schema import ConfigError, validate
+from .sensors import SensorError as SensorError  # re-exported: the sensor mapping lives in dam.sensors
+from .sensors import SensorMapping, map_sensors_to_layers, model_at_sensors
+from .site_schema import FORMAT_VERSION, InitialState, SiteYaml, SoilColumn, migrate_v1
 
 
 class SiteError(ValueError):
@@ -114,7 +118,7 @@ OBSERVATION_VARIABLES: dict[str, VarSpec] = {
 
 ALL_VARIABLES = {**FORCING_VARIABLES, **OBSERVATION_VARIABLES}
 SOIL_VARIABLES = ("soil_moisture", "soil_temperature")
-SOIL_MOISTURE_MEASURES = ("total", "liquid")  # what a site's soil moisture sensors see (SiteMeta)
+SOIL_MOISTURE_MEASURES = ("total", "liquid")  # what a soil moisture sensor sees (SiteMeta)
 
 #: Raw missing-value codes treated as missing when found in a variable without a _FillValue.
 MISSING_CODES = (-9999.0, -6999.0, -999.9, -9999.9)
@@ -567,7 +571,9 @@ def make_observations(
 # Site metadata and folder format
 # --------------------------------------------------------------------------------------------------------------
 
-FORMAT_VERSION = 1
+
+class SiteConfigError(SiteError, ConfigError):
+    """``site.yaml`` (or a :class:`SiteMeta` built in code) breaks the schema: the message names the key."""
 
 
 @dataclass(frozen=True)
@@ -581,32 +587,45 @@ class UnreliableSeries:
 
 @dataclass(frozen=True)
 class SiteMeta:
-    """Metadata of a site (``site.yaml``). Units: degrees, metres, seconds, hours.
+    """Metadata and model set-up of a site (``site.yaml``, format 2). Units: degrees, metres, seconds, hours.
+
+    Every instance is validated by the ``site.yaml`` schema (:class:`dam.site_schema.SiteYaml`) when it is made,
+    so a site built in code obeys the same rules as one read from a file; a violation is a
+    :class:`SiteConfigError` naming the key.
 
     Attributes
     ----------
-    name : short identifier (folder name).
+    name : short identifier (letters, digits, ``.``, ``_``, ``-``; used in file names).
     latitude, longitude : degrees north / east.
     elevation_m : m above sea level.
-    utc_offset_hours : local standard time of the site = UTC + offset (information; the files are in UTC).
+    utc_offset_hours : local standard time of the site = UTC + offset (the files are in UTC).
     time_zone : free text, e.g. ``"US Central Standard Time (UTC-6, no DST)"``.
     time_step_s : forcing time step [s].
     reference_height_temperature_m, reference_height_wind_m : measurement heights above ground [m].
     vegetation_type_igbp : MODIS IGBP class 1..20 (Noah-MP ``MODIFIED_IGBP_MODIS_NOAH`` table row).
-    soil_type_stas : STAS/USDA soil texture class 1..19 (Noah-MP SOILPARM.TBL row), or None with texture.
-    soil_texture : ``{"sand": f, "clay": f}`` fractions (0..1), optional.
+    soil_type_stas : STAS soil class 1..19 (Noah-MP table row), one for all layers or a tuple with one per layer
+        of the soil column; or None with ``soil_texture``.
+    soil_texture : ``{"sand": f, "clay": f}`` fractions (0..1); gives the STAS class (USDA texture triangle)
+        when ``soil_type_stas`` is None.
     soil_colour : Noah-MP soil colour index 1..8.
-    max_vegetation_fraction : SHDMAX (0..1), optional.
+    max_vegetation_fraction : SHDMAX (0..1), optional (the station model's default is 0.8).
     sensor_depths_m : ``{"soil_moisture": (...), "soil_temperature": (...)}`` [m, positive down].
+    sensor_footprint_m : ``{variable: footprint or (one per sensor)}``, the vertical extent each probe averages
+        over [m]; default 0 (a point). See :mod:`dam.sensors`.
     licence, citation, source, title : provenance.
     notes : free-text notes (data quality, approximations made by the converter).
     unreliable : series to flag (see :class:`UnreliableSeries`).
-    soil_moisture_measures : what the soil moisture sensors see: ``"total"`` water (liquid + ice; e.g. gravimetric
-        samples, neutron probes) or ``"liquid"`` water only (dielectric sensors: TDR, reflectometers, capacitance
-        probes read frozen soil as dry). Models are compared with the same quantity.
-    initial_state : optional dict of initial values from the source (documented in docs/site_format.md).
+    soil_moisture_measures : what each soil moisture sensor sees, one value for all or a tuple with one per
+        sensor: ``"total"`` water (liquid + ice; gravimetric samples, neutron probes, cosmic-ray sensors) or
+        ``"liquid"`` water only (dielectric sensors: TDR, reflectometers, capacitance probes read frozen soil as
+        dry). Models are compared with the same quantity, sensor by sensor.
+    soil_column : :class:`dam.site_schema.SoilColumn` (layer thicknesses, deep boundary depth and temperature),
+        or None for Noah-MP's default column (0.1/0.3/0.6/1.0 m, ZBOT 8 m, TBOT the mean air temperature).
+    parameters : overrides of Noah-MP table values, ``{section: {TABLE_NAME: value}}`` (:mod:`dam.tables`).
+    initial_state : :class:`dam.site_schema.InitialState` or None (a mapping is validated into one).
     assumed : dotted metadata key -> reason, for every value that is a best guess rather than a documented fact
-        (e.g. ``{"sensors.soil_moisture": "FLUXNET gives no depths ..."}``); results should carry that caveat.
+        (e.g. ``{"sensor_depths_m.soil_moisture": "FLUXNET gives no depths ..."}``); results should carry that
+        caveat.
     attributes : static site attributes for information and multi-site models (e.g. ``site_id``, ``igbp``,
         ``canopy_height_m``).
     """
@@ -623,7 +642,7 @@ class SiteMeta:
     soil_colour: int
     licence: str
     citation: tuple[str, ...]
-    soil_type_stas: int | None = None
+    soil_type_stas: int | tuple[int, ...] | None = None
     soil_texture: Mapping[str, float] | None = None
     max_vegetation_fraction: float | None = None
     time_zone: str = ""
@@ -632,20 +651,40 @@ class SiteMeta:
     sensor_depths_m: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     unreliable: tuple[UnreliableSeries, ...] = ()
-    soil_moisture_measures: str = "total"
-    initial_state: Mapping[str, Any] | None = None
+    soil_moisture_measures: str | tuple[str, ...] = "total"
+    initial_state: InitialState | None = None
+    sensor_footprint_m: Mapping[str, float | tuple[float, ...]] = field(default_factory=dict)
+    soil_column: SoilColumn | None = None
+    parameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     assumed: Mapping[str, str] = field(default_factory=dict)
     attributes: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.soil_moisture_measures not in SOIL_MOISTURE_MEASURES:
-            raise SiteError(
-                f"site.yaml soil_moisture_measures: {self.soil_moisture_measures!r} is not one of "
-                f"{SOIL_MOISTURE_MEASURES}"
-            )
+        model = _validate_site_yaml(self.to_yaml_dict())
+        object.__setattr__(self, "initial_state", model.initial_state)
+        if self.soil_column is not None:
+            object.__setattr__(self, "soil_column", model.soil_column)
+        object.__setattr__(self, "_model", model)
+
+    @property
+    def schema(self) -> SiteYaml:
+        """The validated ``site.yaml`` model (defaults filled in)."""
+        return self._model  # type: ignore[attr-defined]
+
+    def soil_moisture_kinds(self) -> tuple[str, ...]:
+        """``"total"`` or ``"liquid"`` for each soil moisture sensor (order of ``sensor_depths_m``)."""
+        n = len(self.sensor_depths_m.get("soil_moisture", ()))
+        m = self.soil_moisture_measures
+        return tuple(m) if isinstance(m, tuple | list) else (m,) * n
+
+    def footprints(self, variable: str) -> tuple[float, ...]:
+        """The vertical footprint of each sensor of ``variable`` [m]."""
+        n = len(self.sensor_depths_m.get(variable, ()))
+        f = self.sensor_footprint_m.get(variable, 0.0)
+        return tuple(float(x) for x in f) if isinstance(f, tuple | list) else (float(f),) * n
 
     def to_yaml_dict(self) -> dict[str, Any]:
-        """The nested ``site.yaml`` mapping."""
+        """The nested ``site.yaml`` mapping (format 2)."""
         d: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "name": self.name,
@@ -661,21 +700,27 @@ class SiteMeta:
                 "wind_m": self.reference_height_wind_m,
             },
             "sensor_depths_m": {k: [float(x) for x in v] for k, v in self.sensor_depths_m.items()},
-            "soil": {"stas_type": self.soil_type_stas, "colour": self.soil_colour},
+            "soil": {"stas_type": _plain(self.soil_type_stas), "colour": self.soil_colour},
             "vegetation": {"igbp_type": self.vegetation_type_igbp},
             "licence": self.licence,
             "citation": list(self.citation),
             "source": self.source,
             "notes": list(self.notes),
             "unreliable": [{k: v for k, v in dataclasses.asdict(u).items() if v is not None} for u in self.unreliable],
-            "soil_moisture_measures": self.soil_moisture_measures,
+            "soil_moisture_measures": _plain(self.soil_moisture_measures),
         }
+        if self.sensor_footprint_m:
+            d["sensor_footprint_m"] = {k: _plain(v) for k, v in self.sensor_footprint_m.items()}
         if self.soil_texture is not None:
             d["soil"]["texture"] = dict(self.soil_texture)
         if self.max_vegetation_fraction is not None:
             d["vegetation"]["max_fraction"] = self.max_vegetation_fraction
+        if self.soil_column is not None:
+            d["soil_column"] = _dump(self.soil_column, compact=False)
+        if self.parameters:
+            d["parameters"] = {k: {n: _plain(v) for n, v in sec.items()} for k, sec in self.parameters.items()}
         if self.initial_state is not None:
-            d["initial_state"] = dict(self.initial_state)
+            d["initial_state"] = _dump(self.initial_state)
         if self.assumed:
             d["assumed"] = {str(k): str(v) for k, v in self.assumed.items()}
         if self.attributes:
@@ -683,104 +728,78 @@ class SiteMeta:
         return d
 
 
-def _req(d: Mapping[str, Any], key: str, where: str = "site.yaml") -> Any:
-    if key not in d or d[key] is None:
-        raise SiteError(f"{where}: missing key {key!r}")
-    return d[key]
+def _plain(x: Any) -> Any:
+    """Tuples as lists (YAML), everything else unchanged."""
+    return [_plain(v) for v in x] if isinstance(x, tuple | list) else x
 
 
-def _num(d: Mapping[str, Any], key: str, lo: float, hi: float, where: str = "site.yaml", *, integer=False) -> Any:
-    v = _req(d, key, where)
+def _dump(x: Any, *, compact: bool = True) -> dict[str, Any]:
+    """A mapping or pydantic model as plain YAML data (``compact``: without the keys left at their defaults)."""
+    if isinstance(x, Mapping):
+        return {k: _plain(v) for k, v in x.items()}
+    return x.model_dump(mode="json", exclude_none=True, exclude_defaults=compact)
+
+
+def _validate_site_yaml(d: Mapping[str, Any], where: str = "site.yaml") -> SiteYaml:
     try:
-        x = float(v)
-    except (TypeError, ValueError):
-        raise SiteError(f"{where}: {key!r} must be a number, got {v!r}") from None
-    if not (lo <= x <= hi) or math.isnan(x):
-        raise SiteError(f"{where}: {key!r} = {v!r} outside [{lo:g}, {hi:g}]")
-    if integer:
-        if x != int(x):
-            raise SiteError(f"{where}: {key!r} must be an integer, got {v!r}")
-        return int(x)
-    return x
+        return validate(SiteYaml, d, where)
+    except ConfigError as exc:
+        msg = str(exc).replace("(top level): ", "").replace("Value error, ", "")
+        raise SiteConfigError(msg) from None
 
 
-def parse_site_yaml(d: Mapping[str, Any]) -> SiteMeta:
-    """Validate a ``site.yaml`` mapping and return :class:`SiteMeta` (errors name the key)."""
+def parse_site_yaml(d: Mapping[str, Any], where: str = "site.yaml") -> SiteMeta:
+    """Validate a ``site.yaml`` mapping (format 2, or format 1 migrated) and return :class:`SiteMeta`.
+
+    Raises
+    ------
+    SiteConfigError
+        Naming the key, the value and what is allowed (unknown keys with the nearest valid name).
+    """
     if not isinstance(d, Mapping):
-        raise SiteError("site.yaml: top level must be a mapping")
+        raise SiteConfigError(f"{where}: top level must be a mapping of keys to values")
     version = d.get("format_version", FORMAT_VERSION)
-    if version != FORMAT_VERSION:
-        raise SiteError(f"site.yaml: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
-    rh = _req(d, "reference_height")
-    soil = _req(d, "soil")
-    veg = _req(d, "vegetation")
-    stas = soil.get("stas_type")
-    texture = soil.get("texture")
-    if stas is None and texture is None:
-        raise SiteError("site.yaml: soil needs 'stas_type' (1..19) or 'texture' ({sand, clay} fractions)")
-    if stas is not None:
-        stas = _num(soil, "stas_type", 1, 19, "site.yaml soil", integer=True)
-    if texture is not None:
-        for k in ("sand", "clay"):
-            _num(texture, k, 0.0, 1.0, "site.yaml soil.texture")
-        if float(texture["sand"]) + float(texture["clay"]) > 1.0:
-            raise SiteError("site.yaml soil.texture: sand + clay > 1")
-        texture = {k: float(v) for k, v in texture.items()}
-    depths = {}
-    for k, v in (d.get("sensor_depths_m") or {}).items():
-        if k not in SOIL_VARIABLES:
-            raise SiteError(f"site.yaml sensor_depths_m: unknown variable {k!r} (known: {SOIL_VARIABLES})")
-        arr = np.asarray(v, dtype=float)
-        if arr.ndim != 1 or (arr < 0).any() or (np.diff(arr) <= 0).any():
-            raise SiteError(f"site.yaml sensor_depths_m.{k}: {v!r} must be increasing depths >= 0 m")
-        depths[k] = tuple(float(x) for x in arr)
-    unreliable = []
-    for i, u in enumerate(d.get("unreliable") or []):
-        var = _req(u, "variable", f"site.yaml unreliable[{i}]")
-        if var not in ALL_VARIABLES:
-            raise SiteError(f"site.yaml unreliable[{i}]: unknown variable {var!r}")
-        dep = u.get("depth_m")
-        unreliable.append(UnreliableSeries(var, str(u.get("reason", "")), None if dep is None else float(dep)))
-    citation = d.get("citation") or []
-    if isinstance(citation, str):
-        citation = [citation]
-    licence = _req(d, "licence")
+    if version == 1:
+        d = migrate_v1(d, where)
+    elif version != FORMAT_VERSION:
+        raise SiteConfigError(f"{where}: format_version {version!r} is not supported (1 or {FORMAT_VERSION})")
+    m = _validate_site_yaml(d, where)
+    depths = {k: tuple(getattr(m.sensor_depths_m, k)) for k in SOIL_VARIABLES if getattr(m.sensor_depths_m, k)}
+    feet = {k: getattr(m.sensor_footprint_m, k) for k in SOIL_VARIABLES}
+    feet = {k: tuple(v) if isinstance(v, list) else v for k, v in feet.items() if v != 0.0}
+    raw = d.get("soil_column")
     return SiteMeta(
-        name=str(_req(d, "name")),
-        title=str(d.get("title", "")),
-        latitude=_num(d, "latitude", -90, 90),
-        longitude=_num(d, "longitude", -180, 180),
-        elevation_m=_num(d, "elevation_m", -500, 9000),
-        time_zone=str(d.get("time_zone", "")),
-        utc_offset_hours=_num(d, "utc_offset_hours", -14, 14),
-        time_step_s=_num(d, "time_step_s", 1, 86400 * 31),
-        reference_height_temperature_m=_num(rh, "temperature_m", 0.1, 500, "site.yaml reference_height"),
-        reference_height_wind_m=_num(rh, "wind_m", 0.1, 500, "site.yaml reference_height"),
-        vegetation_type_igbp=_num(veg, "igbp_type", 1, 20, "site.yaml vegetation", integer=True),
-        max_vegetation_fraction=None
-        if veg.get("max_fraction") is None
-        else _num(veg, "max_fraction", 0.0, 1.0, "site.yaml vegetation"),
-        soil_type_stas=stas,
-        soil_texture=texture,
-        soil_colour=_num(soil, "colour", 1, 8, "site.yaml soil", integer=True),
-        licence=str(licence),
-        citation=tuple(str(c) for c in citation),
-        source=str(d.get("source", "")),
+        name=m.name,
+        title=m.title,
+        latitude=m.latitude,
+        longitude=m.longitude,
+        elevation_m=m.elevation_m,
+        time_zone=m.time_zone,
+        utc_offset_hours=m.utc_offset_hours,
+        time_step_s=m.time_step_s,
+        reference_height_temperature_m=m.reference_height.temperature_m,
+        reference_height_wind_m=m.reference_height.wind_m,
+        vegetation_type_igbp=m.vegetation.igbp_type,
+        max_vegetation_fraction=m.vegetation.max_fraction,
+        soil_type_stas=tuple(m.soil.stas_type) if isinstance(m.soil.stas_type, list) else m.soil.stas_type,
+        soil_texture=None if m.soil.texture is None else m.soil.texture.model_dump(),
+        soil_colour=m.soil.colour,
+        licence=m.licence,
+        citation=(m.citation,) if isinstance(m.citation, str) else tuple(m.citation),
+        source=m.source,
         sensor_depths_m=depths,
-        notes=tuple(str(n) for n in d.get("notes") or []),
-        unreliable=tuple(unreliable),
-        soil_moisture_measures=str(d.get("soil_moisture_measures", "total")),
-        initial_state=d.get("initial_state"),
-        assumed=_mapping(d, "assumed"),
-        attributes=_mapping(d, "attributes"),
+        sensor_footprint_m=feet,
+        notes=tuple(m.notes),
+        unreliable=tuple(UnreliableSeries(u.variable, u.reason, u.depth_m) for u in m.unreliable),
+        soil_moisture_measures=tuple(m.soil_moisture_measures)
+        if isinstance(m.soil_moisture_measures, list)
+        else m.soil_moisture_measures,
+        soil_column=None if raw is None else m.soil_column,
+        parameters={k: dict(v) for k, v in m.parameters.items()},
+        initial_state=m.initial_state,
+        assumed=dict(m.assumed),
+        attributes=dict(m.attributes),
     )
-
-
-def _mapping(d: Mapping[str, Any], key: str) -> dict[str, Any]:
-    v = d.get(key) or {}
-    if not isinstance(v, Mapping):
-        raise SiteError(f"site.yaml: {key!r} must be a mapping, got {type(v).__name__}")
-    return {str(k): (str(x) if key == "assumed" else x) for k, x in v.items()}
 
 
 @dataclass(frozen=True)
@@ -792,12 +811,69 @@ class Site:
     observations: xr.Dataset | None = None
     path: Path | None = None
 
-    def model_variable(self, variable: str) -> str:
-        """The model output variable to compare with the observed ``variable``: ``soil_liquid_water`` for soil
-        moisture where the sensors see liquid water only (``soil_moisture_measures``), else ``variable``."""
-        if variable == "soil_moisture" and self.meta.soil_moisture_measures == "liquid":
-            return "soil_liquid_water"
-        return variable
+    def sensor_mapping(
+        self, variable: str, layer_bottoms_m: Sequence[float], depths_m: Sequence[float] | None = None, **kw
+    ) -> SensorMapping:
+        """How the sensors of ``variable`` (default all; or those at ``depths_m``) read the model layers, with
+        their footprints from ``site.yaml`` (0 at a depth site.yaml does not list), see
+        :func:`dam.sensors.map_sensors_to_layers` (``kw``: e.g. ``rule``)."""
+        all_depths = self.meta.sensor_depths_m.get(variable, ())
+        feet = self.meta.footprints(variable)
+        if depths_m is None:
+            depths_m = all_depths
+        idx = [_sensor_index(all_depths, d) for d in depths_m]
+        chosen = [0.0 if i is None else feet[i] for i in idx]
+        return map_sensors_to_layers(depths_m, layer_bottoms_m, variable, footprint_m=chosen, **kw)
+
+    def sees_liquid(self, variable: str = "soil_moisture", depths_m: Sequence[float] | None = None) -> np.ndarray:
+        """(S,) True where a sensor of ``variable`` sees liquid water only (``soil_moisture_measures``); always
+        False for other variables. A depth site.yaml does not list takes the kind all the site's sensors share."""
+        all_depths = self.meta.sensor_depths_m.get(variable, ())
+        if depths_m is None:
+            depths_m = all_depths
+        if variable != "soil_moisture":
+            return np.zeros(len(depths_m), bool)
+        kinds = self.meta.soil_moisture_kinds()
+        out = []
+        for d in depths_m:
+            i = _sensor_index(all_depths, d)
+            if i is None:
+                if len(set(kinds)) > 1:
+                    raise SiteError(f"{variable} at {float(d):g} m: not a sensor of site.yaml, and its sensors see "
+                                    f"different water {kinds}: which does this one see?")  # fmt: skip
+                out.append(bool(kinds) and kinds[0] == "liquid")
+            else:
+                out.append(kinds[i] == "liquid")
+        return np.array(out, bool)
+
+    def model_at_sensors(
+        self,
+        model: xr.Dataset,
+        variable: str,
+        layer_bottoms_m: Sequence[float],
+        depths_m: Sequence[float] | None = None,
+        **kw,
+    ) -> tuple[SensorMapping, xr.DataArray]:
+        """The model series each sensor of ``variable`` sees (dims ``(time, <depth dim>)``): soil moisture as
+        total (``soil_moisture``) or liquid water (``soil_liquid_water``) sensor by sensor, read at the sensors'
+        depths and footprints. ``model`` is a station-model output Dataset with a ``layer`` dimension."""
+        spec = OBSERVATION_VARIABLES[variable]
+        depths = self.meta.sensor_depths_m.get(variable, ()) if depths_m is None else tuple(depths_m)
+        mapping = self.sensor_mapping(variable, layer_bottoms_m, depths, **kw)
+        obs = xr.DataArray(np.zeros((1, len(depths))), dims=("time", spec.depth_dim), name=variable,
+                           coords={spec.depth_dim: list(depths)})  # fmt: skip
+        feet = mapping.footprint_m
+        rule = mapping.rule
+        _, total = model_at_sensors(model[variable], obs, layer_bottoms_m, footprint_m=feet, rule=rule)
+        if variable != "soil_moisture":
+            return mapping, total
+        liquid = self.sees_liquid(variable, depths)
+        if liquid.any():
+            _, liq = model_at_sensors(model["soil_liquid_water"], obs, layer_bottoms_m, footprint_m=feet, rule=rule)
+            dims = total.dims
+            total = xr.where(xr.DataArray(liquid, dims=spec.depth_dim), liq, total, keep_attrs=True).transpose(*dims)
+            total.name = variable
+        return mapping, total.assign_coords(sees=(spec.depth_dim, np.where(liquid, "liquid", "total")))
 
     def unreliable_flag(self, variable: str, depth_m: float | None = None) -> str:
         """The reason a series is flagged unreliable in ``site.yaml``, or ``""``."""
@@ -805,6 +881,12 @@ class Site:
             if u.variable == variable and (u.depth_m is None or depth_m is None or np.isclose(u.depth_m, depth_m)):
                 return u.reason
         return ""
+
+
+def _sensor_index(depths: Sequence[float], depth: float) -> int | None:
+    """Index of the sensor at ``depth`` (1 um tolerance), or None."""
+    hits = np.flatnonzero(np.isclose(np.asarray(depths, float), float(depth), rtol=0, atol=1e-6))
+    return int(hits[0]) if hits.size else None
 
 
 def check_site(site: Site) -> Site:
@@ -862,7 +944,7 @@ def load_site(path: str | os.PathLike, *, gaps: str = "error", max_gap: int | No
         raw = yaml.safe_load(yml.read_text())
     except yaml.YAMLError as exc:
         raise SiteError(f"{yml}: invalid YAML ({exc})") from exc
-    meta = parse_site_yaml(raw)
+    meta = parse_site_yaml(raw, where=str(yml))
     fpath = p / "forcing.nc"
     if not fpath.is_file():
         raise SiteError(f"{p}: missing forcing.nc")
@@ -1009,96 +1091,3 @@ def convert_site(
     if (src / "SOURCE.md").is_file():
         shutil.copyfile(src / "SOURCE.md", out / "SOURCE.md")
     return out
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Sensor depth -> model layer mapping
-# --------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SensorMapping:
-    """Which model layer holds each sensor.
-
-    Rule: layer k spans (bottom[k-1], bottom[k]] with bottom[-1] = 0 (depths in m, positive down); a sensor at
-    depth d belongs to the layer with bottom[k-1] < d <= bottom[k], so a sensor exactly on an interface belongs
-    to the upper layer and a sensor at d = 0 to the top layer.
-
-    Attributes
-    ----------
-    variable : the observed variable.
-    sensor_depths_m : sensor depths [m].
-    layer_index : 0-based model layer per sensor.
-    layer_top_m, layer_bottom_m : bounds of that layer [m].
-    """
-
-    variable: str
-    sensor_depths_m: tuple[float, ...]
-    layer_index: tuple[int, ...]
-    layer_top_m: tuple[float, ...]
-    layer_bottom_m: tuple[float, ...]
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per sensor."""
-        return pd.DataFrame(
-            {
-                "variable": self.variable,
-                "sensor_depth_m": self.sensor_depths_m,
-                "layer": self.layer_index,
-                "layer_top_m": self.layer_top_m,
-                "layer_bottom_m": self.layer_bottom_m,
-            }
-        )
-
-
-def map_sensors_to_layers(
-    sensor_depths_m: Sequence[float], layer_bottoms_m: Sequence[float], variable: str = "sensor"
-) -> SensorMapping:
-    """Map sensor depths to model layers (rule in :class:`SensorMapping`).
-
-    Raises
-    ------
-    SiteError
-        If a sensor lies below the soil column (naming the variable and depth), or the layer bottoms are not
-        positive and increasing.
-    """
-    bottoms = np.asarray(layer_bottoms_m, dtype=float)
-    if bottoms.ndim != 1 or bottoms.size == 0 or (bottoms <= 0).any() or (np.diff(bottoms) <= 0).any():
-        raise SiteError(f"layer bottoms {list(layer_bottoms_m)} must be positive and increasing (m, positive down)")
-    depths = np.asarray(sensor_depths_m, dtype=float)
-    for d in depths:
-        if d < 0:
-            raise SiteError(f"{variable} sensor at depth {d:g} m: depths must be >= 0 (positive down)")
-        if d > bottoms[-1]:
-            raise SiteError(f"{variable} sensor at depth {d:g} m lies below the soil column (bottom {bottoms[-1]:g} m)")
-    idx = np.searchsorted(bottoms, depths, side="left")
-    tops = np.concatenate([[0.0], bottoms[:-1]])
-    return SensorMapping(
-        variable,
-        tuple(float(x) for x in depths),
-        tuple(int(i) for i in idx),
-        tuple(float(tops[i]) for i in idx),
-        tuple(float(bottoms[i]) for i in idx),
-    )
-
-
-def model_at_sensors(
-    model: xr.DataArray, observed: xr.DataArray, layer_bottoms_m: Sequence[float], *, layer_dim: str = "layer"
-) -> tuple[SensorMapping, xr.DataArray]:
-    """The model series matching each sensor of ``observed`` (dims ``(time, depth)``).
-
-    ``model`` has dims ``(time, layer_dim)`` (or ``(..., layer_dim)``); the result has the observation's depth
-    dimension in place of ``layer_dim`` and a ``model_layer`` coordinate, so it lines up with ``observed``.
-    """
-    name = str(observed.name or "sensor")
-    ddim = next(d for d in observed.dims if d != "time")
-    mapping = map_sensors_to_layers(observed[ddim].values, layer_bottoms_m, name)
-    if model.sizes[layer_dim] != len(layer_bottoms_m):
-        raise SiteError(
-            f"model {model.name!r}: {model.sizes[layer_dim]} layers but {len(layer_bottoms_m)} layer bottoms given"
-        )
-    sel = model.isel({layer_dim: xr.DataArray(list(mapping.layer_index), dims=ddim)})
-    sel = sel.drop_vars(layer_dim, errors="ignore").assign_coords(
-        {ddim: observed[ddim].values, "model_layer": (ddim, list(mapping.layer_index))}
-    )
-    return mapping, sel

@@ -1,22 +1,26 @@
 """Run the physics-only station model at a site: set-up from a site folder, spin-up, a blocked run with a
 progress bar, CF netCDF output, plots against observations and a metrics table.
 
-The set-up rules (documented in docs/station_model.md):
+The set-up rules (documented in docs/station_model.md and docs/site_format.md):
 
-* Soil grid: Noah-MP's four layers (0.1, 0.3, 0.6, 1.0 m) unless given.
-* Parameters: Noah-MP table rows of the site's vegetation type (MODIS IGBP), STAS soil class and soil colour
-  (:mod:`dam.parameters`); SHDMAX from ``site.yaml`` (default 0.8); the reference height is the wind height.
-* Deep soil temperature (TBOT, at 8 m): ``site.yaml`` initial state if given, else the mean air temperature of
-  the record.
+* Soil grid: ``site.yaml`` ``soil_column`` (any number of layers, the depth ZBOT of the deep temperature
+  boundary), else Noah-MP's four layers (0.1, 0.3, 0.6, 1.0 m) and ZBOT = 8 m.
+* Parameters: Noah-MP table rows of the site's vegetation type (MODIS IGBP), STAS soil class per layer and soil
+  colour, with ``site.yaml`` ``parameters`` overrides (:mod:`dam.tables`, :mod:`dam.parameters`); SHDMAX from
+  ``site.yaml`` (default 0.8); the reference height is the wind height.
+* Deep soil temperature (TBOT, at ZBOT): ``soil_column.bottom_temperature_K`` if given, else the mean air
+  temperature of the record.
 * Solar geometry: HRLDAS's cos(zenith) at the end of each step for steps up to one hour (bit-exact with the
   Fortran driver); for longer steps (daily forcing) the shortwave-weighted mean over the step.
-* Initial state: ``site.yaml``'s initial state where given (interpolated onto the model layers), else a uniform
-  column at TBOT-like temperature and field capacity; then ``spinup_cycles`` passes over the first year.
+* Initial state: ``site.yaml``'s ``initial_state`` where given (profiles averaged onto the model layers), else a
+  uniform column at TBOT and field capacity, Noah-MP's initialisation for the rest (:func:`initial_state`);
+  then ``spinup_cycles`` passes over the first year.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,10 +47,11 @@ from .physics.station import (
 )
 from .physics.types import SoilGrid, SoilOptions, SoilState
 from .sharding import pad_axis
-from .sites import Site, SiteError
+from .site_schema import NOAHMP_LAYER_THICKNESS_M, InitialState, check_initial_state
+from .sites import SOIL_VARIABLES, Site, SiteError
 from .solar import cos_zenith, julian_day
 
-NOAHMP_LAYER_BOTTOMS_M = (0.1, 0.4, 1.0, 2.0)
+NOAHMP_LAYER_BOTTOMS_M = (0.1, 0.4, 1.0, 2.0)  # Noah-MP's default soil column (layer bottoms, m)
 DEFAULT_VEG_FRAC_MAX = 0.8
 
 
@@ -102,50 +107,71 @@ def station_forcing(site: Site, times: pd.DatetimeIndex | None = None) -> tuple[
     return forcing, t
 
 
-def _layer_values(profile_bottoms: Sequence[float], values: Sequence[float], bottoms: Sequence[float]) -> np.ndarray:
-    """Values of a layered profile at the centres of ``bottoms`` (nearest layer containing the centre)."""
-    pb = np.asarray(profile_bottoms, float)
-    centres = np.asarray(bottoms, float) - 0.5 * np.diff(np.r_[0.0, bottoms])
-    idx = np.minimum(np.searchsorted(pb, centres), len(pb) - 1)
-    return np.asarray(values, float)[idx]
+def site_grid(site: Site, layer_bottoms_m: Sequence[float] | None = None) -> SoilGrid:
+    """The soil grid of a site: ``soil_column`` of ``site.yaml`` (or Noah-MP's default), or the layer bottoms
+    given (m, positive down) with the site's ZBOT; every soil sensor must lie within it."""
+    column = site.meta.schema.soil_column
+    bottoms = column.bottoms_m if layer_bottoms_m is None else np.asarray(layer_bottoms_m, float)
+    if bottoms.ndim != 1 or bottoms.size < 2 or (bottoms <= 0).any() or (np.diff(bottoms) <= 0).any():
+        raise ValueError(f"site {site.meta.name}: layer bottoms {bottoms.tolist()} must be >= 2 positive, increasing "
+                         "depths (m)")  # fmt: skip
+    if column.zbot_m <= bottoms[-1]:
+        raise ValueError(f"site {site.meta.name}: the deep temperature boundary (soil_column.bottom_depth_m = "
+                         f"{column.zbot_m:g} m) must lie below the soil column ({bottoms[-1]:g} m deep)")  # fmt: skip
+    for variable in SOIL_VARIABLES:
+        if site.meta.sensor_depths_m.get(variable):
+            site.sensor_mapping(variable, bottoms)  # raises if a sensor lies below the column
+    return SoilGrid(zsoil=-bottoms, zbot=-column.zbot_m)
 
 
 def initial_state(site: Site, grid: SoilGrid, params: StationParams, forcing: StationForcing) -> StationState:
-    """The state entering step 1: from ``site.yaml`` where given, else a uniform column (see module docs)."""
-    bottoms = -np.asarray(grid.zsoil)
-    init = dict(site.meta.initial_state or {})
-    smcref = np.asarray(params.soil.smcref, float) * np.ones(len(bottoms))
-    if "soil_temperature_K" in init and "soil_layer_thickness_m" in init:
-        prof = np.cumsum(init["soil_layer_thickness_m"])
-        t_soil = _layer_values(prof, init["soil_temperature_K"], bottoms)
-        smc = _layer_values(prof, init.get("soil_moisture", smcref), bottoms)
-    else:
-        t_soil = np.full(len(bottoms), float(params.soil.tbot))
-        smc = smcref
-    porosity = np.asarray(params.soil.smcmax, float) * np.ones(len(bottoms))
-    if not np.all((smc >= 0.0) & (smc <= porosity)):
-        raise SiteError(
-            f"site {site.meta.name}: site.yaml initial_state.soil_moisture gives {np.round(smc, 4).tolist()} m3 m-3 "
-            f"on the model layers, outside [0, porosity {np.round(porosity, 4).tolist()}] of the site's soil"
-        )
-    t_skin = float(init.get("skin_temperature_K", t_soil[0]))
-    # Frozen layers start with the supercooled liquid limit, as Noah-MP's initialisation does.
-    from .physics.phase_change import supercooled_niu06
+    """The state entering step 1, from ``site.yaml`` ``initial_state`` (:class:`dam.site_schema.InitialState`)
+    where given, else as Noah-MP's initialisation (``NoahmpInitMain``) and the HRLDAS driver's first-step guesses:
 
-    const = SoilOptions().const
-    liq_limit = np.asarray(supercooled_niu06(_f64(t_soil), params.soil, const))
-    sh2o = np.where(t_soil < const.tfrz, np.minimum(liq_limit, smc), smc)
-    t_air0 = float(forcing.t_air_k[0])
-    q0 = float(forcing.q_air_kgkg[0])
-    w0 = q0 / (1.0 - q0)
-    e0 = float(forcing.p_sfc_pa[0]) * w0 / (0.622 + w0)
+    * soil: profiles averaged onto the model layers; temperature TBOT and moisture at field capacity where absent;
+      liquid water (where not given) the supercooled-water limit in frozen layers, the total elsewhere;
+    * vegetation and ground temperatures: the skin temperature (or the top soil layer's), 273.15 K under snow
+      when the skin is warmer;
+    * canopy air temperature and vapour pressure: those of the first step's air; drag coefficients 0.1 m s-1;
+    * canopy water, snow water, snow depth and snow age: 0.
+
+    The snow-layer profile (``initial_state.snow_layers``) is validated but enters the bulk snowpack only as its
+    total SWE and depth (the multi-layer snowpack takes the layers).
+    """
+    bottoms = -np.asarray(grid.zsoil)
+    init = site.meta.initial_state or InitialState()
+    check_initial_state(init, bottoms, np.broadcast_to(np.asarray(params.soil.smcmax, float), bottoms.shape))
+    smcref = np.asarray(params.soil.smcref, float) * np.ones(len(bottoms))
+    t_soil = init.profile_on("soil_temperature_K", bottoms)
+    t_soil = np.full(len(bottoms), float(params.soil.tbot)) if t_soil is None else t_soil
+    smc = init.profile_on("soil_moisture", bottoms)
+    smc = smcref if smc is None else smc
+    sh2o = init.profile_on("soil_liquid", bottoms)
+    if sh2o is None:  # frozen layers start with the supercooled liquid limit, as Noah-MP's initialisation does
+        from .physics.phase_change import supercooled_niu06
+
+        const = SoilOptions().const
+        liq_limit = np.asarray(supercooled_niu06(_f64(t_soil), params.soil, const))
+        sh2o = np.where(t_soil < const.tfrz, np.minimum(liq_limit, smc), smc)
+    t_skin = float(init.skin_temperature_K if init.skin_temperature_K is not None else t_soil[0])
+    if init.swe_mm > 0.0 and t_skin > 273.15:  # NoahmpInitMain: no warm surface under snow
+        t_skin = 273.15
+    t_veg = t_skin if init.vegetation_temperature_K is None else init.vegetation_temperature_K
+    t_grd = t_skin if init.ground_temperature_K is None else init.ground_temperature_K
+    t_air0 = float(forcing.t_air_k[0]) if init.canopy_air_temperature_K is None else init.canopy_air_temperature_K
+    if init.canopy_vapour_pressure_Pa is None:
+        q0 = float(forcing.q_air_kgkg[0])
+        w0 = q0 / (1.0 - q0)
+        e0 = float(forcing.p_sfc_pa[0]) * w0 / (0.622 + w0)
+    else:
+        e0 = init.canopy_vapour_pressure_Pa
     return StationState(
         soil=SoilState(t=_f64(t_soil), smc=_f64(smc), sh2o=_f64(sh2o)),
-        energy=SurfaceEnergyState(t_veg=_f64(t_skin), t_grd=_f64(t_skin), t_canair=_f64(t_air0), e_canair=_f64(e0),
+        energy=SurfaceEnergyState(t_veg=_f64(t_veg), t_grd=_f64(t_grd), t_canair=_f64(t_air0), e_canair=_f64(e0),
                                   cm=_f64(0.1), ch=_f64(0.1)),
-        canopy=CanopyWater(liq_mm=_f64(0.0), ice_mm=_f64(0.0)),
-        snow=SnowState(swe_mm=_f64(init.get("snow_water_equivalent_mm", 0.0)),
-                       depth_m=_f64(init.get("snow_depth_m", 0.0)), age=_f64(0.0), swe_prev_mm=_f64(0.0)),
+        canopy=CanopyWater(liq_mm=_f64(init.canopy_liquid_mm), ice_mm=_f64(init.canopy_ice_mm)),
+        snow=SnowState(swe_mm=_f64(init.swe_mm), depth_m=_f64(init.depth_m), age=_f64(init.snow_age),
+                       swe_prev_mm=_f64(0.0)),
     )  # fmt: skip
 
 
@@ -176,42 +202,67 @@ def select_period(site: Site, start: str | None, end: str | None) -> xr.Dataset:
     return selected
 
 
+def site_description(site: Site, grid: SoilGrid) -> P.SiteDescription:
+    """What the site's parameters depend on, for the layers of ``grid`` (:class:`dam.parameters.SiteDescription`)."""
+    meta = site.meta
+    column = meta.schema.soil_column
+    tbot = column.bottom_temperature_K
+    if tbot is None:
+        tbot = float(np.mean(site.forcing["T_air"].values))
+    return P.SiteDescription(
+        vegetation_type=int(meta.vegetation_type_igbp),
+        soil_types=meta.schema.soil.classes(grid.n_layers),
+        soil_colour=int(meta.soil_colour),
+        veg_frac_max=float(meta.max_vegetation_fraction or DEFAULT_VEG_FRAC_MAX),
+        ref_height_m=float(meta.reference_height_wind_m),
+        tbot_k=float(tbot),
+        latitude_deg=float(np.float32(meta.latitude)),
+        overrides=meta.parameters,
+    )
+
+
+def _warn_root_zone(site: Site, grid: SoilGrid, n_root: int) -> None:
+    """Noah-MP counts root layers (NROOT), so on another grid the same count reaches another depth: say so."""
+    bottoms = -np.asarray(grid.zsoil, float)
+    standard = np.cumsum(NOAHMP_LAYER_THICKNESS_M)
+    if "NROOT" in site.meta.parameters.get("vegetation", {}) or np.array_equal(bottoms, standard):
+        return
+    table = min(n_root, len(standard))
+    if not np.isclose(bottoms[n_root - 1], standard[table - 1]):
+        warnings.warn(
+            f"site {site.meta.name}: roots fill the top {n_root} layers (table NROOT), {bottoms[n_root - 1]:g} m of "
+            f"this soil column, where Noah-MP's 4-layer column reaches {standard[table - 1]:g} m; set "
+            "site.yaml parameters.vegetation.NROOT to choose the number of root layers",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def setup_station(
     site: Site,
     *,
     start: str | None = None,
     end: str | None = None,
-    layer_bottoms_m: Sequence[float] = NOAHMP_LAYER_BOTTOMS_M,
+    layer_bottoms_m: Sequence[float] | None = None,
 ) -> StationSetup:
-    """Build grid, options, parameters, initial state and forcing for ``site`` over [start, end] (UTC)."""
+    """Build grid, options, parameters, initial state and forcing for ``site`` over [start, end] (UTC).
+
+    ``layer_bottoms_m`` replaces the site's soil layers (m, positive down; default ``site.yaml`` ``soil_column``
+    or Noah-MP's four layers). Everything is checked before any computation: a bad grid, a sensor below the
+    column, table overrides or an initial state that do not fit the grid raise a ValueError naming the key.
+    """
     meta = site.meta
     forcing_ds = select_period(site, start, end)
+    grid = site_grid(site, layer_bottoms_m)
+    desc = site_description(site, grid)
+    params = P.station_params(desc)
     forcing, times = station_forcing(site, pd.DatetimeIndex(forcing_ds["time"].values))
-    init = meta.initial_state or {}
-    tbot = float(init.get("deep_soil_temperature_K", np.mean(site.forcing["T_air"].values)))
-    if meta.soil_type_stas is None:
-        raise SiteError(f"site {meta.name}: site.yaml needs soil.stas_type for the station model")
-    desc = P.SiteDescription(
-        vegetation_type=int(meta.vegetation_type_igbp),
-        soil_types=(int(meta.soil_type_stas),) * len(layer_bottoms_m),
-        soil_colour=int(meta.soil_colour),
-        veg_frac_max=float(meta.max_vegetation_fraction or DEFAULT_VEG_FRAC_MAX),
-        ref_height_m=float(meta.reference_height_wind_m),
-        tbot_k=tbot,
-        latitude_deg=float(np.float32(meta.latitude)),
-    )
-    params = StationParams(
-        soil=P.soil_params(desc), phenology=P.phenology_params(desc), snow_cover=P.snow_cover_params(desc),
-        radiation=P.radiation_params(desc), canopy=P.canopy_water_params(desc), surface=P.surface_params(desc),
-        atmos=P.atmos_params(desc),
-    )  # fmt: skip
     dt = float(meta.time_step_s)
     from .physics.transpiration import TranspirationOptions
 
-    options = StationOptions(
-        soil=SoilOptions(dt_s=dt), transpiration=TranspirationOptions(n_root=P.n_root_layers(desc))
-    )
-    grid = SoilGrid(zsoil=-np.asarray(layer_bottoms_m, float), zbot=-8.0)
+    n_root = P.n_root_layers(desc)
+    _warn_root_zone(site, grid, n_root)
+    options = StationOptions(soil=SoilOptions(dt_s=dt), transpiration=TranspirationOptions(n_root=n_root))
     state0 = initial_state(site, grid, params, forcing)
     return StationSetup(site, grid, options, params, state0, forcing, times)
 
@@ -361,8 +412,8 @@ def plot_against_observations(
     layer_bottoms_m: Sequence[float],
     site: Site | None = None,
 ) -> list[Path]:
-    """One PNG per observed variable: model (at the sensor's layer; the water the sensors see with ``site``)
-    against the observations."""
+    """One PNG per observed variable: model (read at each sensor's depth, :mod:`dam.sensors`; the water each
+    sensor sees with ``site``) against the observations."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -378,11 +429,14 @@ def plot_against_observations(
         if name not in model:
             continue
         obs = observations[name]
-        var = site.model_variable(name) if site is not None else name
+        var = name
         if name in SOIL_VARIABLES:
-            _, at = model_at_sensors(model[var], obs, layer_bottoms_m)
             depth_dim = obs.dims[1]
             depths = obs[depth_dim].values
+            if site is not None:
+                _, at = site.model_at_sensors(model, name, layer_bottoms_m, depths)
+            else:
+                _, at = model_at_sensors(model[name], obs, layer_bottoms_m)
         else:
             at, depths, depth_dim = model[var], [None], None
         fig, axes = plt.subplots(len(depths), 1, figsize=(11, 2.3 * len(depths) + 0.6), sharex=True, squeeze=False)
@@ -394,8 +448,10 @@ def plot_against_observations(
                 ax.plot(t, v, lw=0.7, alpha=0.8, **style)
             ax.set_ylabel(obs.attrs.get("units", ""))
             flag = site.unreliable_flag(name, None if d is None else float(d)) if site is not None else ""
+            seen = f" ({m['sees'].item()} water)" if "sees" in m.coords else ""
             where = "" if d is None else f" at {float(d):g} m"
-            ax.set_title(f"{var}{where}" + (f" (flagged unreliable: {flag})" if flag else ""), fontsize=9, loc="left")
+            title = f"{var}{seen}{where}" + (f" (flagged unreliable: {flag})" if flag else "")
+            ax.set_title(title, fontsize=9, loc="left")
             if flag:
                 ax.set_facecolor("#fff4e6")
         axes[0, 0].legend(loc="upper right", fontsize=8)

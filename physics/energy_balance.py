@@ -65,6 +65,9 @@ Z_2M = 2.0  # m
 
 GroundSnowClamp = Literal["fsno_weighted", "freezing_point", "none"]
 
+STAND_IN_CANOPY_M = 1.0  # canopy height and roughness of the vegetated tile where there is none (results discarded)
+STAND_IN_Z0M_M = 0.1
+
 
 class SurfaceEnergyOptions(eqx.Module):
     """Static choices: ``ground_resistance`` Noah-MP OPT_RSF (``"sz09"`` 1,
@@ -647,7 +650,17 @@ def surface_energy(
         inp,
         (jnp.where(vegetated, inp.lai_eff, 0.0), jnp.where(vegetated, inp.sai_eff, 1.0), jnp.where(vegetated, fv, 1.0)),
     )
-    veg = surface_flux_vegetated(air, safe_inp, prev, rough, psy, gev, params, options, dt_s=dt_s, stomata=stomata)
+    # (and a stand-in canopy with its roughness: classes without one, e.g. barren land with HVT = Z0MVT = 0, would
+    # put zero resistances and NaN into the discarded tile and, through the selection, into gradients)
+    hvt = jnp.where(vegetated, params.canopy_top_height, STAND_IN_CANOPY_M)
+    z0v = jnp.where(vegetated, params.z0m_veg, STAND_IN_Z0M_M)
+    rough_veg = ground_roughness(
+        inp.snow_cover_frac, inp.snow_depth, True, params.z0m_soil, params.z0m_snow, z0v, hvt, params.ref_height
+    )
+    safe_params = eqx.tree_at(lambda p: (p.canopy_top_height, p.z0m_veg), params, (hvt, z0v))
+    veg = surface_flux_vegetated(
+        air, safe_inp, prev, rough_veg, psy, gev, safe_params, options, dt_s=dt_s, stomata=stomata
+    )
     bare = surface_flux_bare(air, inp, prev, rough, psy, gev, options)
 
     lw_net = jnp.where(vegetated, fv * veg.lw_net_grd + (1.0 - fv) * bare.lw_net + veg.lw_net_canopy, bare.lw_net)

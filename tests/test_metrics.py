@@ -101,8 +101,10 @@ def test_metrics_table_bondville() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         table = M.metrics_table(
-            model, obs, bottoms, variables=["soil_moisture", "soil_temperature", "sensible_heat_flux"], site=site
-        )
+            model, obs, bottoms, variables=["soil_moisture", "soil_temperature", "sensible_heat_flux"], site=site,
+            rule="layer",
+        )  # fmt: skip
+        interp = M.metrics_table(model, obs, bottoms, variables=["soil_moisture"], site=site)
     assert isinstance(table, pd.DataFrame)
     assert list(table.columns) == [
         "variable",
@@ -127,6 +129,9 @@ def test_metrics_table_bondville() -> None:
     st_rows = table[table.variable == "soil_temperature"].set_index("depth_m")
     assert st_rows.loc[0.02, "rmse"] == 0.0 and st_rows.loc[0.02, "kge"] == 1.0  # 2 cm is itself in layer 1
     assert st_rows.loc[0.04, "rmse"] > 0  # 4 cm compared with the layer-1 value (the 2 cm series)
+    # read at the sensor depths, the 20 and 60 cm sensors see a blend of two layers: no longer a copy of the series
+    assert interp.layer.tolist() == [0, 1, 2] and interp.rmse.iloc[0] == pytest.approx(0.01, abs=1e-12)
+    assert (interp.ubrmse.iloc[1:] > 1e-4).all()
     h = table[table.variable == "sensible_heat_flux"].iloc[0]
     assert h.layer == -1 and h.n == int(np.isfinite(obs.sensible_heat_flux.values).sum())
     assert h.r == pytest.approx(1.0, abs=1e-12)

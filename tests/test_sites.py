@@ -16,6 +16,7 @@ import yaml
 from dam import site_readers as R
 from dam.sites import (
     FORCING_VARIABLES,
+    SensorError,
     Site,
     SiteError,
     SiteMeta,
@@ -172,7 +173,8 @@ def test_tanggula(shared_data_dir: Path) -> None:
     assert f.q_air.values[0] == pytest.approx(_q(0.259113713626 * _svp(t_k), p), rel=1e-10)
     assert f.precip.values[0] == pytest.approx(3.104409e-10, rel=1e-6)
     assert s.meta.reference_height_temperature_m == 2.0 and s.meta.reference_height_wind_m == 10.0
-    assert len(s.meta.initial_state["soil_layer_thickness_m"]) == 20
+    assert len(s.meta.initial_state.soil_layer_thickness_m) == 20
+    assert s.meta.soil_column.layer_thickness_m == s.meta.initial_state.soil_layer_thickness_m  # NoahPy's column
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -410,15 +412,15 @@ def test_bad_site_yaml_and_files(tmp_path: Path) -> None:
         (p / "site.yaml").write_text(yaml.safe_dump(m))
         return p
 
-    with pytest.raises(SiteError, match="missing key 'latitude'"):
+    with pytest.raises(SiteError, match="missing required key 'latitude'"):
         load_site(broken(lambda m: m.pop("latitude")))
-    with pytest.raises(SiteError, match="'igbp_type' = 25 outside"):
+    with pytest.raises(SiteError, match=r"vegetation.igbp_type: Input should be less than or equal to 20 \(got 25\)"):
         load_site(broken(lambda m: m["vegetation"].update(igbp_type=25)))
     with pytest.raises(SiteError, match="time step 1800 s differs|not regular 3600 s"):
         load_site(broken(lambda m: m.update(time_step_s=3600)))
     with pytest.raises(SiteError, match="sensor_depths_m.soil_moisture .* differ"):
         load_site(broken(lambda m: m["sensor_depths_m"].update(soil_moisture=[0.05, 0.4])))
-    with pytest.raises(SiteError, match="soil_moisture_measures: 'wet' is not one of"):
+    with pytest.raises(SiteError, match="soil_moisture_measures.*'total' or 'liquid'.*got 'wet'"):
         load_site(broken(lambda m: m.update(soil_moisture_measures="wet")))
     with pytest.raises(SiteError, match="soil needs 'stas_type'"):
         load_site(broken(lambda m: m["soil"].pop("stas_type")))
@@ -490,12 +492,20 @@ def test_gap_methods() -> None:
 def test_sensor_to_layer_mapping() -> None:
     bottoms = [0.1, 0.4, 1.0, 2.0]
     m = map_sensors_to_layers([0.0, 0.05, 0.1, 0.2, 0.6, 2.0], bottoms, "soil_moisture")
-    assert m.layer_index == (0, 0, 0, 1, 2, 3)  # an interface belongs to the layer above
+    assert m.layer_index == (0, 0, 0, 1, 2, 3)  # the containing layer: an interface belongs to the layer above
     assert m.layer_top_m[3] == 0.1 and m.layer_bottom_m[3] == 0.4
-    assert list(m.to_frame().columns) == ["variable", "sensor_depth_m", "layer", "layer_top_m", "layer_bottom_m"]
-    with pytest.raises(SiteError, match=r"soil_temperature sensor at depth 2.5 m lies below the soil column"):
+    # interpolation between the layer nodes 0.05/0.25/0.7/1.5 m, constant above the first and below the last
+    np.testing.assert_allclose(m.weights[[0, 1, 5]], np.eye(4)[[0, 0, 3]], atol=0)
+    np.testing.assert_allclose(m.weights[2], [0.75, 0.25, 0, 0], rtol=1e-12)
+    np.testing.assert_allclose(m.weights[3], [0.25, 0.75, 0, 0], rtol=1e-12)
+    np.testing.assert_allclose(m.weights[4], [0, 0.1 / 0.45, 0.35 / 0.45, 0], rtol=1e-12)
+    old = map_sensors_to_layers([0.0, 0.05, 0.1, 0.2, 0.6, 2.0], bottoms, rule="layer")
+    np.testing.assert_array_equal(old.weights, np.eye(4)[[0, 0, 0, 1, 2, 3]])
+    assert list(m.to_frame().columns) == ["variable", "sensor_depth_m", "layer", "layer_top_m", "layer_bottom_m",
+                                          "footprint_m", "rule", "weights"]  # fmt: skip
+    with pytest.raises(SensorError, match=r"soil_temperature sensor at depth 2.5 m lies below the soil column"):
         map_sensors_to_layers([0.5, 2.5], bottoms, "soil_temperature")
-    with pytest.raises(SiteError, match="positive and increasing"):
+    with pytest.raises(SensorError, match="positive and increasing"):
         map_sensors_to_layers([0.5], [0.4, 0.1])
     times = pd.date_range("2001-01-01", periods=3, freq="D")
     model = xr.DataArray(
@@ -507,11 +517,14 @@ def test_sensor_to_layer_mapping() -> None:
         coords={"time": times, "sm_depth": [0.05, 0.2, 0.6]},
         name="soil_moisture",
     )
-    mapping, sel = model_at_sensors(model, obs, bottoms)
+    mapping, sel = model_at_sensors(model, obs, bottoms, rule="layer")
     assert sel.dims == ("time", "sm_depth") and sel.model_layer.values.tolist() == [0, 1, 2]
     np.testing.assert_array_equal(sel.values, model.values[:, [0, 1, 2]])
+    mapping, sel = model_at_sensors(model, obs, bottoms)
+    assert sel.dims == ("time", "sm_depth") and sel.model_layer.values.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(sel.values, model.values @ mapping.weights.T, rtol=1e-15)
     obs_deep = obs.assign_coords(sm_depth=[0.05, 0.2, 2.6])
-    with pytest.raises(SiteError, match="2.6 m lies below"):
+    with pytest.raises(SensorError, match="2.6 m lies below"):
         model_at_sensors(model, obs_deep, bottoms)
 
 
