@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from . import parameters as P
 from .physics.energy_balance import SurfaceEnergyState
+from .physics.snow_types import N_SNOW_LAYERS
 from .physics.station import (
     CanopyWater,
     SnowState,
@@ -136,8 +137,36 @@ def initial_state(site: Site, grid: SoilGrid, params: StationParams, forcing: St
         energy=SurfaceEnergyState(t_veg=_f64(t_skin), t_grd=_f64(t_skin), t_canair=_f64(t_air0), e_canair=_f64(e0),
                                   cm=_f64(0.1), ch=_f64(0.1)),
         canopy=CanopyWater(liq_mm=_f64(0.0), ice_mm=_f64(0.0)),
-        snow=SnowState(swe_mm=_f64(init.get("snow_water_equivalent_mm", 0.0)),
-                       depth_m=_f64(init.get("snow_depth_m", 0.0)), age=_f64(0.0), swe_prev_mm=_f64(0.0)),
+        snow=initial_snow(init, t_skin),
+    )  # fmt: skip
+
+
+SNOW_LAYER_KEYS = ("snow_layer_thickness_m", "snow_layer_temperature_K", "snow_layer_ice_mm", "snow_layer_liquid_mm")
+
+
+def initial_snow(init: dict, t_ground_k: float) -> SnowState:
+    """The snowpack entering step 1 from a site's initial state: explicit snow layers (``SNOW_LAYER_KEYS``, lists
+    from the top layer down, at most 3), else the layers Noah-MP's initialisation builds from
+    ``snow_water_equivalent_mm`` and ``snow_depth_m`` at the ground temperature (:meth:`SnowState.initial`)."""
+    swe, depth = float(init.get("snow_water_equivalent_mm", 0.0)), float(init.get("snow_depth_m", 0.0))
+    given = [k for k in SNOW_LAYER_KEYS if k in init]
+    if not given:
+        return SnowState.initial(_f64(swe), _f64(depth), _f64(t_ground_k))
+    if len(given) != len(SNOW_LAYER_KEYS):
+        raise ValueError(f"initial snow layers need all of {SNOW_LAYER_KEYS}, got only {given}")
+    layers = [np.asarray(init[k], float) for k in SNOW_LAYER_KEYS]
+    n = len(layers[0])
+    if n > N_SNOW_LAYERS or any(len(v) != n for v in layers):
+        raise ValueError(f"initial snow layers: {SNOW_LAYER_KEYS} must list the same number (at most "
+                         f"{N_SNOW_LAYERS}) of layers, got lengths {[len(v) for v in layers]}")  # fmt: skip
+    if n and (np.any(layers[0] <= 0.0) or np.any(layers[2] < 0.0) or np.any(layers[3] < 0.0)):
+        raise ValueError("initial snow layers need positive thickness and non-negative ice and liquid water")
+    pad = lambda v: np.r_[np.zeros(N_SNOW_LAYERS - n), v]  # noqa: E731  (slots -2..0, the bottom layer last)
+    dz, t, ice, liq = (pad(v) for v in layers)
+    return SnowState(
+        swe_mm=_f64(ice.sum() + liq.sum() if n else swe), depth_m=_f64(dz.sum() if n else depth), age=_f64(0.0),
+        swe_prev_mm=_f64(0.0), n_layers=jnp.asarray(n, jnp.int32), t_k=_f64(t), ice_mm=_f64(ice), liq_mm=_f64(liq),
+        dz_m=_f64(dz),
     )  # fmt: skip
 
 
@@ -170,7 +199,7 @@ def setup_station(
     params = StationParams(
         soil=P.soil_params(desc), phenology=P.phenology_params(desc), snow_cover=P.snow_cover_params(desc),
         radiation=P.radiation_params(desc), canopy=P.canopy_water_params(desc), surface=P.surface_params(desc),
-        atmos=P.atmos_params(desc),
+        atmos=P.atmos_params(desc), snowpack=P.snowpack_params(desc),
     )  # fmt: skip
     dt = float(meta.time_step_s)
     from .physics.albedo import RadiationOptions

@@ -7,6 +7,7 @@ are the soil column (:func:`soil_step`, :func:`run`) and the station model (:fun
 
 from .column import check_finite, replay, run, soil_heat, soil_step
 from .constants import Constants, constants
+from .snow_types import SnowpackOptions, SnowpackParams
 from .soil_water import WaterFluxes, soil_water
 from .station import (
     CanopyWater,
@@ -26,6 +27,8 @@ __all__ = [
     "CanopyWater",
     "Constants",
     "SnowState",
+    "SnowpackOptions",
+    "SnowpackParams",
     "SoilFluxes",
     "SoilForcing",
     "SoilGrid",

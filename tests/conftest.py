@@ -1,6 +1,7 @@
 """Test set-up before JAX starts its backend: float64, Fortran-like arithmetic (no FMA contraction) and eight
 emulated CPU devices for the sharding tests (unsharded computations run on the first)."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,10 @@ fortran_exact_cpu()
 emulate_cpu_devices(8)
 enable_x64()
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(os.environ.get("DAM_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 REFERENCE = SHARED / "reference" / "noahmp_soil"
 FULL_REFERENCE = SHARED / "reference" / "noahmp_full" / "bondville"
+COLD_REFERENCE = SHARED / "reference" / "noahmp_full" / "bondville_cold"
 DATA = SHARED / "data"
 
 
@@ -31,6 +33,14 @@ def full_reference_dir() -> Path:
     if not FULL_REFERENCE.is_dir():
         pytest.skip("../shared/reference/noahmp_full/bondville is not available")
     return FULL_REFERENCE
+
+
+@pytest.fixture(scope="session")
+def cold_reference_dir() -> Path:
+    """The full Fortran Noah-MP v5.2 Bondville 1998 run with the air 8 K colder (snow layers, frozen soil)."""
+    if not COLD_REFERENCE.is_dir():
+        pytest.skip("../shared/reference/noahmp_full/bondville_cold is not available")
+    return COLD_REFERENCE
 
 
 @pytest.fixture(scope="session")

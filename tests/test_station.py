@@ -59,7 +59,7 @@ class Reference:
         self.params = StationParams(
             soil=P.soil_params(d), phenology=P.phenology_params(d), snow_cover=P.snow_cover_params(d),
             radiation=P.radiation_params(d), canopy=P.canopy_water_params(d), surface=P.surface_params(d),
-            atmos=P.atmos_params(d),
+            atmos=P.atmos_params(d), snowpack=P.snowpack_params(d),
         )  # fmt: skip
         self.grid = SoilGrid(zsoil=_a(s["soil_layers"]["bottom_depth_m"]), zbot=s["deep_soil_temperature_depth_m"])
         self.options = StationOptions()
@@ -71,8 +71,7 @@ class Reference:
                 e_canair=_a(k["e_canair_Pa"]), cm=_a(k["CM_ms"]), ch=_a(k["CH_ms"]),
             ),
             canopy=CanopyWater(liq_mm=_a(k["canopy_liq_mm"]), ice_mm=_a(k["canopy_ice_mm"])),
-            snow=SnowState(swe_mm=_a(k["swe_mm"]), depth_m=_a(k["snow_depth_m"]), age=_a(k["snow_age"]),
-                           swe_prev_mm=_a(0.0)),
+            snow=SnowState.without_layers(_a(k["swe_mm"]), _a(k["snow_depth_m"]), age=_a(k["snow_age"])),
         )  # fmt: skip
 
     def station_forcing(self, n: int | None = None) -> StationForcing:
