@@ -11,7 +11,9 @@ The set-up rules (documented in docs/station_model.md):
 * Solar geometry: HRLDAS's cos(zenith) at the end of each step for steps up to one hour (bit-exact with the
   Fortran driver); for longer steps (daily forcing) the shortwave-weighted mean over the step.
 * Initial state: ``site.yaml``'s initial state where given (interpolated onto the model layers), else a uniform
-  column at TBOT-like temperature and field capacity; then ``spinup_cycles`` passes over the first year.
+  column at TBOT-like temperature and field capacity; the snowpack from explicit snow layers
+  (:data:`SNOW_LAYER_KEYS`) or Noah-MP's initial layering of the SWE and depth (:func:`initial_snow`); then
+  ``spinup_cycles`` passes over the first year.
 """
 
 from __future__ import annotations

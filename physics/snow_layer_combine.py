@@ -25,9 +25,11 @@ RHO_WATER = 1000.0  # kg m-3 (mm -> m of the soil layer)
 
 def snow_layer_water_combo(dz1, liq1, ice1, t1, dz2, liq2, ice2, t2, const: Constants):
     """Two snow layers combined into one (Noah-MP ``SnowLayerWaterCombo``): thickness (m), liquid and ice
-    (mm) add up; the temperature (K) conserves the layers' enthalpy (sensible heat relative to TFRZ plus the
-    latent heat of the liquid), at TFRZ while the combined liquid can absorb it. Noah-MP multiplies masses
-    (mm) by volumetric heat capacities; the ratio makes the temperature right, and the port keeps it."""
+    (mm) add up; the temperature (K) follows the summed enthalpy H (sensible heat relative to TFRZ plus the
+    latent heat of the liquid): TFRZ + H / C below zero, TFRZ while the liquid's latent heat covers H, above
+    that TFRZ + (H - Lf liq) / C. Below zero the combined liquid stays liquid (the next phase change refreezes
+    it), so H is conserved for dry or warm layers only. Noah-MP multiplies masses (mm) by volumetric heat
+    capacities; only their ratio enters the temperature, and the port keeps it."""
     c = const
     dz, liq, ice = dz1 + dz2, liq1 + liq2, ice1 + ice2
     h1 = (c.c_ice * ice1 + c.c_water * liq1) * (t1 - c.tfrz) + c.lf * liq1

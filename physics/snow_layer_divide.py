@@ -37,7 +37,7 @@ def _to_slots(values: list, n: jax.Array) -> jax.Array:
 def snow_layer_divide(snow: SnowState, const: Constants) -> SnowState:
     """Divide thick snow layers as Noah-MP ``SnowLayerDivide`` (a pack without layers passes unchanged)."""
     c = const
-    n = snow.n_layers
+    n = jnp.asarray(snow.n_layers).astype(jnp.int32)
     dz, ice, liq, t = (_from_top(a, n) for a in (snow.dz_m, snow.ice_mm, snow.liq_mm, snow.t_k))
     m = n
 
@@ -66,7 +66,7 @@ def snow_layer_divide(snow: SnowState, const: Constants) -> SnowState:
 
     # A second layer thicker than 20 cm in a two-layer pack: split it, with a linear temperature profile.
     split = trim & (m <= 2) & (dz[1] > MAX_SECOND_M)
-    grad = div(t[0] - t[1], (dz[0] + dz[1]) / 2.0)
+    grad = div(t[0] - t[1], safe_where(split, (dz[0] + dz[1]) / 2.0, 1.0))
     for arr in (dz, ice, liq):
         half = arr[1] / 2.0
         arr[1] = jnp.where(split, half, arr[1])
@@ -91,8 +91,8 @@ def snow_layer_divide(snow: SnowState, const: Constants) -> SnowState:
     dz[2], liq[2], ice[2], t[2] = (jnp.where(trim, new, old) for new, old in zip(merged, (dz[2], liq[2], ice[2], t[2]),
                                                                                   strict=True))  # fmt: skip
 
-    m = m.astype(n.dtype)
     return SnowState(
-        swe_mm=snow.swe_mm, depth_m=snow.depth_m, age=snow.age, swe_prev_mm=snow.swe_prev_mm, n_layers=m,
+        swe_mm=snow.swe_mm, depth_m=snow.depth_m, age=snow.age, swe_prev_mm=snow.swe_prev_mm,
+        n_layers=m.astype(jnp.asarray(snow.n_layers).dtype),
         t_k=_to_slots(t, m), ice_mm=_to_slots(ice, m), liq_mm=_to_slots(liq, m), dz_m=_to_slots(dz, m),
     )  # fmt: skip

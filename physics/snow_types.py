@@ -102,7 +102,7 @@ class SnowState(eqx.Module):
     @property
     def layer_water_mm(self) -> jax.Array:
         """Ice plus liquid water held in the snow layers, mm (0 without layers)."""
-        return jnp.sum(self.ice_mm + self.liq_mm, axis=-1)
+        return jnp.sum(jnp.where(layer_mask(self.n_layers), self.ice_mm + self.liq_mm, 0.0), axis=-1)
 
     @property
     def water_mm(self) -> jax.Array:

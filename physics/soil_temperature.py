@@ -161,8 +161,10 @@ def snow_soil_heat_diffusion(
         a[r], diag[r], c[r], rhs[r] = (jnp.where(active[r], v, zero) for v in (a[r], diag[r], c[r], rhs[r]))
 
     dt = options.dt_s
-    dtemp = tridiagonal_solve_layers(
-        [v * dt for v in a], [1.0 + v * dt for v in diag], [v * dt for v in c], [v * dt for v in rhs], first=top
-    )
+    # Stacked and split again: rows with constant zeros then carry real (zero) tangents, which the linear solve's
+    # derivative under rematerialisation needs.
+    system = ([x * dt for x in a], [1.0 + x * dt for x in diag], [x * dt for x in c], [x * dt for x in rhs])
+    rows = [lax.unstack(jnp.stack(v, axis=-1), axis=-1) for v in system]
+    dtemp = tridiagonal_solve_layers(*rows, restart=True)
     new = [temp[r] + dtemp[r] for r in range(m)]
     return jnp.stack(new[: len(SLOTS)], axis=-1), jnp.stack(new[len(SLOTS) :], axis=-1), h_bot

@@ -21,12 +21,12 @@ from jax import lax
 from ._safe import div
 
 
-def _thomas(a: Sequence, b: Sequence, c: Sequence, d: Sequence, first: Sequence | None = None) -> list:
+def _thomas(a: Sequence, b: Sequence, c: Sequence, d: Sequence, restart: bool = False) -> list:
     """Solve a_k x_{k-1} + b_k x_k + c_k x_{k+1} = d_k per layer (a_1 and c_N are ignored).
 
-    ``first[k]`` (optional, per-column booleans) marks the row where a column's system starts, for systems
-    whose leading rows are decoupled identity rows: that row is eliminated as Noah-MP's top row (division by
-    the pivot) instead of by the reciprocal pivot, so the solution is bit-identical to the shorter system's.
+    With ``restart``, a row decoupled from the one above (a_k = 0) is eliminated as Noah-MP's top row (division
+    by the pivot instead of multiplication by its reciprocal): for systems whose leading rows are decoupled
+    identity rows, the solution is then bit-identical to the shorter system's.
     """
     n = len(d)
     p = [div(-c[0], b[0])]
@@ -35,9 +35,10 @@ def _thomas(a: Sequence, b: Sequence, c: Sequence, d: Sequence, first: Sequence 
         ck = c[k] if k < n - 1 else jnp.zeros_like(c[k])
         r = div(1.0, b[k] + a[k] * p[k - 1])
         p_k, delta_k = -ck * r, (d[k] - a[k] * delta[k - 1]) * r
-        if first is not None and first[k] is not None:
-            p_k = jnp.where(first[k], div(-ck, b[k]), p_k)
-            delta_k = jnp.where(first[k], div(d[k], b[k]), delta_k)
+        if restart:
+            first = a[k] == 0.0
+            p_k = jnp.where(first, div(-ck, b[k]), p_k)
+            delta_k = jnp.where(first, div(d[k], b[k]), delta_k)
         p.append(p_k)
         delta.append(delta_k)
     x = [None] * n
@@ -47,9 +48,9 @@ def _thomas(a: Sequence, b: Sequence, c: Sequence, d: Sequence, first: Sequence 
     return x
 
 
-def tridiagonal_solve_layers(a: Sequence, b: Sequence, c: Sequence, d: Sequence, first: Sequence | None = None) -> list:
+def tridiagonal_solve_layers(a: Sequence, b: Sequence, c: Sequence, d: Sequence, restart: bool = False) -> list:
     """:func:`tridiagonal_solve` on per-layer sequences: ``a[k]``, ``b[k]``, ``c[k]``, ``d[k]`` are arrays of
-    the batch shape (...,) for layer k; returns the solution as a list of such arrays. ``first`` as in
+    the batch shape (...,) for layer k; returns the solution as a list of such arrays. ``restart`` as in
     :func:`_thomas` (the transposed solve of the reverse pass does not need it: it only sets rounding).
 
     Working layer by layer avoids a slice per coefficient and layer, whose transposes (a padded array per
@@ -75,7 +76,7 @@ def tridiagonal_solve_layers(a: Sequence, b: Sequence, c: Sequence, d: Sequence,
     return lax.custom_linear_solve(
         matvec,
         d,
-        solve=lambda _, rhs: _thomas(a, b, c, rhs, first),
+        solve=lambda _, rhs: _thomas(a, b, c, rhs, restart),
         transpose_solve=lambda _, rhs: _thomas(a_t, b, c_t, rhs),
     )
 
