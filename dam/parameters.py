@@ -21,6 +21,7 @@ from .physics.atmos_forcing import AtmosParams
 from .physics.canopy_hydrology import CanopyWaterParams
 from .physics.energy_balance import SurfaceParams
 from .physics.phenology import PhenologyParams
+from .physics.snow_types import SnowpackParams
 from .physics.stomata import StomataParams
 from .physics.types import SoilParams
 from .tables import MONTHS, SiteTables, noahmp_tables, site_tables
@@ -129,6 +130,29 @@ def canopy_water_params(site: SiteDescription) -> CanopyWaterParams:
     return CanopyWaterParams(liq_hold_cap_mm=_a(site.tables.vegetation["CH2OP"]))
 
 
+def snowpack_params(site: SiteDescription | None = None) -> SnowpackParams:
+    """Snow-layer water and compaction parameters (NoahmpTable.TBL global section; the same at every site)."""
+    gl = noahmp_tables()["global"]
+    return SnowpackParams(
+        liq_hold_cap=_a(gl["SSI"]),
+        liq_frac_max=_a(gl["SNLIQMAXFRAC"]),
+        liq_release_fac_ps=_a(gl["SNOW_RET_FAC"]),
+        burden_fac=_a(gl["C2_SNOWCOMPACT"]),
+        aging_fac1=_a(gl["C3_SNOWCOMPACT"]),
+        aging_fac2=_a(gl["C4_SNOWCOMPACT"]),
+        aging_fac3=_a(gl["C5_SNOWCOMPACT"]),
+        aging_density_max=_a(gl["DM_SNOWCOMPACT"]),
+        viscosity=_a(gl["ETA0_SNOWCOMPACT"]),
+        ar24_slope=_a(gl["SNOWCOMPACTm_AR24"]),
+        ar24_intercept=_a(gl["SNOWCOMPACTb_AR24"]),
+        ar24_floor_high=_a(gl["SNOWCOMPACT_P1_AR24"]),
+        ar24_floor_mid=_a(gl["SNOWCOMPACT_P2_AR24"]),
+        ar24_floor_low=_a(gl["SNOWCOMPACT_P3_AR24"]),
+        ar24_cap=_a(gl["SNOWCOMPACT_Up_AR24"]),
+        swe_max_mm=_a(gl["SWEMAXGLA"]),
+    )
+
+
 def atmos_params(site: SiteDescription) -> AtmosParams:
     return AtmosParams(snowfall_density_max=_a(site.tables.global_["SNOWDEN_MAX"]))
 
@@ -182,5 +206,5 @@ def station_params(site: SiteDescription):
     return StationParams(
         soil=soil_params(site), phenology=phenology_params(site), snow_cover=snow_cover_params(site),
         radiation=radiation_params(site), canopy=canopy_water_params(site), surface=surface_params(site),
-        atmos=atmos_params(site),
+        atmos=atmos_params(site), snowpack=snowpack_params(site),
     )  # fmt: skip

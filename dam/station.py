@@ -13,7 +13,8 @@ The set-up rules (documented in docs/station_model.md and docs/site_format.md):
 * Solar geometry: HRLDAS's cos(zenith) at the end of each step for steps up to one hour (bit-exact with the
   Fortran driver); for longer steps (daily forcing) the shortwave-weighted mean over the step.
 * Initial state: ``site.yaml``'s ``initial_state`` where given (profiles averaged onto the model layers), else a
-  uniform column at TBOT and field capacity, Noah-MP's initialisation for the rest (:func:`initial_state`);
+  uniform column at TBOT and field capacity, Noah-MP's initialisation for the rest (:func:`initial_state`); the
+  snowpack from the given snow layers or Noah-MP's initial layering of the SWE and depth (:func:`initial_snow`);
   then ``spinup_cycles`` passes over the first year.
 """
 
@@ -36,6 +37,7 @@ from . import io_safety
 from . import parameters as P
 from .physics.energy_balance import SurfaceEnergyState
 from .physics.guards import raise_located
+from .physics.snow_types import N_SNOW_LAYERS
 from .physics.station import (
     CanopyWater,
     SnowState,
@@ -133,10 +135,7 @@ def initial_state(site: Site, grid: SoilGrid, params: StationParams, forcing: St
     * vegetation and ground temperatures: the skin temperature (or the top soil layer's), 273.15 K under snow
       when the skin is warmer;
     * canopy air temperature and vapour pressure: those of the first step's air; drag coefficients 0.1 m s-1;
-    * canopy water, snow water, snow depth and snow age: 0.
-
-    The snow-layer profile (``initial_state.snow_layers``) is validated but enters the bulk snowpack only as its
-    total SWE and depth (the multi-layer snowpack takes the layers).
+    * canopy water, snow water, snow depth and snow age: 0; the snowpack: :func:`initial_snow`.
     """
     bottoms = -np.asarray(grid.zsoil)
     init = site.meta.initial_state or InitialState()
@@ -170,8 +169,24 @@ def initial_state(site: Site, grid: SoilGrid, params: StationParams, forcing: St
         energy=SurfaceEnergyState(t_veg=_f64(t_veg), t_grd=_f64(t_grd), t_canair=_f64(t_air0), e_canair=_f64(e0),
                                   cm=_f64(0.1), ch=_f64(0.1)),
         canopy=CanopyWater(liq_mm=_f64(init.canopy_liquid_mm), ice_mm=_f64(init.canopy_ice_mm)),
-        snow=SnowState(swe_mm=_f64(init.swe_mm), depth_m=_f64(init.depth_m), age=_f64(init.snow_age),
-                       swe_prev_mm=_f64(0.0)),
+        snow=initial_snow(init, t_grd),
+    )  # fmt: skip
+
+
+def initial_snow(init: InitialState, t_ground_k: float) -> SnowState:
+    """The snowpack entering step 1: the snow layers of ``init`` (top first, at most 3), else the layers Noah-MP's
+    initialisation builds from its SWE and depth at the ground temperature (:meth:`SnowState.initial`)."""
+    layers = init.snow_layers
+    if layers is None:
+        return SnowState.initial(_f64(init.swe_mm), _f64(init.depth_m), _f64(t_ground_k), age=_f64(init.snow_age))
+    n = len(layers.thickness_m)
+    if n > N_SNOW_LAYERS:
+        raise ValueError(f"initial_state.snow_layers: {n} layers, Noah-MP has at most {N_SNOW_LAYERS}")
+    pad = lambda v: np.r_[np.zeros(N_SNOW_LAYERS - n), np.asarray(v, float)]  # noqa: E731  (slots -2..0, bottom last)
+    dz, t, ice, liq = (pad(v) for v in (layers.thickness_m, layers.temperature_K, layers.ice_mm, layers.liquid_mm))
+    return SnowState(
+        swe_mm=_f64(ice.sum() + liq.sum()), depth_m=_f64(dz.sum()), age=_f64(init.snow_age), swe_prev_mm=_f64(0.0),
+        n_layers=jnp.asarray(n, jnp.int32), t_k=_f64(t), ice_mm=_f64(ice), liq_mm=_f64(liq), dz_m=_f64(dz),
     )  # fmt: skip
 
 

@@ -7,6 +7,7 @@ are the soil column (:func:`soil_step`, :func:`run`) and the station model (:fun
 
 from .column import check_finite, replay, run, soil_heat, soil_step
 from .constants import Constants, constants
+from .snow_types import SnowpackOptions, SnowpackParams
 from .soil_water import AbstractTransport, Richards, SubstepWater, WaterFluxes, soil_water
 from .station import (
     CanopyWater,
@@ -28,6 +29,8 @@ __all__ = [
     "Constants",
     "Richards",
     "SnowState",
+    "SnowpackOptions",
+    "SnowpackParams",
     "SoilFluxes",
     "SoilForcing",
     "SoilGrid",

@@ -1,12 +1,15 @@
-"""Soil freezing and thawing with a supercooled liquid-water limit (Noah-MP ``SoilSnowWaterPhaseChange``,
-``SoilWaterSupercoolNiu06``, ``SoilWaterSupercoolKoren99``).
+"""Freezing and thawing of soil water (with a supercooled liquid-water limit) and of snow layers (Noah-MP
+``SoilSnowWaterPhaseChange``, ``SoilWaterSupercoolNiu06``, ``SoilWaterSupercoolKoren99``).
 
 Explicit: the energy (T - TFRZ) C dz of a layer that crossed the freezing point melts or freezes water,
-down to the supercooled liquid limit; whatever energy is left warms or cools the layer.
+down to the supercooled liquid limit (none in snow); whatever energy is left warms or cools the layer. The
+snow layers come first, top to bottom (:func:`snow_phase_change`); a snow layer that melts completely hands
+its remaining energy to the layer below, the bottom one to soil layer 1 (:func:`phase_change`).
 """
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -80,6 +83,7 @@ def phase_change(
     dz: PerLayer,
     options: SoilOptions,
     snow: ThinSnow | None = None,
+    heat_from_snow_wm2: jax.Array | None = None,
 ) -> tuple[Layered, Layered, Layered, PerColumn, ThinSnow | None]:
     """Melt and freeze soil water of every layer (Noah-MP ``SoilSnowWaterPhaseChange``, soil part).
 
@@ -90,6 +94,9 @@ def phase_change(
     phase_factor : (..., N) dt / (C dz), K m2 W-1.
     snow : a snowpack without snow layers lying on layer 1. When layer 1 is at or above freezing its excess
         energy melts this snow first, then soil ice (Noah-MP's thin-snow branch).
+    heat_from_snow_wm2 : (...,) energy left by a bottom snow layer that melted completely in this step
+        (:func:`snow_phase_change`), W m-2: added to layer 1's phase-change energy (used only where layer 1
+        changes phase, as in Noah-MP).
 
     Returns
     -------
@@ -119,6 +126,8 @@ def phase_change(
     # Noah-MP resets the flag when the residual energy has the wrong sign (unreachable, kept for parity).
     wrong_sign = (melt & (e_res < 0.0)) | (freeze & (e_res > 0.0))
     e_res = jnp.where(wrong_sign, 0.0, e_res)
+    if heat_from_snow_wm2 is not None:
+        e_res = e_res.at[..., 0].add(heat_from_snow_wm2)
     w_pc = div(e_res * dt, c.lf)
     snow_latent = 0.0
     if snow is not None:
@@ -159,3 +168,79 @@ def _melt_thin_snow(
     e_left = jnp.where(melting, jnp.maximum(left, 0.0), e_res)
     latent = div(c.lf * jnp.maximum(melt_mm, 0.0), dt)
     return ThinSnow(swe_mm=swe, depth_m=depth, melt_mm=melt_mm), e_left, latent
+
+
+class SnowPhaseChange(eqx.Module):
+    """Result of :func:`snow_phase_change` (per snow slot (..., 3) unless stated).
+
+    ``t_k`` temperature, K; ``ice_mm`` / ``liq_mm`` ice and liquid water, mm; ``melting`` True where the layer
+    was flagged for melting (Noah-MP ``IndexPhaseChange`` = 1, used by compaction); ``latent_heat_wm2`` (...,)
+    energy used by melting minus freezing, W m-2; ``melt_mmps`` (...,) ice melted, mm s-1 (MeltGroundSnow);
+    ``heat_to_soil_wm2`` (...,) energy the bottom layer hands to soil layer 1 after melting completely, W m-2.
+    """
+
+    t_k: jax.Array
+    ice_mm: jax.Array
+    liq_mm: jax.Array
+    melting: jax.Array
+    latent_heat_wm2: jax.Array
+    melt_mmps: jax.Array
+    heat_to_soil_wm2: jax.Array
+
+
+def snow_phase_change(
+    t: jax.Array,
+    ice_mm: jax.Array,
+    liq_mm: jax.Array,
+    phase_factor: jax.Array,
+    active: jax.Array,
+    const: Constants,
+    dt_s: float,
+) -> SnowPhaseChange:
+    """Melt and refreeze the snow layers (Noah-MP ``SoilSnowWaterPhaseChange``, snow part).
+
+    A layer at or above freezing with ice melts, one below freezing with liquid refreezes, with the energy
+    (T - TFRZ) / F (``phase_factor`` F = dt / (C dz), K m2 W-1, (..., 3)); the layer is then at TFRZ unless
+    all its ice or liquid is gone. Layers are done top to bottom: one that melts out passes its remaining
+    energy to the next (Noah-MP drops it where that layer is not changing phase). ``t`` (..., 3) temperature
+    after heat diffusion, K; ``ice_mm``, ``liq_mm`` (..., 3) start-of-step water, mm; ``active`` (..., 3) the
+    slots that hold a layer.
+    """
+    c, dt = const, dt_s
+    f = jnp.where(active, phase_factor, 1.0)
+    ts, ices, liqs, melting = [], [], [], []
+    latent = melt = carry = jnp.zeros_like(t[..., 0])
+    for s in range(t.shape[-1]):
+        t_s, ice0, liq0, f_s, on = t[..., s], ice_mm[..., s], liq_mm[..., s], f[..., s], active[..., s]
+        tot0 = ice0 + liq0
+        melt_flag = on & (ice0 > 0.0) & (t_s >= c.tfrz)
+        freeze_flag = on & (liq0 > 0.0) & (t_s < c.tfrz)
+        flagged = melt_flag | freeze_flag
+        e_res = jnp.where(flagged, div(t_s - c.tfrz, f_s), 0.0)
+        t_s = jnp.where(flagged, c.tfrz, t_s)
+        wrong_sign = (melt_flag & (e_res < 0.0)) | (freeze_flag & (e_res > 0.0))  # unreachable, kept for parity
+        flagged = flagged & ~wrong_sign
+        e_res = jnp.where(wrong_sign, 0.0, e_res) + carry
+        w_pc = div(e_res * dt, c.lf)
+        run = flagged & (jnp.abs(e_res) > 0.0)
+        ice = jnp.where(
+            w_pc > 0.0, jnp.maximum(0.0, ice0 - w_pc), jnp.where(w_pc < 0.0, jnp.minimum(tot0, ice0 - w_pc), ice0)
+        )
+        ice = jnp.where(run, ice, ice0)
+        e_left = jnp.where(run & (w_pc != 0.0), e_res - div(c.lf * (ice0 - ice), dt), 0.0)
+        liq = jnp.where(run, jnp.maximum(0.0, tot0 - ice), liq0)
+        left = jnp.abs(e_left) > 0.0
+        t_s = jnp.where(left, t_s + f_s * e_left, t_s)
+        t_s = jnp.where(left & ((liq * ice > 0.0) | (ice == 0.0)), c.tfrz, t_s)
+        carry = jnp.where(left & (ice == 0.0), e_left, 0.0)
+        latent = latent + div(c.lf * (ice0 - ice), dt)
+        melt = melt + div(jnp.maximum(0.0, ice0 - ice), dt)
+        ts.append(t_s)
+        ices.append(ice)
+        liqs.append(liq)
+        melting.append(melt_flag & ~wrong_sign)
+    stack = lambda xs: jnp.stack(xs, axis=-1)  # noqa: E731
+    return SnowPhaseChange(
+        t_k=stack(ts), ice_mm=stack(ices), liq_mm=stack(liqs), melting=stack(melting), latent_heat_wm2=latent,
+        melt_mmps=melt, heat_to_soil_wm2=carry,
+    )  # fmt: skip

@@ -11,21 +11,11 @@ from .constants import Constants
 from .types import SoilGrid, SoilParams, SoilState
 
 
-def soil_thermal_properties(
-    state: SoilState,
-    params: SoilParams,
-    grid: SoilGrid,
-    const: Constants,
-    dt_s: float,
-    snow_depth_m: jax.Array | float = 0.0,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Heat capacity (J m-3 K-1), conductivity (W m-1 K-1) and phase-change factor (K m2 W-1), (..., N).
-
-    All from the start-of-step state. The phase-change factor is dt / (C dz) with the MAIN step.
-    Layer 1's conductivity goes through Noah-MP's blend with a snowpack that has no snow layer of its own,
-    ``(k1 dz1 + 0.35 h) / (h + dz1)`` with the snow depth ``snow_depth_m`` (..., ) in m; Noah-MP applies it
-    also without snow (h = 0), which is not an exact identity in floating point.
-    """
+def soil_heat_capacity_conductivity(
+    state: SoilState, params: SoilParams, const: Constants
+) -> tuple[jax.Array, jax.Array]:
+    """Volumetric heat capacity (J m-3 K-1) and thermal conductivity (W m-1 K-1) of the soil layers, (..., N),
+    before any snow blend (Noah-MP ``SoilThermalProperty``)."""
     c = const
     smc, sh2o, smcmax = state.smc, state.sh2o, params.smcmax
     ice = smc - sh2o
@@ -44,10 +34,35 @@ def soil_thermal_properties(
     moist = sat > c.kersten_sr
     kersten_unfrozen = jnp.where(moist, jnp.log10(safe_where(moist, sat, 1.0)) + 1.0, 0.0)
     kersten = jnp.where(frozen, sat, kersten_unfrozen)
-    conductivity = kersten * (k_sat - k_dry) + k_dry
+    return heat_capacity, kersten * (k_sat - k_dry) + k_dry
 
+
+def snow_blend(
+    k1: jax.Array, dz1: jax.Array | float, k_snow: jax.Array | float, h_snow: jax.Array | float
+) -> jax.Array:
+    """Soil layer 1's conductivity blended with the snow above it, ``(k1 dz1 + k_snow h) / (h + dz1)``
+    (Noah-MP ``GroundThermalProperty``): with snow layers the bottom layer's conductivity and thickness, without
+    them 0.35 W m-1 K-1 and the snow depth (also without snow, h = 0, which is not an exact identity)."""
+    return div(k1 * dz1 + k_snow * h_snow, h_snow + dz1)
+
+
+def soil_thermal_properties(
+    state: SoilState,
+    params: SoilParams,
+    grid: SoilGrid,
+    const: Constants,
+    dt_s: float,
+    snow_depth_m: jax.Array | float = 0.0,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Heat capacity (J m-3 K-1), conductivity (W m-1 K-1) and phase-change factor (K m2 W-1), (..., N).
+
+    All from the start-of-step state. The phase-change factor is dt / (C dz) with the MAIN step.
+    Layer 1's conductivity goes through Noah-MP's blend (:func:`snow_blend`) with a snowpack without snow
+    layers of depth ``snow_depth_m`` (..., ) in m.
+    """
+    heat_capacity, conductivity = soil_heat_capacity_conductivity(state, params, const)
     dz = grid.dz
-    k1 = div(conductivity[..., 0] * dz[0] + c.k_snow_blend * snow_depth_m, snow_depth_m + dz[0])
+    k1 = snow_blend(conductivity[..., 0], dz[0], const.k_snow_blend, snow_depth_m)
     conductivity = conductivity.at[..., 0].set(k1)
     phase_factor = div(dt_s, heat_capacity * dz)
     return heat_capacity, conductivity, phase_factor

@@ -3,7 +3,9 @@
 Order within a step, as in Noah-MP ``NoahmpMain``: atmospheric forcing, phenology, canopy interception,
 precipitation heat advection, then ``EnergyMain`` (snow cover, thermal properties, albedo and radiation,
 emissivity, soil-water stress, the vegetated and bare tile energy balances, soil heat conduction and phase
-change) and ``WaterMain`` (canopy hydrology, the bulk snowpack, the soil-column water boundary, soil water).
+change of snow layers and soil) and ``WaterMain`` (canopy hydrology, the snowpack's water step with its
+layers, the soil-column water boundary, soil water). The snowpack is Noah-MP's: up to three snow layers
+(:mod:`dam.physics.snow_types`), a pack without layers below 2.5 cm.
 
 Two seams for learned components: ``transport`` moves the soil water within each water sub-step (an
 :class:`~dam.physics.soil_water.AbstractTransport`, default Noah-MP's Richards solver) and ``stomata`` replaces the
@@ -20,10 +22,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from ._safe import div
 from .albedo import RadiationOptions, RadiationParams, SnowCoverParams, snow_cover_fraction
 from .atmos_forcing import AtmosOptions, AtmosParams, atmos_forcing
 from .canopy_hydrology import CanopyWaterParams, canopy_hydrology, canopy_water_intercept
-from .column import keep_all, scan_checkpointed, soil_heat
+from .column import keep_all, scan_checkpointed
 from .energy_balance import (
     SurfaceEnergyFluxes,
     SurfaceEnergyOptions,
@@ -32,17 +35,18 @@ from .energy_balance import (
     SurfaceParams,
     surface_energy,
 )
+from .ground_heat import ground_heat, ground_thermal_properties
 from .guards import guard_station, step_numbers
 from .phenology import PhenologyParams, phenology
 from .precip_heat import precipitation_heat_advect
 from .radiation import emissivity, surface_radiation
 from .shapes import PerColumn
-from .snow import ground_water
-from .soil_thermal_properties import soil_thermal_properties
+from .snow_types import SnowpackOptions, SnowpackParams, SnowState, layer_mask
 from .soil_water import RICHARDS, AbstractTransport, soil_water
 from .stomata import ball_berry_canopy
 from .transpiration import TranspirationOptions, soil_water_transpiration
-from .types import SoilGrid, SoilOptions, SoilParams, SoilState, ThinSnow
+from .types import SoilGrid, SoilOptions, SoilParams, SoilState
+from .water_main import ground_water
 
 Observer = Callable[["StationState", "StationFluxes"], Any]
 
@@ -69,17 +73,6 @@ class StationForcing(eqx.Module):
     julian_day: PerColumn
 
 
-class SnowState(eqx.Module):
-    """Bulk snowpack: ``swe_mm`` snow water equivalent, mm; ``depth_m`` snow depth, m; ``age`` BATS
-    non-dimensional snow age, -; ``swe_prev_mm`` SWE after the previous step's melt, before its snowfall
-    (Noah-MP ``SnowWaterEquivPrev``, used by snow aging), mm."""
-
-    swe_mm: jax.Array
-    depth_m: jax.Array
-    age: jax.Array
-    swe_prev_mm: jax.Array
-
-
 class CanopyWater(eqx.Module):
     """Intercepted water: ``liq_mm`` liquid and ``ice_mm`` frozen, mm."""
 
@@ -88,7 +81,8 @@ class CanopyWater(eqx.Module):
 
 
 class StationState(eqx.Module):
-    """Prognostic state: soil column, surface energy (TV, TG, TAH, EAH, CM, CH), canopy water, snowpack."""
+    """Prognostic state: soil column, surface energy (TV, TG, TAH, EAH, CM, CH), canopy water, snowpack
+    (:class:`dam.physics.snow_types.SnowState`, with its layers)."""
 
     soil: SoilState
     energy: SurfaceEnergyState
@@ -106,6 +100,7 @@ class StationParams(eqx.Module):
     canopy: CanopyWaterParams
     surface: SurfaceParams
     atmos: AtmosParams
+    snowpack: SnowpackParams
 
 
 class StationOptions(eqx.Module):
@@ -116,6 +111,7 @@ class StationOptions(eqx.Module):
     surface: SurfaceEnergyOptions = SurfaceEnergyOptions()
     atmos: AtmosOptions = AtmosOptions()
     transpiration: TranspirationOptions = TranspirationOptions()
+    snow: SnowpackOptions = SnowpackOptions()
     days_in_year: float = eqx.field(static=True, default=365.0)
 
     @property
@@ -132,10 +128,12 @@ class StationFluxes(eqx.Module):
     absorbed / reflected shortwave; ``albedo`` (-, 0 without sun); ``snow_cover_frac`` (-); ``lai_eff`` /
     ``sai_eff`` (m2 m-2); ``btran`` (-); ``rain_mmps`` / ``snowfall_mmps`` at the reference height;
     ``evap_canopy_mmps`` net canopy evaporation, ``transpiration_mmps``, ``evap_ground_mmps`` net ground
-    evaporation (+ up); ``runoff_surface_mm`` / ``runoff_subsurface_mm`` mm per step; ``snowmelt_mm`` melt of
-    the snowpack, mm per step; ``soil_inflow_mps`` water reaching the soil surface, m s-1; ``heat_bottom_wm2``
-    heat flux into the soil column through its bottom (+ up); ``latent_heat_soil_wm2`` phase-change energy of
-    soil and snow (+ melting); ``discarded_mm`` water Noah-MP's small-value thresholds removed, mm per step.
+    evaporation (+ up); ``runoff_surface_mm`` / ``runoff_subsurface_mm`` mm per step (the subsurface runoff
+    includes SWE beyond the largest allowed); ``snowmelt_mm`` melt of the snowpack (layers and a pack without
+    layers), mm per step; ``snow_outflow_mm`` liquid water out of the bottom of the snow layers, mm per step;
+    ``soil_inflow_mps`` water reaching the soil surface, m s-1; ``heat_bottom_wm2`` heat flux into the column
+    through its bottom (+ up); ``latent_heat_soil_wm2`` phase-change energy of soil and snow (+ melting);
+    ``discarded_mm`` water Noah-MP's small-value thresholds removed, mm per step.
     """
 
     energy: SurfaceEnergyFluxes
@@ -154,6 +152,7 @@ class StationFluxes(eqx.Module):
     runoff_surface_mm: jax.Array
     runoff_subsurface_mm: jax.Array
     snowmelt_mm: jax.Array
+    snow_outflow_mm: jax.Array
     soil_inflow_mps: jax.Array
     heat_bottom_wm2: jax.Array
     latent_heat_soil_wm2: jax.Array
@@ -193,9 +192,7 @@ def station_step(
     )  # fmt: skip
 
     fsno = snow_cover_fraction(state.snow.depth_m, state.snow.swe_mm, params.snow_cover)
-    _, conductivity, _ = soil_thermal_properties(
-        state.soil, params.soil, grid, options.soil.const, dt, snow_depth_m=state.snow.depth_m
-    )
+    thermal = ground_thermal_properties(state.soil, state.snow, params.soil, grid, options.soil, options.snow)
     rad = surface_radiation(
         cos_zenith=f.cos_zenith, sw_down_wm2=f.sw_down_wm2, lai_eff=veg.lai_eff, sai_eff=veg.sai_eff,
         veg_frac=veg.veg_frac, snow_cover_frac=fsno, swe_mm=state.snow.swe_mm, swe_prev_mm=state.snow.swe_prev_mm,
@@ -208,8 +205,8 @@ def station_step(
         sw_abs_veg=rad.sav_wm2, sw_abs_grd=rad.sag_wm2, par_sunlit=rad.par_sunlit_wm2, par_shade=rad.par_shade_wm2,
         lai_sunlit=rad.lai_sunlit, lai_shade=rad.lai_shade, emissivity_veg=emis.canopy, emissivity_grd=emis.ground,
         lai_eff=veg.lai_eff, sai_eff=veg.sai_eff, veg_frac=veg.veg_frac, grow_season=veg.growing_season,
-        btran=roots.btran, snow_cover_frac=fsno, snow_depth=state.snow.depth_m, t_top=state.soil.t[..., 0],
-        k_top=conductivity[..., 0], dz_top=grid.dz[0], sh2o_1=state.soil.sh2o[..., 0], canopy_liq=icp.liq_mm,
+        btran=roots.btran, snow_cover_frac=fsno, snow_depth=state.snow.depth_m, t_top=thermal.t_top,
+        k_top=thermal.k_top, dz_top=thermal.dz_top, sh2o_1=state.soil.sh2o[..., 0], canopy_liq=icp.liq_mm,
         canopy_ice=icp.ice_mm, canopy_wet_frac=icp.wet_frac, adv_canopy=adv.canopy_wm2,
         adv_veg_grd=adv.veg_ground_wm2, adv_bare_grd=adv.bare_ground_wm2,
     )  # fmt: skip
@@ -221,19 +218,25 @@ def station_step(
         icp.liq_mm, icp.ice_mm, en.lh_canopy_evap, en.lh_transp, prev.t_veg <= tfrz, en.state.t_veg,
         veg.lai_eff, veg.sai_eff, veg.veg_frac, air.snowfall_density, params.canopy, dt,
     )  # fmt: skip
-    snow_in = ThinSnow(swe_mm=state.snow.swe_mm, depth_m=state.snow.depth_m, melt_mm=zero)
-    soil, heat, melted = soil_heat(state.soil, en.g, params.soil, grid, options.soil, snow=snow_in)
+    soil, melted, heat = ground_heat(state.soil, state.snow, thermal, en.g, params.soil, grid, options.soil)
+    # The water step works on the layer thicknesses of this step; it needs the start-of-step ice fractions.
+    melted = eqx.tree_at(lambda s: s.dz_m, melted, thermal.snow_dz)
+    water_start = state.snow.ice_mm + state.snow.liq_mm
+    has_water = layer_mask(state.snow.n_layers) & (water_start > 0.0)
+    ice_frac_prev = jnp.where(has_water, div(state.snow.ice_mm, jnp.where(has_water, water_start, 1.0)), 0.0)
     gw = ground_water(
-        melted, en.lh_grd, prev.t_grd <= tfrz, icp.rain_ground_mmps, icp.snow_ground_mmps, icp.snow_depth_incr_mps,
-        can.transpiration_mmps, roots.root_fac, en.g, dt,
+        melted, heat.thin_snow_melt_mm, heat.melting, ice_frac_prev, soil, thermal.soil_dz[..., 0], en.lh_grd,
+        prev.t_grd <= tfrz, icp.rain_ground_mmps, icp.snow_ground_mmps, icp.snow_depth_incr_mps,
+        can.transpiration_mmps, roots.root_fac, en.g, air.t_air, air.p_air, params.snowpack, options.snow,
+        options.soil.const, dt,
     )  # fmt: skip
-    smc, sh2o, wf = soil_water(soil.smc, soil.sh2o, gw.forcing, params.soil, grid, options.soil, transport)
+    smc, sh2o, wf = soil_water(gw.soil.smc, gw.soil.sh2o, gw.forcing, params.soil, grid, options.soil, transport)
 
     new = StationState(
         soil=SoilState(t=soil.t, smc=smc, sh2o=sh2o),
         energy=eqx.tree_at(lambda s: s.t_veg, en.state, can.t_canopy_k),
         canopy=CanopyWater(liq_mm=can.liq_mm, ice_mm=can.ice_mm),
-        snow=SnowState(swe_mm=gw.snow.swe_mm, depth_m=gw.snow.depth_m, age=rad.snow_age, swe_prev_mm=melted.swe_mm),
+        snow=eqx.tree_at(lambda s: (s.age, s.swe_prev_mm), gw.snow, (rad.snow_age, melted.swe_mm)),
     )
     fluxes = StationFluxes(
         energy=en,
@@ -250,8 +253,9 @@ def station_step(
         transpiration_mmps=can.transpiration_mmps,
         evap_ground_mmps=gw.evap_ground_net_mmps,
         runoff_surface_mm=wf.runoff_surface_mm,
-        runoff_subsurface_mm=wf.runoff_subsurface_mm,
-        snowmelt_mm=melted.melt_mm,
+        runoff_subsurface_mm=wf.runoff_subsurface_mm + gw.glacier_excess_mm,
+        snowmelt_mm=heat.snow_melt_mm,
+        snow_outflow_mm=gw.snow_outflow_mmps * dt,
         soil_inflow_mps=gw.forcing.qinsurf_mps,
         heat_bottom_wm2=heat.heat_bottom_wm2,
         latent_heat_soil_wm2=heat.latent_heat_wm2,

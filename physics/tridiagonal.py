@@ -21,16 +21,26 @@ from jax import lax
 from ._safe import div
 
 
-def _thomas(a: Sequence, b: Sequence, c: Sequence, d: Sequence) -> list:
-    """Solve a_k x_{k-1} + b_k x_k + c_k x_{k+1} = d_k per layer (a_1 and c_N are ignored)."""
+def _thomas(a: Sequence, b: Sequence, c: Sequence, d: Sequence, restart: bool = False) -> list:
+    """Solve a_k x_{k-1} + b_k x_k + c_k x_{k+1} = d_k per layer (a_1 and c_N are ignored).
+
+    With ``restart``, a row decoupled from the one above (a_k = 0) is eliminated as Noah-MP's top row (division
+    by the pivot instead of multiplication by its reciprocal): for systems whose leading rows are decoupled
+    identity rows, the solution is then bit-identical to the shorter system's.
+    """
     n = len(d)
     p = [div(-c[0], b[0])]
     delta = [div(d[0], b[0])]
     for k in range(1, n):
         ck = c[k] if k < n - 1 else jnp.zeros_like(c[k])
         r = div(1.0, b[k] + a[k] * p[k - 1])
-        p.append(-ck * r)
-        delta.append((d[k] - a[k] * delta[k - 1]) * r)
+        p_k, delta_k = -ck * r, (d[k] - a[k] * delta[k - 1]) * r
+        if restart:
+            first = a[k] == 0.0
+            p_k = jnp.where(first, div(-ck, b[k]), p_k)
+            delta_k = jnp.where(first, div(d[k], b[k]), delta_k)
+        p.append(p_k)
+        delta.append(delta_k)
     x = [None] * n
     x[n - 1] = delta[n - 1]
     for k in range(n - 2, -1, -1):
@@ -38,9 +48,10 @@ def _thomas(a: Sequence, b: Sequence, c: Sequence, d: Sequence) -> list:
     return x
 
 
-def tridiagonal_solve_layers(a: Sequence, b: Sequence, c: Sequence, d: Sequence) -> list:
+def tridiagonal_solve_layers(a: Sequence, b: Sequence, c: Sequence, d: Sequence, restart: bool = False) -> list:
     """:func:`tridiagonal_solve` on per-layer sequences: ``a[k]``, ``b[k]``, ``c[k]``, ``d[k]`` are arrays of
-    the batch shape (...,) for layer k; returns the solution as a list of such arrays.
+    the batch shape (...,) for layer k; returns the solution as a list of such arrays. ``restart`` as in
+    :func:`_thomas` (the transposed solve of the reverse pass does not need it: it only sets rounding).
 
     Working layer by layer avoids a slice per coefficient and layer, whose transposes (a padded array per
     slice, summed) dominated the reverse pass of the callers.
@@ -65,7 +76,7 @@ def tridiagonal_solve_layers(a: Sequence, b: Sequence, c: Sequence, d: Sequence)
     return lax.custom_linear_solve(
         matvec,
         d,
-        solve=lambda _, rhs: _thomas(a, b, c, rhs),
+        solve=lambda _, rhs: _thomas(a, b, c, rhs, restart),
         transpose_solve=lambda _, rhs: _thomas(a_t, b, c_t, rhs),
     )
 

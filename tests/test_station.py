@@ -3,13 +3,11 @@ Noah-MP v5.2 Bondville 1998 run, its closure, precision, batching and gradients.
 
 The run is driven by the reference's own forcing (forcing.csv, bit-exact what the Fortran physics received)
 and initial state (setup.json), with parameters built from the shipped Noah-MP table rows. Before the first
-snow layer forms in Noah-MP the two agree to round-off; over the year the bulk snowpack (no snow layers) is
-the one simplification, and RMSE limits are asserted.
+snow layer forms the two agree to round-off; over the year (111 steps with snow layers) the issue's RMSE
+limits are asserted. The snowpack's own tests are in test_snowpack.py.
 """
 
 from __future__ import annotations
-
-import json
 
 import equinox as eqx
 import jax
@@ -17,66 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+from reference_runs import Reference, _a, assert_balances_close, rmse
+from reference_runs import run as _run
 
-from dam import parameters as P
-from dam.physics.energy_balance import SurfaceEnergyState
-from dam.physics.station import (
-    CanopyWater,
-    SnowState,
-    StationForcing,
-    StationOptions,
-    StationParams,
-    StationState,
-    run_station,
-)
-from dam.physics.types import SoilGrid, SoilState
+from dam.physics.station import run_station
 
-FORCING_COLUMNS = ("T_air_K", "q_air_kgkg", "p_sfc_Pa", "u_ms", "v_ms", "sw_down_Wm2", "lw_down_Wm2",
-                   "precip_total_kg_m2_s", "cos_zenith", "julian_day")  # fmt: skip
-DZ = np.array([0.1, 0.3, 0.6, 1.0])
-# RMSE limits over 1998
-LIMITS = {"soil_T": 0.5, "smc": 0.01, "SH_Wm2": 15.0, "LH_Wm2": 15.0, "G_Wm2": 10.0}
-
-_run = eqx.filter_jit(run_station)
-
-
-def _a(x):
-    return jnp.asarray(np.asarray(x, dtype=np.float64))
-
-
-class Reference:
-    def __init__(self, root):
-        self.forcing = pd.read_csv(root / "forcing.csv")
-        self.output = pd.read_csv(root / "output.csv.gz")
-        self.setup = json.loads((root / "setup.json").read_text())
-        s = self.setup
-        self.site = P.SiteDescription(
-            vegetation_type=s["vegetation_type"], soil_types=(s["soil_type"],) * 4, soil_colour=s["soil_color"],
-            veg_frac_max=0.96, ref_height_m=s["forcing_height_m"], tbot_k=s["deep_soil_temperature_K"],
-            latitude_deg=s["noahmp_domain_at_step1"]["Latitude"],
-        )  # fmt: skip
-        d = self.site
-        self.params = StationParams(
-            soil=P.soil_params(d), phenology=P.phenology_params(d), snow_cover=P.snow_cover_params(d),
-            radiation=P.radiation_params(d), canopy=P.canopy_water_params(d), surface=P.surface_params(d),
-            atmos=P.atmos_params(d),
-        )  # fmt: skip
-        self.grid = SoilGrid(zsoil=_a(s["soil_layers"]["bottom_depth_m"]), zbot=s["deep_soil_temperature_depth_m"])
-        self.options = StationOptions()
-        k = s["initial_state_key"]
-        self.state0 = StationState(
-            soil=SoilState(t=_a(k["soil_T_K"]), smc=_a(k["smc"]), sh2o=_a(k["sh2o"])),
-            energy=SurfaceEnergyState(
-                t_veg=_a(k["T_veg_K"]), t_grd=_a(k["T_grd_K"]), t_canair=_a(k["T_canair_K"]),
-                e_canair=_a(k["e_canair_Pa"]), cm=_a(k["CM_ms"]), ch=_a(k["CH_ms"]),
-            ),
-            canopy=CanopyWater(liq_mm=_a(k["canopy_liq_mm"]), ice_mm=_a(k["canopy_ice_mm"])),
-            snow=SnowState(swe_mm=_a(k["swe_mm"]), depth_m=_a(k["snow_depth_m"]), age=_a(k["snow_age"]),
-                           swe_prev_mm=_a(0.0)),
-        )  # fmt: skip
-
-    def station_forcing(self, n: int | None = None) -> StationForcing:
-        return StationForcing(*(_a(self.forcing[c].to_numpy()[:n]) for c in FORCING_COLUMNS))
+# Issue 13 limits of the free-running year (RMSE; K, m3 m-3, W m-2, mm)
+LIMITS = {"soil_T": 0.1, "smc": 0.002, "SH_Wm2": 3.0, "LH_Wm2": 3.0, "G_Wm2": 3.0, "swe_mm": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +33,6 @@ def ref(full_reference_dir) -> Reference:
 def year(ref):
     states, fluxes = _run(ref.state0, ref.station_forcing(), ref.params, ref.grid, ref.options)[1]
     return jax.tree_util.tree_map(np.asarray, (states, fluxes))
-
-
-def _rmse(a, b) -> float:
-    return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
 
 
 def test_table_parameters_are_the_fortran_ones(ref):
@@ -141,35 +82,21 @@ def test_round_off_agreement_before_the_first_snow_layer(ref, year):
 
 
 def test_year_within_the_issue_limits(ref, year):
+    """The free-running year with Noah-MP's snow layers: measured RMSEs 3e-4 K (soil T layer 1), 9e-9 m3 m-3,
+    3e-3 W m-2 (H, G), 1e-6 mm SWE; the number of snow layers is the Fortran's on every step (asserted: 99 %)."""
     states, fluxes = year
     out = ref.output
     for i in range(4):
-        assert _rmse(states.soil.t[:, i], out[f"soil_T_{i + 1}_K"]) <= LIMITS["soil_T"], f"soil T layer {i + 1}"
-        assert _rmse(states.soil.smc[:, i], out[f"smc_{i + 1}"]) <= LIMITS["smc"], f"smc layer {i + 1}"
-    assert _rmse(fluxes.energy.sh, out["SH_Wm2"]) <= LIMITS["SH_Wm2"]
-    assert _rmse(fluxes.energy.lh, out["LH_Wm2"]) <= LIMITS["LH_Wm2"]
-    assert _rmse(fluxes.energy.g, out["G_Wm2"]) <= LIMITS["G_Wm2"]
+        assert rmse(states.soil.t[:, i], out[f"soil_T_{i + 1}_K"]) <= LIMITS["soil_T"], f"soil T layer {i + 1}"
+        assert rmse(states.soil.smc[:, i], out[f"smc_{i + 1}"]) <= LIMITS["smc"], f"smc layer {i + 1}"
+    for name, got in (("SH_Wm2", fluxes.energy.sh), ("LH_Wm2", fluxes.energy.lh), ("G_Wm2", fluxes.energy.g)):
+        assert rmse(got, out[name]) <= LIMITS[name], name
+    assert rmse(states.snow.swe_mm, out["swe_mm"]) <= LIMITS["swe_mm"]
+    assert (states.snow.n_layers == out["n_snow_layers"].to_numpy()).mean() >= 0.99
 
 
 def test_energy_and_water_balance_close_every_step(ref, year):
-    """Energy: SW_abs + precipitation heat = LW_net + SH + LH + G + canopy storage (W m-2, round-off);
-    water: P = ET + runoff + drainage + storage change (soil, canopy, snow) + thresholded remnants, to 1e-10 m."""
-    states, fluxes = year
-    e = fluxes.energy
-    residual = fluxes.sw_abs_wm2 + e.precip_adv - e.lw_net - e.sh - e.lh - e.g - e.canopy_storage
-    assert np.abs(residual).max() < 1e-9
-
-    dt = ref.options.dt_s
-    storage = (states.soil.smc * DZ).sum(axis=1) * 1000.0 + states.canopy.liq_mm + states.canopy.ice_mm
-    storage = storage + states.snow.swe_mm
-    s0 = float((np.asarray(ref.state0.soil.smc) * DZ).sum() * 1000.0 + ref.state0.snow.swe_mm)
-    d_storage = np.diff(np.r_[s0, storage])
-    precip = (fluxes.rain_mmps + fluxes.snowfall_mmps) * dt
-    et = (fluxes.evap_canopy_mmps + fluxes.transpiration_mmps + fluxes.evap_ground_mmps) * dt
-    runoff = fluxes.runoff_surface_mm + fluxes.runoff_subsurface_mm
-    water_residual_m = (precip - et - runoff - d_storage - fluxes.discarded_mm) / 1000.0
-    assert np.abs(water_residual_m).max() < 1e-10
-    assert precip.sum() > 800.0 and runoff.sum() > 0.0  # the balance is exercised, not vacuous
+    assert_balances_close(ref, year)
 
 
 def test_float32_stays_close(ref, year):
@@ -181,7 +108,7 @@ def test_float32_stays_close(ref, year):
     states64, fluxes64 = year
     assert np.abs(np.asarray(states.soil.t) - states64.soil.t[:n]).max() < 1.0
     assert np.abs(np.asarray(states.soil.smc) - states64.soil.smc[:n]).max() < 0.01
-    assert _rmse(fluxes.energy.lh, fluxes64.energy.lh[:n]) < 5.0
+    assert rmse(fluxes.energy.lh, fluxes64.energy.lh[:n]) < 5.0
 
 
 def test_vmap_over_sites_equals_separate_runs(ref):

@@ -20,17 +20,17 @@ import pytest
 
 from dam.cases import read_exact_csv
 from dam.physics.atmos_forcing import AtmosParams, atmos_forcing
-from dam.physics.constants import constants
 from dam.physics.energy_balance import (
     SurfaceEnergyState,
     SurfaceInputs,
     SurfaceParams,
     surface_energy,
 )
-from dam.physics.soil_thermal_properties import soil_thermal_properties
+from dam.physics.ground_heat import ground_thermal_properties
+from dam.physics.snow_types import SnowState
 from dam.physics.stomata import PrescribedStomata, StomataInputs, StomataParams, ball_berry_canopy
 from dam.physics.surface_layer import esat_and_slope
-from dam.physics.types import SoilGrid, SoilParams, SoilState
+from dam.physics.types import SoilGrid, SoilOptions, SoilParams, SoilState
 
 TFRZ = 273.16
 DT = 1800.0
@@ -193,9 +193,16 @@ def build_replay(ref) -> dict:
         sh2o=jnp.asarray(np.stack([prev(f"sh2o_{k}", v=init["sh2o"][k - 1]) for k in range(1, 5)], -1)),
     )
     snowh = prev("snow_depth_m", "snow_depth_m")
-    # layer-1 conductivity with Noah-MP's blend of a snowpack without layers (GroundThermalProperty)
-    _, kappa, _ = soil_thermal_properties(soil_prev, soil, grid, constants("f64"), DT, snow_depth_m=jnp.asarray(snowh))
-    k1 = kappa[:, 0]
+    layers = lambda fmt: jnp.asarray(np.stack([prev(fmt.format(k), v=0.0) for k in range(1, 4)], -1))  # noqa: E731
+    snow_prev = SnowState(
+        swe_mm=jnp.asarray(prev("swe_mm", "swe_mm")), depth_m=jnp.asarray(snowh), age=jnp.zeros(len(out)),
+        swe_prev_mm=jnp.zeros(len(out)), n_layers=jnp.asarray(prev("n_snow_layers", "n_snow_layers").astype(np.int32)),
+        t_k=layers("snow_T_{}_K"), ice_mm=layers("snow_ice_{}_mm"), liq_mm=layers("snow_liq_{}_mm"),
+        dz_m=layers("dz_{}_m"),
+    )  # fmt: skip
+    # the top layer of the column (a snow layer where the pack has layers) and its conductivity, with Noah-MP's
+    # blend of soil layer 1 with the snow above it (GroundThermalProperty)
+    top = ground_thermal_properties(soil_prev, snow_prev, soil, grid, SoilOptions())
     dz1 = float(grid.dz[0])
     t_min = setup["parameters_used"]["biochem"]["TemperatureMinPhotosyn"]
 
@@ -207,7 +214,7 @@ def build_replay(ref) -> dict:
         lai_eff=jnp.asarray(lai), sai_eff=jnp.asarray(sai), veg_frac=jnp.asarray(fv),
         grow_season=jnp.asarray(np.where(t_veg0 > t_min, 1.0, 0.0)),
         btran=col(out, "btran"), snow_cover_frac=jnp.asarray(fsno), snow_depth=jnp.asarray(snowh),
-        t_top=soil_prev.t[:, 0], k_top=k1, dz_top=jnp.full(len(out), dz1), sh2o_1=soil_prev.sh2o[:, 0],
+        t_top=top.t_top, k_top=top.k_top, dz_top=top.dz_top, sh2o_1=soil_prev.sh2o[:, 0],
         canopy_liq=jnp.asarray(liq), canopy_ice=jnp.asarray(ice), canopy_wet_frac=jnp.asarray(wet),
         foliage_n=jnp.ones(len(out)), adv_canopy=jnp.asarray(adv_c), adv_veg_grd=jnp.asarray(adv_vg),
         adv_bare_grd=jnp.asarray(adv_bg),
@@ -220,10 +227,9 @@ def build_replay(ref) -> dict:
     rs = PrescribedStomata(rs_sunlit=col(out, "rs_sunlit_sm"), rs_shade=col(out, "rs_shade_sm"))
     run = jax.jit(lambda a, i, s, st: surface_energy(a, i, s, surface, soil, dz1, stomata=st, dt_s=DT))
     res = run(air, inp, state, rs)
-    n_snow_prev = prev("n_snow_layers", "n_snow_layers")
     return dict(
         setup=setup, out=out, fo=fo, air=air, inp=inp, state=state, res=res, surface=surface, soil=soil, dz1=dz1,
-        rs=rs, snow_layers_prev=n_snow_prev > 0, liq=liq, ice=ice, wet=wet,
+        rs=rs, snow_layers_prev=np.asarray(snow_prev.n_layers) > 0, liq=liq, ice=ice, wet=wet,
     )  # fmt: skip
 
 
@@ -273,11 +279,11 @@ def _field(res, path):
 
 
 def test_replay_matches_fortran(replay):
-    """Each step from the previous reference state: all steps but those that start with snow layers (the
-    top layer is then a snow layer whose temperature/conductivity the bulk-snow model does not have)."""
+    """Each step from the previous reference state, all 17,472 (on the 110 that start with snow layers the
+    column's top layer is the top snow layer)."""
     out, res = replay["out"], replay["res"]
-    ok = ~replay["snow_layers_prev"]
-    assert ok.sum() > 17_300
+    ok = np.ones(len(out), bool)
+    assert replay["snow_layers_prev"].sum() == 110
     report = {}
     for column, (path, tol) in COLUMNS.items():
         err = np.abs(_field(res, path) - out[column].to_numpy())[ok]
@@ -295,7 +301,7 @@ def test_canopy_temperature_outside_canopy_phase_change(replay):
     t_veg = np.asarray(res.veg.t_veg)
     liq, ice = replay["liq"], replay["ice"]
     phase = ((ice > 1e-6) & (t_veg > TFRZ)) | ((liq > 1e-6) & (t_veg < TFRZ))
-    ok = ~replay["snow_layers_prev"] & ~phase
+    ok = ~phase
     assert ok.sum() > 15_000
     err = np.abs(t_veg - out["T_veg_K"].to_numpy())[ok]
     assert err.max() <= TEMP_TOL
@@ -321,7 +327,7 @@ def test_ball_berry_dark_steps(replay):
     """Without absorbed PAR Ball-Berry returns the minimum-conductance resistance P / (R T) 1e6 / g_min."""
     out, fo = replay["out"], replay["fo"]
     air, inp, state = replay["air"], replay["inp"], replay["state"]
-    dark = (fo["cos_zenith"].to_numpy() <= 0.0) & ~replay["snow_layers_prev"]
+    dark = fo["cos_zenith"].to_numpy() <= 0.0
     res = jax.jit(lambda a, i, s: surface_energy(a, i, s, replay["surface"], replay["soil"], replay["dz1"], dt_s=DT))(
         air, inp, state
     )
