@@ -16,6 +16,7 @@ from jax import lax
 
 from ._safe import div, power, safe_divide, safe_where
 from .constants import Constants
+from .phase_change_gradient import implicit_freezing_tangent, supercooled_slope
 from .shapes import Layered, PerColumn, PerLayer
 from .types import SoilOptions, SoilParams, ThinSnow
 
@@ -106,11 +107,13 @@ def phase_change(
     """
     c = options.const
     dt = options.dt_s
+    t_in = t
     below = t < c.tfrz
     if options.supercooled == "niu06":
-        theta_sc = supercooled_niu06(t, params, c)
+        supercooled = lambda x: supercooled_niu06(x, params, c)  # noqa: E731
     else:
-        theta_sc = jnp.where(below, supercooled_koren99(t, smc, sh2o, params, c), 0.0)
+        supercooled = lambda x: jnp.where(x < c.tfrz, supercooled_koren99(x, smc, sh2o, params, c), 0.0)  # noqa: E731
+    theta_sc = supercooled(t)
     w_liq0 = sh2o * dz * c.rho_water
     w_ice0 = (smc - sh2o) * dz * c.rho_water
     w_tot0 = w_liq0 + w_ice0
@@ -147,6 +150,11 @@ def phase_change(
     latent_heat = jnp.sum(div(c.lf * (w_ice0 - w_ice), dt), axis=-1) + snow_latent
     sh2o = div(w_liq, c.rho_water * dz)
     smc = div(w_liq + w_ice, c.rho_water * dz)
+    if options.phase_change_gradient == "implicit":  # same values; a bounded derivative of freezing
+        at_limit = freeze & active & (w_tot0 - w_sc <= w_ice0 - w_pc)
+        slope = supercooled_slope(supercooled, t_in, at_limit)
+        latent_factor = (c.lf * c.rho_water / dt) * dz
+        t, sh2o, latent_heat = implicit_freezing_tangent(t_in, t, sh2o, latent_heat, slope, phase_factor, latent_factor)
     return t, smc, sh2o, latent_heat, snow
 
 

@@ -25,6 +25,7 @@ BottomTemperature = Literal["zero_flux", "tbot"]
 TemperatureScheme = Literal["semi_implicit", "full_implicit"]
 SurfaceRunoff = Literal["schaake96"]
 SubsurfaceRunoff = Literal["free_drainage"]
+PhaseChangeGradient = Literal["implicit", "exact"]
 
 
 def _check_choice(name: str, value: str, choices: object) -> None:
@@ -42,6 +43,11 @@ class SoilOptions(eqx.Module):
     OPT_TBOT (1 ``"zero_flux"``, 2 ``"tbot"``); ``temperature_scheme`` = OPT_STC (1 and 3
     ``"semi_implicit"``, 2 ``"full_implicit"``); ``surface_runoff``/``subsurface_runoff`` = OPT_RUN 3
     (Schaake et al. 1996 infiltration, free drainage at the bottom).
+
+    ``phase_change_gradient`` chooses the derivative of soil freezing, not its values: ``"implicit"`` (default)
+    differentiates layers that freeze to the supercooled limit as the implicit energy/ice equilibrium step
+    would be (bounded through freeze-thaw, for calibration); ``"exact"`` is the exact derivative of Noah-MP's
+    explicit step, which grows without bound over slow freezing (docs/gradients.md).
     """
 
     dt_s: float = eqx.field(static=True, default=1800.0)
@@ -52,6 +58,7 @@ class SoilOptions(eqx.Module):
     surface_runoff: SurfaceRunoff = eqx.field(static=True, default="schaake96")
     subsurface_runoff: SubsurfaceRunoff = eqx.field(static=True, default="free_drainage")
     literals: LiteralFlavour = eqx.field(static=True, default="f64")
+    phase_change_gradient: PhaseChangeGradient = eqx.field(static=True, default="implicit")
 
     def __check_init__(self) -> None:
         if not (isinstance(self.dt_s, float | int) and self.dt_s > 0):
@@ -63,6 +70,7 @@ class SoilOptions(eqx.Module):
         _check_choice("surface_runoff", self.surface_runoff, SurfaceRunoff)
         _check_choice("subsurface_runoff", self.subsurface_runoff, SubsurfaceRunoff)
         _check_choice("literals", self.literals, LiteralFlavour)
+        _check_choice("phase_change_gradient", self.phase_change_gradient, PhaseChangeGradient)
 
     @property
     def const(self) -> Constants:

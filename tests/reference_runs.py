@@ -1,4 +1,4 @@
-"""Full Fortran Noah-MP v5.2 station references (``../shared/reference/noahmp_full/*``) as the station model's
+"""Full Fortran Noah-MP v5.2 station references (``tests/data/noahmp_full/*``) as the station model's
 inputs: forcing, parameters from the shipped tables, grid, the state entering step 1, and the checks that the
 station tests share (RMSE, energy and water closure)."""
 

@@ -7,7 +7,12 @@ mode and with central finite differences:
 2. jvp of a short batched run (frozen layers, storms that trigger six water sub-steps) along a random
    direction in parameters and initial state equals the reverse-mode directional derivative and central
    finite differences.
-3. ``jax.jacfwd`` with respect to four scalar parameter multipliers equals ``jax.jacrev``.
+3. ``jax.jacfwd`` with respect to four scalar parameter multipliers equals ``jax.jacrev``, for the default
+   derivative of freezing (a custom JVP, ``phase_change_gradient="implicit"``) and the exact one; the two differ
+   here (layers freeze to the supercooled limit).
+
+Finite differences at small steps check the exact derivative of the discrete model, so test 2 uses
+``phase_change_gradient="exact"`` (tests/test_freezing_gradient.py checks the default one).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 import pytest
 
 from dam.physics import SoilForcing, SoilGrid, SoilOptions, SoilParams, SoilState, run, tridiagonal_solve
+from dam.physics.phase_change import supercooled_niu06
 from dam.soil_table import stas_parameters
 
 jax.config.update("jax_enable_x64", True)
@@ -63,7 +69,7 @@ def _columns(n_columns: int = 4, seed: int = 0):
     return as_jax(params), as_jax(state), as_jax(forcing), grid
 
 
-OPTIONS = SoilOptions(dt_s=1800.0)
+OPTIONS = SoilOptions(dt_s=1800.0, phase_change_gradient="exact")
 
 
 def _loss(params, state, forcing, grid, checkpoint_every=None):
@@ -138,8 +144,18 @@ def test_run_jvp_matches_reverse_mode_and_finite_differences():
     assert min(abs(x - jvp) for x in fd) <= 1e-4 * abs(jvp)
 
 
-def test_jacfwd_equals_jacrev_for_parameter_multipliers():
+@pytest.fixture(scope="module")
+def jacobians():
+    """The columns with the liquid water of every frozen layer 0.005 above its supercooled limit, so that
+    freezing stops at the limit (where the two derivatives differ)."""
     params, state, forcing, grid = _columns()
+    limit = supercooled_niu06(state.t, params, OPTIONS.const)
+    state = SoilState(t=state.t, smc=state.smc, sh2o=jnp.where(state.t < 273.16, limit + 0.005, state.sh2o))
+    return {g: _jacobians(params, state, forcing, grid, g) for g in ("implicit", "exact")}
+
+
+def _jacobians(params, state, forcing, grid, gradient: str):
+    options = SoilOptions(dt_s=1800.0, phase_change_gradient=gradient)
 
     def f(m):
         p = SoilParams(
@@ -151,13 +167,22 @@ def test_jacfwd_equals_jacrev_for_parameter_multipliers():
                 "quartz": params.quartz * m[3],
             }
         )
-        final, _ = run(state, forcing, p, grid, OPTIONS, observe=None, checkpoint_every=5)
+        final, _ = run(state, forcing, p, grid, options, observe=None, checkpoint_every=5)
         return jnp.concatenate([jnp.mean(final.t, axis=0), jnp.mean(final.smc, axis=0)])
 
     m = jnp.ones(4)
-    fwd = jax.jit(jax.jacfwd(f))(m)
-    rev = jax.jit(jax.jacrev(f))(m)
+    return jax.jit(jax.jacfwd(f))(m), jax.jit(jax.jacrev(f))(m)
+
+
+@pytest.mark.parametrize("gradient", ["implicit", "exact"])
+def test_jacfwd_equals_jacrev_for_parameter_multipliers(jacobians, gradient):
+    fwd, rev = jacobians[gradient]
     assert fwd.shape == (2 * N_LAYERS, 4)
     assert np.all(np.isfinite(fwd))
     assert np.any(np.abs(fwd) > 1e-8)
     np.testing.assert_allclose(fwd, rev, rtol=1e-9, atol=1e-13)
+
+
+def test_default_derivative_of_freezing_is_exercised(jacobians):
+    """The columns freeze to the supercooled limit, so the default and the exact derivative differ."""
+    assert not np.allclose(jacobians["implicit"][0], jacobians["exact"][0], rtol=1e-6, atol=0.0)

@@ -26,12 +26,14 @@ and the best eps differs per direction. The tolerance is 1e-4 at that eps. Ice-f
 the kink smc = sh2o, so in the ice-free window the moisture directions move smc and sh2o together
 (liquid water); smc and sh2o are perturbed separately only where every layer holds ice.
 
-Windows in which a layer with ice lingers near 273.16 K are not usable for finite differences: the explicit
-phase change with Niu06's steep supercooled-water curve gives a step Jacobian dT/dT of about -34 there (the
-forward model oscillates with period 2), products of step Jacobians reach 1e17-1e21 over 30-day windows of
-Bondville's January and 1e35-1e139 over koren_freeze, and the loss is then not differentiable at any usable
-scale. The AD and finite-difference step Jacobians agree there; the ill-conditioning is the model's, not the
-gradient's.
+These checks are of the exact derivative of the discrete model (``phase_change_gradient="exact"``; the
+default derivative of freezing is checked in tests/test_freezing_gradient.py). Windows in which a layer with
+ice lingers near 273.16 K are not usable for them: the explicit phase change with Niu06's steep
+supercooled-water curve gives a step Jacobian dT/dT of about -34 there (the forward model oscillates with
+period 2), products of step Jacobians reach 1e17-1e21 over 30-day windows of Bondville's January and
+1e35-1e139 over koren_freeze, and the loss is then not differentiable at any usable scale. The AD and
+finite-difference step Jacobians agree there; the ill-conditioning is the model's, not the gradient's, and
+the reason for the default derivative (docs/gradients.md).
 """
 
 from __future__ import annotations
@@ -170,7 +172,8 @@ def _supercooled_niu06(t, params: SoilParams, k: int) -> float:
 
 @pytest.fixture(scope="module")
 def case(reference_dir):
-    return read_case(reference_dir / "bondville")
+    case = read_case(reference_dir / "bondville")
+    return dataclasses.replace(case, options=dataclasses.replace(case.options, phase_change_gradient="exact"))
 
 
 def _summer(case) -> Column:
