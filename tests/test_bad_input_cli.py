@@ -200,7 +200,7 @@ CASES: dict[str, tuple[Callable[[E], list[str]], tuple[str, ...]]] = {
     "initial soil moisture 1.5": (lambda e: ["run-station", str(e.site_yaml(_initial_moisture)), "--output",
                                              f"{e.root}/o.nc"], ("soil_moisture",)),
     "sensor below the column": (lambda e: ["run-station", _sensor_below_column(e), "--output", f"{e.root}/o.nc"],
-                                ("sensor at depth 3 m lies below the soil column",)),
+                                ("a sensor at 3 m lies below the soil column",)),
     "empty forcing.nc": (lambda e: ["run-station", str(e.empty(e.site / "forcing.nc")), "--output",
                                     f"{e.root}/o.nc"], ("forcing.nc",)),
     "gap in the forcing": (lambda e: ["run-station", _forcing_gap(e), "--output", f"{e.root}/o.nc"],
