@@ -92,7 +92,7 @@ def _run_document(path: Path, selected: list[Block], tmp_path: Path, timeout_s: 
     (tmp_path / "driver.py").write_text(DRIVER)
     work = tmp_path / "work"  # the documents' commands run "from the repository folder": its entries are linked
     work.mkdir()
-    for name in ("benchmarks", "dam", "docs", "pyproject.toml"):
+    for name in ("benchmarks", "dam", "docs", "pyproject.toml", "tests"):
         (work / name).symlink_to(ROOT / name)
     bin_dir = str(Path(sys.executable).parent)  # this environment's `dam` and `python`
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "MPLBACKEND": "Agg"}
