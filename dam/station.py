@@ -37,7 +37,7 @@ from . import io_safety
 from . import parameters as P
 from .physics.energy_balance import SurfaceEnergyState
 from .physics.guards import raise_located
-from .physics.snow_types import N_SNOW_LAYERS
+from .physics.snow_types import N_SNOW_LAYERS, SnowpackOptions
 from .physics.station import (
     CanopyWater,
     SnowState,
@@ -55,6 +55,7 @@ from .solar import cos_zenith, julian_day
 
 NOAHMP_LAYER_BOTTOMS_M = (0.1, 0.4, 1.0, 2.0)  # Noah-MP's default soil column (layer bottoms, m)
 DEFAULT_VEG_FRAC_MAX = 0.8
+MAX_SNOW_LAYER_STEP_S = 10800.0  # longer steps keep the snowpack without layers (SnowpackOptions.layers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +127,9 @@ def site_grid(site: Site, layer_bottoms_m: Sequence[float] | None = None) -> Soi
     return SoilGrid(zsoil=-bottoms, zbot=-column.zbot_m)
 
 
-def initial_state(site: Site, grid: SoilGrid, params: StationParams, forcing: StationForcing) -> StationState:
+def initial_state(
+    site: Site, grid: SoilGrid, params: StationParams, forcing: StationForcing, *, snow_layers: bool = True
+) -> StationState:
     """The state entering step 1, from ``site.yaml`` ``initial_state`` (:class:`dam.site_schema.InitialState`)
     where given, else as Noah-MP's initialisation (``NoahmpInitMain``) and the HRLDAS driver's first-step guesses:
 
@@ -169,13 +172,16 @@ def initial_state(site: Site, grid: SoilGrid, params: StationParams, forcing: St
         energy=SurfaceEnergyState(t_veg=_f64(t_veg), t_grd=_f64(t_grd), t_canair=_f64(t_air0), e_canair=_f64(e0),
                                   cm=_f64(0.1), ch=_f64(0.1)),
         canopy=CanopyWater(liq_mm=_f64(init.canopy_liquid_mm), ice_mm=_f64(init.canopy_ice_mm)),
-        snow=initial_snow(init, t_grd),
+        snow=initial_snow(init, t_grd, layers=snow_layers),
     )  # fmt: skip
 
 
-def initial_snow(init: InitialState, t_ground_k: float) -> SnowState:
+def initial_snow(init: InitialState, t_ground_k: float, *, layers: bool = True) -> SnowState:
     """The snowpack entering step 1: the snow layers of ``init`` (top first, at most 3), else the layers Noah-MP's
-    initialisation builds from its SWE and depth at the ground temperature (:meth:`SnowState.initial`)."""
+    initialisation builds from its SWE and depth at the ground temperature (:meth:`SnowState.initial`). Without
+    ``layers`` (``SnowpackOptions.layers="none"``) the pack has no layers, with the same SWE and depth."""
+    if not layers:
+        return SnowState.without_layers(_f64(init.swe_mm), _f64(init.depth_m), _f64(init.snow_age))
     layers = init.snow_layers
     if layers is None:
         return SnowState.initial(_f64(init.swe_mm), _f64(init.depth_m), _f64(t_ground_k), age=_f64(init.snow_age))
@@ -277,8 +283,9 @@ def setup_station(
 
     n_root = P.n_root_layers(desc)
     _warn_root_zone(site, grid, n_root)
-    options = StationOptions(soil=SoilOptions(dt_s=dt), transpiration=TranspirationOptions(n_root=n_root))
-    state0 = initial_state(site, grid, params, forcing)
+    snow = SnowpackOptions(layers="noahmp" if dt <= MAX_SNOW_LAYER_STEP_S else "none")
+    options = StationOptions(soil=SoilOptions(dt_s=dt), transpiration=TranspirationOptions(n_root=n_root), snow=snow)
+    state0 = initial_state(site, grid, params, forcing, snow_layers=snow.layers == "noahmp")
     return StationSetup(site, grid, options, params, state0, forcing, times)
 
 

@@ -22,6 +22,7 @@ SLOTS = tuple(range(N_SNOW_LAYERS))
 
 SnowCompaction = Literal["ar24", "anderson76"]
 SnowConductivity = Literal["stieglitz", "anderson76", "constant", "verseghy91", "yen81"]
+SnowLayering = Literal["noahmp", "none"]
 
 
 class SnowState(eqx.Module):
@@ -149,13 +150,22 @@ class SnowpackOptions(eqx.Module):
     """Static snowpack choices: ``compaction`` = OPT_COMPACT (2 ``"ar24"`` Abolafia-Rosenzweig et al. 2024,
     the v5.2 default; 1 ``"anderson76"``); ``conductivity`` = OPT_TKSNO (1 ``"stieglitz"``, 2
     ``"anderson76"``, 3 ``"constant"``, 4 ``"verseghy91"``, 5 ``"yen81"``). Snow albedo is BATS (ALB=1;
-    :mod:`dam.physics.albedo`), without shortwave penetration into the pack (which only SNICAR has)."""
+    :mod:`dam.physics.albedo`), without shortwave penetration into the pack (which only SNICAR has).
+
+    ``layers``: ``"noahmp"`` builds snow layers from 2.5 cm of snow, as Noah-MP does; ``"none"`` keeps every pack
+    on Noah-MP's path without layers whatever its depth (insulation through the blend with soil layer 1, melt by
+    that layer's excess energy, no compaction). Snow layers a few cm thick are coupled explicitly to the surface
+    energy balance, which is unstable at daily steps (a 5 cm layer's heat capacity is ~100x smaller than a day's
+    surface flux change per kelvin): :func:`dam.station.setup_station` chooses ``"none"`` for steps longer than
+    3 h."""
 
     compaction: SnowCompaction = eqx.field(static=True, default="ar24")
     conductivity: SnowConductivity = eqx.field(static=True, default="stieglitz")
+    layers: SnowLayering = eqx.field(static=True, default="noahmp")
 
     def __check_init__(self) -> None:
-        for name, choices in (("compaction", SnowCompaction), ("conductivity", SnowConductivity)):
+        for name, choices in (("compaction", SnowCompaction), ("conductivity", SnowConductivity),
+                              ("layers", SnowLayering)):  # fmt: skip
             value = getattr(self, name)
             if value not in get_args(choices):
                 raise ValueError(f"option {name}={value!r} is not one of {get_args(choices)}")

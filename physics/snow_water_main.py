@@ -76,7 +76,9 @@ def snow_water_main(
     soil_ice1, soil_liq1 : soil layer 1's ice and liquid water, m3 m-3; ``soil_dz1`` its thickness, m.
     """
     c, dt = const, dt_s
-    snow = snowfall_after_canopy_intercept(snow, snowfall_mmps, depth_incr_mps, t_air_k, dt)
+    snow = snowfall_after_canopy_intercept(
+        snow, snowfall_mmps, depth_incr_mps, t_air_k, dt, new_layers=options.layers == "noahmp"
+    )
     layered = snow.n_layers > 0
     compacted = snowpack_compaction(snow, melting, ice_frac_prev, t_air_k, p_air_pa, params, options, dt)
     snow = eqx.tree_at(lambda s: s.dz_m, snow, jnp.where(layered[..., None], compacted.dz_m, snow.dz_m))

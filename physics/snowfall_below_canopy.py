@@ -13,19 +13,25 @@ TFRZ = 273.16  # K, the first layer's temperature is at most this (literal of th
 
 
 def snowfall_after_canopy_intercept(
-    snow: SnowState, snowfall_mmps: jax.Array, depth_incr_mps: jax.Array, t_air_k: jax.Array, dt_s: float
+    snow: SnowState,
+    snowfall_mmps: jax.Array,
+    depth_incr_mps: jax.Array,
+    t_air_k: jax.Array,
+    dt_s: float,
+    new_layers: bool = True,
 ) -> SnowState:
     """Add the step's snowfall on the ground (``snowfall_mmps`` mm s-1, depth increase ``depth_incr_mps``
     m s-1) to the pack, creating the first snow layer (temperature min(TFRZ, ``t_air_k``), all ice, the whole
     pack) when a pack without layers reaches 2.5 cm (its ``depth_m`` then reads 0 until the layers are
-    summed up again, as in Noah-MP)."""
+    summed up again, as in Noah-MP); with ``new_layers=False`` (``SnowpackOptions.layers="none"``) the pack
+    never builds one."""
     dt = dt_s
     n = snow.n_layers
     falling = snowfall_mmps > 0.0
     thin = n == 0
     depth = jnp.where(thin & falling, snow.depth_m + depth_incr_mps * dt, snow.depth_m)
     swe = jnp.where(thin & falling, snow.swe_mm + snowfall_mmps * dt, snow.swe_mm)
-    new = thin & (depth >= NEW_LAYER_DEPTH_M)
+    new = thin & (depth >= NEW_LAYER_DEPTH_M) & new_layers
     bottom = N_SNOW_LAYERS - 1
     dz = put(snow.dz_m, bottom, depth, new)
     t = put(snow.t_k, bottom, jnp.minimum(TFRZ, t_air_k), new)
