@@ -121,6 +121,9 @@ class CaseParams(Strict):
     zbot_m: float = Field(-8.0, description="depth of the deep temperature boundary (TBOT), m, negative")
     n_soil_layers: int | None = Field(None, ge=1, description="number of layers (must match zsoil_m)")
     n_steps: int | None = Field(None, ge=1, description="run the first n_steps rows of forcing.csv (default: all)")
+    start_utc: str | None = Field(
+        None, description="UTC date and time the run starts (e.g. 1998-01-02T00:00:00Z): CF dates in the netCDF output"
+    )
     tbot_K: float = Field(description="deep soil temperature at zbot_m, K")
     per_layer: CasePerLayer
     scalars: CaseScalars
