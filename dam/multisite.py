@@ -31,6 +31,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +181,8 @@ class Batch:
             targets[i, s.train, : s.n_sensors] = y[s.train]
             val[i, s.val, : s.n_sensors] = y[s.val]
             weights[i, : s.n_sensors] = layer_weights(s)
-            with np.errstate(invalid="ignore"):
+            with warnings.catch_warnings():  # a sensor without training data: NaN, then the floor only
+                warnings.simplefilter("ignore", RuntimeWarning)
                 sd = np.nanstd(y[s.train], axis=0)
             scale[i, : s.n_sensors] = np.where(np.isfinite(sd), sd, 0.0) + SCALE_FLOOR
         attributes = np.stack([site_attributes(s) for s in sites])
@@ -454,12 +456,12 @@ def report(
     medians, pooled skill and how often each model beats physics_default in RMSE."""
     summ = summary(table)
     per_site = summ.pivot(index="site", columns="model", values=["r", "rmse"])
+    per_site.columns = [f"{metric} {model}" for metric, model in per_site.columns]
     med = summ.groupby("model", sort=False)[["r", "rmse", "ubrmse", "kge"]].median().reset_index()
+    how = (f" ({cfg.folds} folds over sites; every site tested once, on its test days, by networks that never saw "
+           "it)" if cfg.split == "leave_sites_out" else " (every site's last days test)")  # fmt: skip
     lines = [f"# Multi-site experiment `{cfg.name}`", "",
-             f"Split: **{cfg.split}**" + (f" ({cfg.folds} folds over sites; every site tested once by networks that "
-                                         "never saw it, on its test days)" if cfg.split == "leave_sites_out" else
-                                         " (every site's last days test)"),
-             f"; {len(folds)} sites; {seconds:.0f} s.", ""]  # fmt: skip
+             f"Split: **{cfg.split}**{how}; {len(folds)} sites; {seconds:.0f} s.", ""]  # fmt: skip
     if cfg.split == "leave_sites_out":
         lines += [
             "Folds:",
