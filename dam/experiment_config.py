@@ -31,7 +31,7 @@ MULTISITE_MODELS = ("lstm_multisite", "hlstm_multisite")
 LEAVE_SITES_OUT_MODELS = ("physics_default", "physics_calibrated", *MULTISITE_MODELS)
 ModelName = Literal[MODELS + MULTISITE_MODELS]  # type: ignore[valid-type]
 SPLITS = ("chronological", "leave_sites_out")
-SHIPPED_CONFIGS = ("quick", "full")
+SHIPPED_CONFIGS = ("quick", "full", "shared")
 
 
 class NetworkConfig(Strict):

@@ -308,8 +308,9 @@ class MultiSiteExperiment:
         cfg = self.config
         t_start = time.perf_counter()
         sites: dict[str, SiteData] = {}
-        for entry in cfg.sites:
-            data = prepare_site(entry, spinup_cycles=cfg.spinup_cycles, train_frac=cfg.train_frac,
+        physics = any(m not in MULTISITE_MODELS for m in cfg.models)
+        for entry in cfg.sites:  # the networks need no spun-up physics state: skip the spin-up without physics
+            data = prepare_site(entry, spinup_cycles=cfg.spinup_cycles if physics else 0, train_frac=cfg.train_frac,
                                 val_frac=cfg.val_frac)  # fmt: skip
             safe_name(data.name, f"site name of {entry}")
             if data.name in sites:

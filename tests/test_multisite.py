@@ -197,3 +197,15 @@ def test_predict_unseen_site_and_refuse_unfinished(finished_run, sites, tmp_path
     assert main(["predict", str(unfinished), new]) == 2
     assert "not finished" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "p"), new]) == 2  # not a run folder at all
+
+
+def test_shipped_shared_config_is_valid():
+    """shared.yaml needs the converted shared sites in ./sites; every other key validates here."""
+    from dam.experiment_config import shipped_config
+
+    raw = yaml.safe_load(shipped_config("shared").read_text())
+    assert "sites/??-???" in raw["sites"]
+    cfg = ExperimentConfig.from_dict({**raw, "sites": ["bondville_1998", "hyytiala_2000_2010"], "folds": 2})
+    assert cfg.multisite and cfg.split == "leave_sites_out"
+    with pytest.raises(ConfigError, match="matches no"):
+        ExperimentConfig.from_dict({**raw, "sites": ["no_such_dir/??-???"]})
