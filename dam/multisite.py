@@ -60,6 +60,7 @@ from .experiment import (
 )
 from .experiment_config import MULTISITE_MODELS, ExperimentConfig, NetworkConfig, expand_sites
 from .experiment_data import FEATURES, SiteData, prepare_site
+from .physics.guards import PlausibilityError
 from .run_folder import (
     RunFolderError,
     RunLock,
@@ -290,6 +291,7 @@ class MultiSiteExperiment:
         self.config = config.replace(sites=expand_sites(config.sites))
         self.run_dir = Path(config.output_dir).expanduser().resolve()
         self.per_site = Experiment(self.config)  # runs the per-site stages (same methods, same run folder)
+        self.failures: list[dict] = []  # per-site stages stopped by a physics guard
 
     def run(self) -> pd.DataFrame:
         cfg = self.config
@@ -346,7 +348,7 @@ class MultiSiteExperiment:
 
         plot_skill_by_site(self.run_dir / "figures" / "skill_by_site.png", summary(table), tuple(cfg.models))
         seconds = time.perf_counter() - t_start
-        io_safety.write_text(self.run_dir / "multisite.md", report(cfg, table, pooled, folds, seconds))
+        io_safety.write_text(self.run_dir / "multisite.md", report(cfg, table, pooled, folds, seconds, self.failures))
         io_safety.write_text(self.run_dir / "timings.json",
                              json.dumps({"total_seconds": seconds, "stages": timings}, indent=1))  # fmt: skip
         index["folds"] = {n: fold_of[n] for n in names}
@@ -364,7 +366,14 @@ class MultiSiteExperiment:
         if pred is None:
             t0 = time.perf_counter()
             exp._key = key
-            pred = getattr(exp, f"_{model}")(data, preds)
+            try:
+                pred = getattr(exp, f"_{model}")(data, preds)
+            except PlausibilityError as err:  # one site's physics must not end a many-site run: reported, retried
+                self.failures.append({"site": data.name, "model": model, "error": str(err)})
+                print(f"[{data.name}] {model}: FAILED ({err}); scored as missing, retried when the run is resumed")
+                pred = Prediction(model, np.full(data.observed.shape, np.nan), 0.0, {"failed": str(err)})
+                preds[model] = pred
+                return
             pred.seconds = time.perf_counter() - t0
             save_prediction(self.run_dir, data, pred, key)
             jax.clear_caches()
@@ -451,7 +460,12 @@ def pooled_metrics(sites: dict[str, SiteData], preds: dict[str, dict[str, Predic
 
 
 def report(
-    cfg: ExperimentConfig, table: pd.DataFrame, pooled: pd.DataFrame, folds: pd.DataFrame, seconds: float
+    cfg: ExperimentConfig,
+    table: pd.DataFrame,
+    pooled: pd.DataFrame,
+    folds: pd.DataFrame,
+    seconds: float,
+    failures: list[dict] = (),
 ) -> str:
     """The Markdown report of a multi-site run: split, folds, per-site skill (mean over reliable sensors),
     medians, pooled skill and how often each model beats physics_default in RMSE."""
@@ -470,6 +484,9 @@ def report(
             folds.groupby("fold")["site"].apply(", ".join).reset_index().to_markdown(index=False),
             "",
         ]
+    if failures:
+        lines += ["Stages stopped by a physics guard (scored as missing; retried when the run is resumed):", "",
+                  pd.DataFrame(list(failures)).to_markdown(index=False), ""]  # fmt: skip
     lines += ["Median over sites (per site: mean over reliable sensors):", "",
               with_units(med).to_markdown(index=False, floatfmt=".3f"), ""]  # fmt: skip
     if "physics_default" in summ["model"].values:
