@@ -209,3 +209,34 @@ def test_shipped_shared_config_is_valid():
     assert cfg.multisite and cfg.split == "leave_sites_out"
     with pytest.raises(ConfigError, match="matches no"):
         ExperimentConfig.from_dict({**raw, "sites": ["no_such_dir/??-???"]})
+
+
+@pytest.mark.filterwarnings("ignore:metrics")
+def test_cli_resume_reads_back_and_a_failed_physics_site_is_reported(finished_run, sites, monkeypatch, capsys):
+    """``dam experiment`` dispatches a multi-site configuration; a second run reads the networks back (no training),
+    and a physics stage stopped by a guard at one site is reported, not fatal (the physics is replaced by a stub)."""
+    from dam.experiment import Experiment, Prediction
+    from dam.physics.guards import PlausibilityError
+
+    out, table, _ = finished_run
+    before = {p: p.stat().st_mtime_ns for p in (out / "models").rglob("*.eqx")}
+
+    def fake_physics(self, data, preds):
+        if data.name == "hyy_a":
+            raise PlausibilityError("soil temperature = 500 K at step 3")
+        return Prediction("physics_default", data.observed + 0.01, 0.0)
+
+    monkeypatch.setattr(Experiment, "_physics_default", fake_physics)
+    monkeypatch.setattr(MS, "train_multisite", lambda *a, **k: pytest.fail("a finished network was trained again"))
+    config = _config(sites, out, models=["physics_default", "lstm_multisite"]).to_dict()
+    path = out.parent / "again.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["experiment", str(path), "--quiet"]) == 0
+    assert "FAILED" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in (out / "models").rglob("*.eqx")} == before
+    report = (out / "multisite.md").read_text()
+    assert "stopped by a physics guard" in report and "hyy_a" in report
+    summ = np.genfromtxt(out / "summary.csv", delimiter=",", names=True, dtype=None, encoding=None)
+    rmse = {(s, m): v for s, m, v in zip(summ["site"], summ["model"], summ["rmse"], strict=True)}
+    assert np.isnan(rmse[("hyy_a", "physics_default")]) and rmse[("hyy_b", "physics_default")] > 0
+    assert (out / "models" / "index.json").is_file()
