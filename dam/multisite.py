@@ -451,7 +451,7 @@ def pooled_metrics(sites: dict[str, SiteData], preds: dict[str, dict[str, Predic
                 for group in ("all", f"{top:g}-{LAYERS[layer[s]]:g} m"):
                     sims.setdefault(group, []).append(preds[n][model].daily[data.test, s])
                     obs.setdefault(group, []).append(data.observed[data.test, s])
-        for group in sims:
+        for group in sorted(sims, key=lambda g: -1.0 if g == "all" else float(g.split("-")[0])):
             sim, ob = np.concatenate(sims[group]), np.concatenate(obs[group])
             m = M.all_metrics(jnp.asarray(sim), jnp.asarray(ob))
             rows.append({"model": model, "sensors": group, "n_days": int(np.sum(np.isfinite(ob))),
