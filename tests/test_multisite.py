@@ -117,8 +117,16 @@ def test_sites_with_other_sensors_share_one_network(tiny_data):
     assert np.all(batch.weights[1, 2:] == 0) and np.allclose(batch.weights[0].sum(axis=1), 1.0)
     assert batch.attributes.shape == (2, len(MS.ATTRIBUTES)) and batch.attributes[0, 0] != batch.attributes[1, 0]
     cfg = ExperimentConfig().network.model_copy(update={**TINY, "epochs": 1})
-    model, _ = MS.train_multisite("hlstm", [tiny_data[0], fewer], cfg, seed=0)
+    model, _ = MS.train_multisite("lstm", [tiny_data[0], fewer], cfg, seed=0)
     assert MS.predict_site(model, fewer).shape == (len(fewer.days), 2)
+
+
+@pytest.mark.slow
+def test_hierarchical_multisite_network_trains(tiny_data):
+    cfg = ExperimentConfig().network.model_copy(update={**TINY, "epochs": 6, "learning_rate": 0.01})
+    model, hist = MS.train_multisite("hlstm", tiny_data, cfg, seed=0)
+    assert hist["train_loss"][-1] < hist["train_loss"][0] and min(hist["val_loss"]) < hist["initial_val"]
+    assert np.isfinite(MS.predict_site(model, tiny_data[2])).all()
 
 
 @pytest.mark.skipif(jax.device_count() < 2, reason="needs several (emulated) devices")
