@@ -233,8 +233,13 @@ class ExperimentConfig(Strict):
         return validate(cls, d, where=where)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values (lists for tuples), as written to the run folder's ``config.yaml``."""
-        return json.loads(json.dumps(self.model_dump(mode="json")))
+        """Plain JSON-able values (lists for tuples), as written to the run folder's ``config.yaml``. ``split`` and
+        ``folds`` appear only for a leave-sites-out split, so that the run folders and stage fingerprints of
+        chronological experiments made before these keys existed stay valid."""
+        d = json.loads(json.dumps(self.model_dump(mode="json")))
+        if self.split == "chronological":
+            del d["split"], d["folds"]
+        return d
 
     def replace(self, **changes: Any) -> ExperimentConfig:
         """A copy with ``changes`` (validated again)."""
