@@ -9,6 +9,7 @@ dam experiment [CONFIG.yaml|quick|full]          the hybrid-modelling experiment
 dam convert-site SOURCE --metadata META.yaml --output SITE_DIR   a flux-tower file + metadata -> a site folder
 dam convert-shared [NAME ...] [--output-dir DIR]                 all shared sites (shipped metadata) in one go
 dam sites [DIR ...] [--json]                                     the shipped and converted sites, what each holds
+dam predict RUN SITE ... [--model --start --end --finetune N --output DIR]   a finished multi-site run at other sites
 
 Every user error (a bad file, key, value or path) is one line ``dam: error: ...`` on stderr with exit code 2;
 nothing is written before the checks pass, and no output replaces an input or, without ``--overwrite``, an
@@ -250,6 +251,33 @@ def _sites(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from dam.io_safety import check_outputs
+    from dam.multisite import finished_models
+
+    run = Path(args.run).expanduser().resolve()
+    finished_models(run)  # a clear error before any work for a folder that is not a finished run
+    out = Path(args.output) if args.output is not None else run / "predict"
+    check_outputs([out / "metrics.csv", out / "metrics.md"], overwrite=args.overwrite, folders=[out])
+    _setup_numerics("float64")
+    from dam import io_safety
+    from dam.experiment import save_prediction, with_units
+    from dam.multisite import predict_run
+
+    table, results = predict_run(run, args.sites, models=args.model, start=args.start, end=args.end,
+                                 finetune=args.finetune, progress=not args.quiet)  # fmt: skip
+    for data, preds in results.values():
+        for pred in preds.values():
+            save_prediction(out, data, pred)
+    io_safety.write_csv(table, out / "metrics.csv")
+    io_safety.write_text(out / "metrics.md", f"# dam predict with {run}\n\n"
+                         + with_units(table).to_markdown(index=False, floatfmt=".3f") + "\n")  # fmt: skip
+    cols = ["site", "model", "days", "depth_m", "seen", "r", "rmse", "ubrmse", "kge"]
+    print(with_units(table[cols]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\npredictions and metrics in {out}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with usage errors as one ``dam: error:`` line (the usage is one ``--help`` away)."""
 
@@ -354,6 +382,18 @@ def build_parser() -> argparse.ArgumentParser:
     sites.add_argument("dirs", nargs="*", help="sites folders (default: $DAM_SITES or ./sites where it exists)")
     sites.add_argument("--json", action="store_true", help="JSON records instead of a table")
     sites.set_defaults(func=_sites)
+
+    pred = sub.add_parser("predict", help="predict and score sites or periods with a finished multi-site run")
+    pred.add_argument("run", help="run folder of a finished dam experiment with multi-site models")
+    pred.add_argument("sites", nargs="+", help="shipped site names, site folders or glob patterns")
+    pred.add_argument("--model", action="append", default=None, help="multi-site model (repeatable; default all)")
+    pred.add_argument("--start", default=None, help="first day (UTC), e.g. 2003-01-01")
+    pred.add_argument("--end", default=None, help="last day (UTC)")
+    pred.add_argument("--finetune", type=_count(0), default=0, help="epochs of fine-tuning on each site's first days")
+    pred.add_argument("--output", default=None, help="output folder (default RUN/predict)")
+    pred.add_argument("--overwrite", **overwrite)
+    pred.add_argument("--quiet", **quiet)
+    pred.set_defaults(func=_predict)
 
     make = sub.add_parser("make-grid", help="write a synthetic grid (static fields, forcing, grid_run.yaml)")
     make.add_argument("output_dir", help="folder for static.nc, forcing.nc and grid_run.yaml")

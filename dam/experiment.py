@@ -796,4 +796,12 @@ def write_tables(
 
 
 def run_experiment(config: ExperimentConfig) -> pd.DataFrame:
-    return Experiment(config).run()
+    """Run the experiment: across sites (:mod:`dam.multisite`) when it has multi-site models or splits over
+    sites, else site by site (:class:`Experiment`); glob patterns in ``sites`` are expanded first."""
+    if config.multisite:
+        from .multisite import run_multisite
+
+        return run_multisite(config)
+    from .experiment_config import expand_sites
+
+    return Experiment(config.replace(sites=expand_sites(config.sites))).run()

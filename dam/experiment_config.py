@@ -25,8 +25,13 @@ MODELS = (
     "hlstm_physics_unconstrained",
     "ai_in_physics",
 )
-ModelName = Literal[MODELS]  # type: ignore[valid-type]
-SHIPPED_CONFIGS = ("quick", "full")
+#: Models trained on many sites at once (dam.multisite): one network for all sites, static site attributes as inputs.
+MULTISITE_MODELS = ("lstm_multisite", "hlstm_multisite")
+#: Models a leave-sites-out experiment can score at sites they never saw (physics_calibrated: in-site reference).
+LEAVE_SITES_OUT_MODELS = ("physics_default", "physics_calibrated", *MULTISITE_MODELS)
+ModelName = Literal[MODELS + MULTISITE_MODELS]  # type: ignore[valid-type]
+SPLITS = ("chronological", "leave_sites_out")
+SHIPPED_CONFIGS = ("quick", "full", "shared")
 
 
 class NetworkConfig(Strict):
@@ -107,13 +112,55 @@ class HybridConfig(Strict):
     pretrain_iterations: int = Field(400, ge=0, description="steps imitating the Richards water step first")
 
 
+_GLOB = set("*?[")
+
+
 def _site_entry(entry: str) -> str:
-    """A site entry is the name of a shipped site or an existing site folder."""
+    """A site entry is the name of a shipped site, an existing site folder or a glob pattern matching some."""
     from .sites import shipped_sites
 
+    if _GLOB & set(entry):
+        if not _expand_pattern(entry):
+            raise ValueError(f"the pattern {entry!r} matches no shipped site and no site folder (with site.yaml)")
+        return entry
     if entry in shipped_sites() or Path(entry).expanduser().is_dir():
         return entry
     raise ValueError(f"{entry!r} is neither a shipped site ({', '.join(shipped_sites())}) nor a site folder")
+
+
+def _expand_pattern(pattern: str) -> list[str]:
+    """Shipped site names matching ``pattern`` and site folders (holding a site.yaml) matching it as a path,
+    both restricted to sites with soil moisture sensors (the experiment scores soil moisture), sorted."""
+    import fnmatch
+    import glob
+
+    import yaml as _yaml
+
+    from .sites import SHIPPED_SITES_DIR, shipped_sites
+
+    def has_soil_moisture(folder: Path) -> bool:
+        try:
+            meta = _yaml.safe_load((folder / "site.yaml").read_text()) or {}
+        except (OSError, _yaml.YAMLError):
+            return False
+        return bool((meta.get("sensor_depths_m") or {}).get("soil_moisture"))
+
+    names = [n for n in shipped_sites() if fnmatch.fnmatchcase(n, pattern) and has_soil_moisture(SHIPPED_SITES_DIR / n)]
+    folders = sorted(
+        str(Path(p)) for p in glob.glob(str(Path(pattern).expanduser())) if (Path(p) / "site.yaml").is_file()
+    )
+    return names + [f for f in folders if has_soil_moisture(Path(f))]
+
+
+def expand_sites(entries: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The configured site entries with every glob pattern replaced by the sites it matches (those with soil
+    moisture sensors, sorted; a site named twice is kept once, at its first place)."""
+    out: list[str] = []
+    for entry in entries:
+        for name in _expand_pattern(entry) if _GLOB & set(entry) else [entry]:
+            if name not in out:
+                out.append(name)
+    return tuple(out)
 
 
 class ExperimentConfig(Strict):
@@ -123,8 +170,17 @@ class ExperimentConfig(Strict):
     seed: int = Field(0, ge=0, description="random seed (same seed, same numbers)")
     output_dir: str = Field("runs/experiment", min_length=1, description="run folder (resumable)")
     sites: tuple[str, ...] = Field(
-        ("bondville_1998", "hyytiala_2000_2010"), min_length=1, description="shipped site names or site folders"
+        ("bondville_1998", "hyytiala_2000_2010"),
+        min_length=1,
+        description="shipped site names, site folders or glob patterns of either (e.g. sites/*: those with soil "
+        "moisture sensors)",
     )
+    split: Literal[SPLITS] = Field(  # type: ignore[valid-type]
+        "chronological",
+        description="chronological: every site's first days train, its last days test; leave_sites_out: k-fold "
+        "over sites, each site tested (on its test days) by models that never saw it",
+    )
+    folds: int = Field(5, ge=2, description="folds over sites of the leave_sites_out split (at most the site count)")
     models: tuple[ModelName, ...] = Field(MODELS, min_length=1, description="models to run, in order")
     spinup_cycles: int = Field(1, ge=0, description="passes over the first year before the record")
     train_frac: float = Field(0.8, gt=0, lt=1, description="first fraction of the days for training (rest: test)")
@@ -151,14 +207,39 @@ class ExperimentConfig(Strict):
             raise ValueError(f"models: a model is listed twice: {list(self.models)}")
         return self
 
+    @model_validator(mode="after")
+    def _split_fits(self) -> ExperimentConfig:
+        if self.split != "leave_sites_out":
+            return self
+        per_site = [m for m in self.models if m not in LEAVE_SITES_OUT_MODELS]
+        if per_site:
+            raise ValueError(
+                f"models: {per_site} train on each site's own observations and cannot be scored at sites they never "
+                f"saw; with split: leave_sites_out use {list(LEAVE_SITES_OUT_MODELS)}"
+            )
+        n_sites = len(expand_sites(self.sites))
+        if self.folds > n_sites:
+            raise ValueError(f"folds: {self.folds} folds need at least as many sites, got {n_sites}")
+        return self
+
+    @property
+    def multisite(self) -> bool:
+        """Whether the experiment trains across sites (:mod:`dam.multisite`)."""
+        return self.split == "leave_sites_out" or any(m in MULTISITE_MODELS for m in self.models)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None, where: str = "config") -> ExperimentConfig:
         """Validated configuration (:class:`dam.schema.ConfigError` naming the key)."""
         return validate(cls, d, where=where)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values (lists for tuples), as written to the run folder's ``config.yaml``."""
-        return json.loads(json.dumps(self.model_dump(mode="json")))
+        """Plain JSON-able values (lists for tuples), as written to the run folder's ``config.yaml``. ``split`` and
+        ``folds`` appear only for a leave-sites-out split, so that the run folders and stage fingerprints of
+        chronological experiments made before these keys existed stay valid."""
+        d = json.loads(json.dumps(self.model_dump(mode="json")))
+        if self.split == "chronological":
+            del d["split"], d["folds"]
+        return d
 
     def replace(self, **changes: Any) -> ExperimentConfig:
         """A copy with ``changes`` (validated again)."""

@@ -166,3 +166,25 @@ def plot_metric_bars(path: Path, summary: pd.DataFrame, order: tuple[str, ...]) 
         ax.legend(title="site", fontsize=7, title_fontsize=7)
     fig.tight_layout()
     _save(fig, path)
+
+
+def plot_skill_by_site(path: Path, summary: pd.DataFrame, order: tuple[str, ...]) -> None:
+    """Per-site test skill of every model, sites sorted from worst to best (one line per model; no map): r and
+    RMSE, each site's mean over its reliable sensors (rows of ``summary``: site, model, metrics)."""
+    plt = _pyplot()
+    models = [m for m in order if m in set(summary["model"])]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for ax, metric in zip(axes, ("r", "rmse"), strict=True):
+        for model in models:
+            values = summary.loc[summary["model"] == model, metric].dropna().sort_values(ascending=metric == "r")
+            rank = (np.arange(len(values)) + 0.5) / max(len(values), 1)
+            ax.plot(rank, values.to_numpy(), marker="o", ms=4, label=f"{model} (median {values.median():.3g})")
+        ax.set_xlabel("fraction of sites (sorted from worst to best)")
+        ax.set_ylabel(METRIC_LABELS[metric])
+        ax.set_xlim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    n_sites = summary["site"].nunique()
+    fig.suptitle(f"test-period skill at {n_sites} sites, mean over reliable sensors", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)

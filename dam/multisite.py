@@ -1,0 +1,601 @@
+"""One network across many sites, and its skill at sites it never saw (``dam experiment`` with multi-site models
+or ``split: leave_sites_out``).
+
+The multi-site networks (``lstm_multisite``, ``hlstm_multisite``) read the daily forcing of
+:data:`dam.experiment_data.FEATURES` plus static site attributes (:data:`ATTRIBUTES`: latitude, elevation, the
+soil and vegetation parameters the site's classes give, climate means of its forcing) and predict daily soil
+moisture on one standard soil column (:data:`LAYERS`, the Noah-MP default layers); each site's sensors read
+those layers through their sensor mapping (:mod:`dam.sensors`), so sites with any number and depths of sensors
+train one network. Training members are (site, window) pairs of all training sites, batched by
+:func:`dam.training.fit` (data-parallel over a device mesh when there is more than one device); the loss is the
+masked squared error at the sensors in units of each sensor's standard deviation on its training days.
+
+Splits (``split``):
+
+* ``chronological``: one network trained on the first days of every site (its last tenth validates), scored on
+  every site's last days, as the single-site models are;
+* ``leave_sites_out``: the sites are dealt into ``folds`` folds (:func:`assign_folds`); for each fold a network
+  is trained on the training days of the other folds' sites and scored on the test days of the fold's sites, so
+  every site is a test site once, scored by a network that never saw any of its days.
+
+Per-site physics models (``physics_default``, ``physics_calibrated``; under the chronological split also the
+single-site networks of :mod:`dam.experiment`) run as in :mod:`dam.experiment`. The run folder gets, besides the
+tables of :func:`dam.experiment.write_tables`, ``multisite.md`` (per-site and pooled skill, folds),
+``pooled.csv``, ``folds.csv``, ``figures/skill_by_site.png`` and, last, ``models/index.json``: the trained
+networks that ``dam predict`` (:func:`predict_run`) uses at other sites or periods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import yaml
+
+from . import io_safety
+from . import metrics as M
+from .coupling.losses import masked_mse
+from .experiment import (
+    Experiment,
+    Prediction,
+    _check_resume,
+    _core,
+    _make_net,
+    load_prediction,
+    save_prediction,
+    score,
+    summary,
+    with_units,
+    write_tables,
+)
+from .experiment_config import MULTISITE_MODELS, ExperimentConfig, NetworkConfig, expand_sites
+from .experiment_data import FEATURES, SiteData, prepare_site
+from .physics.guards import PlausibilityError
+from .run_folder import (
+    RunFolderError,
+    RunLock,
+    content_hash,
+    fingerprint,
+    inside,
+    open_run_folder,
+    safe_name,
+    write_manifest,
+)
+from .sequences import Normaliser, window_starts
+from .training import fit
+
+#: Bottoms of the standard soil column the multi-site networks predict (m): the Noah-MP default layers.
+LAYERS = (0.1, 0.4, 1.0, 2.0)
+#: Static site attributes, in this order (units in the names).
+ATTRIBUTES = (
+    "latitude_deg", "elevation_m", "smcmax_m3m3", "smcwlt_m3m3", "bexp", "log10_dksat_ms", "lai_max",
+    "canopy_top_m", "veg_frac_max", "t_air_mean_k", "t_air_std_k", "precip_mm_per_day", "sw_down_mean_wm2",
+    "q_air_mean_kgkg",
+)  # fmt: skip
+SCALE_FLOOR = 0.01  # m3 m-3 added to each sensor's standard deviation in the loss (a flat series gets no huge weight)
+INDEX = "index.json"
+
+
+# ------------------------------------------------------------------------------------------ site inputs
+def site_attributes(data: SiteData) -> np.ndarray:
+    """The :data:`ATTRIBUTES` of a site (n_attr,): where it is, the top soil layer's and the vegetation's table
+    parameters (from its soil and vegetation classes) and the means of its daily forcing over the record."""
+    p, meta = data.setup.params, data.site.meta
+    soil = {k: float(np.ravel(np.asarray(getattr(p.soil, k)))[0]) for k in ("smcmax", "smcwlt", "bexp", "dksat")}
+    f = {name: data.forcing[:, i] for i, name in enumerate(FEATURES)}
+    values = [
+        meta.latitude, meta.elevation_m, soil["smcmax"], soil["smcwlt"], soil["bexp"], np.log10(soil["dksat"]),
+        float(np.max(p.phenology.lai_monthly)), float(p.phenology.canopy_top_m), float(p.phenology.veg_frac_max),
+        np.nanmean(f["T_air"]), np.nanstd(f["T_air"]), np.nanmean(f["precip"]), np.nanmean(f["sw_down"]),
+        np.nanmean(f["q_air"]),
+    ]  # fmt: skip
+    return np.asarray(values, float)
+
+
+def layer_weights(data: SiteData) -> np.ndarray:
+    """(S, len(LAYERS)) how the site's soil moisture sensors read the standard column (:mod:`dam.sensors`)."""
+    return data.site.sensor_mapping("soil_moisture", LAYERS, data.sensor_depths_m).weights
+
+
+def training_targets(data: SiteData) -> np.ndarray:
+    """Observed daily soil moisture (D, S) with the series the site flags as unreliable removed (NaN)."""
+    return np.where(data.reliable[None, :], data.observed, np.nan)
+
+
+def assign_folds(names: list[str] | tuple[str, ...], folds: int, seed: int) -> dict[str, int]:
+    """Deal the sites into ``folds`` folds of sizes differing by at most one: a seeded permutation of the sorted
+    names, dealt in turn (the same names and seed give the same folds whatever their order)."""
+    names = sorted(names)
+    if not 2 <= folds <= len(names):
+        raise ValueError(f"{folds} folds need 2 <= folds <= number of sites ({len(names)})")
+    order = np.random.default_rng([seed, 14]).permutation(len(names))
+    return {names[j]: i % folds for i, j in enumerate(order)}
+
+
+# ------------------------------------------------------------------------------------------ the network
+class MultiSiteModel(eqx.Module):
+    """A sequence network on normalised daily forcing (T, F) and normalised site attributes (A,) predicting soil
+    moisture (T, len(LAYERS)) in m3 m-3 on the standard column; ``at_sensors`` maps it to a site's sensors."""
+
+    net: eqx.Module
+    x_norm: Normaliser
+    a_norm: Normaliser
+    y_norm: Normaliser  # one mean and std for all layers (pooled training observations)
+
+    def __call__(self, x: jax.Array, attributes: jax.Array) -> jax.Array:
+        a = jnp.nan_to_num(self.a_norm.apply(attributes))
+        return self.y_norm.invert(self.net(jnp.nan_to_num(self.x_norm.apply(x)), a))
+
+    def at_sensors(self, x: jax.Array, attributes: jax.Array, weights: jax.Array) -> jax.Array:
+        """Daily moisture the sensors read (T, S), given their layer ``weights`` (S, len(LAYERS))."""
+        return self(x, attributes) @ weights.T
+
+
+def build_model(kind: str, cfg: NetworkConfig, seed: int, norms: dict[str, Normaliser] | None = None):
+    """A freshly initialised :class:`MultiSiteModel` (``kind``: ``lstm`` or ``hlstm``); ``norms`` the fitted
+    normalisers (default placeholders of the right shapes, e.g. to load a saved model into)."""
+    n_in, n_attr = len(FEATURES), len(ATTRIBUTES)
+    net = _make_net(kind, n_in, len(LAYERS), cfg, jax.random.PRNGKey(seed), n_attr)
+    if norms is None:
+        norms = {"x_norm": Normaliser(jnp.zeros(n_in), jnp.ones(n_in)),
+                 "a_norm": Normaliser(jnp.zeros(n_attr), jnp.ones(n_attr)),
+                 "y_norm": Normaliser(jnp.zeros(1), jnp.ones(1))}  # fmt: skip
+    return MultiSiteModel(net, **norms)
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Sites stacked for training (padded to the longest record and the most sensors; padding is NaN in the
+    targets and zero weight, so it never counts): forcing (n, D, F), attributes (n, A), targets (n, D, S),
+    validation targets (n, D, S) (NaN outside each site's validation days), weights (n, S, L), scale (n, S)."""
+
+    names: tuple[str, ...]
+    forcing: np.ndarray
+    attributes: np.ndarray
+    targets: np.ndarray
+    val_targets: np.ndarray
+    weights: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def of(cls, sites: list[SiteData]) -> Batch:
+        n, d = len(sites), max(len(s.days) for s in sites)
+        s_max = max(s.n_sensors for s in sites)
+        forcing = np.zeros((n, d, len(FEATURES)))
+        targets = np.full((n, d, s_max), np.nan)
+        val = np.full((n, d, s_max), np.nan)
+        weights = np.zeros((n, s_max, len(LAYERS)))
+        scale = np.ones((n, s_max))
+        for i, s in enumerate(sites):
+            y = training_targets(s)
+            forcing[i, : len(s.days)] = np.nan_to_num(s.forcing)
+            targets[i, s.train, : s.n_sensors] = y[s.train]
+            val[i, s.val, : s.n_sensors] = y[s.val]
+            weights[i, : s.n_sensors] = layer_weights(s)
+            with warnings.catch_warnings():  # a sensor without training data: NaN, then the floor only
+                warnings.simplefilter("ignore", RuntimeWarning)
+                sd = np.nanstd(y[s.train], axis=0)
+            scale[i, : s.n_sensors] = np.where(np.isfinite(sd), sd, 0.0) + SCALE_FLOOR
+        attributes = np.stack([site_attributes(s) for s in sites])
+        return cls(tuple(s.name for s in sites), forcing, attributes, targets, val, weights, scale)
+
+
+def _loss(pred: jax.Array, obs: jax.Array, scale: jax.Array) -> jax.Array:
+    return masked_mse((pred - obs) / scale, 0.0)
+
+
+def train_multisite(
+    kind: str,
+    sites: list[SiteData],
+    cfg: NetworkConfig,
+    *,
+    seed: int,
+    checkpoint_dir: Path | None = None,
+    progress: bool = False,
+    mesh=None,
+    init: MultiSiteModel | None = None,
+    epochs: int | None = None,
+) -> tuple[MultiSiteModel, dict]:
+    """Train one network on the training days of ``sites`` (validated on their validation days, best epoch
+    kept); returns the model and :func:`dam.training.fit`'s history. Members are (site, window) pairs; windows of
+    ``cfg.window_days`` (at most the shortest training period) start every ``cfg.stride_days`` and their first
+    ``cfg.warmup_days`` are not scored. ``init`` continues from a trained model (its normalisers kept)."""
+    if not sites:
+        raise ValueError("train_multisite needs at least one site")
+    b = Batch.of(sites)
+    if init is None:
+        fit_x = np.concatenate([s.forcing[s.train] for s in sites])
+        pooled = np.concatenate([training_targets(s)[s.train].ravel() for s in sites])[:, None]
+        norms = {"x_norm": Normaliser.fit(fit_x), "a_norm": Normaliser.fit(b.attributes),
+                 "y_norm": Normaliser.fit(pooled)}  # fmt: skip
+        init = build_model(kind, cfg, seed, norms)
+    length = min(cfg.window_days, min(s.train.stop - s.train.start for s in sites))
+    pairs = np.array([(i, st) for i, s in enumerate(sites) for st in window_starts(s.train, length, cfg.stride_days)])
+    warm = min(cfg.warmup_days, length // 2)
+    x_all, a_all, y_all = jnp.asarray(b.forcing), jnp.asarray(b.attributes), jnp.asarray(b.targets)
+    w_all, s_all = jnp.asarray(b.weights), jnp.asarray(b.scale)
+
+    def batch_fn(_, idx):
+        site, start = pairs[idx, 0], pairs[idx, 1]
+        rows = start[:, None] + np.arange(length)[None, :]
+        return x_all[site[:, None], rows], a_all[site], y_all[site[:, None], rows], w_all[site], s_all[site]
+
+    def loss_fn(m, batch):
+        def one(x, a, y, w, sc):
+            return _loss(m.at_sensors(x, a, w)[warm:], y[warm:], sc)
+
+        return jax.vmap(one)(*batch)
+
+    v_all = jnp.asarray(b.val_targets)
+    predict_all = eqx.filter_jit(lambda m: jax.vmap(m.at_sensors)(x_all, a_all, w_all))
+
+    def val_fn(m):
+        return float(_loss(predict_all(m), v_all, s_all[:, None, :]))
+
+    return fit(init, loss_fn, None, n_members=len(pairs), batch_fn=batch_fn, epochs=epochs or cfg.epochs,
+               batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, val_fn=val_fn, validate_initial=True,
+               patience=cfg.patience, seed=seed, checkpoint_dir=checkpoint_dir, progress=progress, mesh=mesh,
+               desc=f"{kind} x {len(sites)} sites")  # fmt: skip
+
+
+def predict_site(model: MultiSiteModel, data: SiteData) -> np.ndarray:
+    """Daily soil moisture at the site's sensors (D, S), m3 m-3, over its whole record."""
+    x, a = jnp.asarray(np.nan_to_num(data.forcing)), jnp.asarray(site_attributes(data))
+    return np.asarray(model.at_sensors(x, a, jnp.asarray(layer_weights(data))))
+
+
+# ------------------------------------------------------------------------------------------ saved models
+def save_trained(folder: Path, name: str, model: MultiSiteModel, spec: dict) -> None:
+    """Write a trained network (``name.eqx``, equinox leaves) and how to rebuild it (``name.json``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{name}{io_safety.TMP_MARK}{os.getpid()}.eqx"
+    with open(tmp, "wb") as fh:  # a file object: equinox would change the suffix of a path
+        eqx.tree_serialise_leaves(fh, model)
+    tmp.replace(folder / f"{name}.eqx")
+    io_safety.write_text(folder / f"{name}.json", json.dumps(spec, indent=1))
+
+
+def load_trained(folder: Path, name: str) -> tuple[MultiSiteModel, dict]:
+    """A network written by :func:`save_trained` and its description."""
+    spec = json.loads((folder / f"{name}.json").read_text())
+    like = build_model(spec["kind"], NetworkConfig(**spec["network"]), spec["seed"])
+    with open(folder / f"{name}.eqx", "rb") as fh:
+        return eqx.tree_deserialise_leaves(fh, like), spec
+
+
+# ------------------------------------------------------------------------------------------ the run
+def _mesh():
+    """A 1-D device mesh when there is more than one device (members sharded over it), else None."""
+    if jax.device_count() < 2:
+        return None
+    from .sharding import column_mesh
+
+    return column_mesh()
+
+
+class MultiSiteExperiment:
+    """Runs a multi-site ``dam experiment`` into ``config.output_dir`` (see the module docs). The run folder
+    follows :class:`dam.experiment.Experiment`'s rules (manifest, lock, resume, fingerprinted stages)."""
+
+    def __init__(self, config: ExperimentConfig):
+        self.config = config.replace(sites=expand_sites(config.sites))
+        self.run_dir = Path(config.output_dir).expanduser().resolve()
+        self.per_site = Experiment(self.config)  # runs the per-site stages (same methods, same run folder)
+        self.failures: list[dict] = []  # per-site stages stopped by a physics guard
+
+    def run(self) -> pd.DataFrame:
+        cfg = self.config
+        self.run_dir, _ = open_run_folder(self.run_dir, "experiment", legacy_marker="config.yaml")
+        self.per_site.run_dir = self.run_dir
+        with RunLock(self.run_dir):
+            _check_resume(self.run_dir / "config.yaml", cfg)
+            index = self.run_dir / "models" / INDEX
+            if index.is_file():
+                index.unlink()  # the run is not finished until its models are written again
+            io_safety.write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            write_manifest(self.run_dir, "experiment", fingerprint(_core(cfg)), cfg.to_dict(), {})
+            return self._run()
+
+    def _run(self) -> pd.DataFrame:
+        cfg = self.config
+        t_start = time.perf_counter()
+        sites: dict[str, SiteData] = {}
+        physics = any(m not in MULTISITE_MODELS for m in cfg.models)
+        for entry in cfg.sites:  # the networks need no spun-up physics state: skip the spin-up without physics
+            data = prepare_site(entry, spinup_cycles=cfg.spinup_cycles if physics else 0, train_frac=cfg.train_frac,
+                                val_frac=cfg.val_frac)  # fmt: skip
+            safe_name(data.name, f"site name of {entry}")
+            if data.name in sites:
+                raise RunFolderError(f"two sites are named {data.name!r} ({entry}): site names must differ")
+            sites[data.name] = data
+        names = sorted(sites)
+        if cfg.split == "leave_sites_out":
+            fold_of = assign_folds(names, cfg.folds, cfg.seed)
+        else:
+            fold_of = dict.fromkeys(names, 0)
+        keys = {n: fingerprint(_core(cfg), {"site": content_hash(d.site.path) if d.site.path else n})
+                for n, d in sites.items()}  # fmt: skip
+        preds: dict[str, dict[str, Prediction]] = {n: {} for n in names}
+        self._chain = {n: [keys[n]] for n in names}  # per-site stage keys, as dam.experiment chains them
+        timings: dict[str, float] = {}
+        index: dict[str, Any] = {"split": cfg.split, "folds": {}, "models": {}}
+        for model in cfg.models:
+            if model in MULTISITE_MODELS:
+                index["models"][model] = self._multisite_stage(model, sites, fold_of, keys, preds, timings)
+            else:
+                for n in names:
+                    self._site_stage(model, sites[n], keys[n], preds[n], timings)
+        tables = []
+        for n in names:
+            tables.append(score(sites[n], preds[n]).assign(fold=fold_of[n]))
+        table = pd.concat(tables, ignore_index=True)
+        write_tables(self.run_dir, table)
+        pooled = pooled_metrics(sites, preds)
+        io_safety.write_csv(pooled, self.run_dir / "pooled.csv")
+        folds = pd.DataFrame({"site": names, "fold": [fold_of[n] for n in names]})
+        io_safety.write_csv(folds, self.run_dir / "folds.csv")
+        from .plots import plot_skill_by_site
+
+        plot_skill_by_site(self.run_dir / "figures" / "skill_by_site.png", summary(table), tuple(cfg.models))
+        seconds = time.perf_counter() - t_start
+        io_safety.write_text(self.run_dir / "multisite.md", report(cfg, table, pooled, folds, seconds, self.failures))
+        io_safety.write_text(self.run_dir / "timings.json",
+                             json.dumps({"total_seconds": seconds, "stages": timings}, indent=1))  # fmt: skip
+        index["folds"] = {n: fold_of[n] for n in names}
+        index["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        io_safety.write_text(self.run_dir / "models" / INDEX, json.dumps(index, indent=1))
+        return table
+
+    def _site_stage(self, model: str, data: SiteData, site_key: str, preds: dict, timings: dict) -> None:
+        """A per-site stage, computed by :class:`dam.experiment.Experiment` (or read back)."""
+        exp = self.per_site
+        exp._cache[(data.name, "key")] = site_key
+        key = fingerprint({"model": model}, {"after": ",".join(self._chain[data.name])})
+        self._chain[data.name].append(key)
+        pred = load_prediction(self.run_dir, data, model, key)
+        if pred is None:
+            t0 = time.perf_counter()
+            exp._key = key
+            try:
+                pred = getattr(exp, f"_{model}")(data, preds)
+            except PlausibilityError as err:  # one site's physics must not end a many-site run: reported, retried
+                self.failures.append({"site": data.name, "model": model, "error": str(err)})
+                print(f"[{data.name}] {model}: FAILED ({err}); scored as missing, retried when the run is resumed")
+                pred = Prediction(model, np.full(data.observed.shape, np.nan), 0.0, {"failed": str(err)})
+                preds[model] = pred
+                return
+            pred.seconds = time.perf_counter() - t0
+            save_prediction(self.run_dir, data, pred, key)
+            jax.clear_caches()
+            print(f"[{data.name}] {model}: computed in {pred.seconds:.1f} s", flush=True)
+        preds[model] = pred
+        timings[f"{data.name}/{model}"] = pred.seconds
+
+    def _multisite_stage(self, model: str, sites: dict[str, SiteData], fold_of: dict[str, int], keys: dict,
+                         preds: dict, timings: dict) -> list[dict]:  # fmt: skip
+        """Train the network of every fold (or read its predictions back) and predict its test sites."""
+        cfg = self.config
+        kind = model.removesuffix("_multisite")
+        saved = []
+        for fold in sorted(set(fold_of.values())):
+            test = sorted(n for n, f in fold_of.items() if f == fold)
+            train = sorted(n for n, f in fold_of.items() if f != fold) if cfg.split == "leave_sites_out" else test
+            key = fingerprint({"model": model, "train": train, "test": test},
+                              {n: keys[n] for n in (*train, *test)})  # fmt: skip
+            tag = f"fold{fold}"
+            folder = inside(self.run_dir, "models", model)
+            got = {n: load_prediction(self.run_dir, sites[n], model, key) for n in test}
+            spec = folder / f"{tag}.json"
+            saved_key = json.loads(spec.read_text()).get("key") if spec.is_file() else None
+            if all(p is not None for p in got.values()) and saved_key == key and (folder / f"{tag}.eqx").is_file():
+                print(f"[{model} {tag}] read back ({len(test)} test sites)", flush=True)
+            else:
+                t0 = time.perf_counter()
+                net, history = train_multisite(
+                    kind, [sites[n] for n in train], cfg.network, seed=cfg.seed, progress=cfg.progress,
+                    checkpoint_dir=inside(self.run_dir, "checkpoints", "multisite", model, tag, key), mesh=_mesh(),
+                )  # fmt: skip
+                seconds = time.perf_counter() - t0
+                info = {"fold": fold, "train_sites": train, "best_epoch": int(history["best_epoch"]),
+                        "train_loss": [float(v) for v in history["train_loss"]],
+                        "val_loss": [float(v) for v in [history["initial_val"], *history["val_loss"]]]}  # fmt: skip
+                save_trained(folder, tag, net, {"kind": kind, "seed": cfg.seed,
+                                                "network": cfg.network.model_dump(mode="json"),
+                                                "attributes": list(ATTRIBUTES), "layers_m": list(LAYERS),
+                                                "features": list(FEATURES), "train_sites": train,
+                                                "test_sites": test, "train_frac": cfg.train_frac,
+                                                "val_frac": cfg.val_frac, "key": key, **info})  # fmt: skip
+                for n in test:
+                    pred = Prediction(model, predict_site(net, sites[n]), seconds / len(test), info)
+                    save_prediction(self.run_dir, sites[n], pred, key)
+                    got[n] = pred
+                jax.clear_caches()
+                print(f"[{model} {tag}] trained on {len(train)} sites in {seconds:.1f} s (best epoch "
+                      f"{info['best_epoch']})", flush=True)  # fmt: skip
+            for n in test:
+                preds[n][model] = got[n]
+                timings[f"{n}/{model}"] = got[n].seconds
+            saved.append({"fold": fold, "file": f"{model}/{tag}.eqx", "train_sites": train, "test_sites": test})
+        return saved
+
+
+# ------------------------------------------------------------------------------------------ scoring
+POOLED = ("r", "rmse", "ubrmse", "kge")
+
+
+def pooled_metrics(sites: dict[str, SiteData], preds: dict[str, dict[str, Prediction]]) -> pd.DataFrame:
+    """Skill over the test days of all sites pooled (reliable sensors), per model: over all sensors and per
+    standard layer of the sensor (where its weight is largest)."""
+    rows = []
+    models = list(dict.fromkeys(m for p in preds.values() for m in p))
+    for model in models:
+        sims: dict[str, list] = {}
+        obs: dict[str, list] = {}
+        for n, data in sites.items():
+            if model not in preds[n]:
+                continue
+            layer = np.argmax(layer_weights(data), axis=1)
+            for s in np.flatnonzero(data.reliable):
+                top = 0.0 if layer[s] == 0 else LAYERS[layer[s] - 1]
+                for group in ("all", f"{top:g}-{LAYERS[layer[s]]:g} m"):
+                    sims.setdefault(group, []).append(preds[n][model].daily[data.test, s])
+                    obs.setdefault(group, []).append(data.observed[data.test, s])
+        for group in sorted(sims, key=lambda g: -1.0 if g == "all" else float(g.split("-")[0])):
+            sim, ob = np.concatenate(sims[group]), np.concatenate(obs[group])
+            m = M.all_metrics(jnp.asarray(sim), jnp.asarray(ob))
+            rows.append({"model": model, "sensors": group, "n_days": int(np.sum(np.isfinite(ob))),
+                         **{k: float(m[k]) for k in POOLED}})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def report(
+    cfg: ExperimentConfig,
+    table: pd.DataFrame,
+    pooled: pd.DataFrame,
+    folds: pd.DataFrame,
+    seconds: float,
+    failures: list[dict] = (),
+) -> str:
+    """The Markdown report of a multi-site run: split, folds, per-site skill (mean over reliable sensors),
+    medians, pooled skill and how often each model beats physics_default in RMSE."""
+    summ = summary(table)
+    per_site = summ.pivot(index="site", columns="model", values=["r", "rmse"])
+    per_site.columns = [f"{metric} {model}" for metric, model in per_site.columns]
+    med = summ.groupby("model", sort=False)[["r", "rmse", "ubrmse", "kge"]].median().reset_index()
+    how = (f" ({cfg.folds} folds over sites; every site tested once, on its test days, by networks that never saw "
+           "it)" if cfg.split == "leave_sites_out" else " (every site's last days test)")  # fmt: skip
+    lines = [f"# Multi-site experiment `{cfg.name}`", "",
+             f"Split: **{cfg.split}**{how}; {len(folds)} sites; {seconds:.0f} s.", ""]  # fmt: skip
+    if cfg.split == "leave_sites_out":
+        lines += [
+            "Folds:",
+            "",
+            folds.groupby("fold")["site"].apply(", ".join).reset_index().to_markdown(index=False),
+            "",
+        ]
+    if failures:
+        lines += ["Stages stopped by a physics guard (scored as missing; retried when the run is resumed):", "",
+                  pd.DataFrame(list(failures)).to_markdown(index=False), ""]  # fmt: skip
+    lines += ["Median over sites (per site: mean over reliable sensors):", "",
+              with_units(med).to_markdown(index=False, floatfmt=".3f"), ""]  # fmt: skip
+    if "physics_default" in summ["model"].values:
+        ref = summ[summ["model"] == "physics_default"].set_index("site")["rmse"]
+        beat = []
+        for model, g in summ.groupby("model", sort=False):
+            if model != "physics_default":
+                diff = g.set_index("site")["rmse"] - ref.reindex(g["site"]).values
+                beat.append({"model": model, "sites with lower RMSE than physics_default": int((diff < 0).sum()),
+                             "sites": int(diff.notna().sum())})  # fmt: skip
+        if beat:
+            lines += ["RMSE against physics_default:", "", pd.DataFrame(beat).to_markdown(index=False), ""]
+    lines += ["Pooled over all sites' test days (reliable sensors; by the standard layer of the sensor):", "",
+              with_units(pooled).to_markdown(index=False, floatfmt=".3f"), "",
+              "Per site, r and RMSE (m3 m-3), mean over reliable sensors:", "",
+              per_site.round(3).to_markdown(), "",
+              "![per-site skill, sorted](figures/skill_by_site.png)", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def run_multisite(config: ExperimentConfig) -> pd.DataFrame:
+    """Run a multi-site experiment (:class:`MultiSiteExperiment`); returns the per-sensor metrics table."""
+    return MultiSiteExperiment(config).run()
+
+
+# ------------------------------------------------------------------------------------------ predict
+def finished_models(run_dir: str | Path) -> dict:
+    """The index of a finished multi-site run folder (``models/index.json``).
+
+    Raises
+    ------
+    RunFolderError
+        The folder is not a dam experiment run, holds no multi-site networks, or its run has not finished.
+    """
+    from .run_folder import read_manifest, resolve
+
+    folder = resolve(run_dir)
+    manifest = read_manifest(folder)
+    if manifest is None or manifest.get("kind") != "experiment":
+        raise RunFolderError(f"{folder} is not a dam experiment run folder (no dam_run.json of kind experiment)")
+    path = folder / "models" / INDEX
+    if not path.is_file():
+        raise RunFolderError(
+            f"{folder}: the run has not finished (no models/{INDEX}); run its `dam experiment` to the end first"
+        )
+    index = json.loads(path.read_text())
+    if not index.get("models"):
+        raise RunFolderError(f"{folder} holds no multi-site networks (models: {', '.join(MULTISITE_MODELS)})")
+    return index
+
+
+def predict_run(
+    run_dir: str | Path,
+    sites: list[str] | tuple[str, ...],
+    *,
+    models: list[str] | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    finetune: int = 0,
+    progress: bool = False,
+) -> tuple[pd.DataFrame, dict[str, tuple[SiteData, dict[str, Prediction]]]]:
+    """Predict and score soil moisture at ``sites`` (names, folders or patterns) over their records (or
+    ``start`` .. ``end``) with the multi-site networks of a finished run folder.
+
+    Each site gets the networks that never saw it: under ``leave_sites_out`` a site of the run gets its own
+    fold's network, any other site the mean of all folds' networks; under ``chronological`` a site of the run
+    was seen on its training days (``seen`` in the table). With ``finetune`` > 0 every network is also trained
+    that many more epochs on the site's training days (chronological split of the run's fractions), as model
+    ``<name>+finetune``. Scores: over ``all`` days and over the ``test`` days (the last fraction).
+
+    Returns
+    -------
+    The metrics table (site, model, days, depth_m, reliable, seen, metrics) and, per site, its data and
+    predictions.
+    """
+    folder = Path(run_dir).expanduser().resolve()
+    index = finished_models(folder)
+    chosen = list(index["models"]) if not models else list(models)
+    unknown = [m for m in chosen if m not in index["models"]]
+    if unknown:
+        raise RunFolderError(f"{folder} has no trained {unknown}; it has {list(index['models'])}")
+    nets = {m: [(e, *load_trained(folder / "models" / m, f"fold{e['fold']}")) for e in index["models"][m]]
+            for m in chosen}  # fmt: skip
+    spec0 = next(iter(nets.values()))[0][2]
+    rows, out = [], {}
+    for entry in expand_sites(tuple(sites)):
+        data = prepare_site(entry, spinup_cycles=0, train_frac=spec0["train_frac"], val_frac=spec0["val_frac"],
+                            start=start, end=end)  # fmt: skip
+        preds: dict[str, Prediction] = {}
+        for m, entries in nets.items():
+            own = [x for x in entries if data.name in x[0]["test_sites"]]
+            if index["split"] == "leave_sites_out" and own:
+                entries = own
+            seen = any(data.name in e["train_sites"] for e, _, _ in entries)
+            nets_used = [net for _, net, _ in entries]
+            daily = np.mean([predict_site(net, data) for net in nets_used], axis=0)
+            info = {"folds": [e["fold"] for e, _, _ in entries], "seen": seen}
+            preds[m] = Prediction(m, daily, 0.0, info)
+            if finetune:
+                tuned = [train_multisite(spec["kind"], [data], NetworkConfig(**spec["network"]), seed=spec["seed"],
+                                         init=net, epochs=finetune, progress=progress)[0]
+                         for _, net, spec in entries]  # fmt: skip
+                daily = np.mean([predict_site(net, data) for net in tuned], axis=0)
+                preds[f"{m}+finetune"] = Prediction(f"{m}+finetune", daily, 0.0, {**info, "finetune_epochs": finetune})
+        for days, span in (("all", slice(0, len(data.days))), ("test", data.test)):
+            scored = score(dataclasses.replace(data, test=span), preds)
+            scored.insert(2, "days", days)
+            scored["seen"] = scored["model"].map({m: p.info["seen"] for m, p in preds.items()})
+            if days == "all":
+                scored = scored[~scored["model"].str.endswith("+finetune")]  # trained on part of these days
+            rows.append(scored)
+        out[data.name] = (data, preds)
+    return pd.concat(rows, ignore_index=True), out

@@ -1,0 +1,250 @@
+"""Multi-site training, the leave-sites-out split and ``dam predict`` (dam.multisite) on tiny sites cut from the
+shipped Hyytiälä record (daily; 14 months each; the copies get other names and positions so that they are
+different sites to the code)."""
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+from dam import multisite as MS
+from dam.cli import main
+from dam.experiment_config import ExperimentConfig, expand_sites
+from dam.experiment_data import prepare_site
+from dam.run_folder import RunFolderError
+from dam.schema import ConfigError
+from dam.sites import SHIPPED_SITES_DIR
+
+TINY = {"hidden": 4, "epochs": 2, "window_days": 60, "stride_days": 30, "warmup_days": 10, "batch_size": 8,
+        "attention_window": 7, "patience": 5}  # fmt: skip
+PERIODS = {"hyy_a": ("2000-01-01", 61.8), "hyy_b": ("2002-01-01", 55.0), "hyy_c": ("2004-01-01", 50.0),
+           "hyy_d": ("2006-01-01", 65.0), "hyy_new": ("2008-01-01", 58.0)}  # fmt: skip
+
+
+def tiny_site(root: Path, name: str) -> Path:
+    """A copy of 14 months of the shipped Hyytiälä site named ``name`` (another latitude)."""
+    start, lat = PERIODS[name]
+    end = str(np.datetime64(start) + np.timedelta64(425, "D"))
+    src, out = SHIPPED_SITES_DIR / "hyytiala_2000_2010", root / name
+    out.mkdir(parents=True)
+    for f in ("forcing.nc", "observations.nc"):
+        with xr.open_dataset(src / f) as ds:
+            ds.sel(time=slice(start, end)).load().to_netcdf(out / f)
+    meta = yaml.safe_load((src / "site.yaml").read_text())
+    meta.update(name=name, latitude=lat)
+    (out / "site.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    return out
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sites")
+    for name in PERIODS:
+        tiny_site(root / ("new" if name == "hyy_new" else "train"), name)
+    return root
+
+
+def _config(root: Path, out: Path, **kw) -> ExperimentConfig:
+    return ExperimentConfig.from_dict({
+        "name": "tiny", "output_dir": str(out), "sites": [str(root / "train" / "*")], "split": "leave_sites_out",
+        "folds": 2, "spinup_cycles": 0, "models": ["lstm_multisite"], "network": TINY, "progress": False, **kw,
+    })  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ folds and config
+def test_folds_cover_every_site_once():
+    names = [f"s{i}" for i in range(11)]
+    for k in (2, 3, 5, 11):
+        folds = MS.assign_folds(names, k, seed=3)
+        assert sorted(folds) == sorted(names)  # every site in exactly one fold
+        sizes = np.bincount(list(folds.values()), minlength=k)
+        assert sizes.max() - sizes.min() <= 1 and len(sizes) == k
+    assert MS.assign_folds(names[::-1], 3, seed=3) == MS.assign_folds(names, 3, seed=3)  # order does not matter
+    assert MS.assign_folds(names, 3, seed=3) != MS.assign_folds(names, 3, seed=4)
+    with pytest.raises(ValueError, match="folds"):
+        MS.assign_folds(names[:2], 3, seed=0)
+
+
+def test_config_validation(sites, tmp_path):
+    pattern = str(sites / "train" / "*")
+    assert len(expand_sites((pattern,))) == 4
+    assert expand_sites(("hyytiala_*",)) == ("hyytiala_2000_2010",)  # shipped names match too
+    assert expand_sites(("tanggula_*", "hyytiala_*")) == ("hyytiala_2000_2010",)  # sites without soil moisture skipped
+    cfg = _config(sites, tmp_path)
+    assert cfg.multisite and cfg.split == "leave_sites_out"
+    bad = {
+        "split": ({"split": "by_site"}, "split"),
+        "folds": ({"folds": 9}, "folds"),
+        "one fold": ({"folds": 1}, "folds"),
+        "per-site model": ({"models": ["lstm_multisite", "hlstm_attention"]}, "hlstm_attention"),
+        "no match": ({"sites": [str(tmp_path / "nothing" / "*")]}, "matches no"),
+        "unknown model": ({"models": ["gru_multisite"]}, "models"),
+    }
+    for what, (change, words) in bad.items():
+        with pytest.raises(ConfigError, match=words):
+            _config(sites, tmp_path, **change)
+        assert what  # the case names the rule
+
+
+# ------------------------------------------------------------------------------------------ training
+@pytest.fixture(scope="module")
+def tiny_data(sites):
+    return [prepare_site(str(sites / "train" / n), spinup_cycles=0) for n in ("hyy_a", "hyy_b", "hyy_c")]
+
+
+def test_multisite_training_reduces_the_loss(tiny_data):
+    cfg = ExperimentConfig().network.model_copy(update={**TINY, "epochs": 15, "patience": 20, "learning_rate": 0.01})
+    model, hist = MS.train_multisite("lstm", tiny_data, cfg, seed=0)
+    assert np.isfinite(hist["train_loss"]).all()
+    assert hist["train_loss"][-1] < 0.7 * hist["train_loss"][0]
+    assert min(hist["val_loss"]) < hist["initial_val"]
+    daily = MS.predict_site(model, tiny_data[0])
+    assert daily.shape == tiny_data[0].observed.shape and np.isfinite(daily).all()
+
+
+def test_sites_with_other_sensors_share_one_network(tiny_data):
+    """A site with fewer sensors (padding) trains with the others; attributes differ between the sites."""
+    fewer = tiny_data[1]
+    keep = np.array([True, False, True, False])
+    fewer = dataclasses.replace(fewer, observed=fewer.observed[:, keep], sensor_depths_m=fewer.sensor_depths_m[keep],
+                                reliable=fewer.reliable[keep], sensor_liquid=fewer.sensor_liquid[keep])  # fmt: skip
+    batch = MS.Batch.of([tiny_data[0], fewer])
+    assert batch.targets.shape[-1] == 4 and np.isnan(batch.targets[1, :, 2:]).all()
+    assert np.all(batch.weights[1, 2:] == 0) and np.allclose(batch.weights[0].sum(axis=1), 1.0)
+    assert batch.attributes.shape == (2, len(MS.ATTRIBUTES)) and batch.attributes[0, 0] != batch.attributes[1, 0]
+    cfg = ExperimentConfig().network.model_copy(update={**TINY, "epochs": 1})
+    model, _ = MS.train_multisite("lstm", [tiny_data[0], fewer], cfg, seed=0)
+    assert MS.predict_site(model, fewer).shape == (len(fewer.days), 2)
+
+
+@pytest.mark.slow
+def test_hierarchical_multisite_network_trains(tiny_data):
+    cfg = ExperimentConfig().network.model_copy(update={**TINY, "epochs": 6, "learning_rate": 0.01})
+    model, hist = MS.train_multisite("hlstm", tiny_data, cfg, seed=0)
+    assert hist["train_loss"][-1] < hist["train_loss"][0] and min(hist["val_loss"]) < hist["initial_val"]
+    assert np.isfinite(MS.predict_site(model, tiny_data[2])).all()
+
+
+@pytest.mark.skipif(jax.device_count() < 2, reason="needs several (emulated) devices")
+def test_data_parallel_equals_single_device(tiny_data):
+    from dam.sharding import column_mesh
+
+    cfg = ExperimentConfig().network.model_copy(update={**TINY, "epochs": 1})
+    one, _ = MS.train_multisite("lstm", tiny_data[:2], cfg, seed=0)
+    many, _ = MS.train_multisite("lstm", tiny_data[:2], cfg, seed=0, mesh=column_mesh(jax.devices()[:4]))
+    for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(many), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------ the run and predict
+@pytest.fixture(scope="module")
+def finished_run(sites, tmp_path_factory, request):
+    """A leave-sites-out run (2 folds over 4 sites) with a spy on the sites every training really gets."""
+    seen: list[tuple[str, ...]] = []
+    real = MS.train_multisite
+
+    def spy(kind, data, *args, **kw):
+        seen.append(tuple(d.name for d in data))
+        # the training data themselves: every target value comes from these sites' training days only
+        batch = MS.Batch.of(data)
+        for d, y in zip(data, batch.targets, strict=True):
+            assert np.isnan(y[d.train.stop :]).all()
+        return real(kind, data, *args, **kw)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(MS, "train_multisite", spy)
+    out = tmp_path_factory.mktemp("run") / "run"
+    table = MS.run_multisite(_config(sites, out))
+    mp.undo()
+    return out, table, seen
+
+
+def test_leave_sites_out_never_trains_on_a_test_site(finished_run):
+    out, table, trained_on = finished_run
+    folds = dict(np.loadtxt(out / "folds.csv", delimiter=",", skiprows=1, dtype=str))
+    assert sorted(folds) == ["hyy_a", "hyy_b", "hyy_c", "hyy_d"]
+    assert len(trained_on) == 2
+    for fold, train in enumerate(trained_on):
+        test = {n for n, f in folds.items() if int(f) == fold}
+        assert test and not test & set(train)  # the data this fold's network got hold no test site
+        assert set(train) | test == set(folds)
+        scored = set(table.loc[table["fold"] == fold, "site"])
+        assert scored == test
+    assert set(table["site"]) == set(folds) and np.isfinite(table["rmse"]).all()
+    for name in ("multisite.md", "pooled.csv", "metrics.md", "figures/skill_by_site.png", "models/index.json"):
+        assert (out / name).is_file(), name
+    assert "leave_sites_out" in (out / "multisite.md").read_text()
+
+
+def test_predict_unseen_site_and_refuse_unfinished(finished_run, sites, tmp_path, capsys):
+    out, _, _ = finished_run
+    new = str(sites / "new" / "hyy_new")
+    table, results = MS.predict_run(out, [new])
+    assert set(table["days"]) == {"all", "test"} and not table["seen"].any()
+    assert results["hyy_new"][1]["lstm_multisite"].info["folds"] == [0, 1]  # an unseen site: mean of all folds
+    assert np.isfinite(table["rmse"]).all()
+    table, _ = MS.predict_run(out, [str(sites / "train" / "hyy_a")])
+    fold_a = int(dict(np.loadtxt(out / "folds.csv", delimiter=",", skiprows=1, dtype=str))["hyy_a"])
+    assert not table["seen"].any()  # its own fold's network never saw it
+
+    assert main(["predict", str(out), new, "--output", str(tmp_path / "p"), "--finetune", "1", "--quiet"]) == 0
+    assert (tmp_path / "p" / "metrics.csv").is_file()
+    assert (tmp_path / "p" / "predictions" / "hyy_new" / "lstm_multisite+finetune.nc").is_file()
+    assert fold_a in (0, 1)
+
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "dam_run.json").write_text('{"kind": "experiment"}')
+    with pytest.raises(RunFolderError, match="not finished"):
+        MS.predict_run(unfinished, [new])
+    capsys.readouterr()
+    assert main(["predict", str(unfinished), new]) == 2
+    assert "not finished" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "p"), new]) == 2  # not a run folder at all
+
+
+def test_shipped_shared_config_is_valid():
+    """shared.yaml needs the converted shared sites in ./sites; every other key validates here."""
+    from dam.experiment_config import shipped_config
+
+    raw = yaml.safe_load(shipped_config("shared").read_text())
+    assert "sites/??-???" in raw["sites"]
+    cfg = ExperimentConfig.from_dict({**raw, "sites": ["bondville_1998", "hyytiala_2000_2010"], "folds": 2})
+    assert cfg.multisite and cfg.split == "leave_sites_out"
+    with pytest.raises(ConfigError, match="matches no"):
+        ExperimentConfig.from_dict({**raw, "sites": ["no_such_dir/??-???"]})
+
+
+@pytest.mark.filterwarnings("ignore:metrics")
+def test_cli_resume_reads_back_and_a_failed_physics_site_is_reported(finished_run, sites, monkeypatch, capsys):
+    """``dam experiment`` dispatches a multi-site configuration; a second run reads the networks back (no training),
+    and a physics stage stopped by a guard at one site is reported, not fatal (the physics is replaced by a stub)."""
+    from dam.experiment import Experiment, Prediction
+    from dam.physics.guards import PlausibilityError
+
+    out, table, _ = finished_run
+    before = {p: p.stat().st_mtime_ns for p in (out / "models").rglob("*.eqx")}
+
+    def fake_physics(self, data, preds):
+        if data.name == "hyy_a":
+            raise PlausibilityError("soil temperature = 500 K at step 3")
+        return Prediction("physics_default", data.observed + 0.01, 0.0)
+
+    monkeypatch.setattr(Experiment, "_physics_default", fake_physics)
+    monkeypatch.setattr(MS, "train_multisite", lambda *a, **k: pytest.fail("a finished network was trained again"))
+    config = _config(sites, out, models=["physics_default", "lstm_multisite"]).to_dict()
+    path = out.parent / "again.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["experiment", str(path), "--quiet"]) == 0
+    assert "FAILED" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in (out / "models").rglob("*.eqx")} == before
+    report = (out / "multisite.md").read_text()
+    assert "stopped by a physics guard" in report and "hyy_a" in report
+    summ = np.genfromtxt(out / "summary.csv", delimiter=",", names=True, dtype=None, encoding=None)
+    rmse = {(s, m): v for s, m, v in zip(summ["site"], summ["model"], summ["rmse"], strict=True)}
+    assert np.isnan(rmse[("hyy_a", "physics_default")]) and rmse[("hyy_b", "physics_default")] > 0
+    assert (out / "models" / "index.json").is_file()
