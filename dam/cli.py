@@ -117,7 +117,8 @@ def _experiment(args: argparse.Namespace) -> int:
     if args.quiet:
         config = config.replace(progress=False)
     _setup_numerics("float64")
-    from dam.experiment import run_experiment, summary, with_units
+    from dam.experiment import run_experiment
+    from dam.scoring import summary, with_units
 
     t0 = time.perf_counter()
     table = run_experiment(config)

@@ -108,7 +108,7 @@ def test_run_folder_determinism_and_resume(tmp_path):
 
 def test_progress_bars_follow_stage_reports(capsys):
     """The coupling routines report dicts; the experiment shows them as one bar per stage, not as lines."""
-    from dam.experiment import progress_bars
+    from dam.experiment_training import progress_bars
 
     assert progress_bars("ai_in_physics", {"pretrain": 21}, enabled=False) is False
     report = progress_bars("ai_in_physics", {"pretrain": 21, "train": 3}, enabled=True)
