@@ -20,6 +20,7 @@ from .calibration import (
     make_specs,
     value_and_grad,
 )
+from .constraints import SensorTarget, constraint_penalty, plausibility, water_created, widened_bounds
 from .ensemble import (
     PARAMETER_PATHS,
     ParameterRange,
@@ -53,6 +54,11 @@ from .losses import (
 # dam.coupling.ensemble.DEFAULT_RANGES (perturbation factors) is not re-exported: DEFAULT_RANGES here is the
 # calibration ranges; import the ensemble's from its module.
 __all__ = [
+    "SensorTarget",
+    "constraint_penalty",
+    "plausibility",
+    "water_created",
+    "widened_bounds",
     "N_FEATURES",
     "PARAMETER_PATHS",
     "HybridObjective",

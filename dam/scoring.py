@@ -11,8 +11,9 @@ import pandas as pd
 
 from . import io_safety
 from . import metrics as M
+from .coupling import constraints
 from .experiment_data import SiteData
-from .physics_in_ai import _sensor_bounds, _water_created
+from .physics_in_ai import sensor_target
 from .predictions import Prediction
 
 DRY_FACTOR = 0.3  # precipitation factor of the dry test scenario of the physics-guided networks
@@ -20,13 +21,11 @@ DRY_FACTOR = 0.3  # precipitation factor of the dry test scenario of the physics
 
 def plausibility(data: SiteData, daily: np.ndarray, precip_mm: np.ndarray, ice_free: np.ndarray) -> dict:
     """Physical plausibility on the test days: bound violations (sensor-days outside the bounds of
-    :func:`physics_constraint`) and water created in the top layer (mm, as there)."""
-    lo, hi = _sensor_bounds(data)
-    d, t = daily[data.test], data.test
-    return {
-        "bound_violations": int(np.sum((d < lo) | (d > hi))),
-        "water_created_mm": float(np.sum(_water_created(data, d, precip_mm[t], ice_free[t]))),
-    }
+    :func:`~dam.physics_in_ai.physics_constraint`) and water created in the top layer (mm, as there), from the
+    daily moisture ``daily`` (D, S), precipitation ``precip_mm`` (D,) and ``ice_free`` (D,) days."""
+    target = sensor_target(data, precip_mm, ice_free)
+    t = data.test
+    return constraints.plausibility(daily[t], target._replace(precip_mm=precip_mm[t], ice_free=ice_free[t]))
 
 
 # ------------------------------------------------------------------------------------------ scoring

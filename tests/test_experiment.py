@@ -181,3 +181,13 @@ def test_invalid_config_is_never_written_and_a_locked_folder_is_refused(tmp_path
     with pytest.raises(RunFolderError, match="not empty and is not a dam experiment run folder"):
         run_experiment(_config(tmp_path, output_dir=str(tmp_path / "foreign")))
     assert (tmp_path / "foreign" / "thesis.tex").read_text() == "precious"
+
+
+def test_every_model_is_a_registered_stage():
+    """Stages are found in a registry (not by attribute name); the configuration's models are exactly them."""
+    from dam.experiment_config import MODELS
+    from dam.experiment_stages import STAGES, stage
+
+    assert tuple(STAGES) == MODELS
+    with pytest.raises(ValueError, match="registered twice"):
+        stage("lstm")(lambda exp, data, preds: None)
