@@ -37,6 +37,7 @@ HYDE_COLUMNS = (
 # C 40-60 cm; the middle of each range is used.
 HYDE_DEPTHS = (0.025, 0.065, 0.15, 0.50)
 HYDE_UTC_OFFSET = 2.0  # h: Finnish winter time, kept all year in SMEAR II data
+HYDE_LATITUDE, HYDE_LONGITUDE, HYDE_ELEVATION_M = 61.85, 24.29, 181.0
 
 
 def read_hyytiala_2000_2010(
@@ -66,7 +67,16 @@ def read_hyytiala_2000_2010(
     c = {name: raw[:, i] for i, name in enumerate(HYDE_COLUMNS)}
     days = pd.to_datetime({"year": c["yyyy"], "month": c["mm"], "day": c["dd"]})
     times = pd.DatetimeIndex(days + pd.Timedelta(days=1) - pd.Timedelta(hours=HYDE_UTC_OFFSET))
-    lat, lon, elev = 61.85, 24.29, 181.0
+    forcing, sw_method, lw_method, n_e_clip = _hyytiala_forcing(c, times, par_umol_per_j, gaps, max_gap)
+    obs = _hyytiala_observations(c, times)
+    meta = _hyytiala_meta(sw_method, lw_method, n_e_clip)
+    return check_site(Site(meta, forcing, obs))
+
+
+def _hyytiala_forcing(c: dict, times: pd.DatetimeIndex, par_umol_per_j: float, gaps: str, max_gap: int | None):
+    """The forcing Dataset of the columns ``c`` (see :func:`read_hyytiala_2000_2010`), the SW and LW methods and
+    the number of days with clipped vapour pressure."""
+    lat, elev = HYDE_LATITUDE, HYDE_ELEVATION_M
     t_k = c["Tair"] + ZERO_C
     p = c["P"] * 100.0
     es = saturation_vapour_pressure(t_k)
@@ -112,6 +122,11 @@ def read_hyytiala_2000_2010(
         **_history("HydeDaily2000-2010.txt"),
     }
     forcing = make_forcing(times, 86400.0, values, attrs=attrs, gaps=gaps, max_gap=max_gap, var_attrs=var_attrs)
+    return forcing, sw_method, lw_method, n_e_clip
+
+
+def _hyytiala_observations(c: dict, times: pd.DatetimeIndex):
+    """The observation Dataset of the columns ``c``: soil moisture and temperature of four horizons, fluxes, snow."""
     obs_values = {
         "soil_moisture": np.stack([c["SWC_humus"], c["SWC_A"], c["SWC_B"], c["SWC_C"]], axis=-1),
         "soil_temperature": np.stack([c["Tsoil_humus"], c["Tsoil_A"], c["Tsoil_B"], c["Tsoil_C"]], axis=-1) + ZERO_C,
@@ -135,7 +150,13 @@ def read_hyytiala_2000_2010(
         attrs={"title": "Hyytiälä SMEAR II daily observations 2000-2010", **_history("HydeDaily2000-2010.txt")},
         var_attrs=obs_attrs,
     )
-    meta = SiteMeta(
+    return obs
+
+
+def _hyytiala_meta(sw_method: str, lw_method: str, n_e_clip: int) -> SiteMeta:
+    """The site metadata, with the conversion notes."""
+    lat, lon, elev = HYDE_LATITUDE, HYDE_LONGITUDE, HYDE_ELEVATION_M
+    return SiteMeta(
         name="hyytiala_2000_2010",
         title="Hyytiälä SMEAR II (FI-Hyy), Finland, daily 2000-2010, Scots pine forest on podzol",
         latitude=lat,
@@ -182,4 +203,3 @@ def read_hyytiala_2000_2010(
         unreliable=(),
         soil_moisture_measures="total",
     )
-    return check_site(Site(meta, forcing, obs))

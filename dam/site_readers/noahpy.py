@@ -102,6 +102,13 @@ def read_noahpy_forcing(
         **_history("forcing.txt"),
     }
     forcing = make_forcing(times, step, values, attrs=attrs, gaps=gaps, max_gap=max_gap, var_attrs=var_attrs)
+    meta = _noahpy_meta(nml, stamps, step, name)
+    return check_site(Site(meta, forcing, None))
+
+
+def _noahpy_meta(nml: dict, stamps: pd.Series, step: float, name: str) -> SiteMeta:
+    """The site metadata from the file's namelist ``nml``: location, heights, classes, soil column and the
+    initial state, with the conversion notes."""
     thick = nml.get("Soil_layer_thickness")
     initial = {
         "valid_at_utc": str(stamps[0].isoformat()),
@@ -120,7 +127,7 @@ def read_noahpy_forcing(
     merged = [round(sum(thick[:TANGGULA_MERGED_TOP]), 9), *thick[TANGGULA_MERGED_TOP:]]
     column = {"layer_thickness_m": merged, "bottom_depth_m": TANGGULA_ZBOT_M,
               "bottom_temperature_K": nml.get("Deep_Soil_Temperature")}  # fmt: skip
-    meta = SiteMeta(
+    return SiteMeta(
         name=name,
         title="Tanggula (TGL), central Tibetan Plateau, daily forcing 2007-04 to 2010-12 (forcing only)",
         latitude=float(nml.get("Latitude", 33.02)),
@@ -161,4 +168,3 @@ def read_noahpy_forcing(
         initial_state=initial,
         soil_column=column,
     )
-    return check_site(Site(meta, forcing, None))
