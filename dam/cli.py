@@ -272,12 +272,9 @@ def _count(minimum: int):
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    import dam
 
-    try:
-        return version("dam")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "unknown"
+    return dam.__version__
 
 
 def build_parser() -> argparse.ArgumentParser:
