@@ -127,7 +127,7 @@ def _hlstm_pretrained(
 def _pretrained(exp: Experiment, data: SiteData, net_cfg: NetworkConfig) -> tuple[SequenceModel, np.ndarray]:
     """The ensemble-pretrained network for ``net_cfg`` (one ensemble per site, one pretraining per network
     configuration) and the static features of the site (the default parameters: zero factors)."""
-    from .coupling.ensemble import DEFAULT_RANGES, perturbed_ensemble
+    from .coupling.ensemble import DEFAULT_FACTOR_RANGES, perturbed_ensemble
 
     cfg = exp.config
     key = (data.name, "ensemble")
@@ -136,7 +136,7 @@ def _pretrained(exp: Experiment, data: SiteData, net_cfg: NetworkConfig) -> tupl
         ens = perturbed_ensemble(data.setup, cfg.pretrain.members, seed=cfg.seed, progress=bars)
         members = zip(ens["soil_moisture"].values, ens["soil_liquid_water"].values, strict=True)  # (T, N) each
         targets = np.stack([data.seen(data.daily(t), data.daily(w)) for t, w in members])  # (M, D, S)
-        static = np.stack([ens[p].values for p in DEFAULT_RANGES], axis=-1)  # (M, P) sampled factors
+        static = np.stack([ens[p].values for p in DEFAULT_FACTOR_RANGES], axis=-1)  # (M, P) sampled factors
         exp.cache[key] = (targets, (static - static.mean(0)) / (static.std(0) + 1e-12))
     targets, static = exp.cache[key]
     key = (data.name, "pretrained", net_cfg)
