@@ -51,11 +51,11 @@ from .run_folder import (
     safe_name,
     write_manifest,
 )
-from .scoring import score, summary, with_units, write_tables
+from .scoring import score, summary, write_tables
 
 __all__ = [  # the configuration lives in dam.experiment_config; re-exported here
     "MODELS", "CalibrationConfig", "ConstraintConfig", "ExperimentConfig", "HybridConfig", "NetworkConfig",
-    "PretrainConfig", "load_config", "run_experiment", "summary", "with_units",
+    "PretrainConfig", "load_config", "run_experiment",
 ]  # fmt: skip
 
 
