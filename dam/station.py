@@ -1,6 +1,10 @@
 """Run the physics-only station model at a site: set-up from a site folder, spin-up, a blocked run with a
 progress bar, CF netCDF output, plots against observations and a metrics table.
 
+The driver around the pure model :mod:`dam.physics.station` (``run_station``: arrays in, arrays out, for gradients
+and hybrids). Public entry points (also as ``dam.<name>``): :func:`run_site` (a run to files), and
+:func:`setup_station`, :func:`spin_up`, :func:`run_blocks` (the same run in memory).
+
 The set-up rules (documented in docs/station_model.md and docs/site_format.md):
 
 * Soil grid: ``site.yaml`` ``soil_column`` (any number of layers, the depth ZBOT of the deep temperature
