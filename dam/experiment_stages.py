@@ -86,7 +86,7 @@ def hlstm_attention(exp: Experiment, data: SiteData, preds) -> Prediction:
 def hlstm_no_attention(exp: Experiment, data: SiteData, preds) -> Prediction:
     """The attention ablation: the same pretraining and fine-tuning with ``attention="none"``."""
     return _hlstm_pretrained(exp, data, preds, "hlstm_no_attention",
-                                  exp.config.network.model_copy(update={"attention": "none"}))  # fmt: skip
+                             exp.config.network.model_copy(update={"attention": "none"}))  # fmt: skip
 
 
 @stage("hlstm_constrained")
@@ -100,7 +100,7 @@ def hlstm_constrained(exp: Experiment, data: SiteData, preds) -> Prediction:
         for f in c.sweep:
             w = c.model_copy(update={"bounds": c.bounds * f, "water": c.water * f}) if f > 0 else None
             rows.append(_sweep_row(exp, data, f, _hlstm_pretrained(exp, data, preds, f"hlstm_constrained_x{f:g}",
-                                                                         net, w)))  # fmt: skip
+                                                                   net, w)))  # fmt: skip
         pred.info["sweep"] = sorted(rows, key=lambda r: r["factor"])
     return pred
 
@@ -145,7 +145,7 @@ def _pretrained(exp: Experiment, data: SiteData, net_cfg: NetworkConfig) -> tupl
         pre_cfg = net_cfg.model_copy(update={"epochs": cfg.pretrain.epochs})
         site_key = exp.cache[(data.name, "key")]  # pretraining depends on the site and configuration only
         exp.cache[key] = _pretrain(data, targets, static, pre_cfg, seed=cfg.seed, progress=cfg.progress,
-                                     checkpoint_dir=exp.checkpoint_dir(data.name, folder, site_key))  # fmt: skip
+                                   checkpoint_dir=exp.checkpoint_dir(data.name, folder, site_key))  # fmt: skip
     return exp.cache[key], np.zeros(static.shape[-1])
 
 
