@@ -97,7 +97,7 @@ def _timeseries(path: Path, data: SiteData, preds: dict, days: slice, title: str
 def plot_site(out_dir: Path, data: SiteData, preds: dict) -> None:
     """``<site>_timeseries.png`` (the whole record, test period shaded), ``<site>_test_period.png`` (the test
     period only) and ``<site>_scatter.png`` (observed against predicted on the test days, one panel per model)."""
-    what = "as the sensors see it" if not data.sees_liquid else "liquid water, as the sensors see it"
+    what = f"as the sensors see it: {data.describe_seen()}"
     test = f"{data.days[data.test.start]:%Y-%m-%d} to {data.days[-1]:%Y-%m-%d}"
     _timeseries(
         inside(out_dir, f"{data.name}_timeseries.png"), data, preds, slice(None),
