@@ -20,7 +20,9 @@ from .calibration import (
     make_specs,
     value_and_grad,
 )
+from .constraints import SensorTarget, constraint_penalty, plausibility, water_created, widened_bounds
 from .ensemble import (
+    DEFAULT_FACTOR_RANGES,
     PARAMETER_PATHS,
     ParameterRange,
     apply_factors,
@@ -50,9 +52,13 @@ from .losses import (
     water_storage_mm,
 )
 
-# dam.coupling.ensemble.DEFAULT_RANGES (perturbation factors) is not re-exported: DEFAULT_RANGES here is the
-# calibration ranges; import the ensemble's from its module.
 __all__ = [
+    "DEFAULT_FACTOR_RANGES",
+    "SensorTarget",
+    "constraint_penalty",
+    "plausibility",
+    "water_created",
+    "widened_bounds",
     "N_FEATURES",
     "PARAMETER_PATHS",
     "HybridObjective",

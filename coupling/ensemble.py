@@ -2,7 +2,7 @@
 within physical ranges, all members run at once (``vmap`` over members, in chunks), collected in a CF xarray
 Dataset (member, time, layer) and saved to netCDF or zarr. Used to pretrain networks on model behaviour.
 
-Parameter ranges (:data:`DEFAULT_RANGES`) are factors on the site's Noah-MP table values, so one set of ranges
+Parameter ranges (:data:`DEFAULT_FACTOR_RANGES`) are factors on the site's Noah-MP table values, so one set of ranges
 serves every site; per-layer parameters are scaled by one factor in all layers (the profile keeps its shape).
 
 ========================  ===============  =====  =========================================================
@@ -41,7 +41,7 @@ import xarray as xr
 from dam.physics.station import StationParams, run_station
 
 __all__ = [
-    "DEFAULT_RANGES",
+    "DEFAULT_FACTOR_RANGES",
     "PARAMETER_PATHS",
     "ParameterRange",
     "apply_factors",
@@ -90,7 +90,7 @@ PARAMETER_PATHS: dict[str, tuple[Callable[[StationParams], Any], str, str]] = {
     "z0m_veg": (lambda p: p.surface.z0m_veg, "m", "canopy momentum roughness length"),
 }
 
-DEFAULT_RANGES: dict[str, ParameterRange] = {
+DEFAULT_FACTOR_RANGES: dict[str, ParameterRange] = {
     "bexp": ParameterRange(0.7, 1.3),
     "dksat": ParameterRange(0.1, 10.0, log=True),
     "smcmax": ParameterRange(0.9, 1.1),
@@ -106,14 +106,16 @@ def _ranges(specs: Mapping[str, Any] | Sequence[str] | None) -> dict[str, Parame
     """Normalise ``specs``: None (defaults), a list of names (default ranges), or name -> ParameterRange / dict
     (``{"low":, "high":, "log":, "mode":}``) / (low, high[, log[, mode]])."""
     if specs is None:
-        return dict(DEFAULT_RANGES)
+        return dict(DEFAULT_FACTOR_RANGES)
     if isinstance(specs, str):
         specs = [specs]
     if not isinstance(specs, Mapping):
-        missing = [s for s in specs if s not in DEFAULT_RANGES]
+        missing = [s for s in specs if s not in DEFAULT_FACTOR_RANGES]
         if missing:
-            raise ValueError(f"no default range for {missing}: give ranges for them (defaults: {list(DEFAULT_RANGES)})")
-        return {s: DEFAULT_RANGES[s] for s in specs}
+            raise ValueError(
+                f"no default range for {missing}: give ranges for them (defaults: {list(DEFAULT_FACTOR_RANGES)})"
+            )
+        return {s: DEFAULT_FACTOR_RANGES[s] for s in specs}
     out = {}
     for name, r in specs.items():
         if name not in PARAMETER_PATHS:
@@ -256,7 +258,7 @@ def perturbed_ensemble(
     ----------
     setup : :class:`dam.station.StationSetup` (``state0`` is every member's initial state; spin it up first).
     n_members : ensemble size; member 0 is the unperturbed set-up, members 1.. are sampled.
-    specs : parameters and ranges: None (:data:`DEFAULT_RANGES`), a list of names with default ranges, or a
+    specs : parameters and ranges: None (:data:`DEFAULT_FACTOR_RANGES`), a list of names with default ranges, or a
         mapping name -> :class:`ParameterRange`, dict ``{low, high, log, mode}`` or tuple ``(low, high[, log[,
         mode]])``; names from :data:`PARAMETER_PATHS`.
     seed, method : sampling (``"lhs"`` Latin hypercube or ``"random"``), see :func:`sample_factors`.

@@ -19,11 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-import xarray as xr
 from pydantic import Field
 
-from dam.io_safety import write_csv as _write_csv_atomic
-from dam.physics import SoilFluxes, SoilForcing, SoilGrid, SoilOptions, SoilParams, SoilState
+from dam.physics import SoilForcing, SoilGrid, SoilOptions, SoilParams, SoilState
 from dam.schema import ConfigError, Strict, validate
 
 
@@ -129,6 +127,7 @@ class CaseParams(Strict):
     scalars: CaseScalars
     initial_state: CaseInitialState
     options: CaseOptions = CaseOptions()
+    start_utc: str | None = Field(None, description="UTC date and time the run starts (the time axis of the outputs)")
     case: Any = Field(None, description=_INFO)
     precision: Any = Field(None, description=_INFO)
     zsoil_note: Any = Field(None, description=_INFO)
@@ -409,114 +408,3 @@ def read_case(case_dir: str | Path) -> Case:
         if len(reference) != len(fdf) + 1:
             raise CaseError(f"output.csv has {len(reference)} rows, expected {len(fdf) + 1} (initial + steps)")
     return Case(root.name, grid, options, params, state0, forcing, time_s, reference, start)
-
-
-def trajectory_table(state0: SoilState, states: SoilState, fluxes: SoilFluxes, dt_s: float) -> pd.DataFrame:
-    """Model output in the reference ``output.csv`` layout (row 0 the initial state)."""
-    t = np.concatenate([np.asarray(state0.t)[None], np.asarray(states.t)])
-    smc = np.concatenate([np.asarray(state0.smc)[None], np.asarray(states.smc)])
-    sh2o = np.concatenate([np.asarray(state0.sh2o)[None], np.asarray(states.sh2o)])
-    tdiff = np.concatenate([np.asarray(state0.t)[None], np.asarray(fluxes.t_diff)])
-    n_rows, n = t.shape
-    zero_first = lambda x: np.concatenate([[0.0], np.asarray(x, dtype=np.float64)])  # noqa: E731
-    data = {"step": np.arange(n_rows), "time_s": np.arange(n_rows) * float(dt_s)}
-    for k in range(n):
-        data[f"t{k + 1}_k"] = t[:, k]
-    for k in range(n):
-        data[f"smc{k + 1}"] = smc[:, k]
-    for k in range(n):
-        data[f"sh2o{k + 1}"] = sh2o[:, k]
-    data["runoff_surface_mm"] = zero_first(fluxes.runoff_surface_mm)
-    data["runoff_subsurface_mm"] = zero_first(fluxes.runoff_subsurface_mm)
-    data["drainage_mmps"] = zero_first(fluxes.drainage_mmps)
-    data["infil_mps"] = zero_first(fluxes.infil_mps)
-    data["nsub"] = np.concatenate([[0], np.asarray(fluxes.nsub)]).astype(np.int64)
-    for k in range(n):
-        data[f"tdiff{k + 1}_k"] = tdiff[:, k]
-    return pd.DataFrame(data, columns=output_columns(n))
-
-
-def write_csv(table: pd.DataFrame, path: str | Path) -> None:
-    """Write a trajectory table with every float as the shortest decimal that round-trips."""
-    floats = [c for c in table.columns if c not in ("step", "nsub")]
-    out = table.astype({c: object for c in floats})
-    for c in floats:
-        out[c] = [repr(float(v)) for v in table[c].to_numpy(dtype=np.float64)]
-    _write_csv_atomic(out, path)
-
-
-_NC_VARS = {  # output column stem -> (netCDF name, attributes)
-    "t": ("soil_temperature", {"standard_name": "soil_temperature", "units": "K"}),
-    "smc": ("soil_moisture", {"long_name": "total (liquid + ice) volumetric soil moisture", "units": "m3 m-3"}),
-    "sh2o": ("soil_liquid_water", {"long_name": "liquid volumetric soil moisture", "units": "m3 m-3"}),
-    "tdiff": (
-        "soil_temperature_before_phase_change",
-        {"long_name": "soil temperature after heat diffusion, before phase change", "units": "K"},
-    ),
-}
-
-
-def trajectory_dataset(
-    table: pd.DataFrame, grid: SoilGrid, attrs: dict | None = None, start: np.datetime64 | None = None
-) -> xr.Dataset:
-    """The trajectory table as a CF ``xarray.Dataset`` with dimensions (time, layer).
-
-    With ``start`` (UTC) the time coordinate holds the dates of the step ends (CF ``seconds since start``);
-    without it, the seconds since the start of the run.
-    """
-    n = grid.n_layers
-    z = np.asarray(grid.zsoil)
-    ztop = np.concatenate([[0.0], z[:-1]])
-    seconds = table["time_s"].to_numpy()
-    if start is None:
-        time = (seconds, {"units": "s", "long_name": "end of the step, seconds since the start of the run"})
-    else:
-        time = (start + (seconds * 1e9).astype("timedelta64[ns]"), {"long_name": "end of the step (UTC)"})
-    coords = {
-        "time": ("time", time[0], {"standard_name": "time", "axis": "T", **time[1]}),
-        "layer": ("layer", np.arange(1, n + 1), {"long_name": "soil layer, 1 = top"}),
-        "depth": (
-            "layer",
-            -(ztop + z) / 2,
-            {"standard_name": "depth", "units": "m", "positive": "down", "long_name": "depth of the layer mid-point"},
-        ),
-        "layer_bottom": ("layer", -z, {"units": "m", "positive": "down", "long_name": "depth of the layer bottom"}),
-    }
-    data = {}
-    for stem, (name, a) in _NC_VARS.items():
-        suffix = "_k" if stem in ("t", "tdiff") else ""
-        cols = [f"{stem}{k}{suffix}" for k in range(1, n + 1)]
-        data[name] = (("time", "layer"), table[cols].to_numpy(), a)
-    data["surface_runoff_amount"] = (
-        "time",
-        table["runoff_surface_mm"].to_numpy(),
-        {
-            "standard_name": "surface_runoff_amount",
-            "units": "kg m-2",
-            "long_name": "surface runoff during the step (mm per step)",
-        },
-    )
-    data["subsurface_runoff_amount"] = (
-        "time",
-        table["runoff_subsurface_mm"].to_numpy(),
-        {
-            "standard_name": "subsurface_runoff_amount",
-            "units": "kg m-2",
-            "long_name": "subsurface runoff during the step (mm per step)",
-        },
-    )
-    data["drainage_flux"] = (
-        "time",
-        table["drainage_mmps"].to_numpy(),
-        {"units": "kg m-2 s-1", "long_name": "free drainage out of the column bottom"},
-    )
-    data["infiltration_rate"] = (
-        "time",
-        table["infil_mps"].to_numpy(),
-        {"units": "m s-1", "long_name": "infiltration rate of the last water sub-step"},
-    )
-    data["n_substeps"] = ("time", table["nsub"].to_numpy(), {"long_name": "number of water sub-steps"})
-    ds = xr.Dataset(data, coords=coords, attrs={"Conventions": "CF-1.10", **(attrs or {})})
-    if start is not None:
-        ds["time"].encoding = {"units": f"seconds since {pd.Timestamp(start):%Y-%m-%d %H:%M:%S}", "dtype": "float64"}
-    return ds

@@ -118,7 +118,8 @@ def _experiment(args: argparse.Namespace) -> int:
     if args.quiet:
         config = config.replace(progress=False)
     _setup_numerics("float64")
-    from dam.experiment import run_experiment, summary, with_units
+    from dam.experiment import run_experiment
+    from dam.scoring import summary, with_units
 
     t0 = time.perf_counter()
     table = run_experiment(config)
@@ -253,7 +254,7 @@ def _sites(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from dam.io_safety import check_outputs
-    from dam.multisite import finished_models
+    from dam.predict import finished_models
 
     run = Path(args.run).expanduser().resolve()
     finished_models(run)  # a clear error before any work for a folder that is not a finished run
@@ -261,8 +262,9 @@ def _predict(args: argparse.Namespace) -> int:
     check_outputs([out / "metrics.csv", out / "metrics.md"], overwrite=args.overwrite, folders=[out])
     _setup_numerics("float64")
     from dam import io_safety
-    from dam.experiment import save_prediction, with_units
-    from dam.multisite import predict_run
+    from dam.predict import predict_run
+    from dam.predictions import save_prediction
+    from dam.scoring import with_units
 
     table, results = predict_run(run, args.sites, models=args.model, start=args.start, end=args.end,
                                  finetune=args.finetune, progress=not args.quiet)  # fmt: skip
@@ -299,12 +301,9 @@ def _count(minimum: int):
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    import dam
 
-    try:
-        return version("dam")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "unknown"
+    return dam.__version__
 
 
 def build_parser() -> argparse.ArgumentParser:

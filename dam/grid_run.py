@@ -19,118 +19,41 @@ from __future__ import annotations
 import datetime as dt
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
-import yaml
-from pydantic import Field
 from tqdm.auto import tqdm
 
 from dam import physics
-from dam.io_safety import atomic_path, check_outputs, relation, remove_path
-from dam.physics.constants import LiteralFlavour
-from dam.physics.guards import locate
-from dam.physics.types import (
-    BottomTemperature,
-    FrozenPermeability,
-    SubsurfaceRunoff,
-    Supercooled,
-    SurfaceRunoff,
-    TemperatureScheme,
+from dam.grid_run_config import (  # re-exported: the configuration of a grid run
+    FORCING as FORCING,
 )
+from dam.grid_run_config import (
+    OUTPUTS as OUTPUTS,
+)
+from dam.grid_run_config import (
+    PER_COLUMN as PER_COLUMN,
+)
+from dam.grid_run_config import (
+    PER_LAYER as PER_LAYER,
+)
+from dam.grid_run_config import (
+    GridRunConfig as GridRunConfig,
+)
+from dam.grid_run_config import (
+    GridRunError as GridRunError,
+)
+from dam.grid_run_config import (
+    SoilOptionsConfig as SoilOptionsConfig,
+)
+from dam.io_safety import atomic_path, check_outputs, relation, remove_path
+from dam.physics.guards import locate
 from dam.precision import resolve_dtype
-from dam.run_folder import RunFolderError, RunLock, content_hash
-from dam.run_folder import fingerprint as run_fingerprint
-from dam.schema import ConfigError, Strict, validate
+from dam.run_folder import RunFolderError, RunLock
 from dam.sharding import column_mesh, pad_axis, run_sharded
-
-PER_LAYER = ("smcmax", "smcref", "smcwlt", "bexp", "dksat", "dwsat", "psisat", "quartz")
-PER_COLUMN = ("csoil", "slope", "refkdt", "refdk", "frzk", "tbot")
-FORCING = ("ghf_wm2", "qinsurf_mps", "evap_mps", "etran_mps", "frozen_ground", "frz_top_ice_flux_mmps")
-OUTPUTS = {  # output name -> (what, attributes)
-    "soil_temperature": ("t", {"standard_name": "soil_temperature", "units": "K"}),
-    "soil_moisture": ("smc", {"long_name": "total volumetric soil moisture", "units": "m3 m-3"}),
-    "soil_liquid_water": ("sh2o", {"long_name": "liquid volumetric soil moisture", "units": "m3 m-3"}),
-    "surface_runoff_amount": ("runoff_surface_mm", {"standard_name": "surface_runoff_amount", "units": "kg m-2"}),
-    "subsurface_runoff_amount": (
-        "runoff_subsurface_mm",
-        {"standard_name": "subsurface_runoff_amount", "units": "kg m-2"},
-    ),
-}
-
-
-OutputName = Literal[tuple(OUTPUTS)]  # type: ignore[valid-type]
-
-
-class GridRunError(ValueError):
-    """A grid-run configuration, input file or output folder is invalid."""
-
-
-class SoilOptionsConfig(Strict):
-    """:class:`dam.physics.SoilOptions` as written in a YAML file (``dt_s`` defaults to the forcing's)."""
-
-    dt_s: float | None = Field(None, gt=0, description="time step, s (default: the forcing file's dt_s attribute)")
-    supercooled: Supercooled = Field("niu06", description="supercooled liquid water (Noah-MP OPT_FRZ)")
-    frozen_permeability: FrozenPermeability = Field("niu06", description="frozen soil permeability (OPT_INF)")
-    bottom_temperature: BottomTemperature = Field("tbot", description="bottom boundary of heat (OPT_TBOT)")
-    temperature_scheme: TemperatureScheme = Field("semi_implicit", description="heat time scheme (OPT_STC)")
-    surface_runoff: SurfaceRunoff = Field("schaake96", description="surface runoff and infiltration (OPT_RUN)")
-    subsurface_runoff: SubsurfaceRunoff = Field("free_drainage", description="drainage at the bottom (OPT_RUN)")
-    literals: LiteralFlavour = Field("f64", description="literal constants: Fortran float64 or widened float32")
-
-    def build(self, dt_s: float) -> physics.SoilOptions:
-        values = self.model_dump()
-        values["dt_s"] = float(values["dt_s"] or dt_s)
-        return physics.SoilOptions(**values)
-
-
-_PATHS = ("static", "forcing", "output", "checkpoint_dir")
-
-
-class GridRunConfig(Strict):
-    """What ``dam grid-run CONFIG.yaml`` reads (paths relative to the YAML file; see docs/grid_runs.md).
-
-    Spatial blocks are bands of whole latitude rows, so a single row with more land than ``column_block`` is a
-    block of its own. ``column_chunk`` is a CPU cache setting: results unchanged, and a resume may change it.
-    """
-
-    static: str = Field(description="netCDF/zarr: land_mask (lat, lon), the soil parameters, t/smc/sh2o_init, zsoil")
-    forcing: str = Field(description="netCDF/zarr: the soil-column forcing on (time, [layer,] lat, lon)")
-    output: str = Field(description="zarr store written block by block (refused if it holds another run)")
-    checkpoint_dir: str = Field(description="orbax checkpoints of the state after every time block")
-    time_block: int = Field(240, ge=1, description="steps per block: forcing memory ~ time_block x land columns")
-    column_block: int | None = Field(None, ge=1, description="at most this many land columns per spatial block")
-    column_chunk: int | None = Field(None, ge=1, description="CPU: run a block's columns in chunks of this many")
-    dtype: Literal["float64", "float32"] = Field("float64", description="floating-point type of the run")
-    options: SoilOptionsConfig = Field(SoilOptionsConfig(), description="soil physics options")
-    outputs: tuple[OutputName, ...] = Field(tuple(OUTPUTS), description="variables written to the store")
-    source: str | None = Field(None, exclude=True, description="the YAML file (set by from_yaml; not a YAML key)")
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> GridRunConfig:
-        """Read, validate (:class:`dam.schema.ConfigError` naming the key) and resolve paths against the file."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"grid-run configuration {path} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path.name}: not valid YAML ({exc})") from None
-        if isinstance(raw, dict) and "source" in raw:
-            raise ConfigError(f"{path.name}: unknown key 'source'")
-        config = validate(cls, raw, where=path.name)
-        resolved = {k: str((path.parent / getattr(config, k)).resolve()) for k in _PATHS}
-        return config.model_copy(update={**resolved, "source": str(path.resolve())})
-
-    def fingerprint(self) -> str:
-        """Identifies the run: the configuration without paths (a moved run folder resumes) and without
-        ``column_chunk`` (a speed setting), and the content of the static and forcing files (a changed input
-        is another run). Hashing reads both files once per process."""
-        keys = self.model_dump(exclude={*_PATHS, "column_chunk", "source"}, mode="json")
-        return run_fingerprint(keys, {k: content_hash(getattr(self, k)) for k in ("static", "forcing")})
 
 
 def _open(path: str, chunks: dict | None = None) -> xr.Dataset:
@@ -367,6 +290,55 @@ def grid_run(
                          overwrite=overwrite)  # fmt: skip
 
 
+def _bands(land: np.ndarray, n_lat: int, n_lon: int, band_rows: int) -> list[tuple[slice, int, int]]:
+    """Spatial blocks: (latitude rows, first and end index into the packed land columns) of each band of
+    ``band_rows`` rows that holds land (``land`` is sorted row-major)."""
+    bands = []
+    for r0 in range(0, n_lat, band_rows):
+        r1 = min(r0 + band_rows, n_lat)
+        lo, hi = np.searchsorted(land, [r0 * n_lon, r1 * n_lon])
+        if hi > lo:
+            bands.append((slice(r0, r1), int(lo), int(hi)))
+    return bands
+
+
+def _checked_owner(ckpt, ckpt_path: Path, fingerprint: str, overwrite: bool) -> str | None:
+    """The fingerprint of the run that wrote the checkpoints (None: none), refused when it is another run's
+    (unless ``overwrite``)."""
+    ckpt_fp = _checkpoint_owner(ckpt)
+    if ckpt_fp is not None and ckpt_fp != fingerprint and not overwrite:
+        raise RunFolderError(
+            f"checkpoints in {ckpt_path} belong to another run ({ckpt_fp}); this configuration is run {fingerprint}."
+            " Choose another checkpoint_dir, or pass --overwrite to replace that run"
+        )
+    return ckpt_fp
+
+
+def _save_state(ckpt, block: int, state: Any, fingerprint: str, next_step: int) -> None:
+    """Checkpoint the state after time block ``block`` (orbax), and wait until it is on disk."""
+    import orbax.checkpoint as ocp
+
+    ckpt.save(
+        block,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(jax.device_get(state)),
+            meta=ocp.args.JsonSave({"fingerprint": fingerprint, "next_step": next_step}),
+        ),
+    )
+    ckpt.wait_until_finished()
+
+
+def _restore_state(ckpt, like: Any) -> tuple[Any, int]:
+    """The state of the latest checkpoint (the structure of ``like``) and the next time block to run."""
+    import orbax.checkpoint as ocp
+
+    latest = ckpt.latest_step()
+    restored = ckpt.restore(
+        latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(like), meta=ocp.args.JsonRestore())
+    )
+    return restored["state"], latest + 1
+
+
 def _grid_run(
     config: GridRunConfig, fingerprint: str, *, progress: bool, stop_after_blocks: int | None, mesh: Any,
     overwrite: bool
@@ -388,12 +360,7 @@ def _grid_run(
 
     # Spatial blocks: bands of band_rows latitude rows, each with its slice of the packed land columns (land is
     # sorted row-major); all are padded to the widest, so every block has one shape and compiles once.
-    bands = []
-    for r0 in range(0, n_lat, band_rows):
-        r1 = min(r0 + band_rows, n_lat)
-        lo, hi = np.searchsorted(land, [r0 * n_lon, r1 * n_lon])
-        if hi > lo:
-            bands.append((slice(r0, r1), int(lo), int(hi)))
+    bands = _bands(land, n_lat, n_lon, band_rows)
     width = max(hi - lo for _, lo, hi in bands)
 
     output = Path(config.output)
@@ -402,21 +369,13 @@ def _grid_run(
     store = _owned_store(config, fingerprint, overwrite)  # again, now that this process holds the lock
     if store is None and output.exists():
         remove_path(output)  # another run's store, replaced as asked (overwrite)
-    ckpt_fp = _checkpoint_owner(ckpt)
-    if ckpt_fp is not None and ckpt_fp != fingerprint and not overwrite:
-        raise RunFolderError(
-            f"checkpoints in {ckpt_path} belong to another run ({ckpt_fp}); this configuration is run {fingerprint}."
-            " Choose another checkpoint_dir, or pass --overwrite to replace that run"
-        )
+    ckpt_fp = _checked_owner(ckpt, ckpt_path, fingerprint, overwrite)
     cast = lambda tree: jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), tree)  # noqa: E731
     params, state = cast(params), cast(state0)
     first = 0
     if store is not None and ckpt_fp == fingerprint:
-        latest = ckpt.latest_step()
-        restored = ckpt.restore(
-            latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(state), meta=ocp.args.JsonRestore())
-        )
-        state, first = cast(restored["state"]), latest + 1
+        restored, first = _restore_state(ckpt, state)
+        state = cast(restored)
     else:  # a fresh start: this run's own (or, with overwrite, the replaced run's) checkpoints are stale
         for step in ckpt.all_steps():
             ckpt.delete(step)
@@ -463,14 +422,7 @@ def _grid_run(
             done += take * (hi - lo)
             bar.set_postfix_str(f"{done / (time.perf_counter() - t_start):.3g} column-steps/s")
         state = jax.tree_util.tree_map(lambda *x: jnp.asarray(np.concatenate(x)), *finals)
-        ckpt.save(
-            b,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(jax.device_get(state)),
-                meta=ocp.args.JsonSave({"fingerprint": fingerprint, "next_step": start + take}),
-            ),
-        )
-        ckpt.wait_until_finished()
+        _save_state(ckpt, b, state, fingerprint, start + take)
         bar.update(take)
         if stop_after_blocks is not None and b - first + 1 >= stop_after_blocks:
             break

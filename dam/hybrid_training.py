@@ -98,6 +98,17 @@ def _checked(observations: Any, sensor_layers: Any, n: int, n_layers: int) -> tu
     return obs, arr.astype(float)
 
 
+def _window_steps(window: int | None, checkpoint_every: int | None, n_train: int, dt_s: float):
+    """Steps per window (default :func:`_default_window`, at most the ``n_train`` training steps) rounded down to a
+    multiple of the rematerialisation segment ``checkpoint_every`` (None where the window is not longer)."""
+    window = max(1, min(int(window or _default_window(dt_s)), n_train))
+    if checkpoint_every and window > checkpoint_every:
+        window -= window % int(checkpoint_every)
+    elif checkpoint_every:
+        checkpoint_every = None
+    return window, checkpoint_every
+
+
 def train_hybrid(
     setup: StationSetup,
     observations: Any,
@@ -156,11 +167,7 @@ def train_hybrid(
     t0, t1, _ = train.indices(n)
     if t1 - t0 < 1:
         raise ValueError("the training period is empty")
-    window = max(1, min(int(window or _default_window(setup.options.dt_s)), t1 - t0))
-    if checkpoint_every and window > checkpoint_every:
-        window -= window % int(checkpoint_every)
-    elif checkpoint_every:
-        checkpoint_every = None
+    window, checkpoint_every = _window_steps(window, checkpoint_every, t1 - t0, setup.options.dt_s)
     starts = t0 + window * np.arange((t1 - t0) // window)
     end = max(t1, val.indices(n)[1]) if val is not None else t1
 

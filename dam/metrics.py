@@ -284,35 +284,8 @@ def metrics_table(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             res = {k: np.asarray(v) for k, v in all_metrics(sim_a, obs_a, axis=0, min_pairs=min_pairs).items()}
-        units = obs.attrs.get("units", "")
-        if name in SOIL_VARIABLES:
-            ddim = obs.dims[1]
-            for j, depth in enumerate(obs[ddim].values):
-                flag = site.unreliable_flag(name, float(depth)) if site is not None else ""
-                rows.append(
-                    {
-                        "variable": name,
-                        "depth_m": float(depth),
-                        "layer": mapping.layer_index[j],
-                        **{k: float(v[j]) for k, v in res.items()},
-                        "units": units,
-                        "unreliable": flag,
-                        "note": why_undefined(sim_a[:, j], obs_a[:, j], min_pairs),
-                    }
-                )
-        else:
-            flag = site.unreliable_flag(name) if site is not None else ""
-            rows.append(
-                {
-                    "variable": name,
-                    "depth_m": np.nan,
-                    "layer": -1,
-                    **{k: float(v) for k, v in res.items()},
-                    "units": units,
-                    "unreliable": flag,
-                    "note": why_undefined(sim_a, obs_a, min_pairs),
-                }
-            )
+        rows += _metric_rows(name, obs, sim_a, obs_a, res, mapping if name in SOIL_VARIABLES else None, site,
+                             min_pairs)  # fmt: skip
     columns = ["variable", "depth_m", "layer", "n", *METRICS, "units", "unreliable", "note"]
     table = pd.DataFrame(rows, columns=columns)
     short = table["n"] < min_pairs
@@ -325,3 +298,39 @@ def metrics_table(
         )
     table["n"] = table["n"].astype(int)
     return table
+
+
+def _metric_rows(name, obs, sim_a, obs_a, res, mapping, site, min_pairs) -> list[dict]:
+    """The rows of :func:`metrics_table` for one variable: one per sensor of a soil series (``mapping`` given),
+    else one."""
+    units = obs.attrs.get("units", "")
+    rows = []
+    if mapping is not None:
+        ddim = obs.dims[1]
+        for j, depth in enumerate(obs[ddim].values):
+            flag = site.unreliable_flag(name, float(depth)) if site is not None else ""
+            rows.append(
+                {
+                    "variable": name,
+                    "depth_m": float(depth),
+                    "layer": mapping.layer_index[j],
+                    **{k: float(v[j]) for k, v in res.items()},
+                    "units": units,
+                    "unreliable": flag,
+                    "note": why_undefined(sim_a[:, j], obs_a[:, j], min_pairs),
+                }
+            )
+    else:
+        flag = site.unreliable_flag(name) if site is not None else ""
+        rows.append(
+            {
+                "variable": name,
+                "depth_m": np.nan,
+                "layer": -1,
+                **{k: float(v) for k, v in res.items()},
+                "units": units,
+                "unreliable": flag,
+                "note": why_undefined(sim_a, obs_a, min_pairs),
+            }
+        )
+    return rows

@@ -22,7 +22,7 @@ Per-site physics models (``physics_default``, ``physics_calibrated``; under the 
 single-site networks of :mod:`dam.experiment`) run as in :mod:`dam.experiment`. The run folder gets, besides the
 tables of :func:`dam.experiment.write_tables`, ``multisite.md`` (per-site and pooled skill, folds),
 ``pooled.csv``, ``folds.csv``, ``figures/skill_by_site.png`` and, last, ``models/index.json``: the trained
-networks that ``dam predict`` (:func:`predict_run`) uses at other sites or periods.
+networks that ``dam predict`` (:func:`dam.predict.predict_run`) uses at other sites or periods.
 """
 
 from __future__ import annotations
@@ -43,24 +43,14 @@ import pandas as pd
 import yaml
 
 from . import io_safety
-from . import metrics as M
 from .coupling.losses import masked_mse
-from .experiment import (
-    Experiment,
-    Prediction,
-    _check_resume,
-    _core,
-    _make_net,
-    load_prediction,
-    save_prediction,
-    score,
-    summary,
-    with_units,
-    write_tables,
-)
+from .experiment import Experiment, _check_resume, _core
 from .experiment_config import MULTISITE_MODELS, ExperimentConfig, NetworkConfig, expand_sites
 from .experiment_data import FEATURES, SiteData, prepare_site
+from .experiment_stages import STAGES
+from .experiment_training import _make_net
 from .physics.guards import PlausibilityError
+from .predictions import Prediction, load_prediction, save_prediction
 from .run_folder import (
     RunFolderError,
     RunLock,
@@ -71,6 +61,7 @@ from .run_folder import (
     safe_name,
     write_manifest,
 )
+from .scoring import score, summary, write_tables
 from .sequences import Normaliser, window_starts
 from .training import fit
 
@@ -340,6 +331,8 @@ class MultiSiteExperiment:
             tables.append(score(sites[n], preds[n]).assign(fold=fold_of[n]))
         table = pd.concat(tables, ignore_index=True)
         write_tables(self.run_dir, table)
+        from .multisite_report import pooled_metrics, report
+
         pooled = pooled_metrics(sites, preds)
         io_safety.write_csv(pooled, self.run_dir / "pooled.csv")
         folds = pd.DataFrame({"site": names, "fold": [fold_of[n] for n in names]})
@@ -359,7 +352,7 @@ class MultiSiteExperiment:
     def _site_stage(self, model: str, data: SiteData, site_key: str, preds: dict, timings: dict) -> None:
         """A per-site stage, computed by :class:`dam.experiment.Experiment` (or read back)."""
         exp = self.per_site
-        exp._cache[(data.name, "key")] = site_key
+        exp.cache[(data.name, "key")] = site_key
         key = fingerprint({"model": model}, {"after": ",".join(self._chain[data.name])})
         self._chain[data.name].append(key)
         pred = load_prediction(self.run_dir, data, model, key)
@@ -367,7 +360,7 @@ class MultiSiteExperiment:
             t0 = time.perf_counter()
             exp._key = key
             try:
-                pred = getattr(exp, f"_{model}")(data, preds)
+                pred = STAGES[model](exp, data, preds)
             except PlausibilityError as err:  # one site's physics must not end a many-site run: reported, retried
                 self.failures.append({"site": data.name, "model": model, "error": str(err)})
                 print(f"[{data.name}] {model}: FAILED ({err}); scored as missing, retried when the run is resumed")
@@ -430,172 +423,6 @@ class MultiSiteExperiment:
 
 
 # ------------------------------------------------------------------------------------------ scoring
-POOLED = ("r", "rmse", "ubrmse", "kge")
-
-
-def pooled_metrics(sites: dict[str, SiteData], preds: dict[str, dict[str, Prediction]]) -> pd.DataFrame:
-    """Skill over the test days of all sites pooled (reliable sensors), per model: over all sensors and per
-    standard layer of the sensor (where its weight is largest)."""
-    rows = []
-    models = list(dict.fromkeys(m for p in preds.values() for m in p))
-    for model in models:
-        sims: dict[str, list] = {}
-        obs: dict[str, list] = {}
-        for n, data in sites.items():
-            if model not in preds[n]:
-                continue
-            layer = np.argmax(layer_weights(data), axis=1)
-            for s in np.flatnonzero(data.reliable):
-                top = 0.0 if layer[s] == 0 else LAYERS[layer[s] - 1]
-                for group in ("all", f"{top:g}-{LAYERS[layer[s]]:g} m"):
-                    sims.setdefault(group, []).append(preds[n][model].daily[data.test, s])
-                    obs.setdefault(group, []).append(data.observed[data.test, s])
-        for group in sorted(sims, key=lambda g: -1.0 if g == "all" else float(g.split("-")[0])):
-            sim, ob = np.concatenate(sims[group]), np.concatenate(obs[group])
-            m = M.all_metrics(jnp.asarray(sim), jnp.asarray(ob))
-            rows.append({"model": model, "sensors": group, "n_days": int(np.sum(np.isfinite(ob))),
-                         **{k: float(m[k]) for k in POOLED}})  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def report(
-    cfg: ExperimentConfig,
-    table: pd.DataFrame,
-    pooled: pd.DataFrame,
-    folds: pd.DataFrame,
-    seconds: float,
-    failures: list[dict] = (),
-) -> str:
-    """The Markdown report of a multi-site run: split, folds, per-site skill (mean over reliable sensors),
-    medians, pooled skill and how often each model beats physics_default in RMSE."""
-    summ = summary(table)
-    per_site = summ.pivot(index="site", columns="model", values=["r", "rmse"])
-    per_site.columns = [f"{metric} {model}" for metric, model in per_site.columns]
-    med = summ.groupby("model", sort=False)[["r", "rmse", "ubrmse", "kge"]].median().reset_index()
-    how = (f" ({cfg.folds} folds over sites; every site tested once, on its test days, by networks that never saw "
-           "it)" if cfg.split == "leave_sites_out" else " (every site's last days test)")  # fmt: skip
-    lines = [f"# Multi-site experiment `{cfg.name}`", "",
-             f"Split: **{cfg.split}**{how}; {len(folds)} sites; {seconds:.0f} s.", ""]  # fmt: skip
-    if cfg.split == "leave_sites_out":
-        lines += [
-            "Folds:",
-            "",
-            folds.groupby("fold")["site"].apply(", ".join).reset_index().to_markdown(index=False),
-            "",
-        ]
-    if failures:
-        lines += ["Stages stopped by a physics guard (scored as missing; retried when the run is resumed):", "",
-                  pd.DataFrame(list(failures)).to_markdown(index=False), ""]  # fmt: skip
-    lines += ["Median over sites (per site: mean over reliable sensors):", "",
-              with_units(med).to_markdown(index=False, floatfmt=".3f"), ""]  # fmt: skip
-    if "physics_default" in summ["model"].values:
-        ref = summ[summ["model"] == "physics_default"].set_index("site")["rmse"]
-        beat = []
-        for model, g in summ.groupby("model", sort=False):
-            if model != "physics_default":
-                diff = g.set_index("site")["rmse"] - ref.reindex(g["site"]).values
-                beat.append({"model": model, "sites with lower RMSE than physics_default": int((diff < 0).sum()),
-                             "sites": int(diff.notna().sum())})  # fmt: skip
-        if beat:
-            lines += ["RMSE against physics_default:", "", pd.DataFrame(beat).to_markdown(index=False), ""]
-    lines += ["Pooled over all sites' test days (reliable sensors; by the standard layer of the sensor):", "",
-              with_units(pooled).to_markdown(index=False, floatfmt=".3f"), "",
-              "Per site, r and RMSE (m3 m-3), mean over reliable sensors:", "",
-              per_site.round(3).to_markdown(), "",
-              "![per-site skill, sorted](figures/skill_by_site.png)", ""]  # fmt: skip
-    return "\n".join(lines)
-
-
 def run_multisite(config: ExperimentConfig) -> pd.DataFrame:
     """Run a multi-site experiment (:class:`MultiSiteExperiment`); returns the per-sensor metrics table."""
     return MultiSiteExperiment(config).run()
-
-
-# ------------------------------------------------------------------------------------------ predict
-def finished_models(run_dir: str | Path) -> dict:
-    """The index of a finished multi-site run folder (``models/index.json``).
-
-    Raises
-    ------
-    RunFolderError
-        The folder is not a dam experiment run, holds no multi-site networks, or its run has not finished.
-    """
-    from .run_folder import read_manifest, resolve
-
-    folder = resolve(run_dir)
-    manifest = read_manifest(folder)
-    if manifest is None or manifest.get("kind") != "experiment":
-        raise RunFolderError(f"{folder} is not a dam experiment run folder (no dam_run.json of kind experiment)")
-    path = folder / "models" / INDEX
-    if not path.is_file():
-        raise RunFolderError(
-            f"{folder}: the run has not finished (no models/{INDEX}); run its `dam experiment` to the end first"
-        )
-    index = json.loads(path.read_text())
-    if not index.get("models"):
-        raise RunFolderError(f"{folder} holds no multi-site networks (models: {', '.join(MULTISITE_MODELS)})")
-    return index
-
-
-def predict_run(
-    run_dir: str | Path,
-    sites: list[str] | tuple[str, ...],
-    *,
-    models: list[str] | None = None,
-    start: str | None = None,
-    end: str | None = None,
-    finetune: int = 0,
-    progress: bool = False,
-) -> tuple[pd.DataFrame, dict[str, tuple[SiteData, dict[str, Prediction]]]]:
-    """Predict and score soil moisture at ``sites`` (names, folders or patterns) over their records (or
-    ``start`` .. ``end``) with the multi-site networks of a finished run folder.
-
-    Each site gets the networks that never saw it: under ``leave_sites_out`` a site of the run gets its own
-    fold's network, any other site the mean of all folds' networks; under ``chronological`` a site of the run
-    was seen on its training days (``seen`` in the table). With ``finetune`` > 0 every network is also trained
-    that many more epochs on the site's training days (chronological split of the run's fractions), as model
-    ``<name>+finetune``. Scores: over ``all`` days and over the ``test`` days (the last fraction).
-
-    Returns
-    -------
-    The metrics table (site, model, days, depth_m, reliable, seen, metrics) and, per site, its data and
-    predictions.
-    """
-    folder = Path(run_dir).expanduser().resolve()
-    index = finished_models(folder)
-    chosen = list(index["models"]) if not models else list(models)
-    unknown = [m for m in chosen if m not in index["models"]]
-    if unknown:
-        raise RunFolderError(f"{folder} has no trained {unknown}; it has {list(index['models'])}")
-    nets = {m: [(e, *load_trained(folder / "models" / m, f"fold{e['fold']}")) for e in index["models"][m]]
-            for m in chosen}  # fmt: skip
-    spec0 = next(iter(nets.values()))[0][2]
-    rows, out = [], {}
-    for entry in expand_sites(tuple(sites)):
-        data = prepare_site(entry, spinup_cycles=0, train_frac=spec0["train_frac"], val_frac=spec0["val_frac"],
-                            start=start, end=end)  # fmt: skip
-        preds: dict[str, Prediction] = {}
-        for m, entries in nets.items():
-            own = [x for x in entries if data.name in x[0]["test_sites"]]
-            if index["split"] == "leave_sites_out" and own:
-                entries = own
-            seen = any(data.name in e["train_sites"] for e, _, _ in entries)
-            nets_used = [net for _, net, _ in entries]
-            daily = np.mean([predict_site(net, data) for net in nets_used], axis=0)
-            info = {"folds": [e["fold"] for e, _, _ in entries], "seen": seen}
-            preds[m] = Prediction(m, daily, 0.0, info)
-            if finetune:
-                tuned = [train_multisite(spec["kind"], [data], NetworkConfig(**spec["network"]), seed=spec["seed"],
-                                         init=net, epochs=finetune, progress=progress)[0]
-                         for _, net, spec in entries]  # fmt: skip
-                daily = np.mean([predict_site(net, data) for net in tuned], axis=0)
-                preds[f"{m}+finetune"] = Prediction(f"{m}+finetune", daily, 0.0, {**info, "finetune_epochs": finetune})
-        for days, span in (("all", slice(0, len(data.days))), ("test", data.test)):
-            scored = score(dataclasses.replace(data, test=span), preds)
-            scored.insert(2, "days", days)
-            scored["seen"] = scored["model"].map({m: p.info["seen"] for m, p in preds.items()})
-            if days == "all":
-                scored = scored[~scored["model"].str.endswith("+finetune")]  # trained on part of these days
-            rows.append(scored)
-        out[data.name] = (data, preds)
-    return pd.concat(rows, ignore_index=True), out

@@ -72,3 +72,26 @@ def test_wheel_installs_only_dam(tmp_path):
         assert f"dam/{sub}/__init__.py" in names
     assert "dam/physics/soil_water.py" in names
     assert "dam/data/bondville_soil/forcing.csv.gz" in names
+
+
+def test_public_api_is_lazy_and_complete():
+    """``import dam`` loads no JAX; every name of ``dam.__all__`` resolves to the object of its home module (one
+    way to do each job, not a copy); an unknown name is an AttributeError."""
+    import importlib
+
+    import pytest
+
+    import dam
+
+    code = (
+        "import sys, dam; assert 'jax' not in sys.modules and 'dam.physics' not in sys.modules; print(len(dam.__all__))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout) == len(dam.__all__)
+    for name in dam.__all__:
+        assert getattr(dam, name) is not None, name
+    for name, (module, attr) in dam._EXPORTS.items():
+        assert getattr(dam, name) is getattr(importlib.import_module(module), attr), name
+    assert {"run_site", "run_experiment", "calibrate", "fit", "load_site", "run_case"} <= set(dam.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        dam.nope  # noqa: B018

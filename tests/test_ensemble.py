@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 
 from dam.coupling.ensemble import (
-    DEFAULT_RANGES,
+    DEFAULT_FACTOR_RANGES,
     ParameterRange,
     apply_factors,
     perturbed_ensemble,
@@ -39,7 +39,7 @@ def ensemble(setup):
 
 
 def test_latin_hypercube_has_one_sample_per_stratum():
-    ranges = {k: DEFAULT_RANGES[k] for k in ("bexp", "dksat")}
+    ranges = {k: DEFAULT_FACTOR_RANGES[k] for k in ("bexp", "dksat")}
     x = sample_factors(ranges, 20, seed=3)
     u_b = (x[:, 0] - 0.7) / 0.6
     u_k = (np.log(x[:, 1]) - np.log(0.1)) / (np.log(10.0) - np.log(0.1))

@@ -108,7 +108,7 @@ def test_run_folder_determinism_and_resume(tmp_path):
 
 def test_progress_bars_follow_stage_reports(capsys):
     """The coupling routines report dicts; the experiment shows them as one bar per stage, not as lines."""
-    from dam.experiment import progress_bars
+    from dam.experiment_training import progress_bars
 
     assert progress_bars("ai_in_physics", {"pretrain": 21}, enabled=False) is False
     report = progress_bars("ai_in_physics", {"pretrain": 21, "train": 3}, enabled=True)
@@ -181,3 +181,13 @@ def test_invalid_config_is_never_written_and_a_locked_folder_is_refused(tmp_path
     with pytest.raises(RunFolderError, match="not empty and is not a dam experiment run folder"):
         run_experiment(_config(tmp_path, output_dir=str(tmp_path / "foreign")))
     assert (tmp_path / "foreign" / "thesis.tex").read_text() == "precious"
+
+
+def test_every_model_is_a_registered_stage():
+    """Stages are found in a registry (not by attribute name); the configuration's models are exactly them."""
+    from dam.experiment_config import MODELS
+    from dam.experiment_stages import STAGES, stage
+
+    assert tuple(STAGES) == MODELS
+    with pytest.raises(ValueError, match="registered twice"):
+        stage("lstm")(lambda exp, data, preds: None)

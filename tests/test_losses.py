@@ -152,3 +152,28 @@ def test_masked_metrics_and_combined_loss():
         PhysicsLoss(data="huber")
     with pytest.raises(ValueError):
         PhysicsLoss(w_water=-1.0)
+
+
+def test_sensor_constraints_count_what_the_loss_penalises():
+    """coupling.constraints: a window inside its bounds that gains no more water than falls costs nothing; one
+    out of bounds or gaining water on an ice-free day is penalised and counted (the same numbers in numpy and
+    jax.numpy)."""
+    import numpy as np
+
+    from dam.coupling.constraints import SensorTarget, constraint_penalty, plausibility, water_created
+
+    target = SensorTarget(np.array([0.05, 0.05]), np.array([0.45, 0.45]), np.array([0.0, 10.0, 0.0, 0.0]),
+                          np.array([True, True, True, False]), 0.1)  # fmt: skip
+    ok = np.array([[0.2, 0.2], [0.25, 0.2], [0.2, 0.2], [0.3, 0.2]])  # +5 mm with 10 mm of rain; the thaw day
+    days = jnp.arange(4)
+    assert float(constraint_penalty(jnp.asarray(ok), days, target, 1.0, 1.0)) == 0.0
+    assert plausibility(ok, target) == {"bound_violations": 0, "water_created_mm": 0.0}
+    bad = ok.copy()
+    bad[2] = [0.5, 0.5]  # 25 mm gained on a dry, ice-free day, and out of bounds
+    np.testing.assert_allclose(water_created(bad, target.precip_mm, target.ice_free, 0.1), [0.0, 25.0, 0.0])
+    np.testing.assert_allclose(
+        water_created(jnp.asarray(bad), jnp.asarray(target.precip_mm), jnp.asarray(target.ice_free), 0.1, jnp),
+        water_created(bad, target.precip_mm, target.ice_free, 0.1),
+    )
+    assert plausibility(bad, target)["bound_violations"] == 2
+    assert float(constraint_penalty(jnp.asarray(bad), days, target, 0.0, 1.0)) > 0.0

@@ -15,6 +15,7 @@ from dam import multisite as MS
 from dam.cli import main
 from dam.experiment_config import ExperimentConfig, expand_sites
 from dam.experiment_data import prepare_site
+from dam.predict import predict_run
 from dam.run_folder import RunFolderError
 from dam.schema import ConfigError
 from dam.sites import SHIPPED_SITES_DIR
@@ -183,11 +184,11 @@ def test_leave_sites_out_never_trains_on_a_test_site(finished_run):
 def test_predict_unseen_site_and_refuse_unfinished(finished_run, sites, tmp_path, capsys):
     out, _, _ = finished_run
     new = str(sites / "new" / "hyy_new")
-    table, results = MS.predict_run(out, [new])
+    table, results = predict_run(out, [new])
     assert set(table["days"]) == {"all", "test"} and not table["seen"].any()
     assert results["hyy_new"][1]["lstm_multisite"].info["folds"] == [0, 1]  # an unseen site: mean of all folds
     assert np.isfinite(table["rmse"]).all()
-    table, _ = MS.predict_run(out, [str(sites / "train" / "hyy_a")])
+    table, _ = predict_run(out, [str(sites / "train" / "hyy_a")])
     fold_a = int(dict(np.loadtxt(out / "folds.csv", delimiter=",", skiprows=1, dtype=str))["hyy_a"])
     assert not table["seen"].any()  # its own fold's network never saw it
 
@@ -200,7 +201,7 @@ def test_predict_unseen_site_and_refuse_unfinished(finished_run, sites, tmp_path
     unfinished.mkdir()
     (unfinished / "dam_run.json").write_text('{"kind": "experiment"}')
     with pytest.raises(RunFolderError, match="not finished"):
-        MS.predict_run(unfinished, [new])
+        predict_run(unfinished, [new])
     capsys.readouterr()
     assert main(["predict", str(unfinished), new]) == 2
     assert "not finished" in capsys.readouterr().err

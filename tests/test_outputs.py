@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from dam.cases import read_case, shipped_case, trajectory_dataset
+from dam.cases import read_case, shipped_case
+from dam.soil_column import trajectory_dataset
 from dam.synthetic_grid import make_grid
 
 

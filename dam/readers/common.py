@@ -20,12 +20,12 @@ import pandas as pd
 
 from dam.disaggregate import DailyForcing, disaggregate
 from dam.readers.metadata import SiteMetadata
+from dam.site_datasets import _fill_series
 from dam.sites import (
     Site,
     SiteError,
     SiteMeta,
     UnreliableSeries,
-    _fill_series,
     check_site,
     make_forcing,
     make_observations,

@@ -1,0 +1,91 @@
+"""The multi-site run's summaries: skill pooled over sites and the Markdown report (``multisite.md``)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from . import metrics as M
+from .experiment_config import ExperimentConfig
+from .experiment_data import SiteData
+from .multisite import LAYERS, layer_weights
+from .predictions import Prediction
+from .scoring import summary, with_units
+
+#: Bottoms of the standard soil column the multi-site networks predict (m): the Noah-MP default layers.
+
+POOLED = ("r", "rmse", "ubrmse", "kge")
+
+
+def pooled_metrics(sites: dict[str, SiteData], preds: dict[str, dict[str, Prediction]]) -> pd.DataFrame:
+    """Skill over the test days of all sites pooled (reliable sensors), per model: over all sensors and per
+    standard layer of the sensor (where its weight is largest)."""
+    rows = []
+    models = list(dict.fromkeys(m for p in preds.values() for m in p))
+    for model in models:
+        sims: dict[str, list] = {}
+        obs: dict[str, list] = {}
+        for n, data in sites.items():
+            if model not in preds[n]:
+                continue
+            layer = np.argmax(layer_weights(data), axis=1)
+            for s in np.flatnonzero(data.reliable):
+                top = 0.0 if layer[s] == 0 else LAYERS[layer[s] - 1]
+                for group in ("all", f"{top:g}-{LAYERS[layer[s]]:g} m"):
+                    sims.setdefault(group, []).append(preds[n][model].daily[data.test, s])
+                    obs.setdefault(group, []).append(data.observed[data.test, s])
+        for group in sorted(sims, key=lambda g: -1.0 if g == "all" else float(g.split("-")[0])):
+            sim, ob = np.concatenate(sims[group]), np.concatenate(obs[group])
+            m = M.all_metrics(jnp.asarray(sim), jnp.asarray(ob))
+            rows.append({"model": model, "sensors": group, "n_days": int(np.sum(np.isfinite(ob))),
+                         **{k: float(m[k]) for k in POOLED}})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def report(
+    cfg: ExperimentConfig,
+    table: pd.DataFrame,
+    pooled: pd.DataFrame,
+    folds: pd.DataFrame,
+    seconds: float,
+    failures: list[dict] = (),
+) -> str:
+    """The Markdown report of a multi-site run: split, folds, per-site skill (mean over reliable sensors),
+    medians, pooled skill and how often each model beats physics_default in RMSE."""
+    summ = summary(table)
+    per_site = summ.pivot(index="site", columns="model", values=["r", "rmse"])
+    per_site.columns = [f"{metric} {model}" for metric, model in per_site.columns]
+    med = summ.groupby("model", sort=False)[["r", "rmse", "ubrmse", "kge"]].median().reset_index()
+    how = (f" ({cfg.folds} folds over sites; every site tested once, on its test days, by networks that never saw "
+           "it)" if cfg.split == "leave_sites_out" else " (every site's last days test)")  # fmt: skip
+    lines = [f"# Multi-site experiment `{cfg.name}`", "",
+             f"Split: **{cfg.split}**{how}; {len(folds)} sites; {seconds:.0f} s.", ""]  # fmt: skip
+    if cfg.split == "leave_sites_out":
+        lines += [
+            "Folds:",
+            "",
+            folds.groupby("fold")["site"].apply(", ".join).reset_index().to_markdown(index=False),
+            "",
+        ]
+    if failures:
+        lines += ["Stages stopped by a physics guard (scored as missing; retried when the run is resumed):", "",
+                  pd.DataFrame(list(failures)).to_markdown(index=False), ""]  # fmt: skip
+    lines += ["Median over sites (per site: mean over reliable sensors):", "",
+              with_units(med).to_markdown(index=False, floatfmt=".3f"), ""]  # fmt: skip
+    if "physics_default" in summ["model"].values:
+        ref = summ[summ["model"] == "physics_default"].set_index("site")["rmse"]
+        beat = []
+        for model, g in summ.groupby("model", sort=False):
+            if model != "physics_default":
+                diff = g.set_index("site")["rmse"] - ref.reindex(g["site"]).values
+                beat.append({"model": model, "sites with lower RMSE than physics_default": int((diff < 0).sum()),
+                             "sites": int(diff.notna().sum())})  # fmt: skip
+        if beat:
+            lines += ["RMSE against physics_default:", "", pd.DataFrame(beat).to_markdown(index=False), ""]
+    lines += ["Pooled over all sites' test days (reliable sensors; by the standard layer of the sensor):", "",
+              with_units(pooled).to_markdown(index=False, floatfmt=".3f"), "",
+              "Per site, r and RMSE (m3 m-3), mean over reliable sensors:", "",
+              per_site.round(3).to_markdown(), "",
+              "![per-site skill, sorted](figures/skill_by_site.png)", ""]  # fmt: skip
+    return "\n".join(lines)

@@ -1,0 +1,74 @@
+"""Predictions of the experiment's models: daily soil moisture at a site's sensors, saved as netCDF in the run
+folder with the fingerprint of the inputs they were made from (so a stage whose inputs changed is run again)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from . import io_safety
+from .experiment_data import SiteData
+from .run_folder import inside
+
+
+@dataclasses.dataclass
+class Prediction:
+    """Daily soil moisture at the sensors (D, S), m3 m-3, as each sensor sees it (liquid or total water, see
+    :attr:`SiteData.sensor_liquid`), plus optional extras for plausibility checks."""
+
+    model: str
+    daily: np.ndarray
+    seconds: float
+    info: dict = dataclasses.field(default_factory=dict)
+    liquid: np.ndarray | None = None  # daily liquid moisture at the sensors (physics-based models)
+    total: np.ndarray | None = None  # daily total (liquid + ice) moisture at the sensors (physics-based models)
+
+
+_EXTRAS = {  # Prediction field -> netCDF variable and attributes
+    "liquid": ("soil_liquid_water", {"standard_name": "volume_fraction_of_liquid_water_in_soil", "units": "m3 m-3"}),
+    "total": ("total_soil_moisture", {"standard_name": "volume_fraction_of_condensed_water_in_soil",
+                                      "units": "m3 m-3"}),
+}  # fmt: skip
+
+
+def prediction_path(run_dir: Path, site: str, model: str) -> Path:
+    return inside(run_dir, "predictions", site, f"{model}.nc")
+
+
+def save_prediction(run_dir: Path, data: SiteData, pred: Prediction, stage_fingerprint: str = "") -> None:
+    """Write a prediction (atomically) with the fingerprint of the inputs it was made from."""
+    path = prediction_path(run_dir, data.name, pred.model)
+    seen = data.describe_seen()
+    ds = xr.Dataset(
+        {"soil_moisture": (("time", "sm_depth"), pred.daily, {
+            "units": "m3 m-3", "long_name": f"daily mean soil moisture predicted by {pred.model}",
+            "comment": f"as the site's sensors see it: {seen}"})},
+        coords={"time": data.days.values, "sm_depth": ("sm_depth", data.sensor_depths_m, {"units": "m",
+                                                                                        "positive": "down"})},
+        attrs={"model": pred.model, "site": data.name, "seconds": pred.seconds,
+               "info": json.dumps(pred.info, default=float), "Conventions": "CF-1.10",
+               "stage_fingerprint": stage_fingerprint},
+    )  # fmt: skip
+    for field, (var, attrs) in _EXTRAS.items():
+        if getattr(pred, field) is not None:
+            ds[var] = (("time", "sm_depth"), getattr(pred, field), attrs)
+    io_safety.write_netcdf(ds, path)
+
+
+def load_prediction(run_dir: Path, data: SiteData, model: str, stage_fingerprint: str = "") -> Prediction | None:
+    """The saved prediction of ``model`` at the site, or None where there is none or it was made from other
+    inputs (its ``stage_fingerprint`` differs: e.g. the site's forcing changed since)."""
+    path = prediction_path(run_dir, data.name, model)
+    if not path.is_file():
+        return None
+    with xr.open_dataset(path) as ds:
+        if ds.attrs.get("stage_fingerprint", "") != stage_fingerprint:
+            print(f"[{data.name}] {model}: inputs changed since the saved prediction; running it again", flush=True)
+            return None
+        extras = {f: ds[var].values.copy() for f, (var, _) in _EXTRAS.items() if var in ds}
+        return Prediction(model, ds["soil_moisture"].values.copy(), float(ds.attrs["seconds"]),
+                          json.loads(ds.attrs["info"]), **extras)  # fmt: skip
