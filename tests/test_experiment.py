@@ -17,9 +17,9 @@ import xarray as xr
 import yaml
 
 from dam.experiment import ExperimentConfig, load_config, run_experiment
-from dam.run_folder import RunFolderError
+from dam.run_folder import RunFolderError, safe_name
 from dam.schema import ConfigError
-from dam.sites import shipped_site_dir
+from dam.sites import SiteError, shipped_site_dir
 
 
 def _config(tmp_path, **kw) -> ExperimentConfig:
@@ -134,9 +134,11 @@ def _site_copy(tmp_path, edit_yaml=None):
 def test_site_name_cannot_escape_the_run_folder(tmp_path):
     """Issue 16 item 5: ``name: ../../x`` in site.yaml made the experiment write outside the run folder."""
     site = _site_copy(tmp_path, lambda m: m.update(name="../../escaped"))
-    cfg = _config(tmp_path, sites=[str(site)], models=["physics_default"])
-    with pytest.raises(RunFolderError, match="site name in .*site.yaml '../../escaped' cannot name a folder"):
+    with pytest.raises(SiteError, match="name: String should match pattern"):  # refused when the site loads
+        cfg = _config(tmp_path, sites=[str(site)], models=["physics_default"])
         run_experiment(cfg)
+    with pytest.raises(RunFolderError, match="site name '../../escaped' cannot name a folder"):  # and by the run
+        safe_name("../../escaped", "site name")
     assert not list(tmp_path.parent.glob("escaped*")) and not (tmp_path / "escaped").exists()
 
 
