@@ -174,7 +174,9 @@ def test_tanggula(shared_data_dir: Path) -> None:
     assert f.precip.values[0] == pytest.approx(3.104409e-10, rel=1e-6)
     assert s.meta.reference_height_temperature_m == 2.0 and s.meta.reference_height_wind_m == 10.0
     assert len(s.meta.initial_state.soil_layer_thickness_m) == 20
-    assert s.meta.soil_column.layer_thickness_m == s.meta.initial_state.soil_layer_thickness_m  # NoahPy's column
+    noahpy, column = s.meta.initial_state.soil_layer_thickness_m, s.meta.soil_column.layer_thickness_m
+    assert column[1:] == noahpy[R.TANGGULA_MERGED_TOP :]  # NoahPy's column with its three thin top layers merged
+    assert column[0] == pytest.approx(sum(noahpy[: R.TANGGULA_MERGED_TOP])) and sum(column) == pytest.approx(15.2)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
