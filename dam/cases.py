@@ -127,7 +127,6 @@ class CaseParams(Strict):
     scalars: CaseScalars
     initial_state: CaseInitialState
     options: CaseOptions = CaseOptions()
-    start_utc: str | None = Field(None, description="UTC date and time the run starts (the time axis of the outputs)")
     case: Any = Field(None, description=_INFO)
     precision: Any = Field(None, description=_INFO)
     zsoil_note: Any = Field(None, description=_INFO)
