@@ -67,6 +67,7 @@ def test_missing_config_lists_the_shipped_ones(tmp_path):
     assert load_config("quick").name == "quick"
 
 
+@pytest.mark.slow  # three experiment runs (~10 min on 2 cores); test_stale_prediction_... covers run, read-back, resume
 def test_run_folder_determinism_and_resume(tmp_path):
     cfg = _config(tmp_path, constraints={"sweep": [0.0]})
     table = run_experiment(cfg)
