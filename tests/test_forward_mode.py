@@ -174,6 +174,7 @@ def _jacobians(params, state, forcing, grid, gradient: str):
     return jax.jit(jax.jacfwd(f))(m), jax.jit(jax.jacrev(f))(m)
 
 
+@pytest.mark.slow  # four Jacobians through 48 freezing steps (~2.5 min); test_freezing_gradient covers the default
 @pytest.mark.parametrize("gradient", ["implicit", "exact"])
 def test_jacfwd_equals_jacrev_for_parameter_multipliers(jacobians, gradient):
     fwd, rev = jacobians[gradient]
@@ -183,6 +184,7 @@ def test_jacfwd_equals_jacrev_for_parameter_multipliers(jacobians, gradient):
     np.testing.assert_allclose(fwd, rev, rtol=1e-9, atol=1e-13)
 
 
+@pytest.mark.slow  # shares the Jacobians above
 def test_default_derivative_of_freezing_is_exercised(jacobians):
     """The columns freeze to the supercooled limit, so the default and the exact derivative differ."""
     assert not np.allclose(jacobians["implicit"][0], jacobians["exact"][0], rtol=1e-6, atol=0.0)

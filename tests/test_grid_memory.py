@@ -70,6 +70,7 @@ def _memory_does_not_grow_with_length(tmp_path: Path, n_lat: int, n_lon: int, st
     assert peaks[8 * steps] < 1.25 * peaks[steps]
 
 
+@pytest.mark.slow  # two grid-run processes measured for peak memory (~40 s)
 def test_memory_does_not_grow_with_forcing_length(tmp_path):
     """57 MB vs 450 MB of forcing (uncompressed zarr), 25-step blocks: the same peak memory."""
     _memory_does_not_grow_with_length(tmp_path, 64, 128, steps=100, block=25)

@@ -130,6 +130,7 @@ def test_hierarchical_multisite_network_trains(tiny_data):
     assert np.isfinite(MS.predict_site(model, tiny_data[2])).all()
 
 
+@pytest.mark.slow  # a second training compiled for 4 devices; test_training checks the engine's data parallelism
 @pytest.mark.skipif(jax.device_count() < 2, reason="needs several (emulated) devices")
 def test_data_parallel_equals_single_device(tiny_data):
     from dam.sharding import column_mesh
