@@ -28,7 +28,8 @@ def _site(n_days=400, gap=slice(100, 130)):
     site = SimpleNamespace(meta=SimpleNamespace(title="Test station"))
     return SimpleNamespace(name="test_site", site=site, days=days, observed=obs, n_sensors=2,
                            sensor_depths_m=np.array([0.05, 0.3]), reliable=np.array([True, False]),
-                           sees_liquid=False, test=slice(int(0.8 * len(days)), len(days)))  # fmt: skip
+                           describe_seen=lambda: "total water (liquid + ice)",
+                           test=slice(int(0.8 * len(days)), len(days)))  # fmt: skip
 
 
 def test_site_figures_and_metric_bars(tmp_path):
