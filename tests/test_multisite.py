@@ -225,18 +225,19 @@ def test_shipped_shared_config_is_valid():
 def test_cli_resume_reads_back_and_a_failed_physics_site_is_reported(finished_run, sites, monkeypatch, capsys):
     """``dam experiment`` dispatches a multi-site configuration; a second run reads the networks back (no training),
     and a physics stage stopped by a guard at one site is reported, not fatal (the physics is replaced by a stub)."""
-    from dam.experiment import Experiment, Prediction
+    from dam.experiment_stages import STAGES
     from dam.physics.guards import PlausibilityError
+    from dam.predictions import Prediction
 
     out, table, _ = finished_run
     before = {p: p.stat().st_mtime_ns for p in (out / "models").rglob("*.eqx")}
 
-    def fake_physics(self, data, preds):
+    def fake_physics(exp, data, preds):
         if data.name == "hyy_a":
             raise PlausibilityError("soil temperature = 500 K at step 3")
         return Prediction("physics_default", data.observed + 0.01, 0.0)
 
-    monkeypatch.setattr(Experiment, "_physics_default", fake_physics)
+    monkeypatch.setitem(STAGES, "physics_default", fake_physics)
     monkeypatch.setattr(MS, "train_multisite", lambda *a, **k: pytest.fail("a finished network was trained again"))
     config = _config(sites, out, models=["physics_default", "lstm_multisite"]).to_dict()
     path = out.parent / "again.yaml"
