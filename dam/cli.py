@@ -13,7 +13,8 @@ dam predict RUN SITE ... [--model --start --end --finetune N --output DIR]   a f
 
 Every user error (a bad file, key, value or path) is one line ``dam: error: ...`` on stderr with exit code 2;
 nothing is written before the checks pass, and no output replaces an input or, without ``--overwrite``, an
-existing file (docs/safety.md). Each subcommand is one ``_name(args)`` function plus one parser block in
+existing file (docs/safety.md). Compiled programs are kept on disk for the next run (dam.compile_cache;
+``DAM_COMPILE_CACHE=off`` turns that off). Each subcommand is one ``_name(args)`` function plus one parser block in
 :func:`build_parser`.
 """
 
@@ -427,6 +428,9 @@ def _one_line(err: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 1 a failed demo check, 2 a user error)."""
     args = build_parser().parse_args(argv)
+    from dam.compile_cache import enable_compile_cache
+
+    enable_compile_cache()  # a second run of a command loads its compiled programs (docs/performance.md)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -206,6 +206,21 @@ _NC_VARS = {  # output column stem -> (netCDF name, attributes)
         {"long_name": "soil temperature after heat diffusion, before phase change", "units": "K"},
     ),
 }
+_NC_SERIES = {  # per-step series: output column -> (netCDF name, attributes)
+    "runoff_surface_mm": (
+        "surface_runoff_amount",
+        {"standard_name": "surface_runoff_amount", "units": "kg m-2",
+         "long_name": "surface runoff during the step (mm per step)"},
+    ),
+    "runoff_subsurface_mm": (
+        "subsurface_runoff_amount",
+        {"standard_name": "subsurface_runoff_amount", "units": "kg m-2",
+         "long_name": "subsurface runoff during the step (mm per step)"},
+    ),
+    "drainage_mmps": ("drainage_flux", {"units": "kg m-2 s-1", "long_name": "free drainage out of the column bottom"}),
+    "infil_mps": ("infiltration_rate", {"units": "m s-1", "long_name": "infiltration rate of the last water sub-step"}),
+    "nsub": ("n_substeps", {"long_name": "number of water sub-steps"}),
+}  # fmt: skip
 
 
 def trajectory_dataset(
@@ -239,35 +254,8 @@ def trajectory_dataset(
         suffix = "_k" if stem in ("t", "tdiff") else ""
         cols = [f"{stem}{k}{suffix}" for k in range(1, n + 1)]
         data[name] = (("time", "layer"), table[cols].to_numpy(), a)
-    data["surface_runoff_amount"] = (
-        "time",
-        table["runoff_surface_mm"].to_numpy(),
-        {
-            "standard_name": "surface_runoff_amount",
-            "units": "kg m-2",
-            "long_name": "surface runoff during the step (mm per step)",
-        },
-    )
-    data["subsurface_runoff_amount"] = (
-        "time",
-        table["runoff_subsurface_mm"].to_numpy(),
-        {
-            "standard_name": "subsurface_runoff_amount",
-            "units": "kg m-2",
-            "long_name": "subsurface runoff during the step (mm per step)",
-        },
-    )
-    data["drainage_flux"] = (
-        "time",
-        table["drainage_mmps"].to_numpy(),
-        {"units": "kg m-2 s-1", "long_name": "free drainage out of the column bottom"},
-    )
-    data["infiltration_rate"] = (
-        "time",
-        table["infil_mps"].to_numpy(),
-        {"units": "m s-1", "long_name": "infiltration rate of the last water sub-step"},
-    )
-    data["n_substeps"] = ("time", table["nsub"].to_numpy(), {"long_name": "number of water sub-steps"})
+    for column, (name, a) in _NC_SERIES.items():
+        data[name] = ("time", table[column].to_numpy(), a)
     ds = xr.Dataset(data, coords=coords, attrs={"Conventions": "CF-1.10", **(attrs or {})})
     if start is not None:
         ds["time"].encoding = {"units": f"seconds since {pd.Timestamp(start):%Y-%m-%d %H:%M:%S}", "dtype": "float64"}

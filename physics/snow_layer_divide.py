@@ -34,6 +34,32 @@ def _to_slots(values: list, n: jax.Array) -> jax.Array:
     return jnp.where(position >= 0, out, 0.0)
 
 
+def _halve(layers: tuple[list, ...], k: int, split: jax.Array) -> None:
+    """Where ``split``: layer ``k`` gives half of its thickness, ice and liquid to the (empty) layer below."""
+    for arr in layers:
+        half = arr[k] / 2.0
+        arr[k] = jnp.where(split, half, arr[k])
+        arr[k + 1] = jnp.where(split, half, arr[k + 1])
+
+
+def _trim(dz: list, ice: list, liq: list, t: list, k: int, max_m: float, trim: jax.Array, c: Constants) -> None:
+    """Where ``trim``: layer ``k`` keeps ``max_m`` of thickness (and that share of its water); the rest joins layer
+    ``k + 1`` at the temperature of layer ``k``."""
+    dz_k = safe_where(trim, dz[k], 1.0)
+    extra_dz = dz[k] - max_m
+    frac = div(extra_dz, dz_k)
+    extra_ice, extra_liq = frac * ice[k], frac * liq[k]
+    keep = div(max_m, dz_k)
+    ice[k] = jnp.where(trim, keep * ice[k], ice[k])
+    liq[k] = jnp.where(trim, keep * liq[k], liq[k])
+    dz[k] = jnp.where(trim, max_m, dz[k])
+    below = (dz[k + 1], liq[k + 1], ice[k + 1], t[k + 1])
+    merged = snow_layer_water_combo(*below, extra_dz, extra_liq, extra_ice, t[k], c)
+    dz[k + 1], liq[k + 1], ice[k + 1], t[k + 1] = (
+        jnp.where(trim, new, old) for new, old in zip(merged, below, strict=True)
+    )
+
+
 def snow_layer_divide(snow: SnowState, const: Constants) -> SnowState:
     """Divide thick snow layers as Noah-MP ``SnowLayerDivide`` (a pack without layers passes unchanged)."""
     c = const
@@ -43,34 +69,18 @@ def snow_layer_divide(snow: SnowState, const: Constants) -> SnowState:
 
     # One layer thicker than 5 cm: split in two equal halves.
     split = (m == 1) & (dz[0] > MAX_TOP_M)
-    for arr in (dz, ice, liq):
-        half = arr[0] / 2.0
-        arr[0] = jnp.where(split, half, arr[0])
-        arr[1] = jnp.where(split, half, arr[1])
+    _halve((dz, ice, liq), 0, split)
     t[1] = jnp.where(split, t[0], t[1])
     m = jnp.where(split, 2, m)
 
     # The top layer keeps 5 cm; the rest joins the second layer.
     trim = (m > 1) & (dz[0] > MAX_TOP_M)
-    dz0 = safe_where(trim, dz[0], 1.0)
-    extra_dz = dz[0] - MAX_TOP_M
-    frac = div(extra_dz, dz0)
-    extra_ice, extra_liq = frac * ice[0], frac * liq[0]
-    keep = div(MAX_TOP_M, dz0)
-    ice[0] = jnp.where(trim, keep * ice[0], ice[0])
-    liq[0] = jnp.where(trim, keep * liq[0], liq[0])
-    dz[0] = jnp.where(trim, MAX_TOP_M, dz[0])
-    merged = snow_layer_water_combo(dz[1], liq[1], ice[1], t[1], extra_dz, extra_liq, extra_ice, t[0], c)
-    dz[1], liq[1], ice[1], t[1] = (jnp.where(trim, new, old) for new, old in zip(merged, (dz[1], liq[1], ice[1], t[1]),
-                                                                                  strict=True))  # fmt: skip
+    _trim(dz, ice, liq, t, 0, MAX_TOP_M, trim, c)
 
     # A second layer thicker than 20 cm in a two-layer pack: split it, with a linear temperature profile.
     split = trim & (m <= 2) & (dz[1] > MAX_SECOND_M)
     grad = div(t[0] - t[1], safe_where(split, (dz[0] + dz[1]) / 2.0, 1.0))
-    for arr in (dz, ice, liq):
-        half = arr[1] / 2.0
-        arr[1] = jnp.where(split, half, arr[1])
-        arr[2] = jnp.where(split, half, arr[2])
+    _halve((dz, ice, liq), 1, split)
     t_third = t[1] - grad * dz[1] / 2.0
     warm = t_third >= c.tfrz
     t[2] = jnp.where(split, jnp.where(warm, t[1], t_third), t[2])
@@ -78,18 +88,7 @@ def snow_layer_divide(snow: SnowState, const: Constants) -> SnowState:
     m = jnp.where(split, 3, m)
 
     # The second layer keeps 20 cm; the rest joins the third.
-    trim = (m > 2) & (dz[1] > MAX_SECOND_M)
-    dz1 = safe_where(trim, dz[1], 1.0)
-    extra_dz = dz[1] - MAX_SECOND_M
-    frac = div(extra_dz, dz1)
-    extra_ice, extra_liq = frac * ice[1], frac * liq[1]
-    keep = div(MAX_SECOND_M, dz1)
-    ice[1] = jnp.where(trim, keep * ice[1], ice[1])
-    liq[1] = jnp.where(trim, keep * liq[1], liq[1])
-    dz[1] = jnp.where(trim, MAX_SECOND_M, dz[1])
-    merged = snow_layer_water_combo(dz[2], liq[2], ice[2], t[2], extra_dz, extra_liq, extra_ice, t[1], c)
-    dz[2], liq[2], ice[2], t[2] = (jnp.where(trim, new, old) for new, old in zip(merged, (dz[2], liq[2], ice[2], t[2]),
-                                                                                  strict=True))  # fmt: skip
+    _trim(dz, ice, liq, t, 1, MAX_SECOND_M, (m > 2) & (dz[1] > MAX_SECOND_M), c)
 
     return SnowState(
         swe_mm=snow.swe_mm, depth_m=snow.depth_m, age=snow.age, swe_prev_mm=snow.swe_prev_mm,

@@ -1,6 +1,7 @@
 """Test set-up before JAX starts its backend: float64, Fortran-like arithmetic (no FMA contraction) and eight
 emulated CPU devices for the sharding tests (unsharded computations run on the first)."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from dam.precision import emulate_cpu_devices, enable_x64, fortran_exact_cpu
 
 fortran_exact_cpu()
 emulate_cpu_devices(8)
+os.environ.setdefault("DAM_COMPILE_CACHE", "off")  # CLI calls in tests compile afresh and write nothing to ~/.cache
 enable_x64()
 
 

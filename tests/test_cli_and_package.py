@@ -1,5 +1,6 @@
 """The command line on case folders, and the installed package layout."""
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -95,3 +96,41 @@ def test_public_api_is_lazy_and_complete():
     assert {"run_site", "run_experiment", "calibrate", "fit", "load_site", "run_case"} <= set(dam.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         dam.nope  # noqa: B018
+
+
+def test_compile_cache_location_and_switch(monkeypatch, tmp_path):
+    from dam.compile_cache import compile_cache_dir
+
+    monkeypatch.setenv("DAM_COMPILE_CACHE", "off")
+    assert compile_cache_dir() is None
+    monkeypatch.setenv("DAM_COMPILE_CACHE", str(tmp_path / "c"))
+    assert compile_cache_dir().parent == tmp_path / "c" and compile_cache_dir().name.startswith("jax-")
+    monkeypatch.delenv("DAM_COMPILE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert compile_cache_dir().parent == tmp_path / "xdg" / "dam" / "xla"
+
+
+def test_compile_cache_serves_a_second_process(tmp_path):
+    """A program compiled in one process is loaded from the cache folder by the next (what a repeated CLI
+    command gets); a program compiled with other XLA flags is a different entry."""
+    probe = (
+        "import jax, jax.numpy as jnp\n"
+        "from dam.compile_cache import enable_compile_cache\n"
+        "events = []\n"
+        "jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))\n"
+        "enable_compile_cache(min_compile_s=0.0)\n"
+        "jax.jit(lambda x: jnp.sin(x) * 2.0 + x**3)(jnp.arange(5.0)).block_until_ready()\n"
+        "print(sum('cache_hits' in e for e in events), sum('cache_misses' in e for e in events))\n"
+    )
+    env = {**os.environ, "DAM_COMPILE_CACHE": str(tmp_path / "cache"), "XLA_FLAGS": "--xla_cpu_max_isa=AVX"}
+
+    def hits_misses(**extra):
+        out = subprocess.run([sys.executable, "-c", probe], env={**env, **extra}, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return tuple(int(v) for v in out.stdout.split())
+
+    first = hits_misses()
+    assert first[0] == 0 and first[1] > 0
+    assert list((tmp_path / "cache").glob("jax-*/jit_*-cache"))
+    assert hits_misses() == (first[1], 0)
+    assert hits_misses(XLA_FLAGS="")[0] == 0
