@@ -3,9 +3,10 @@ persistent compilation cache of the ``dam`` CLI (dam.compile_cache).
 
 The programs are compiled as dam compiles them: the soil column as ``dam soil-column`` and the station forward
 as ``dam run-station`` run them (with the plausibility guards of dam.physics.guards), the station gradient as
-calibration and training take it (unguarded). Each program is compiled in a fresh Python process three times: without a cache, then twice with one new,
-empty cache folder (the first fills it, the second is what a repeated CLI command pays). Compile time is the
-wall time of ``jit(f).lower(...).compile()``; the ratio "cold / cached" says what the cache saves.
+calibration and training take it (unguarded). Each program is compiled in a fresh Python process three times:
+without a cache, then twice with one new, empty cache folder (the first fills it, the second is what a repeated
+CLI command pays). Compile time is the wall time of ``jit(f).lower(...).compile()``; "cold / cached" says what
+the cache saves.
 
     python benchmarks/compile_time.py [--steps 192] [--output benchmarks/results/compile_time.json]
 """

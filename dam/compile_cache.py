@@ -30,7 +30,8 @@ def compile_cache_dir() -> Path | None:
     setting = os.environ.get(ENV, "").strip()
     if setting.lower() in ("off", "0", "none", "false"):
         return None
-    root = Path(setting) if setting else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dam" / "xla"
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dam" / "xla"
+    root = Path(setting) if setting else default
     return root.expanduser() / f"jax-{jax.__version__}_jaxlib-{jaxlib.__version__}"
 
 
