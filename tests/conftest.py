@@ -1,6 +1,7 @@
 """Test set-up before JAX starts its backend: float64, Fortran-like arithmetic (no FMA contraction) and eight
 emulated CPU devices for the sharding tests (unsharded computations run on the first)."""
 
+import gc
 import os
 from pathlib import Path
 
@@ -13,6 +14,18 @@ fortran_exact_cpu()
 emulate_cpu_devices(8)
 os.environ.setdefault("DAM_COMPILE_CACHE", "off")  # CLI calls in tests compile afresh and write nothing to ~/.cache
 enable_x64()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_jax_caches():
+    """Each test module starts from empty JAX caches: compiled programs of earlier modules are freed (the
+    process stays at a few GB instead of growing past 10), and no module's programs depend on what an earlier
+    module happened to trace (XLA:CPU once crashed compiling a gradient only after hundreds of other tests)."""
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+    yield
 
 
 @pytest.fixture(scope="session")
