@@ -345,6 +345,7 @@ def test_noahpys_twenty_layer_column_at_half_hourly_steps(bondville):
     assert np.abs(np.diff(states.soil.t[:, 0])).max() > 0.1 and fluxes.transpiration_mmps.max() > 0
 
 
+@pytest.mark.slow  # 2 min; other soil grids stay in the default set (20-layer column, Tanggula)
 def test_an_eight_layer_split_of_bondville_matches_the_four_layer_column(bondville):
     """Splitting Noah-MP's layers 2-4 into 7 (8 layers; same soil and initial profile, NROOT 6 keeps the 1 m root
     zone) changes ten summer days only by the discretisation (measured: LH/SH/G RMSE 4.0/4.3/3.6 W m-2, column
@@ -375,7 +376,7 @@ def test_an_eight_layer_split_of_bondville_matches_the_four_layer_column(bondvil
 # --------------------------------------------------------------------------------------------------- classes
 
 
-@pytest.mark.parametrize("igbp", [1, 4, 7, 16])
+@pytest.mark.parametrize("igbp", [1, 4, 7, pytest.param(16, marks=pytest.mark.slow)])  # 16: 5.5 min here
 def test_the_station_model_runs_at_other_vegetation_classes(bondville, igbp):
     s = setup_station(_summer(bondville, vegetation_type_igbp=igbp), start="1998-06-01", end="1998-06-03")
     _, (states, fluxes) = _run(s.state0, s.forcing, s.params, s.grid, s.options)

@@ -131,6 +131,7 @@ def test_vmap_over_sites_equals_separate_runs(ref):
             np.testing.assert_allclose(np.asarray(b[i]), np.asarray(a), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow  # 6 min here; FD checks through station steps stay in the default set (test_hybrid, test_snowpack)
 def test_gradients_through_the_station_model(ref):
     """d(mean top-layer moisture over 4 summer days)/d(parameters): finite, non-zero, and equal to central
     finite differences for the Ball-Berry slope and the saturated conductivity."""

@@ -97,11 +97,9 @@ def _used(pu: dict, spec: tuple):
 
 
 @pytest.fixture(scope="module", params=["bondville", "bondville_cold"])
-def fortran_setup(request, full_reference_dir):
-    path = full_reference_dir.parent / request.param / "setup.json"
-    if not path.is_file():
-        pytest.skip(f"{path} is not available")
-    return json.loads(path.read_text())
+def fortran_setup(request, full_reference_dir, cold_reference_dir):
+    folder = {"bondville": full_reference_dir, "bondville_cold": cold_reference_dir}[request.param]
+    return json.loads((folder / "setup.json").read_text())
 
 
 def test_shipped_rows_equal_the_reference_runs_table_rows(fortran_setup):
