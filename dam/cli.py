@@ -29,12 +29,14 @@ from pathlib import Path
 
 
 def _setup_numerics(dtype: str) -> None:
-    # Must run before JAX creates its CPU backend (i.e. before any array exists).
+    # Must run before JAX creates its CPU backend (i.e. before any array exists) and compiles anything.
+    from dam.compile_cache import enable_compile_cache
     from dam.precision import enable_x64, fortran_exact_cpu
 
     fortran_exact_cpu()
     if dtype == "float64":
         enable_x64()
+    enable_compile_cache()  # a second run of a command loads its compiled programs (docs/performance.md)
 
 
 class UserError(ValueError):
@@ -428,9 +430,6 @@ def _one_line(err: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 1 a failed demo check, 2 a user error)."""
     args = build_parser().parse_args(argv)
-    from dam.compile_cache import enable_compile_cache
-
-    enable_compile_cache()  # a second run of a command loads its compiled programs (docs/performance.md)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -23,7 +23,8 @@ ENV = "DAM_COMPILE_CACHE"
 
 
 def compile_cache_dir() -> Path | None:
-    """The cache folder the CLI uses, or None when ``$DAM_COMPILE_CACHE`` is ``off`` (or ``0``, ``none``)."""
+    """The cache folder the CLI uses, or None when ``$DAM_COMPILE_CACHE`` is ``off`` (or ``0``, ``none``,
+    ``false``)."""
     import jax
     import jaxlib
 
