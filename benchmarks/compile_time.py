@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import machine_info
+
 PROGRAMS = ("soil_column", "station_forward", "station_gradient")
 
 
@@ -94,9 +96,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.child:
         _child(args.child, args.steps, args.cache)
         return {}
-    sys.path.insert(0, str(Path(__file__).parent))
-    from _common import machine_info
-
     rows = {}
     for name in PROGRAMS:
         with tempfile.TemporaryDirectory() as cache:
