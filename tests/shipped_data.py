@@ -13,8 +13,9 @@ read exactly the bytes they would read from the originals:
 - a text file is stored xz-compressed (``*.xz``); any other file is copied as it is.
 
 Run ``python tests/shipped_data.py pack`` in the workspace (next to ``../shared``) to rebuild ``tests/data`` from
-the originals; ``tests/test_shipped_data.py`` checks, where the originals exist, that every rebuilt file equals
-its original byte for byte.
+the originals; it also writes ``tests/data/ORIGINALS.sha256``, the sha256 of every original's content (a gzip
+file's decompressed content), so that ``tests/test_shipped_data.py`` checks in any clone that every rebuilt file
+equals its original byte for byte, and where the originals exist also that the manifest matches them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
 SHARED = Path(os.environ.get("DAM_SHARED", ROOT.parent / "shared"))  # the workspace originals
 PACKAGE_DATA = ROOT / "dam" / "data"
+MANIFEST = DATA / "ORIGINALS.sha256"  # "<sha256>  <tree>/<file>" per original, sha256sum's format
 
 # Shipped folder (under tests/data) -> its original (under ../shared) and the files of it that ship.
 TREES = {
@@ -255,6 +257,33 @@ def materialise(tree: str, cache: Path) -> Path:
     return dest
 
 
+# ----------------------------------------------------------------------------------------------- provenance
+
+
+def content_sha256(path: Path) -> str:
+    """sha256 of a file's content (of the decompressed content for a ``.gz`` file)."""
+    data = path.read_bytes()
+    return hashlib.sha256(gzip.decompress(data) if path.suffix == ".gz" else data).hexdigest()
+
+
+def original_files(tree: str) -> list[str]:
+    """The original files of ``tree`` (paths relative to its folder), the package-shipped ones included."""
+    return [*TREES[tree][1], *FROM_PACKAGE.get(tree, {})]
+
+
+def read_manifest() -> dict[str, str]:
+    """``{"<tree>/<file>": sha256}`` of :data:`MANIFEST`."""
+    pairs = (line.split(maxsplit=1) for line in MANIFEST.read_text().splitlines() if line.strip())
+    return {name: digest for digest, name in pairs}
+
+
+def write_manifest() -> None:
+    """Write :data:`MANIFEST` from the originals in :data:`SHARED`."""
+    lines = [f"{content_sha256(SHARED / TREES[tree][0] / rel)}  {tree}/{rel}\n"
+             for tree in TREES for rel in original_files(tree)]  # fmt: skip
+    MANIFEST.write_text("".join(lines))
+
+
 # ----------------------------------------------------------------------------------------------- pack
 
 
@@ -279,3 +308,4 @@ if __name__ == "__main__":
         sys.exit("usage: python tests/shipped_data.py pack [TREE ...]")
     for t in sys.argv[2:] or TREES:
         pack(t)
+    write_manifest()

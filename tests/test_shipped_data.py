@@ -1,10 +1,10 @@
-"""The test data shipped in tests/data: its storage writes every file back byte for byte, and (where the workspace
-originals in ../shared exist) every rebuilt file equals its original."""
+"""The test data shipped in tests/data: its storage writes every file back byte for byte, and every rebuilt file
+equals its original (by the sha256 manifest in a clone; also against the originals in ../shared where they
+exist)."""
 
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,16 +12,6 @@ import pytest
 import shipped_data as S
 
 from dam.cases import read_exact_csv
-
-ORIGINALS = pytest.mark.skipif(
-    not S.SHARED.is_dir(),
-    reason="provenance check against the workspace originals in ../shared, which a clone does not have "
-    "(not missing test data: the other tests use the shipped copies in tests/data)",
-)
-
-
-def _text(path: Path) -> bytes:
-    return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
 
 
 def test_csv_storage_writes_back_byte_for_byte(tmp_path):
@@ -63,18 +53,23 @@ def test_shipped_test_data_stays_small():
     assert size < 15e6, f"tests/data holds {size / 1e6:.1f} MB"
 
 
-@ORIGINALS
 @pytest.mark.parametrize("tree", sorted(S.TREES))
 def test_shipped_copies_equal_the_originals(tree, shipped_data):
-    """Each rebuilt file equals its original byte for byte (gzip files: their content), and every CSV column
-    parses to the same numbers (np.array_equal, NaN equal to NaN)."""
-    shared_rel, files = S.TREES[tree]
+    """Each rebuilt file's content (a gzip file's: decompressed) has the sha256 its original had when it was
+    packed (tests/data/ORIGINALS.sha256), so a clone checks its copies byte for byte. Where the originals exist
+    (the workspace), the manifest must match them and every CSV column must parse to the same numbers
+    (np.array_equal, NaN equal to NaN)."""
+    manifest = S.read_manifest()
     rebuilt = shipped_data(tree)
-    originals = [S.SHARED / shared_rel / rel for rel in files]
-    originals += [S.SHARED / shared_rel / rel for rel in S.FROM_PACKAGE.get(tree, {})]
-    for original in originals:
-        copy = rebuilt / original.relative_to(S.SHARED / shared_rel)
-        assert _text(copy) == _text(original), f"{copy} differs from {original}"
+    for rel in S.original_files(tree):
+        copy = rebuilt / rel
+        assert S.content_sha256(copy) == manifest[f"{tree}/{rel}"], f"{copy} differs from its original"
+    if not S.SHARED.is_dir():
+        return  # a clone: the manifest is the record of the originals
+    for rel in S.original_files(tree):
+        original = S.SHARED / S.TREES[tree][0] / rel
+        assert S.content_sha256(original) == manifest[f"{tree}/{rel}"], f"manifest is stale for {original}"
+        copy = rebuilt / rel
         if ".csv" in original.suffixes:
             a, b = read_exact_csv(copy), read_exact_csv(original)
             assert list(a.columns) == list(b.columns)
@@ -83,3 +78,7 @@ def test_shipped_copies_equal_the_originals(tree, shipped_data):
                 same = np.array_equal(x, y, equal_nan=True) if x.dtype.kind == "f" else (x == y).all()
                 assert same, f"{original.name}: column {col}"
                 assert pd.api.types.is_dtype_equal(x.dtype, y.dtype)
+
+
+def test_manifest_names_every_shipped_original():
+    assert sorted(S.read_manifest()) == sorted(f"{t}/{rel}" for t in S.TREES for rel in S.original_files(t))
