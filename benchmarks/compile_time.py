@@ -35,8 +35,8 @@ def _program(name: str, steps: int):
 
     from dam import physics
     from dam.physics.station import run_station
+    from dam.site_run import setup_station
     from dam.sites import load_site
-    from dam.station import setup_station
 
     if name == "soil_column":
         from dam.cases import read_case, shipped_case

@@ -2,7 +2,7 @@
 
 The half-hourly forcing of the shipped ``bondville_1998_hrldas`` site is aggregated to the daily values a
 FLUXNET DD file holds (local standard-time days: means, daytime and night-time mean temperature, VPD, daily
-precipitation sums), disaggregated again, and the station physics (``dam.station``) is run on each forcing
+precipitation sums), disaggregated again, and the station physics (``dam.site_run``) is run on each forcing
 from the same initial state (site.yaml, no spin-up). Each run is compared with the run on the original
 half-hourly forcing: soil moisture (total and liquid) and temperature RMSE per layer at the run's own time
 stamps, and RMSE of the sensible, latent and ground heat fluxes (step values and daily means). A run at a
@@ -129,7 +129,7 @@ def temperature_methods() -> dict:
 
 def run(site):
     """Station run without spin-up from the site's initial state; returns the CF output Dataset."""
-    from dam.station import output_dataset, run_blocks, setup_station
+    from dam.site_run import output_dataset, run_blocks, setup_station
 
     setup = setup_station(site)
     states, fluxes = run_blocks(setup, progress=False)

@@ -15,11 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .losses import bounds_penalty
+from .losses import WATER_DENSITY_MM_PER_M, bounds_penalty
 
 __all__ = ["SensorTarget", "constraint_penalty", "plausibility", "water_created", "widened_bounds"]
-
-WATER_DENSITY_MM_PER_M = 1000.0  # mm of water per m of water column
 
 
 class SensorTarget(NamedTuple):

@@ -256,7 +256,7 @@ def perturbed_ensemble(
 
     Parameters
     ----------
-    setup : :class:`dam.station.StationSetup` (``state0`` is every member's initial state; spin it up first).
+    setup : :class:`dam.site_run.StationSetup` (``state0`` is every member's initial state; spin it up first).
     n_members : ensemble size; member 0 is the unperturbed set-up, members 1.. are sampled.
     specs : parameters and ranges: None (:data:`DEFAULT_FACTOR_RANGES`), a list of names with default ranges, or a
         mapping name -> :class:`ParameterRange`, dict ``{low, high, log, mode}`` or tuple ``(low, high[, log[,

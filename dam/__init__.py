@@ -42,10 +42,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "shipped_sites": ("dam.sites", "shipped_sites"),
     "convert_site": ("dam.sites", "convert_site"),
     # the station model at a site
-    "setup_station": ("dam.station", "setup_station"),
-    "spin_up": ("dam.station", "spin_up"),
-    "run_blocks": ("dam.station", "run_blocks"),
-    "run_site": ("dam.station", "run_site"),
+    "setup_station": ("dam.site_run", "setup_station"),
+    "spin_up": ("dam.site_run", "spin_up"),
+    "run_blocks": ("dam.site_run", "run_blocks"),
+    "run_site": ("dam.site_run", "run_site"),
     # calibration and training
     "calibrate": ("dam.calibration", "calibrate"),
     "evaluate": ("dam.calibration", "evaluate"),

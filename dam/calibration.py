@@ -57,7 +57,7 @@ from .coupling.calibration import (
 )
 from .coupling.losses import PhysicsLoss
 from .physics.station import StationParams
-from .station import StationSetup
+from .site_run import StationSetup
 from .training import fit
 
 __all__ = [

@@ -22,6 +22,7 @@ import pandas as pd
 from pydantic import Field
 
 from dam.physics import SoilForcing, SoilGrid, SoilOptions, SoilParams, SoilState
+from dam.physics.constants import TFRZ
 from dam.schema import ConfigError, Strict, validate
 
 
@@ -75,7 +76,7 @@ class CaseOptions(Strict):
     OPT_TBOT: Literal[1, 2] = Field(2, description="bottom heat boundary: 1 zero flux, 2 TBOT at zbot_m")
     OPT_STC: Literal[1, 2, 3] = Field(3, description="heat time scheme: 1 and 3 semi-implicit, 2 fully implicit")
     soil_time_step_equals_main_step: Literal[True] = Field(True, description="must be true (one soil step per step)")
-    freezing_point_K: float = Field(273.16, ge=273.16, le=273.16, description="must be 273.16 (Noah-MP's TFRZ)")
+    freezing_point_K: float = Field(TFRZ, ge=TFRZ, le=TFRZ, description=f"must be {TFRZ} (Noah-MP's TFRZ)")
     n_water_substeps: Any = Field(None, description=_INFO)
 
 

@@ -88,8 +88,8 @@ def _load_site(name: str, gaps: str, max_gap: int | None):
 
 def _run_station(args: argparse.Namespace) -> int:
     from dam.io_safety import check_outputs
+    from dam.site_run import site_outputs
     from dam.sites import shipped_site_dir, shipped_sites
-    from dam.station import site_outputs
 
     files, figures = site_outputs(args.output)
     folder = shipped_site_dir(args.site) if args.site in shipped_sites() and not Path(args.site).exists() else None
@@ -97,7 +97,7 @@ def _run_station(args: argparse.Namespace) -> int:
     inputs = [folder / name for name in ("site.yaml", "forcing.nc", "observations.nc")]
     check_outputs(files, inputs=inputs, overwrite=args.overwrite, suffixes=(".nc",), folders=[figures])
     _setup_numerics(args.dtype)
-    from dam.station import run_site
+    from dam.site_run import run_site
 
     site = _load_site(args.site, args.gaps, args.max_gap)
     ds, table = run_site(

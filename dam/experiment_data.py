@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from .sequences import chronological_split
+from .site_run import StationSetup, setup_station, spin_up
 from .sites import Site, SiteError, load_site
-from .station import StationSetup, setup_station, spin_up
 
 FEATURES = ("T_air", "q_air", "p_sfc", "wind", "sw_down", "lw_down", "precip")
 

@@ -20,7 +20,7 @@ from .experiment_config import CalibrationConfig, HybridConfig, NetworkConfig
 from .experiment_data import SiteData
 from .predictions import Prediction
 from .sequences import Normaliser, window_starts
-from .station import run_blocks
+from .site_run import run_blocks
 from .training import fit
 
 

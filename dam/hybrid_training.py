@@ -20,7 +20,7 @@ from .coupling.hybrid import HybridObjective, NeuralWaterTransport, PhysicsWater
 from .coupling.losses import masked_mse
 from .physics.types import SoilGrid, SoilOptions, SoilParams
 from .sequences import chronological_split
-from .station import StationSetup
+from .site_run import StationSetup
 from .training import fit
 
 __all__ = ["HybridTrainResult", "pretrain_to_physics", "train_hybrid"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .sensors import SensorError as SensorError  # re-exported: the sensor mapping lives in dam.sensors
-from .site_variables import _ZERO_C, SiteError
+from .site_variables import ZERO_C, SiteError
 
 # --------------------------------------------------------------------------------------------------------------
 # Physical conversions (numpy, elementwise)
@@ -20,7 +20,7 @@ PAR_UMOL_PER_J_SW = 2.1  # umol of PAR per J of total shortwave (4.57 umol/J of 
 
 def saturation_vapour_pressure(t_k: np.ndarray) -> np.ndarray:
     """Saturation vapour pressure over water [Pa] (Bolton 1980), as the HRLDAS point-data converter uses it."""
-    return 611.2 * np.exp(17.67 * (t_k - _ZERO_C) / (t_k - 29.65))
+    return 611.2 * np.exp(17.67 * (t_k - ZERO_C) / (t_k - 29.65))
 
 
 def specific_humidity_from_vapour_pressure(e_pa: np.ndarray, p_pa: np.ndarray) -> np.ndarray:

@@ -12,13 +12,13 @@ import xarray as xr
 
 from .sensors import SensorError as SensorError  # re-exported: the sensor mapping lives in dam.sensors
 from .site_variables import (
-    _ZERO_C,
     DEFAULT_MAX_GAP,
     FORCING_VARIABLES,
     GAP_METHODS,
     MISSING_CODES,
     OBSERVATION_VARIABLES,
     SOIL_VARIABLES,
+    ZERO_C,
     SiteError,
     VarSpec,
     unit_conversion,
@@ -132,7 +132,7 @@ def _standardise_variable(da: xr.DataArray, name: str, spec: VarSpec) -> tuple[x
         med = float(np.median(finite))
         if scale == 1.0 and offset == 0.0 and med < 100.0:
             raise SiteError(f"variable {name!r}: units say {units!r} but the values (median {med:.3g}) look like degC")
-        if offset == _ZERO_C and med > 150.0:
+        if offset == ZERO_C and med > 150.0:
             raise SiteError(f"variable {name!r}: units say {units!r} but the values (median {med:.3g}) look like K")
     values = values * scale + offset
     bad = np.isfinite(values) & ((values < spec.valid_min) | (values > spec.valid_max))

@@ -10,10 +10,10 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from .schema import Strict
+from .site_variables import TFRZ
 
 MAX_SNOW_LAYERS = 3  # Noah-MP NumSnowLayerMax
 SNOW_LAYER_MIN_DEPTH_M = 0.025  # Noah-MP builds the first snow layer at this snow depth (SnowWater)
-TFRZ = 273.16  # K
 GRID_TOL_M = 1e-6  # tolerance of depth comparisons (m)
 
 
@@ -24,7 +24,7 @@ class SnowLayers(Strict):
     thickness_m: list[float] = Field(description="thickness of each snow layer, m (> 0)")
     ice_mm: list[float] = Field(description="ice of each layer, mm (kg m-2, >= 0)")
     liquid_mm: list[float] = Field(description="liquid water of each layer, mm (>= 0)")
-    temperature_K: list[float] = Field(description="temperature of each layer, K (<= 273.16)")
+    temperature_K: list[float] = Field(description=f"temperature of each layer, K (<= {TFRZ})")
 
     @model_validator(mode="after")
     def _consistent(self) -> SnowLayers:

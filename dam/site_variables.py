@@ -83,7 +83,10 @@ MISSING_CODES = (-9999.0, -6999.0, -999.9, -9999.9)
 GAP_METHODS = ("error", "interpolate", "previous", "climatology")
 DEFAULT_MAX_GAP = 6  # steps: the longest run interpolate/previous will fill unless told otherwise
 
-_ZERO_C = 273.15  # K
+# dam.physics.constants' ZERO_CELSIUS and TFRZ for the site tools, which load without JAX (importing dam.physics
+# would load it); tests/test_tables.py checks that they are the same numbers.
+ZERO_C = 273.15  # K, 0 degC
+TFRZ = 273.16  # K, Noah-MP's freezing point
 
 # Unit aliases, keyed by canonical units: normalised alias -> (scale, offset), canonical = value * scale + offset.
 _UNIT_TABLE: dict[str, dict[str, tuple[float, float]]] = {
@@ -126,7 +129,7 @@ def unit_conversion(units: str, canonical: str, name: str) -> tuple[float, float
     """
     u = _normalise_units(units)
     if canonical == "K" and u in _CELSIUS:
-        return 1.0, _ZERO_C
+        return 1.0, ZERO_C
     table = _UNIT_TABLE.get(canonical, {})
     if u in table:
         return table[u]

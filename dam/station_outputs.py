@@ -15,7 +15,7 @@ from . import io_safety
 from .sites import SOIL_VARIABLES, Site
 
 if TYPE_CHECKING:
-    from .station import StationSetup
+    from .site_run import StationSetup
 
 
 # (name, standard_name, units, long name, getter(states, fluxes)) of the CF output; names shared with the

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from dam.io_safety import write_csv, write_text
+from dam.site_variables import TFRZ
 from dam.soil_table import STAS, stas_parameters
 
 DT_S = 1800.0
@@ -127,7 +128,7 @@ def _params_json(
             "OPT_STC": options.get("OPT_STC", 3),
             "soil_time_step_equals_main_step": True,
             "n_water_substeps": "3, or 6 when InfilRateSfc*dt > dz1*smcmax",
-            "freezing_point_K": 273.16,
+            "freezing_point_K": TFRZ,
         },
     }
 
@@ -242,7 +243,7 @@ def deep_freeze(seed: int = 0, days: float = 30.0) -> StressCase:
     ghf = np.where(cold, c.diurnal(-55.0, 30.0), np.where(thaw, c.diurnal(40.0, 50.0), c.diurnal(-15.0, 30.0)))
     ghf = ghf + noise
     skin = np.where(cold, c.diurnal(262.0, 6.0), np.where(thaw, c.diurnal(276.0, 8.0), c.diurnal(272.0, 4.0)))
-    frozen = (skin <= 273.16).astype(np.int64)
+    frozen = (skin <= TFRZ).astype(np.int64)
     q = 3.0e-6 * c.window(10.0 + 8.0 / 24.0, 8.0) + 1.5e-6 * c.window(18.0, 12.0)
     q = q + np.where(thaw, c.daylight(4.0e-7, 10.0, 17.0), 0.0)  # meltwater-like input during the thaw
     frz_flux = np.where(frozen == 1, np.where(c.daylight(1.0) > 0, -8.0e-7, 6.0e-7) * rng.uniform(0.5, 1.0, c.n), 0.0)

@@ -18,6 +18,7 @@ import numpy as np
 import xarray as xr
 
 from dam.io_safety import write_netcdf
+from dam.site_variables import TFRZ
 from dam.soil_table import stas_parameters
 
 START = np.datetime64("2000-01-01T00:00:00", "ns")  # time origin of the synthetic forcing (UTC)
@@ -86,7 +87,7 @@ def _static(n_lat: int, n_lon: int, land_fraction: float, rng: np.random.Generat
     wetness = 0.45 + 0.45 * _smooth_field(rng, shape, 1.0)
     smc = np.stack([wetness * smcmax * (0.9 + 0.05 * k) for k in range(n_layers)])
     t0 = np.stack([mean_t + 4.0 - 2.0 * k for k in range(n_layers)])
-    sh2o = np.where(t0 < 273.16, 0.6 * smc, smc)
+    sh2o = np.where(t0 < TFRZ, 0.6 * smc, smc)
     for name, values in (("t", t0), ("smc", smc), ("sh2o", sh2o)):
         static[f"{name}_init"] = (("layer", "lat", "lon"), values, {"units": UNITS[name]})
     return static
@@ -109,7 +110,7 @@ def _forcing(static: xr.Dataset, time: np.ndarray, rng: np.random.Generator) -> 
     ghf = amplitude * (0.8 * diurnal + 0.3 * seasonal) + rng.normal(0, 8, (n_steps, *shape))
     storms = rng.uniform(0, 1, (n_steps, *shape)) < 0.03
     rain = storms * rng.exponential(4e-6, (n_steps, *shape))
-    cold = (mean_t[None] + 6.0 * diurnal) < 273.16
+    cold = (mean_t[None] + 6.0 * diurnal) < TFRZ
     et = np.maximum(0.0, 3e-8 * (1.0 + diurnal)) * (~cold)
     roots = np.array([0.4, 0.3, 0.2, 0.1])
     ends = START + (np.asarray(time) * 1e9).astype("timedelta64[ns]")

@@ -19,6 +19,7 @@ LiteralFlavour = Literal["f64", "f32_widened"]
 # Noah-MP ``ConstantDefineMod`` values as exact decimal doubles. The surface routines use these names directly; the
 # soil routines read them through :class:`Constants`, where the ``"f32_widened"`` flavour widens the literals.
 TFRZ = 273.16  # freezing point, K (ConstFreezePoint)
+ZERO_CELSIUS = 273.15  # 0 degC, K (HumiditySaturation's reference temperature; unit conversions)
 GRAV = 9.80616  # gravitational acceleration, m s-2
 VON_KARMAN = 0.40  # von Karman constant, -
 CP_AIR = 1004.64  # heat capacity of dry air, J kg-1 K-1

@@ -14,13 +14,12 @@ import jax
 import jax.numpy as jnp
 
 from ._safe import div, safe_where
-from .constants import Constants
+from .constants import DENSITY_WATER, Constants
 from .snow_types import SLOTS, SnowState, barrier
 
 MIN_ICE_MM = 0.1  # layers with less ice merge into a neighbour
 MIN_DEPTH_M = 0.025  # thinner packs lose their layers
 MIN_THICKNESS_M = (0.025, 0.025, 0.1)  # by position from the top
-RHO_WATER = 1000.0  # kg m-3 (mm -> m of the soil layer)
 
 
 def snow_layer_water_combo(dz1, liq1, ice1, t1, dz2, liq2, ice2, t2, const: Constants):
@@ -98,7 +97,7 @@ def snow_layer_combine(
             positive = ice[s] >= 0.0
             pond = jnp.where(positive, liq[s], liq[s] + ice[s])
             to_soil = last & ~positive & (pond < 0.0)
-            soil_ice1 = jnp.where(to_soil, soil_ice1 + div(pond, soil_dz1 * RHO_WATER), soil_ice1)
+            soil_ice1 = jnp.where(to_soil, soil_ice1 + div(pond, soil_dz1 * DENSITY_WATER), soil_ice1)
             pond_comb = jnp.where(last, jnp.where(to_soil, 0.0, pond), pond_comb)
             swe = jnp.where(last, jnp.where(positive, ice[s], 0.0), swe)
             depth = jnp.where(last, jnp.where(positive, dz[s], 0.0), depth)

@@ -6,10 +6,8 @@ import jax
 import jax.numpy as jnp
 
 from ._safe import div, safe_where
-from .constants import Constants
+from .constants import DENSITY_ICE, Constants
 from .snow_types import SnowConductivity
-
-RHO_ICE = 917.0  # kg m-3 (ConstDensityIce)
 
 
 def snow_thermal_properties(
@@ -29,7 +27,7 @@ def snow_thermal_properties(
     Both are 0 in slots without a layer (``active`` False).
     """
     dz = safe_where(active, dz_m, 1.0)
-    ice_vol = jnp.minimum(1.0, div(ice_mm, dz * RHO_ICE))
+    ice_vol = jnp.minimum(1.0, div(ice_mm, dz * DENSITY_ICE))
     porosity = 1.0 - ice_vol
     liq_vol = jnp.minimum(porosity, div(liq_mm, dz * const.rho_water))
     rho = div(ice_mm + liq_mm, dz)

@@ -156,7 +156,7 @@ class SnowpackOptions(eqx.Module):
     on Noah-MP's path without layers whatever its depth (insulation through the blend with soil layer 1, melt by
     that layer's excess energy, no compaction). Snow layers a few cm thick are coupled explicitly to the surface
     energy balance, which is unstable at daily steps (a 5 cm layer's heat capacity is ~100x smaller than a day's
-    surface flux change per kelvin): :func:`dam.station.setup_station` chooses ``"none"`` for steps longer than
+    surface flux change per kelvin): :func:`dam.site_run.setup_station` chooses ``"none"`` for steps longer than
     3 h."""
 
     compaction: SnowCompaction = eqx.field(static=True, default="ar24")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .constants import TFRZ
 from .snow_types import N_SNOW_LAYERS, SnowState, pick, put
 
 NEW_LAYER_DEPTH_M = 0.025  # a pack without layers this deep becomes one snow layer
-TFRZ = 273.16  # K, the first layer's temperature is at most this (literal of the Fortran)
 
 
 def snowfall_after_canopy_intercept(

@@ -8,11 +8,9 @@ import jax
 import jax.numpy as jnp
 
 from ._safe import div, safe_where
+from .constants import DENSITY_ICE, DENSITY_WATER, TFRZ
 from .snow_types import SLOTS, SnowpackOptions, SnowpackParams, SnowState, layer_mask
 
-TFRZ = 273.16  # K
-RHO_ICE = 917.0  # kg m-3
-RHO_WATER = 1000.0  # kg m-3
 MIN_VOID = 0.001  # layers with less pore space, or 0.1 mm of ice or less, do not compact
 MIN_ICE_MM = 0.1
 DENSE_DECAY = 46.0e-3  # m3 kg-1, metamorphism slows above the density aging_density_max
@@ -64,7 +62,7 @@ def snowpack_compaction(
         dz = safe_where(on, snow.dz_m[..., s], 1.0)
         total = ice + liq
         ice_frac = div(ice, safe_where(on & (total != 0.0), total, 1.0))
-        void = 1.0 - div(div(ice, RHO_ICE) + div(liq, RHO_WATER), dz)
+        void = 1.0 - div(div(ice, DENSITY_ICE) + div(liq, DENSITY_WATER), dz)
         compact = on & (void > MIN_VOID) & (ice > MIN_ICE_MM)
         rho_ice = div(ice, dz)
         t_diff = jnp.maximum(0.0, TFRZ - t)
@@ -81,7 +79,7 @@ def snowpack_compaction(
         melt = jnp.where(melting[..., s], div(-melt, dt), 0.0)
         rate = jnp.maximum(MAX_SHRINK, (aging + overburden + melt) * dt)
         new = dz * (1.0 + rate)
-        new = jnp.maximum(new, div(ice, RHO_ICE) + div(liq, RHO_WATER))
+        new = jnp.maximum(new, div(ice, DENSITY_ICE) + div(liq, DENSITY_WATER))
         new = jnp.minimum(jnp.maximum(new, div(total, MAX_DENSITY)), div(total, MIN_DENSITY))
         dzs.append(jnp.where(compact, new, snow.dz_m[..., s]))
         burden = burden + jnp.where(on, total, 0.0)

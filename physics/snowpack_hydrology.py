@@ -15,12 +15,10 @@ import jax
 import jax.numpy as jnp
 
 from ._safe import div, safe_divide, safe_where
-from .constants import Constants
+from .constants import DENSITY_ICE, DENSITY_WATER, Constants
 from .snow_layer_combine import snow_layer_combine
 from .snow_types import SLOTS, SnowpackParams, SnowState, layer_mask, pick, put
 
-RHO_ICE = 917.0  # kg m-3
-RHO_WATER = 1000.0  # kg m-3 (and mm -> m of the soil layer)
 MIN_SWE_MM = 1.0e-6  # smaller packs (and thinner than MIN_DEPTH_M) are removed
 MIN_DEPTH_M = 1.0e-8
 MIN_TOP_ICE_MM = 1.0e-6  # a top layer sublimated below this is combined away
@@ -72,7 +70,7 @@ def snowpack_hydrology(
     swe, depth = snow.swe_mm, snow.depth_m
     pond_comb = jnp.broadcast_to(jnp.asarray(pond_comb_mm, swe.dtype), swe.shape)
     pond_trans = jnp.broadcast_to(jnp.asarray(pond_trans_mm, swe.dtype), swe.shape)
-    to_soil = soil_dz1 * RHO_WATER
+    to_soil = soil_dz1 * DENSITY_WATER
 
     # A pack that combination emptied: frost and sublimation act on soil layer 1's ice.
     gone = swe == 0.0
@@ -135,13 +133,13 @@ def snowpack_hydrology(
     for s in SLOTS:
         on = active[..., s]
         ice_s, dz_s = snow.ice_mm[..., s], safe_where(on, dz[..., s], 1.0)
-        porosity = 1.0 - jnp.minimum(1.0, div(ice_s, dz_s * RHO_ICE))
+        porosity = 1.0 - jnp.minimum(1.0, div(ice_s, dz_s * DENSITY_ICE))
         liq_s = liq[..., s] + inflow
-        liq_vol = div(liq_s, dz_s * RHO_WATER)
+        liq_vol = div(liq_s, dz_s * DENSITY_WATER)
         out = jnp.maximum(0.0, (liq_vol - p.liq_hold_cap * porosity) * dz_s)
         if s == bottom:
             out = jnp.maximum((liq_vol - porosity) * dz_s, p.liq_release_fac_ps * dt * out)
-        out = out * RHO_WATER
+        out = out * DENSITY_WATER
         liq_s = liq_s - out
         total = ice_s + liq_s
         too_wet = div(liq_s, safe_where(total != 0.0, total, 1.0)) > p.liq_frac_max
@@ -150,7 +148,7 @@ def snowpack_hydrology(
         liq_s = jnp.where(too_wet, held, liq_s)
         liq_s = jnp.where(on, liq_s, liq[..., s])
         inflow = jnp.where(on, out, 0.0)
-        thick = jnp.maximum(dz_s, div(liq_s, RHO_WATER) + div(ice_s, RHO_ICE))
+        thick = jnp.maximum(dz_s, div(liq_s, DENSITY_WATER) + div(ice_s, DENSITY_ICE))
         liqs.append(liq_s)
         dzs.append(jnp.where(on, thick, dz[..., s]))
     snow = eqx.tree_at(lambda s: (s.liq_mm, s.dz_m), snow, (jnp.stack(liqs, axis=-1), jnp.stack(dzs, axis=-1)))

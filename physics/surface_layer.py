@@ -25,6 +25,7 @@ from .constants import (
     R_VAPOR,
     TFRZ,
     VON_KARMAN,
+    ZERO_CELSIUS,
 )
 
 # Noah-MP ConstantDefineMod (float64 literals, as the reference build uses them).
@@ -95,7 +96,7 @@ class HumiditySat(eqx.Module):
 
 def humidity_saturation(t_air: jax.Array, p_air: jax.Array) -> HumiditySat:
     """Noah-MP ``HumiditySaturation`` (Clausius-Clapeyron form; used by the glacier/urban paths)."""
-    t0, lv, rv, e0 = 273.15, 2.501e6, 461.0, 0.611
+    t0, lv, rv, e0 = ZERO_CELSIUS, 2.501e6, 461.0, 0.611  # the routine's own coefficients
     c3 = 17.67 * (t0 - 29.65)
     esat = e0 * jnp.exp(lv / rv * (1.0 / t0 - 1.0 / t_air))
     q = EPS_Q * esat / (p_air * 1.0e-3 - esat) * 1.0e3

@@ -13,14 +13,12 @@ import jax
 import jax.numpy as jnp
 
 from ._safe import div
-from .constants import Constants
+from .constants import LATENT_HEAT_SUBLIMATION, LATENT_HEAT_VAPORIZATION, Constants
 from .snow_types import SnowpackOptions, SnowpackParams, SnowState
 from .snow_water_main import snow_water_main
 from .transpiration import transpiration_water_loss
 from .types import SoilForcing, SoilState
 
-LATENT_HEAT_VAPORIZATION = 2.5104e6  # J kg-1
-LATENT_HEAT_SUBLIMATION = 2.8440e6  # J kg-1
 MM_TO_M = 0.001
 
 

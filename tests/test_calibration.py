@@ -32,8 +32,8 @@ from dam.coupling.calibration import (
     latent_to_values,
     make_specs,
 )
+from dam.site_run import setup_station
 from dam.sites import load_site, shipped_site_dir
-from dam.station import setup_station
 
 START, END = "1998-06-08", "1998-06-17T23:30"
 SPECS = make_specs(["soil.smcmax", "soil.dksat"])

@@ -19,8 +19,8 @@ from dam.coupling.ensemble import (
     save_ensemble,
 )
 from dam.physics.station import run_station
+from dam.site_run import setup_station
 from dam.sites import load_site, shipped_site_dir
-from dam.station import setup_station
 
 _run = eqx.filter_jit(run_station)
 STEPS = slice(0, 96)

@@ -18,8 +18,8 @@ from dam.physics.column import soil_step
 from dam.physics.soil_water import AbstractTransport, Richards, SubstepWater
 from dam.physics.station import run_station
 from dam.physics.types import SoilForcing, SoilState
+from dam.site_run import setup_station
 from dam.sites import load_site, map_sensors_to_layers, shipped_site_dir
-from dam.station import setup_station
 
 _run_column = eqx.filter_jit(run_column)
 _run_station = eqx.filter_jit(run_station)

@@ -45,7 +45,7 @@ CHECKED_RUN = textwrap.dedent(
         from dam.coupling import losses
         from dam.physics.station import run_station
         from dam.sites import load_site
-        from dam.station import setup_station
+        from dam.site_run import setup_station
 
     # the soil column: a free run, a batch of two columns and a replay, 96 steps
     case = read_case(shipped_case("bondville_soil"))

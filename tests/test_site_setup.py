@@ -21,9 +21,9 @@ from dam.physics.soil_thermal_properties import soil_thermal_properties
 from dam.physics.station import run_station
 from dam.physics.types import SoilOptions
 from dam.sensors import SensorError
+from dam.site_run import setup_station
 from dam.site_schema import migrate_v1, profile_on_grid
 from dam.sites import Site, SiteConfigError, load_site, parse_site_yaml, shipped_site_dir
-from dam.station import setup_station
 
 _run = eqx.filter_jit(run_station)
 

@@ -391,8 +391,8 @@ def test_initial_layers_from_depth_follow_noahmp_initialisation():
 
 
 def test_site_initial_snow_layers_are_used_or_rejected():
+    from dam.site_run import initial_snow
     from dam.site_schema import InitialState
-    from dam.station import initial_snow
 
     layers = {"thickness_m": [0.05, 0.2], "temperature_K": [260.0, 265.0], "ice_mm": [8.0, 40.0],
               "liquid_mm": [0.0, 1.0]}  # fmt: skip
@@ -411,8 +411,8 @@ def test_site_initial_snow_layers_are_used_or_rejected():
 def test_long_steps_keep_the_pack_without_layers():
     """Snow layers are coupled explicitly to the surface energy balance: at daily steps they blow up (a 5 cm layer
     went to 12 K within 49 days at Hyytiala), so set-ups with steps over 3 h keep the pack on the no-layer path."""
+    from dam.site_run import setup_station
     from dam.sites import load_site
-    from dam.station import setup_station
 
     daily = setup_station(load_site("hyytiala_2000_2010"), end="2000-01-10")
     half_hourly = setup_station(load_site("bondville_1998"), end="1998-01-05")

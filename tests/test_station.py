@@ -189,8 +189,8 @@ def test_run_station_cli_writes_netcdf_figures_and_metrics(tmp_path, capsys):
 
 
 def test_run_station_rejects_a_window_without_forcing(tmp_path):
+    from dam.site_run import setup_station
     from dam.sites import load_site
-    from dam.station import setup_station
 
     with pytest.raises(ValueError, match="start 2005-01-01 lies outside the forcing: .* covers 1998-01-0"):
         setup_station(load_site("bondville_1998"), start="2005-01-01", end="2005-02-01")

@@ -306,3 +306,11 @@ def test_usda_texture_triangle():
     with pytest.raises(TableError, match="sand \\+ clay <= 1"):
         usda_soil_class(0.7, 0.5)
     assert math.isfinite(usda_soil_class(0.0, 0.0))
+
+
+def test_site_tools_use_the_physics_freezing_point_and_zero_celsius():
+    """dam.site_variables repeats two physics constants so the site tools load without JAX: the same numbers."""
+    from dam import site_variables
+    from dam.physics import constants
+
+    assert site_variables.TFRZ == constants.TFRZ and site_variables.ZERO_C == constants.ZERO_CELSIUS

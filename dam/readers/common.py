@@ -35,7 +35,6 @@ from dam.sites import (
     unit_conversion,
 )
 
-ZERO_C = 273.15
 READER_VERSION = "dam.readers 1"
 QcRule = Callable[[np.ndarray], np.ndarray]  # QC values -> True where the value is to be dropped
 

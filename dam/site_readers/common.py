@@ -3,7 +3,8 @@ history attributes."""
 
 from __future__ import annotations
 
-ZERO_C = 273.15  # K
+from ..site_variables import ZERO_C as ZERO_C  # re-exported for the readers
+
 INCH_MM = 25.4  # mm per inch
 CONVERTER_VERSION = "dam.site_readers 1"
 

@@ -54,6 +54,7 @@ from .physics.station import (
 from .physics.types import SoilGrid, SoilOptions, SoilState
 from .sharding import pad_axis
 from .site_schema import NOAHMP_LAYER_THICKNESS_M, InitialState, check_initial_state
+from .site_variables import ZERO_C
 from .sites import SOIL_VARIABLES, Site, SiteError
 from .solar import cos_zenith, julian_day
 from .station_outputs import output_dataset, plot_against_observations, site_outputs, write_netcdf
@@ -161,8 +162,8 @@ def initial_state(
         liq_limit = np.asarray(supercooled_niu06(_f64(t_soil), params.soil, const))
         sh2o = np.where(t_soil < const.tfrz, np.minimum(liq_limit, smc), smc)
     t_skin = float(init.skin_temperature_K if init.skin_temperature_K is not None else t_soil[0])
-    if init.swe_mm > 0.0 and t_skin > 273.15:  # NoahmpInitMain: no warm surface under snow
-        t_skin = 273.15
+    if init.swe_mm > 0.0 and t_skin > ZERO_C:  # NoahmpInitMain: no warm surface under snow (273.15, not TFRZ)
+        t_skin = ZERO_C
     t_veg = t_skin if init.vegetation_temperature_K is None else init.vegetation_temperature_K
     t_grd = t_skin if init.ground_temperature_K is None else init.ground_temperature_K
     t_air0 = float(forcing.t_air_k[0]) if init.canopy_air_temperature_K is None else init.canopy_air_temperature_K
