@@ -311,6 +311,6 @@ def test_usda_texture_triangle():
 def test_site_tools_use_the_physics_freezing_point_and_zero_celsius():
     """dam.site_variables repeats two physics constants so the site tools load without JAX: the same numbers."""
     from dam import site_variables
-    from dam.physics import constants
+    from dam.physics.constants import TFRZ, ZERO_CELSIUS
 
-    assert site_variables.TFRZ == constants.TFRZ and site_variables.ZERO_C == constants.ZERO_CELSIUS
+    assert site_variables.TFRZ == TFRZ and site_variables.ZERO_C == ZERO_CELSIUS
