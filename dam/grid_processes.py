@@ -108,6 +108,32 @@ def remove_stale(checkpoint_dir: str | Path, procs: Processes) -> None:
             remove_path(path)
 
 
+def stale_owners(checkpoint_dir: str | Path, procs: Processes) -> dict[Path, str | None]:
+    """The fingerprints of the checkpoints that :func:`remove_stale` would remove (None: none there), so that
+    process 0 refuses to remove another run's."""
+    root, owners = Path(checkpoint_dir), {}
+    if not root.is_dir():
+        return owners
+    if procs.count > 1:
+        owners[root] = _orbax_owner(root)
+    for path in root.iterdir():
+        if PROCESS_FOLDER.match(path.name) and (procs.count == 1 or int(path.name.split("-")[1]) >= procs.count):
+            owners[path] = ProcessCheckpoints(path).owner()
+    return owners
+
+
+def _orbax_owner(folder: Path) -> str | None:
+    """The fingerprint of the newest orbax checkpoint in ``folder``, read as a file (an orbax manager here would
+    wait for the other processes); an unreadable one counts as another run's."""
+    steps = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+    if not steps:
+        return None
+    try:
+        return json.loads((folder / str(steps[-1]) / "meta" / "metadata").read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError):
+        return "(unreadable)"
+
+
 def band_cap(n_land: int, column_block: int | None, procs: Processes) -> int | None:
     """The most land columns per spatial block: ``column_block``, and with several processes at most an even
     share, so that every process has a band to run."""

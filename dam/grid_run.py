@@ -38,6 +38,7 @@ from dam.grid_processes import (
     gate,
     open_checkpoints,
     remove_stale,
+    stale_owners,
     take_locks,
 )
 from dam.grid_run_config import (  # re-exported: the configuration of a grid run
@@ -319,10 +320,9 @@ def _bands(land: np.ndarray, n_lat: int, n_lon: int, band_rows: int) -> list[tup
     return bands
 
 
-def _checked_owner(ckpt, ckpt_path: Path, fingerprint: str, overwrite: bool) -> str | None:
-    """The fingerprint of the run that wrote the checkpoints (None: none), refused when it is another run's
-    (unless ``overwrite``)."""
-    ckpt_fp = ckpt.owner()
+def _checked_owner(ckpt_fp: str | None, ckpt_path: Path, fingerprint: str, overwrite: bool) -> str | None:
+    """``ckpt_fp``, the fingerprint of the run that wrote the checkpoints in ``ckpt_path`` (None: none), refused
+    when it is another run's (unless ``overwrite``)."""
     if ckpt_fp is not None and ckpt_fp != fingerprint and not overwrite:
         raise RunFolderError(
             f"checkpoints in {ckpt_path} belong to another run ({ckpt_fp}); this configuration is run {fingerprint}."
@@ -339,7 +339,10 @@ def _start(config: GridRunConfig, fingerprint: str, procs: Processes, overwrite:
         store = _owned_store(config, fingerprint, overwrite, procs)  # again, now that the locks are held
         ckpt = open_checkpoints(config.checkpoint_dir, procs)
         ckpt_path = procs.checkpoint_folder(config.checkpoint_dir)
-        return ckpt, store, _checked_owner(ckpt, ckpt_path, fingerprint, overwrite)
+        if procs.index == 0:  # those of a run with another process count, removed if the run starts afresh
+            for path, owner in stale_owners(config.checkpoint_dir, procs).items():
+                _checked_owner(owner, path, fingerprint, overwrite)
+        return ckpt, store, _checked_owner(ckpt.owner(), ckpt_path, fingerprint, overwrite)
 
     ckpt, store, ckpt_fp = agreed(procs, "opened", check)  # every process has read the store before it changes
     resume = store is not None and ckpt_fp == fingerprint

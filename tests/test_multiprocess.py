@@ -4,6 +4,7 @@ single-process run bit for bit, also after one process was killed and all were s
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -88,7 +89,7 @@ def _assert_same_output(a: Path, b: Path) -> None:
 
 def test_two_processes_equal_one(tmp_path):
     """Two processes (each its share of the latitude bands, one store, own checkpoints) write the same store as
-    one process; a single process may not resume the two-process run."""
+    one process; a single process may neither resume the two-process run nor remove its checkpoints."""
     one, two = _grid_folder(tmp_path, "one"), _grid_folder(tmp_path, "two")
     env = _env()
     t0 = time.perf_counter()
@@ -107,6 +108,12 @@ def test_two_processes_equal_one(tmp_path):
 
     with pytest.raises(RunFolderError, match=r"run of 2 process\(es\) and this is 1: resume it with --num-proc"):
         grid_run(GridRunConfig.from_yaml(two / "grid_run.yaml"), progress=False)
+    # Another configuration, once the store is gone, may not remove the two processes' checkpoints.
+    shutil.rmtree(two / "out.zarr")
+    other = GridRunConfig.from_yaml(two / "grid_run.yaml").model_copy(update={"time_block": 6})
+    with pytest.raises(RunFolderError, match=r"process-\d belong to another run"):
+        grid_run(other, progress=False)
+    assert all(list((two / "ckpt" / f"process-{k}").glob("*.npz")) for k in (0, 1))
 
 
 def _kill_one(procs: list[subprocess.Popen], folder: Path, victim: int) -> None:
