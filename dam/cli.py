@@ -195,7 +195,10 @@ def _grid_run(args: argparse.Namespace) -> int:
 
     # Before any array exists; without settings, an srun step of several tasks is detected by JAX.
     if not given or args.num_processes > 1:
-        initialize_distributed(**(settings if given else {}))
+        try:
+            initialize_distributed(**(settings if given else {}))
+        except Exception as err:  # noqa: BLE001 - an unreachable coordinator, a port in use, a missing peer
+            raise UserError(f"cannot join the run's processes ({_one_line(err)[:300]})") from None
     from dam.grid_run import grid_run
 
     summary = grid_run(config, progress=not args.quiet, overwrite=args.overwrite)

@@ -8,6 +8,9 @@ overwrites identical values and the result equals an uninterrupted run. The stor
 run's fingerprint (configuration and input contents): another run, or the same configuration on changed input
 files, is refused instead of mixing results; nothing that is not a dam store is ever replaced.
 
+Several processes (``jax.distributed``) share one run by its spatial blocks, each with its own checkpoints
+(:mod:`dam.grid_processes`); one process runs as it always did.
+
 Memory does not grow with the length of the forcing: one block of forcing (``time_block`` steps x the grid
 rows of one spatial block, all variables of those rows including sea cells) and one block of outputs are in
 memory at a time, plus the parameters and state of all land columns. ``column_block`` bounds the land columns
