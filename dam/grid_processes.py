@@ -7,8 +7,9 @@ regions of the one output store (chunks match the bands, so no two processes wri
 creates the store and removes stale checkpoints; the others wait at a *gate* until it is done. A gate is a
 barrier of the coordination service that also exchanges each process's error, so a check that fails in one
 process stops all of them with the same message instead of leaving the others waiting. Each process keeps its
-checkpoints in ``checkpoint_dir/process-K`` (orbax writes numpy arrays from process 0 only, so these are
-``.npz`` files, written atomically) and a lock there; process 0 also holds the run's lock in ``checkpoint_dir``.
+checkpoints in ``checkpoint_dir/process-K`` (``.npz`` files, written atomically: under ``jax.distributed`` orbax
+saves numpy arrays from process 0 only and refuses process-local JAX arrays) and a lock there; process 0 also
+holds the run's lock in ``checkpoint_dir``.
 A single process keeps the layout of before: orbax checkpoints directly in ``checkpoint_dir``.
 """
 

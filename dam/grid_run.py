@@ -391,10 +391,10 @@ def _grid_run(
     mine = np.concatenate([np.arange(lo, hi) for _, lo, hi in own] or [np.zeros(0, int)])
     state = cast(jax.tree_util.tree_map(lambda x: x[mine], state0))  # the state of this process's columns
     first = 0
-    if resume:
-        restored, first = ckpt.restore(state)
-        state = cast(restored)
     try:
+        if resume:
+            restored, first = ckpt.restore(state)
+            state = cast(restored)
         run = _run_blocks(config, fingerprint, static, forcing, land, bands, own, grid, cast(params), state, ckpt,
                           first=first, mesh=mesh, progress=progress, stop_after_blocks=stop_after_blocks)  # fmt: skip
     except Exception as exc:  # the other processes stop with it at their last gate
