@@ -3,7 +3,8 @@
 dam demo [--output-dir DIR]                      run the shipped Bondville case and compare with Fortran
 dam soil-column CASE --output OUT.csv|OUT.nc [--dtype float64|float32] [--replay]   CASE: folder or shipped name
 dam make-grid DIR [--lat --lon --steps --seed]   synthetic gridded inputs and a grid_run.yaml
-dam grid-run CONFIG.yaml                         sharded, checkpointed, resumable grid run
+dam grid-run CONFIG.yaml [--coordinator HOST:PORT --num-processes N --process-id K]   sharded, checkpointed,
+                                                 resumable grid run (one process, or one of N)
 dam run-station SITE --output OUT.nc [--start --end --spinup N --gaps --dtype]   physics-only run at a site
 dam experiment [CONFIG.yaml|quick|full]          the hybrid-modelling experiment (resumable run folder)
 dam convert-site SOURCE --metadata META.yaml --output SITE_DIR   a flux-tower file + metadata -> a site folder
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -180,7 +182,23 @@ def _grid_run(args: argparse.Namespace) -> int:
     from dam.grid_run import GridRunConfig
 
     config = GridRunConfig.from_yaml(args.config)
+    settings = {"coordinator_address": args.coordinator, "num_processes": args.num_processes,
+                "process_id": args.process_id}  # fmt: skip
+    given = [k for k, v in settings.items() if v is not None]
+    if given and len(given) < 3:
+        raise UserError("--coordinator, --num-processes and --process-id go together (or $DAM_COORDINATOR, "
+                        "$DAM_NUM_PROCESSES and $DAM_PROCESS_ID)")  # fmt: skip
+    if given and args.process_id >= args.num_processes:
+        raise UserError(f"--process-id {args.process_id} must be below --num-processes {args.num_processes}")
     _setup_numerics(config.dtype)
+    from dam.sharding import initialize_distributed
+
+    # Before any array exists; without settings, an srun step of several tasks is detected by JAX.
+    if not given or args.num_processes > 1:
+        try:
+            initialize_distributed(**(settings if given else {}))
+        except Exception as err:  # noqa: BLE001 - an unreachable coordinator, a port in use, a missing peer
+            raise UserError(f"cannot join the run's processes ({_one_line(err)[:300]})") from None
     from dam.grid_run import grid_run
 
     summary = grid_run(config, progress=not args.quiet, overwrite=args.overwrite)
@@ -341,6 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("config", help="YAML configuration (see docs/grid_runs.md)")
     grid.add_argument("--overwrite", action="store_true", help="replace a store and checkpoints of another run")
     grid.add_argument("--quiet", action="store_true", help="no progress bar")
+    env = os.environ.get
+    grid.add_argument("--coordinator", metavar="HOST:PORT", default=env("DAM_COORDINATOR"),
+                      help="process 0's address: run as one of several processes ($DAM_COORDINATOR)")  # fmt: skip
+    grid.add_argument("--num-processes", type=_count(1), default=env("DAM_NUM_PROCESSES"),
+                      help="processes of the run, all started alike ($DAM_NUM_PROCESSES)")  # fmt: skip
+    grid.add_argument("--process-id", type=_count(0), default=env("DAM_PROCESS_ID"),
+                      help="this process, 0 to --num-processes - 1 ($DAM_PROCESS_ID)")  # fmt: skip
     grid.set_defaults(func=_grid_run)
 
     station = sub.add_parser("run-station", help="run the physics-only station model at a site folder")

@@ -8,6 +8,9 @@ overwrites identical values and the result equals an uninterrupted run. The stor
 run's fingerprint (configuration and input contents): another run, or the same configuration on changed input
 files, is refused instead of mixing results; nothing that is not a dam store is ever replaced.
 
+Several processes (``jax.distributed``) share one run by its spatial blocks, each with its own checkpoints
+(:mod:`dam.grid_processes`); one process runs as it always did.
+
 Memory does not grow with the length of the forcing: one block of forcing (``time_block`` steps x the grid
 rows of one spatial block, all variables of those rows including sea cells) and one block of outputs are in
 memory at a time, plus the parameters and state of all land columns. ``column_block`` bounds the land columns
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,18 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from dam import physics
+from dam.grid_processes import (
+    PROCESS_FOLDER,
+    Processes,
+    agreed,
+    band_cap,
+    check_process_count,
+    gate,
+    open_checkpoints,
+    remove_stale,
+    stale_owners,
+    take_locks,
+)
 from dam.grid_run_config import (  # re-exported: the configuration of a grid run
     FORCING as FORCING,
 )
@@ -52,7 +68,7 @@ from dam.grid_run_config import (
 from dam.io_safety import atomic_path, check_outputs, relation, remove_path
 from dam.physics.guards import locate
 from dam.precision import resolve_dtype
-from dam.run_folder import RunFolderError, RunLock
+from dam.run_folder import RunFolderError
 from dam.sharding import column_mesh, pad_axis, run_sharded
 
 
@@ -124,7 +140,7 @@ def _forcing_block(
 
 
 def _create_output(
-    config: GridRunConfig, fingerprint: str, static: xr.Dataset, forcing: xr.Dataset, band_rows: int
+    config: GridRunConfig, fingerprint: str, static: xr.Dataset, forcing: xr.Dataset, band_rows: int, processes: int = 1
 ) -> None:
     """Create the store's metadata only (the NaN fill is lazy and never computed); chunks match the blocks. The
     store appears whole (written under a temporary name, then renamed) and records the run that owns it."""
@@ -143,6 +159,8 @@ def _create_output(
     attrs = {"Conventions": "CF-1.10", "title": "dam grid run", "run_fingerprint": fingerprint,
              "run_config": Path(config.source).name if config.source else "(Python)",
              "run_created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")}  # fmt: skip
+    if processes > 1:  # its chunks and checkpoints follow the process count: a resume must keep it
+        attrs["run_processes"] = processes
     with atomic_path(config.output) as tmp:
         xr.Dataset(data, coords=coords, attrs=attrs).to_zarr(tmp, mode="w-", compute=False)
 
@@ -219,26 +237,17 @@ def _store_owner(path: Path) -> dict | None:
 
 
 def _checkpoint_folder_is_ours(folder: Path) -> None:
-    """Refuse a checkpoint folder holding anything but orbax steps (named by their number; a save in progress:
-    NUMBER.orbax-checkpoint-tmp-...) and hidden files."""
+    """Refuse a checkpoint folder holding anything but checkpoints (named by their number; a save in progress:
+    NUMBER.orbax-checkpoint-tmp-...), the folders of a multi-process run (process-K) and hidden files."""
     if not folder.is_dir():
         return
-    foreign = [p.name for p in folder.iterdir() if not p.name.startswith(".") and not p.name.split(".")[0].isdigit()]
+    foreign = [p.name for p in folder.iterdir() if not p.name.startswith(".") and not p.name.split(".")[0].isdigit()
+               and not PROCESS_FOLDER.match(p.name)]  # fmt: skip
     if foreign:
         raise GridRunError(f"checkpoint_dir {folder} holds files that are not dam checkpoints ({foreign[:3]})")
 
 
-def _checkpoint_owner(ckpt: Any) -> str | None:
-    """The fingerprint of the latest checkpoint (None: no checkpoint)."""
-    import orbax.checkpoint as ocp
-
-    latest = ckpt.latest_step()
-    if latest is None:
-        return None
-    return ckpt.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]["fingerprint"]
-
-
-def _check_paths(config: GridRunConfig) -> None:
+def _check_paths(config: GridRunConfig, procs: Processes) -> None:
     """Inputs exist; the output store and the checkpoints neither overlap each other nor touch an input, and
     hold nothing but dam results."""
     for key in ("static", "forcing"):
@@ -252,12 +261,16 @@ def _check_paths(config: GridRunConfig) -> None:
         raise GridRunError(f"checkpoint_dir {config.checkpoint_dir} {how} the output store: use separate folders")
     _store_owner(Path(config.output))
     _checkpoint_folder_is_ours(Path(config.checkpoint_dir))
+    _checkpoint_folder_is_ours(procs.checkpoint_folder(config.checkpoint_dir))
 
 
-def _owned_store(config: GridRunConfig, fingerprint: str, overwrite: bool) -> dict | None:
+def _owned_store(config: GridRunConfig, fingerprint: str, overwrite: bool, procs: Processes) -> dict | None:
     """The attributes of the output store if it holds this run (None: no store, or another run's store that
-    ``overwrite`` replaces); another run's store without ``overwrite`` is refused naming both runs."""
+    ``overwrite`` replaces); another run's store without ``overwrite`` is refused naming both runs, and this
+    run's store is refused to another process count."""
     store = _store_owner(Path(config.output))
+    if store is not None and store["run_fingerprint"] == fingerprint:
+        check_process_count(store, procs, config.output, config.checkpoint_dir)
     if store is None or store["run_fingerprint"] == fingerprint or overwrite:
         return store if store is not None and store["run_fingerprint"] == fingerprint else None
     this = f"this configuration is run {fingerprint}" + (f" (from {Path(config.source).name})" if config.source else "")
@@ -281,13 +294,21 @@ def grid_run(
     The output store and checkpoints belong to one run (:meth:`GridRunConfig.fingerprint`: configuration and
     input contents). Started again with the same run, it resumes; a store or checkpoints of another run are
     refused (both runs named) unless ``overwrite``; anything that is not a dam store is never replaced. One
-    process at a time (a lock in ``checkpoint_dir``)."""
-    _check_paths(config)
-    fingerprint = config.fingerprint()
-    _owned_store(config, fingerprint, overwrite)  # refused before anything is created
-    with RunLock(Path(config.checkpoint_dir)):
-        return _grid_run(config, fingerprint, progress=progress, stop_after_blocks=stop_after_blocks, mesh=mesh,
-                         overwrite=overwrite)  # fmt: skip
+    run at a time (a lock in ``checkpoint_dir``). Under ``jax.distributed`` every process calls this with the
+    same configuration and runs its share of the spatial blocks (:mod:`dam.grid_processes`)."""
+    procs = Processes.current()
+
+    def check() -> str:
+        _check_paths(config, procs)
+        fingerprint = config.fingerprint()
+        _owned_store(config, fingerprint, overwrite, procs)  # refused before anything is created
+        return fingerprint
+
+    fingerprint = agreed(procs, "checked", check)
+    with ExitStack() as locks:
+        agreed(procs, "locked", lambda: take_locks(locks, config.checkpoint_dir, procs))
+        return _grid_run(config, fingerprint, procs, progress=progress, stop_after_blocks=stop_after_blocks,
+                         mesh=mesh, overwrite=overwrite)  # fmt: skip
 
 
 def _bands(land: np.ndarray, n_lat: int, n_lon: int, band_rows: int) -> list[tuple[slice, int, int]]:
@@ -302,10 +323,9 @@ def _bands(land: np.ndarray, n_lat: int, n_lon: int, band_rows: int) -> list[tup
     return bands
 
 
-def _checked_owner(ckpt, ckpt_path: Path, fingerprint: str, overwrite: bool) -> str | None:
-    """The fingerprint of the run that wrote the checkpoints (None: none), refused when it is another run's
-    (unless ``overwrite``)."""
-    ckpt_fp = _checkpoint_owner(ckpt)
+def _checked_owner(ckpt_fp: str | None, ckpt_path: Path, fingerprint: str, overwrite: bool) -> str | None:
+    """``ckpt_fp``, the fingerprint of the run that wrote the checkpoints in ``ckpt_path`` (None: none), refused
+    when it is another run's (unless ``overwrite``)."""
     if ckpt_fp is not None and ckpt_fp != fingerprint and not overwrite:
         raise RunFolderError(
             f"checkpoints in {ckpt_path} belong to another run ({ckpt_fp}); this configuration is run {fingerprint}."
@@ -314,94 +334,122 @@ def _checked_owner(ckpt, ckpt_path: Path, fingerprint: str, overwrite: bool) -> 
     return ckpt_fp
 
 
-def _save_state(ckpt, block: int, state: Any, fingerprint: str, next_step: int) -> None:
-    """Checkpoint the state after time block ``block`` (orbax), and wait until it is on disk."""
-    import orbax.checkpoint as ocp
+def _start(config: GridRunConfig, fingerprint: str, procs: Processes, overwrite: bool, create: Any) -> tuple:
+    """Open this process's checkpoints and decide, in every process alike, whether the run resumes; process 0
+    (re)creates the store (``create()``) when it does not hold this run. Returns (checkpoints, resume)."""
 
-    ckpt.save(
-        block,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(jax.device_get(state)),
-            meta=ocp.args.JsonSave({"fingerprint": fingerprint, "next_step": next_step}),
-        ),
-    )
-    ckpt.wait_until_finished()
+    def check() -> tuple:
+        store = _owned_store(config, fingerprint, overwrite, procs)  # again, now that the locks are held
+        ckpt = open_checkpoints(config.checkpoint_dir, procs)
+        ckpt_path = procs.checkpoint_folder(config.checkpoint_dir)
+        if procs.index == 0:  # those of a run with another process count, removed if the run starts afresh
+            for path, owner in stale_owners(config.checkpoint_dir, procs).items():
+                _checked_owner(owner, path, fingerprint, overwrite)
+        return ckpt, store, _checked_owner(ckpt.owner(), ckpt_path, fingerprint, overwrite)
 
+    ckpt, store, ckpt_fp = agreed(procs, "opened", check)  # every process has read the store before it changes
+    resume = store is not None and ckpt_fp == fingerprint
 
-def _restore_state(ckpt, like: Any) -> tuple[Any, int]:
-    """The state of the latest checkpoint (the structure of ``like``) and the next time block to run."""
-    import orbax.checkpoint as ocp
+    def prepare() -> None:
+        if not resume:  # a fresh start: this run's own (or, with overwrite, the replaced run's) checkpoints
+            ckpt.clear()
+        # One process: a store without checkpoints is made anew. Several: every process without checkpoints
+        # rewrites its own regions of this run's store.
+        if procs.index == 0 and (store is None or (procs.count == 1 and not resume)):
+            if Path(config.output).exists():
+                remove_path(config.output)  # this run's store, or another run's replaced as asked (overwrite)
+            remove_stale(config.checkpoint_dir, procs)
+            create()
 
-    latest = ckpt.latest_step()
-    restored = ckpt.restore(
-        latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(like), meta=ocp.args.JsonRestore())
-    )
-    return restored["state"], latest + 1
+    agreed(procs, "created", prepare)
+    return ckpt, resume
 
 
 def _grid_run(
-    config: GridRunConfig, fingerprint: str, *, progress: bool, stop_after_blocks: int | None, mesh: Any,
-    overwrite: bool
+    config: GridRunConfig, fingerprint: str, procs: Processes, *, progress: bool, stop_after_blocks: int | None,
+    mesh: Any, overwrite: bool
 ) -> dict:  # fmt: skip
-    import orbax.checkpoint as ocp
-
     dtype = resolve_dtype(config.dtype)
     static = _open(config.static)
     land, grid, params, state0 = load_columns(static)
     n_lat, n_lon = static.sizes["lat"], static.sizes["lon"]
     land_mask = np.zeros(n_lat * n_lon, bool)
     land_mask[land] = True
-    band_rows = _band_rows(land_mask.reshape(n_lat, n_lon), config.column_block)
+    band_rows = _band_rows(land_mask.reshape(n_lat, n_lon), band_cap(land.size, config.column_block, procs))
     # Dask chunks match the blocks, so reading one block never reads (or holds) a larger chunk.
     forcing = _open(config.forcing, chunks={"time": config.time_block, "lat": band_rows})
-    options = config.options.build(float(forcing.attrs.get("dt_s", 1800.0)))
     n_time, block = forcing.sizes["time"], config.time_block
     n_blocks = -(-n_time // block)
-
     # Spatial blocks: bands of band_rows latitude rows, each with its slice of the packed land columns (land is
     # sorted row-major); all are padded to the widest, so every block has one shape and compiles once.
     bands = _bands(land, n_lat, n_lon, band_rows)
-    width = max(hi - lo for _, lo, hi in bands)
+    own = bands[procs.index :: procs.count]  # this process's share; all of them for a single process
 
-    output = Path(config.output)
-    ckpt_path = Path(config.checkpoint_dir).absolute()
-    ckpt = ocp.CheckpointManager(ckpt_path, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
-    store = _owned_store(config, fingerprint, overwrite)  # again, now that this process holds the lock
-    if store is None and output.exists():
-        remove_path(output)  # another run's store, replaced as asked (overwrite)
-    ckpt_fp = _checked_owner(ckpt, ckpt_path, fingerprint, overwrite)
+    create = lambda: _create_output(config, fingerprint, static, forcing, band_rows, procs.count)  # noqa: E731
+    ckpt, resume = _start(config, fingerprint, procs, overwrite, create)
     cast = lambda tree: jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), tree)  # noqa: E731
-    params, state = cast(params), cast(state0)
+    mine = np.concatenate([np.arange(lo, hi) for _, lo, hi in own] or [np.zeros(0, int)])
+    state = cast(jax.tree_util.tree_map(lambda x: x[mine], state0))  # the state of this process's columns
     first = 0
-    if store is not None and ckpt_fp == fingerprint:
-        restored, first = _restore_state(ckpt, state)
-        state = cast(restored)
-    else:  # a fresh start: this run's own (or, with overwrite, the replaced run's) checkpoints are stale
-        for step in ckpt.all_steps():
-            ckpt.delete(step)
-        if store is not None:
-            remove_path(output)
-        _create_output(config, fingerprint, static, forcing, band_rows)
+    try:
+        if resume:
+            restored, first = ckpt.restore(state)
+            state = cast(restored)
+        run = _run_blocks(config, fingerprint, static, forcing, land, bands, own, grid, cast(params), state, ckpt,
+                          first=first, mesh=mesh, progress=progress, stop_after_blocks=stop_after_blocks)  # fmt: skip
+    except Exception as exc:  # the other processes stop with it at their last gate
+        gate(procs, "finished", exc)
+        raise
+    gate(procs, "finished", None)
+    ckpt.close()
+    summary = {
+        "land_columns": int(land.size),
+        "steps": n_time,
+        "blocks_run": run,
+        "spatial_blocks": len(bands),
+        "band_rows": band_rows,
+        "resumed_from_block": first,
+        "finished": first + run == n_blocks or not own,
+        "output": config.output,
+    }
+    return summary if procs.count == 1 else {**summary, "process": procs.index, "processes": procs.count}
+
+
+def _run_blocks(
+    config: GridRunConfig, fingerprint: str, static: xr.Dataset, forcing: xr.Dataset, land: np.ndarray,
+    bands: list, own: list, grid: Any, params: Any, state: Any, ckpt: Any, *, first: int, mesh: Any,
+    progress: bool, stop_after_blocks: int | None
+) -> int:  # fmt: skip
+    """Run the time blocks from ``first`` over this process's bands ``own`` (``state``: their columns, in that
+    order); write each band's outputs and checkpoint the state after every time block. Returns the blocks run."""
+    n_lon, n_time, block = static.sizes["lon"], forcing.sizes["time"], config.time_block
+    n_blocks = -(-n_time // block)
+    dtype = resolve_dtype(config.dtype)
+    cast = lambda tree: jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), tree)  # noqa: E731
+    options = config.options.build(float(forcing.attrs.get("dt_s", 1800.0)))
+    width = max(hi - lo for _, lo, hi in bands)
+    offsets = np.cumsum([0] + [hi - lo for _, lo, hi in own])  # each band's columns in ``state``
 
     def columns(tree: Any, lo: int, hi: int) -> Any:
         return pad_axis(jax.tree_util.tree_map(lambda x: x[lo:hi], tree), hi - lo, width)
 
-    band_params = [columns(params, lo, hi) for _, lo, hi in bands]
-    mesh = column_mesh() if mesh is None else mesh
+    band_params = [columns(params, lo, hi) for _, lo, hi in own]
+    # Local devices only: the processes never exchange arrays (one process: all devices, as before).
+    mesh = column_mesh(jax.local_devices()) if mesh is None else mesh
     bar = tqdm(total=n_time, initial=min(first * block, n_time), unit="step", desc="grid-run", disable=not progress)
     t_start, done, b = time.perf_counter(), 0, first - 1
-    for b in range(first, n_blocks):
+    for b in range(first, n_blocks if own else first):
         start = b * block
         take = min(block, n_time - start)
         finals = []
-        for (rows, lo, hi), band_params_b in zip(bands, band_params, strict=True):
+        for (rows, lo, hi), band_params_b, off in zip(own, band_params, offsets, strict=False):
             frc = _forcing_block(forcing, land[lo:hi] - rows.start * n_lon, start, start + take, rows=rows)
             frc = pad_axis(frc, take, block)  # every block has the same shape: one compilation
             frc = pad_axis(frc, hi - lo, width, axis=1)
             # The plausibility check runs on the host per block: an in-graph error_if would pin work to one device.
             final, (states, fluxes) = run_sharded(
                 physics.run,
-                columns(state, lo, hi),
+                columns(state, off, off + hi - lo),
                 cast(frc),
                 band_params_b,
                 grid,
@@ -422,19 +470,9 @@ def _grid_run(
             done += take * (hi - lo)
             bar.set_postfix_str(f"{done / (time.perf_counter() - t_start):.3g} column-steps/s")
         state = jax.tree_util.tree_map(lambda *x: jnp.asarray(np.concatenate(x)), *finals)
-        _save_state(ckpt, b, state, fingerprint, start + take)
+        ckpt.save(b, state, fingerprint, start + take)
         bar.update(take)
         if stop_after_blocks is not None and b - first + 1 >= stop_after_blocks:
             break
     bar.close()
-    ckpt.close()
-    return {
-        "land_columns": int(land.size),
-        "steps": n_time,
-        "blocks_run": b - first + 1,
-        "spatial_blocks": len(bands),
-        "band_rows": band_rows,
-        "resumed_from_block": first,
-        "finished": b == n_blocks - 1,
-        "output": config.output,
-    }
+    return b - first + 1

@@ -26,11 +26,13 @@ AXIS = "columns"
 def initialize_distributed(**kwargs: Any) -> None:
     """Start multi-host JAX (one process per host or per GPU) before any array is created.
 
-    On SLURM, ``jax.distributed.initialize()`` reads the coordinator address, process count and id from the
-    environment (``srun``); elsewhere pass ``coordinator_address``, ``num_processes`` and ``process_id``.
-    A single process without those settings is left alone.
+    In an ``srun`` step of several tasks, ``jax.distributed.initialize()`` reads the coordinator address,
+    process count and id from SLURM's environment; elsewhere pass ``coordinator_address``, ``num_processes`` and
+    ``process_id`` (or set ``JAX_COORDINATOR_ADDRESS``). A single process without those settings (a batch
+    script's own shell included) is left alone.
     """
-    if kwargs or "SLURM_NTASKS" in os.environ or "JAX_COORDINATOR_ADDRESS" in os.environ:
+    slurm_step = int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_NODELIST" in os.environ
+    if kwargs or slurm_step or "JAX_COORDINATOR_ADDRESS" in os.environ:
         jax.distributed.initialize(**kwargs)
 
 

@@ -244,6 +244,10 @@ CASES: dict[str, tuple[Callable[[E], list[str]], tuple[str, ...]]] = {
                              ("did you mean 'supercooled'",)),
     "grid missing static": (lambda e: ["grid-run", e.grid_yaml(static="nope.nc")], ("missing file",)),
     "grid invalid YAML": (lambda e: ["grid-run", e.yaml("g.yaml", "static: [")], ("not valid YAML",)),
+    "grid processes half given": (lambda e: ["grid-run", e.grid_yaml(), "--num-processes", "2"], ("go together",)),
+    "grid process id out of range": (
+        lambda e: ["grid-run", e.grid_yaml(), "--coordinator", "localhost:1", "--num-processes", "2", "--process-id",
+                   "2"], ("--process-id 2 must be below --num-processes 2",)),
     # --- general
     "unknown command": (lambda e: ["frobnicate"], ("invalid choice: 'frobnicate'",)),
     "no command": (lambda e: [], ("required: COMMAND",)),

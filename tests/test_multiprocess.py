@@ -1,0 +1,148 @@
+"""``dam grid-run`` as several JAX processes (``jax.distributed`` on localhost): the one output store equals a
+single-process run bit for bit, also after one process was killed and all were started again."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+from dam.synthetic_grid import make_grid
+
+TIMEOUT_S = 300  # a hang (a process waiting for a peer that never comes) fails the test instead of blocking it
+
+
+def _grid_folder(root: Path, name: str, time_block: int = 12) -> Path:
+    folder = root / name
+    folder.mkdir()
+    static, forcing = make_grid(2, 4, 48, seed=0)
+    static.to_netcdf(folder / "static.nc")
+    forcing.to_netcdf(folder / "forcing.nc")
+    config = {"static": "static.nc", "forcing": "forcing.nc", "output": "out.zarr", "checkpoint_dir": "ckpt",
+              "time_block": time_block, "dtype": "float64"}  # fmt: skip
+    (folder / "grid_run.yaml").write_text(yaml.safe_dump(config))
+    return folder
+
+
+def _env(cache: Path | None = None) -> dict[str, str]:
+    env = {**os.environ, "XLA_FLAGS": "", "PYTHONUNBUFFERED": "1"}  # one CPU device per process
+    if cache is not None:  # restarted processes load their programs instead of compiling them again
+        env.update(DAM_COMPILE_CACHE=str(cache))
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _start(folder: Path, env: dict, processes: int = 1, port: int = 0) -> list[subprocess.Popen]:
+    """Start the run's processes, their output in files (a full pipe would block a process and its peers)."""
+    cmd = [sys.executable, "-m", "dam.cli", "grid-run", str(folder / "grid_run.yaml"), "--quiet"]
+    if processes > 1:
+        cmd += ["--coordinator", f"localhost:{port}", "--num-processes", str(processes)]
+    procs = []
+    for k in range(processes):
+        log = folder / f"process-{k}-{time.monotonic_ns()}"
+        args = [*cmd, "--process-id", str(k)] if processes > 1 else cmd
+        with open(f"{log}.out", "w") as out, open(f"{log}.err", "w") as err:
+            proc = subprocess.Popen(args, env=env, stdout=out, stderr=err)
+        proc.log = log
+        procs.append(proc)
+    return procs
+
+
+def _finish(procs: list[subprocess.Popen]) -> list[str]:
+    """Wait for every process (killing all at the timeout); each must succeed. Returns what each printed."""
+    t0 = time.monotonic()
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(1.0, TIMEOUT_S - (time.monotonic() - t0)))
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail(f"grid-run processes did not finish within {TIMEOUT_S} s")
+    for proc in procs:
+        assert proc.returncode == 0, Path(f"{proc.log}.err").read_text()[-3000:]
+    return [Path(f"{proc.log}.out").read_text() for proc in procs]
+
+
+def _assert_same_output(a: Path, b: Path) -> None:
+    x, y = xr.open_zarr(a).load(), xr.open_zarr(b).load()
+    assert sorted(x.data_vars) == sorted(y.data_vars)
+    for name in x.data_vars:
+        assert np.array_equal(x[name].values, y[name].values, equal_nan=True), name  # NaN over sea in both
+    land = x["soil_temperature"].values[0, 0] == x["soil_temperature"].values[0, 0]
+    assert land.any() and np.all(np.isfinite(y["soil_temperature"].values[:, :, land]))
+
+
+def test_two_processes_equal_one(tmp_path):
+    """Two processes (each its share of the latitude bands, one store, own checkpoints) write the same store as
+    one process; a single process may neither resume the two-process run nor remove its checkpoints."""
+    one, two = _grid_folder(tmp_path, "one"), _grid_folder(tmp_path, "two")
+    env = _env()
+    t0 = time.perf_counter()
+    procs = _start(one, env) + _start(two, env, processes=2, port=_free_port())  # all at once: less wall time
+    outputs = _finish(procs)
+    assert all('"finished": true' in out for out in outputs)
+    assert '"processes": 2' in outputs[1] and '"processes"' not in outputs[0]
+    _assert_same_output(one / "out.zarr", two / "out.zarr")
+    assert xr.open_zarr(two / "out.zarr").attrs["run_processes"] == 2
+    assert sorted(p.name for p in (two / "ckpt").iterdir() if not p.name.startswith(".")) == ["process-0", "process-1"]
+    assert all(list((two / "ckpt" / f"process-{k}").glob("*.npz")) for k in (0, 1))
+    print(f"1 + 2 processes: {time.perf_counter() - t0:.1f} s")
+
+    from dam.grid_run import GridRunConfig, grid_run
+    from dam.run_folder import RunFolderError
+
+    with pytest.raises(RunFolderError, match=r"run of 2 process\(es\) and this is 1: resume it with --num-proc"):
+        grid_run(GridRunConfig.from_yaml(two / "grid_run.yaml"), progress=False)
+    # Another configuration, once the store is gone, may not remove the two processes' checkpoints.
+    shutil.rmtree(two / "out.zarr")
+    other = GridRunConfig.from_yaml(two / "grid_run.yaml").model_copy(update={"time_block": 6})
+    with pytest.raises(RunFolderError, match=r"process-\d belong to another run"):
+        grid_run(other, progress=False)
+    assert all(list((two / "ckpt" / f"process-{k}").glob("*.npz")) for k in (0, 1))
+
+
+def _kill_one(procs: list[subprocess.Popen], folder: Path, victim: int) -> None:
+    """SIGKILL process ``victim`` once it has checkpointed a time block, then the other one: JAX's coordination
+    service would stop it at its heartbeat timeout (100 s), which the test need not wait for."""
+    first = folder / "ckpt" / f"process-{victim}" / "00000001.npz"
+    t0 = time.monotonic()
+    while not first.exists() and procs[victim].poll() is None and time.monotonic() - t0 < TIMEOUT_S:
+        time.sleep(0.01)
+    assert procs[victim].poll() is None, "the process finished before the kill: make the grid run longer"
+    procs[victim].send_signal(signal.SIGKILL)
+    time.sleep(1.0)
+    for proc in procs:
+        proc.kill()
+        proc.wait(timeout=TIMEOUT_S)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", [0, 1])
+def test_killed_process_resumes_to_the_same_output(tmp_path, victim):
+    """One process is killed mid-run (the other with it); started again, both resume from their own checkpoints
+    and the store equals an uninterrupted single-process run bit for bit."""
+    env = _env(tmp_path / "jax_cache")
+    reference, killed = _grid_folder(tmp_path, "reference", 4), _grid_folder(tmp_path, "killed", 4)
+    _finish(_start(reference, env))
+    procs = _start(killed, env, processes=2, port=_free_port())
+    _kill_one(procs, killed, victim)
+    assert not (killed / "ckpt" / f"process-{victim}" / "00000011.npz").exists()  # it was killed before the end
+    outputs = _finish(_start(killed, env, processes=2, port=_free_port()))
+    assert all('"finished": true' in out for out in outputs)
+    assert '"resumed_from_block": 0' not in outputs[victim]
+    _assert_same_output(reference / "out.zarr", killed / "out.zarr")
