@@ -355,18 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     soil.add_argument("--quiet", action="store_true", help="no progress bar or comparison")
     soil.set_defaults(func=_soil_column)
 
-    grid = sub.add_parser("grid-run", help="run the soil column over a grid (sharded, checkpointed, resumable)")
-    grid.add_argument("config", help="YAML configuration (see docs/grid_runs.md)")
-    grid.add_argument("--overwrite", action="store_true", help="replace a store and checkpoints of another run")
-    grid.add_argument("--quiet", action="store_true", help="no progress bar")
-    env = os.environ.get
-    grid.add_argument("--coordinator", metavar="HOST:PORT", default=env("DAM_COORDINATOR"),
-                      help="process 0's address: run as one of several processes ($DAM_COORDINATOR)")  # fmt: skip
-    grid.add_argument("--num-processes", type=_count(1), default=env("DAM_NUM_PROCESSES"),
-                      help="processes of the run, all started alike ($DAM_NUM_PROCESSES)")  # fmt: skip
-    grid.add_argument("--process-id", type=_count(0), default=env("DAM_PROCESS_ID"),
-                      help="this process, 0 to --num-processes - 1 ($DAM_PROCESS_ID)")  # fmt: skip
-    grid.set_defaults(func=_grid_run)
+    _add_grid_run(sub)
 
     station = sub.add_parser("run-station", help="run the physics-only station model at a site folder")
     shipped = ", ".join(shipped_sites())
@@ -422,6 +411,28 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--quiet", **quiet)
     pred.set_defaults(func=_predict)
 
+    _add_make_grid(sub, overwrite)
+    return parser
+
+
+def _add_grid_run(sub) -> None:
+    """The grid-run command, with the options of a run over several processes."""
+    grid = sub.add_parser("grid-run", help="run the soil column over a grid (sharded, checkpointed, resumable)")
+    grid.add_argument("config", help="YAML configuration (see docs/grid_runs.md)")
+    grid.add_argument("--overwrite", action="store_true", help="replace a store and checkpoints of another run")
+    grid.add_argument("--quiet", action="store_true", help="no progress bar")
+    env = os.environ.get
+    grid.add_argument("--coordinator", metavar="HOST:PORT", default=env("DAM_COORDINATOR"),
+                      help="process 0's address: run as one of several processes ($DAM_COORDINATOR)")  # fmt: skip
+    grid.add_argument("--num-processes", type=_count(1), default=env("DAM_NUM_PROCESSES"),
+                      help="processes of the run, all started alike ($DAM_NUM_PROCESSES)")  # fmt: skip
+    grid.add_argument("--process-id", type=_count(0), default=env("DAM_PROCESS_ID"),
+                      help="this process, 0 to --num-processes - 1 ($DAM_PROCESS_ID)")  # fmt: skip
+    grid.set_defaults(func=_grid_run)
+
+
+def _add_make_grid(sub, overwrite: dict) -> None:
+    """The make-grid command: a synthetic grid to try grid-run on."""
     make = sub.add_parser("make-grid", help="write a synthetic grid (static fields, forcing, grid_run.yaml)")
     make.add_argument("output_dir", help="folder for static.nc, forcing.nc and grid_run.yaml")
     make.add_argument("--lat", type=_count(1), default=32, help="grid rows (latitudes)")
@@ -430,7 +441,6 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--seed", type=_count(0), default=0, help="random seed of the land mask, soils and weather")
     make.add_argument("--overwrite", **overwrite)
     make.set_defaults(func=_make_grid)
-    return parser
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
