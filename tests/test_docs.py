@@ -97,6 +97,7 @@ def _run_document(path: Path, selected: list[Block], tmp_path: Path, timeout_s: 
     bin_dir = str(Path(sys.executable).parent)  # this environment's `dam` and `python`
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "MPLBACKEND": "Agg"}
     env.pop("XLA_FLAGS", None)  # the documents start JAX as a user would (the tests emulate 8 devices)
+    env["DAM_COMPILE_CACHE"] = str(tmp_path / "xla")  # the CLI's cache is on for users: a first reader's, empty
     proc = subprocess.run(
         [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "blocks.json")],
         cwd=work,

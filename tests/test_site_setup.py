@@ -330,6 +330,7 @@ def test_tanggula_permafrost_column_conserves_water_and_energy():
     assert np.abs(np.diff(states.soil.t[:, 0])).max() > 1.0  # the top layer responds to the weather
 
 
+@pytest.mark.slow  # 1.5 min; the Tanggula test keeps a deep non-standard column (18 layers, 15.2 m) in the default set
 def test_noahpys_twenty_layer_column_at_half_hourly_steps(bondville):
     """NoahPy's 20-layer column (4.5 cm top layer, 15.2 m) under Bondville's half-hourly forcing, from Noah-MP's
     default initial column: finite, physical, budgets closed to round-off."""
