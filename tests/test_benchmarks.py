@@ -1,4 +1,5 @@
-"""The scaling benchmark's quick preset runs end to end and writes complete, sane JSON (no timing asserts)."""
+"""The scaling benchmark's quick preset runs end to end and writes complete, sane JSON (slow set; no timing asserts),
+and the benchmarks' presets, targets and agreement rows."""
 
 import importlib
 import json
@@ -14,6 +15,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
+# The tests of the --quick run (about 2 min of compiling) are slow; the benchmarks' logic is tested in the default set
 @pytest.fixture(scope="module")
 def quick_result(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("scaling")
@@ -36,6 +38,7 @@ def _positive(x) -> bool:
     return isinstance(x, float) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow
 def test_quick_json_has_every_part(quick_result):
     result, out, stdout = quick_result
     for key in ("machine", "settings", "column_sweep", "device_scaling", "experiment", "targets"):
@@ -50,6 +53,7 @@ def test_quick_json_has_every_part(quick_result):
     assert "Column sweep" in stdout and "x Fortran" in stdout and "Targets" in stdout
 
 
+@pytest.mark.slow
 def test_quick_sweep_rows(quick_result):
     sweep = quick_result[0]["column_sweep"]
     forward = [r for r in sweep if r["kind"] == "forward"]
@@ -72,6 +76,7 @@ def test_quick_sweep_rows(quick_result):
     assert chunked["columns"] == 16 and chunked["column_chunk"] == 8 and _positive(chunked["x_unchunked"])
 
 
+@pytest.mark.slow
 def test_quick_device_rows(quick_result):
     scaling = quick_result[0]["device_scaling"]
     assert scaling["emulated"] and "emulated" in scaling["note"]
@@ -85,6 +90,7 @@ def test_quick_device_rows(quick_result):
     assert quick_result[0]["targets"]["weak_scaling_efficiency"]["met"] is None  # emulated: not a real figure
 
 
+@pytest.mark.slow
 def test_experiment_timings_from_run_folder(quick_result):
     ex = quick_result[0]["experiment"]
     assert ex["config_name"] == "tiny" and ex["total_seconds"] == 8.5 and ex["wall_seconds"] is None

@@ -146,6 +146,8 @@ def test_site_name_cannot_escape_the_run_folder(tmp_path):
 def test_stale_prediction_is_not_reused_after_the_forcing_changed(tmp_path):
     """Issue 16 item 2: precipitation x 0 in a site's forcing gave identical metrics (stale predictions)."""
     site = _site_copy(tmp_path)
+    for name in ("forcing.nc", "observations.nc"):  # three of the eleven years: enough to see a stale result
+        xr.load_dataset(site / name).sel(time=slice("2000", "2002")).to_netcdf(site / name)
     cfg = _config(tmp_path, sites=[str(site)], models=["physics_default"])
     first = run_experiment(cfg)
     again = run_experiment(cfg)  # unchanged inputs: read back

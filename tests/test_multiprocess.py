@@ -1,5 +1,7 @@
-"""``dam grid-run`` as several JAX processes (``jax.distributed`` on localhost): the one output store equals a
-single-process run bit for bit, also after one process was killed and all were started again."""
+"""Several JAX processes (``jax.distributed`` on localhost). ``dam grid-run``: the one output store equals a
+single-process run bit for bit, also after one process was killed and all were started again. Data-parallel
+training (:func:`dam.training.fit` over the devices of all processes): equal to one process to round-off, also
+when resumed from checkpoints that both processes wrote."""
 
 from __future__ import annotations
 
@@ -48,10 +50,16 @@ def _free_port() -> int:
 
 
 def _start(folder: Path, env: dict, processes: int = 1, port: int = 0) -> list[subprocess.Popen]:
-    """Start the run's processes, their output in files (a full pipe would block a process and its peers)."""
+    """Start the grid run's processes."""
     cmd = [sys.executable, "-m", "dam.cli", "grid-run", str(folder / "grid_run.yaml"), "--quiet"]
+    return _launch(cmd, folder, env, processes, port)
+
+
+def _launch(cmd: list[str], folder: Path, env: dict, processes: int, port: int) -> list[subprocess.Popen]:
+    """Start ``processes`` copies of ``cmd`` (with the distributed options when more than one), their output in
+    files in ``folder`` (a full pipe would block a process and its peers)."""
     if processes > 1:
-        cmd += ["--coordinator", f"localhost:{port}", "--num-processes", str(processes)]
+        cmd = [*cmd, "--coordinator", f"localhost:{port}", "--num-processes", str(processes)]
     procs = []
     for k in range(processes):
         log = folder / f"process-{k}-{time.monotonic_ns()}"
@@ -72,7 +80,7 @@ def _finish(procs: list[subprocess.Popen]) -> list[str]:
         except subprocess.TimeoutExpired:
             for p in procs:
                 p.kill()
-            pytest.fail(f"grid-run processes did not finish within {TIMEOUT_S} s")
+            pytest.fail(f"processes did not finish within {TIMEOUT_S} s")
     for proc in procs:
         assert proc.returncode == 0, Path(f"{proc.log}.err").read_text()[-3000:]
     return [Path(f"{proc.log}.out").read_text() for proc in procs]
@@ -146,3 +154,26 @@ def test_killed_process_resumes_to_the_same_output(tmp_path, victim):
     assert all('"finished": true' in out for out in outputs)
     assert '"resumed_from_block": 0' not in outputs[victim]
     _assert_same_output(reference / "out.zarr", killed / "out.zarr")
+
+
+def test_data_parallel_training_over_two_processes_equals_one(tmp_path):
+    """A small hierarchical LSTM trained over 2 processes (batches of 5 padded to 6, one half each, gradients
+    all-reduced over localhost) equals one process to 1e-12, though stopped after 2 of 3 epochs and resumed by
+    two new processes from the orbax checkpoints they wrote."""
+    worker = [sys.executable, str(Path(__file__).with_name("distributed_training.py"))]
+    ckpt = tmp_path / "ckpt"
+    env = _env()
+    two = [*worker, str(tmp_path / "two.npz"), "--checkpoint-dir", str(ckpt)]
+    procs = _launch([*worker, str(tmp_path / "one.npz")], tmp_path, env, 1, 0)
+    procs += _launch([*two, "--stop-after", "2"], tmp_path, env, 2, _free_port())  # all at once: less wall time
+    _finish(procs)
+    assert sorted(p.name for p in ckpt.iterdir() if p.name.isdigit()) == ["0", "1"]  # epochs 1 and 2
+    _finish(_launch(two, tmp_path, env, 2, _free_port()))
+    one, resumed = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    assert int(one["devices"]) == 1 and int(resumed["devices"]) == 2 and int(resumed["resumed_from"]) == 2
+    leaves = [k for k in one.files if k.startswith("arr_")]
+    assert leaves and sorted(leaves) == sorted(k for k in resumed.files if k.startswith("arr_"))
+    for k in leaves:
+        np.testing.assert_allclose(resumed[k], one[k], rtol=1e-12, atol=1e-15, err_msg=k)
+    np.testing.assert_allclose(resumed["train_loss"], one["train_loss"], rtol=1e-12)
+    assert one["train_loss"][-1] < 0.8 * one["train_loss"][0]  # it trained

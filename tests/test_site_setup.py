@@ -377,7 +377,10 @@ def test_an_eight_layer_split_of_bondville_matches_the_four_layer_column(bondvil
 # --------------------------------------------------------------------------------------------------- classes
 
 
-@pytest.mark.parametrize("igbp", [1, 4, 7, pytest.param(16, marks=pytest.mark.slow)])  # 16: 5.5 min here
+# 1 and 4 share one compiled run; 7 (NROOT 4) compiles another (0.75 min) and 16 adds a gradient (5.5 min): slow
+@pytest.mark.parametrize(
+    "igbp", [1, 4, pytest.param(7, marks=pytest.mark.slow), pytest.param(16, marks=pytest.mark.slow)]
+)
 def test_the_station_model_runs_at_other_vegetation_classes(bondville, igbp):
     s = setup_station(_summer(bondville, vegetation_type_igbp=igbp), start="1998-06-01", end="1998-06-03")
     _, (states, fluxes) = _run(s.state0, s.forcing, s.params, s.grid, s.options)
