@@ -398,24 +398,33 @@ def test_the_station_model_runs_at_other_vegetation_classes(bondville, igbp):
         assert np.isfinite(grad).all() and grad[0] != 0.0
 
 
-def test_run_station_cli_at_a_deciduous_broadleaf_site_and_refusals(tmp_path, capsys):
-    from dam.cli import main
-
-    folder = tmp_path / "dbf"
+def _bondville_as(tmp_path: Path, igbp: int) -> Path:
+    """A copy of the shipped Bondville site folder with another vegetation class."""
+    folder = tmp_path / f"igbp{igbp}"
     shutil.copytree(shipped_site_dir("bondville_1998"), folder)
     d = yaml.safe_load((folder / "site.yaml").read_text())
-    d["name"], d["vegetation"]["igbp_type"] = "dbf_test", 4
+    d["name"], d["vegetation"]["igbp_type"] = f"igbp{igbp}_test", igbp
     (folder / "site.yaml").write_text(yaml.safe_dump(d))
+    return folder
+
+
+@pytest.mark.slow  # 1 min of compiling; the default set runs IGBP 4 above and the CLI at Bondville (test_station)
+def test_run_station_cli_at_a_deciduous_broadleaf_site(tmp_path):
+    from dam.cli import main
+
     out = tmp_path / "dbf.nc"
-    rc = main(["run-station", str(folder), "--output", str(out), "--start", "1998-07-01", "--end", "1998-07-02",
-               "--spinup", "0", "--quiet"])  # fmt: skip
+    rc = main(["run-station", str(_bondville_as(tmp_path, 4)), "--output", str(out), "--start", "1998-07-01",
+               "--end", "1998-07-02", "--spinup", "0", "--quiet"])  # fmt: skip
     assert rc == 0
     with xr.open_dataset(out) as ds:
         assert int(ds.attrs["vegetation_type_igbp"]) == 4 and np.isfinite(ds["latent_heat_flux"].values).all()
-    d["vegetation"]["igbp_type"] = 15
-    (folder / "site.yaml").write_text(yaml.safe_dump(d))
+
+
+def test_run_station_cli_refuses_a_glacier_site(tmp_path, capsys):
+    from dam.cli import main
+
     with pytest.raises((SystemExit, ValueError)) as info:
-        rc = main(["run-station", str(folder), "--output", str(tmp_path / "ice.nc"), "--quiet"])
+        rc = main(["run-station", str(_bondville_as(tmp_path, 15)), "--output", str(tmp_path / "ice.nc"), "--quiet"])
         raise SystemExit(rc)
     assert "glacier" in capsys.readouterr().err + str(info.value)
     assert not (tmp_path / "ice.nc").exists()
