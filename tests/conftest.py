@@ -20,6 +20,19 @@ os.environ.setdefault("DAM_COMPILE_CACHE", "off")  # CLI calls in tests compile 
 enable_x64()
 
 
+# The longest test files (minutes each on 2 cores), longest first. pytest-xdist (--dist loadfile) hands whole
+# files to the workers in collection order: a long file collected last would keep one worker busy for minutes
+# after the other has finished. Started first, the short files fill in around them at the end.
+LONG_FILES = ("test_calibration.py", "test_docs.py", "test_hybrid.py", "test_snowpack.py", "test_station.py",
+              "test_gradients.py", "test_multiprocess.py", "test_site_setup.py", "test_experiment.py",
+              "test_column_chunk.py", "test_ensemble.py", "test_sharding.py", "test_fault_injection.py")  # fmt: skip
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole and in order
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _fresh_jax_caches():
     """Each test module starts from empty JAX caches: compiled programs of earlier modules are freed (the
