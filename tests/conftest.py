@@ -20,9 +20,9 @@ os.environ.setdefault("DAM_COMPILE_CACHE", "off")  # CLI calls in tests compile 
 enable_x64()
 
 
-# The longest test files (minutes each on 2 cores), longest first. pytest-xdist (--dist loadfile) hands whole
-# files to the workers in collection order: a long file collected last would keep one worker busy for minutes
-# after the other has finished. Started first, the short files fill in around them at the end.
+# The longest test files (minutes each on 2 cores), longest first. pytest-xdist (--dist loadfile
+# --no-loadscope-reorder) hands whole files to the workers in collection order: a long file collected last would
+# keep one worker busy for minutes after the other has finished. Started first, the short files fill in at the end.
 LONG_FILES = ("test_calibration.py", "test_docs.py", "test_hybrid.py", "test_snowpack.py", "test_station.py",
               "test_gradients.py", "test_multiprocess.py", "test_site_setup.py", "test_experiment.py",
               "test_column_chunk.py", "test_ensemble.py", "test_sharding.py", "test_fault_injection.py")  # fmt: skip
