@@ -111,8 +111,8 @@ def test_float32_stays_close(ref, year):
     assert rmse(fluxes.energy.lh, fluxes64.energy.lh[:n]) < 5.0
 
 
-# 1.2 min; batched == separate stays in the default set for station steps (test_snowpack, packs of 0-3 layers) and
-# vmapped station runs (test_ensemble: member 0 == the default run), sharded == unsharded in test_sharding
+# 1.2 min; batched == separate stays in the default set for station runs (test_ensemble: vmapped parameter members
+# == one run per member) and station steps (test_snowpack: packs of 0-3 layers), sharded == unsharded in test_sharding
 @pytest.mark.slow
 def test_vmap_over_sites_equals_separate_runs(ref):
     """Two 'sites' (the reference and a sandier, warmer copy) batched with vmap = two separate runs."""
