@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures of docs/performance.md in one go, about 8 minutes on one GPU:
+# The GPU figures of docs/performance.md in one go, about 5 minutes on one H200 (results of one run: benchmarks/results/gpu/):
 #   1. scaling.py in float32: forward at 1e4-1e7 columns (the 1e9 column-steps/s target at 1e6), gradient at 1e6;
 #   2. backend_agreement.py: 5e4 such columns on the GPU and on the host CPU (differences, speed-up);
 #   3. scaling.py in float64 (1e4 and 1e6 columns).
