@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -163,3 +164,46 @@ def test_backend_agreement_rows():
     assert {"final_t", "final_smc", "grad_bexp", "grad_tbot"} <= set(row["max_abs_difference"])
     tolerance = 0.0 if jax.default_backend() == "cpu" else 1e-8
     assert max(row["max_relative_difference"].values()) <= tolerance
+
+
+def _quadratic(truth):
+    """A batched objective of latent vectors (pop, n) with its minimum, 0, at ``truth``."""
+    return lambda vecs: np.sum((np.atleast_2d(vecs) - truth) ** 2, axis=1)
+
+
+def test_gradient_free_opponents_find_a_known_minimum_within_their_budget():
+    """The calibration benchmark's CMA-ES (cma), SCE-UA (spotpy) and LHS wrappers, on a cheap objective."""
+    from dam.coupling.calibration import make_specs
+
+    cal = _benchmark_module("calibration")
+    truth, z0 = np.array([0.5, -1.0, 1.5, 0.2]), np.zeros(4)
+    specs = make_specs(list(cal.FIELDS))
+    template = {s.name: np.float64(0.0) for s in specs}
+    start = float(_quadratic(truth)(z0)[0])
+    for name, trace in [("cmaes", cal.run_cmaes(_quadratic(truth), z0, 300, seed=0)),
+                        ("sceua", cal.run_sceua(_quadratic(truth), 4, 300, seed=0)),
+                        ("lhs", cal.run_lhs(_quadratic(truth), template, specs, 50, seed=0))]:  # fmt: skip
+        assert 0 < len(trace.losses) <= (300 if name != "lhs" else 50) + cal.LHS_BATCH, name
+        assert np.all(np.diff(trace.seconds) >= 0), name
+        best, latent = trace.best(len(trace.losses))
+        assert best == pytest.approx(float(_quadratic(truth)(latent)[0]), rel=1e-12), name
+        assert best < (1e-4 if name == "cmaes" else 0.5 * start), (name, best)  # the searches do search
+        assert trace.best(1)[0] >= best and trace.evaluations_within(trace.seconds[-1]) == len(trace.losses)
+    assert cal.run_lhs(_quadratic(truth), template, specs, 5, seed=0).latents[0] == pytest.approx(z0)
+
+
+def test_calibration_benchmark_targets():
+    cal = _benchmark_module("calibration")
+    rows = []
+    for site, grad, cma in (("a", 0.01, 0.02), ("b", 0.03, 0.02), ("c", 0.01, 0.05)):
+        for seed in range(2):
+            base = {"site": site, "seed": seed}
+            rows += [{**base, "kind": "real", "n_params": 16, "method": "gradient", "test_rmse": grad},
+                     {**base, "kind": "real", "n_params": 16, "method": "cmaes@equal_time", "test_rmse": cma},
+                     {**base, "kind": "real", "n_params": 4, "method": "gradient", "test_rmse": 1.0},
+                     {**base, "kind": "synthetic", "n_params": 16, "method": "gradient", "test_rmse": 0.0,
+                      "recovery_error": 0.03 + 0.01 * seed}]  # fmt: skip
+    goals = cal.targets(rows)
+    assert goals["gradient_wins_real_16plus"] == {"wins": 2, "problems": 3, "target": ">= 2 of 3 sites", "met": True}
+    assert goals["synthetic_recovery_16_params"]["median_error"] == pytest.approx(0.035)
+    assert goals["synthetic_recovery_16_params"]["met"] is True

@@ -1,0 +1,382 @@
+"""Gradient calibration against gradient-free optimisers (issue 17 item 2): equal model evaluations and equal
+wall-clock, on synthetic truth (known parameters: recovery error) and on real observations (test-period RMSE).
+
+Methods, all in the same latent space (a sigmoid onto each parameter's bounds, log space for log parameters;
+:mod:`dam.coupling.calibration`) and all starting from the site's table parameters:
+
+- ``gradient``: :func:`dam.calibration.calibrate` (Adam, cosine-decayed learning rate, reverse-mode gradients
+  through the station model); one step = one model evaluation (the budget rule of dam.calibration).
+- ``cmaes``: CMA-ES of the ``cma`` package (Hansen), step size 1 in latent units, default population; each
+  population is evaluated in one call of the forward run vmapped over parameter sets.
+- ``sceua``: SCE-UA (Duan et al. 1992) of ``spotpy`` on the unit box of the bounds, evaluated one by one.
+- ``lhs``: :func:`dam.calibration.latin_hypercube_search` (the baseline of dam.calibration).
+
+Every method records (run seconds, best loss so far) after each model evaluation, without compilation (the
+programs are compiled once per site and parameter count, before any method runs; their compile times are
+reported separately). "Equal evaluations" compares the best training loss after the gradient's number of
+steps; "equal wall-clock" gives each gradient-free method as many evaluations as fit into the gradient run's
+seconds (the search methods are run with that larger budget and cut at that time).
+
+Problems: ``--params 4`` calibrates BEXP, DKSAT, SMCMAX, PSISAT (one value each for all layers); ``16`` the same
+per layer of the site's four layers; ``64`` the same per layer of a 16-layer column (``layer_bottoms_m``).
+Synthetic truth: the truth parameters are drawn per seed in the middle half of each range, the observations
+are the truth run's moisture at every layer centre, and the recovery error is the largest relative error over
+all calibrated entries. Real sites: the site's own observations (sensors flagged unreliable left out), the
+first 80 % of the period for training and the last 20 % for testing (chronological), RMSE over the test period.
+
+Usage::
+
+    python benchmarks/calibration.py --quick                     # one site, 4 parameters, 1 seed (minutes)
+    python benchmarks/calibration.py --sites bondville_1998 hyytiala_2000_2010 --params 4 16 64 --seeds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import machine_info
+
+HERE = Path(__file__).resolve().parent
+FIELDS = ("soil.bexp", "soil.dksat", "soil.smcmax", "soil.psisat")
+# site -> (period start, end) of the benchmark: a warm season of half-hourly steps, two years of daily ones
+PERIODS = {"bondville_1998": ("1998-05-15", "1998-07-14T23:30"), "hyytiala_2000_2010": ("2003-01-01", "2004-12-31")}
+SEARCH_FACTOR = 200  # search methods may run up to this many times the gradient's evaluations (for equal time)
+METHODS = ("gradient", "cmaes", "sceua", "lhs")
+LHS_BATCH = 16
+
+
+class Trace:
+    """Every evaluation of one method: its loss, latent vector and the run seconds since the method started."""
+
+    def __init__(self):
+        self.t0, self.seconds, self.losses, self.latents = time.perf_counter(), [], [], []
+
+    def add(self, loss: float, latent) -> None:
+        self.losses.append(float(loss) if np.isfinite(loss) else np.inf)
+        self.latents.append(np.asarray(latent, float))
+        self.seconds.append(time.perf_counter() - self.t0)
+
+    def evaluations_within(self, seconds: float) -> int:
+        return int(np.searchsorted(np.asarray(self.seconds), seconds, side="right"))
+
+    def best(self, n: int) -> tuple[float, np.ndarray | None]:
+        """The lowest loss among the first ``n`` evaluations and its latent vector."""
+        if n <= 0 or not self.losses:
+            return np.inf, None
+        k = int(np.argmin(self.losses[:n]))
+        return self.losses[k], (self.latents[k] if self.latents else None)
+
+
+def _setup(site_name: str, n_params: int):
+    """(spun-up set-up, specs, last training time) of one site and parameter count."""
+    from dam.coupling.calibration import make_specs
+    from dam.site_run import setup_station, spin_up
+    from dam.sites import load_site
+
+    start, end = PERIODS.get(site_name, (None, None))
+    bottoms = np.round(np.linspace(0.125, 2.0, 16), 3).tolist() if n_params == 64 else None
+    setup = spin_up(setup_station(load_site(site_name), start=start, end=end, layer_bottoms_m=bottoms))
+    specs = make_specs([{"name": f, "per_layer": n_params > len(FIELDS)} for f in FIELDS])
+    return setup, specs, setup.times[int(0.8 * len(setup.times)) - 1]
+
+
+def _synthetic(setup, specs, seed: int):
+    """(observations: the truth run's moisture at every layer centre, truth values) for one seed."""
+    import xarray as xr
+
+    from dam.calibration import sees_liquid
+    from dam.coupling.calibration import apply_parameters, forward_moisture
+
+    rng = np.random.default_rng(seed)
+    n_layers = len(setup.layer_bottoms_m)
+    truth = {s.name: s.from_unit(rng.uniform(0.25, 0.75, n_layers if s.per_layer else ())) for s in specs}
+    params = apply_parameters(setup.params, specs, truth)
+    smc = np.asarray(forward_moisture(setup.state0, setup.forcing, params, setup.grid, setup.options,
+                                      sees_liquid(setup)))  # fmt: skip
+    bottoms = np.asarray(setup.layer_bottoms_m)
+    centres = 0.5 * (np.r_[0.0, bottoms[:-1]] + bottoms)
+    obs = xr.DataArray(smc, dims=("time", "depth"), coords={"time": setup.times.values, "depth": centres})
+    return obs.to_dataset(name="soil_moisture"), truth
+
+
+def _search_objective(setup, obs, specs, train_end):
+    """(loss of latent vectors (pop, n) over the training window, one forward run vmapped over the population;
+    the default latent vector; the default latents as a dict)."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from dam.calibration import prepare_observations
+    from dam.coupling.calibration import (
+        apply_parameters,
+        forward_moisture,
+        initial_latent,
+        latent_from_vector,
+        latent_to_values,
+        latent_vector,
+        score,
+    )
+    from dam.coupling.losses import PhysicsLoss
+
+    target = prepare_observations(setup, obs, end=train_end)
+    n = int(setup.times.searchsorted(train_end, side="right"))
+    frc = jax.tree_util.tree_map(lambda x: x[:n], setup.forcing)
+    target = eqx.tree_at(lambda t: t.segment, target, target.segment[:n])
+    z0 = initial_latent(setup.params, specs)
+    dtype = jnp.asarray(setup.state0.soil.smc).dtype
+
+    def one(vec):
+        latent = latent_from_vector(vec, z0, specs)
+        params = apply_parameters(setup.params, specs, latent_to_values(latent, specs))
+        smc = forward_moisture(setup.state0, frc, params, setup.grid, setup.options, target.moisture)
+        return score(smc, target, PhysicsLoss(data="rmse"), params.soil.smcmax)
+
+    batched = jax.jit(jax.vmap(one))
+    objective = lambda vecs: np.asarray(batched(jnp.asarray(np.atleast_2d(vecs), dtype)))  # noqa: E731
+    return objective, np.asarray(latent_vector(z0, specs)), z0
+
+
+def _popsize(n: int) -> int:
+    """CMA-ES's default population, 4 + floor(3 ln n) (fixed here so that its batch compiles once)."""
+    return 4 + int(3 * np.log(n))
+
+
+def run_cmaes(objective, z0, budget: int, seed: int) -> Trace:
+    import cma
+
+    trace = Trace()
+    options = {"seed": seed + 1, "maxfevals": budget, "verbose": -9, "popsize": _popsize(z0.size)}
+    es = cma.CMAEvolutionStrategy(z0, 1.0, options)
+    while not es.stop() and len(trace.losses) < budget:
+        xs = es.ask()
+        losses = objective(np.asarray(xs))
+        for x, f in zip(xs, losses, strict=True):
+            trace.add(f, x)
+        es.tell(xs, [float(f) if np.isfinite(f) else 1e9 for f in losses])
+    return trace
+
+
+def run_sceua(objective, specs_sizes: int, budget: int, seed: int) -> Trace:
+    import spotpy
+
+    trace = Trace()
+    eps = 1e-4
+
+    class Setup:
+        params = [spotpy.parameter.Uniform(f"u{i}", eps, 1 - eps) for i in range(specs_sizes)]
+
+        def parameters(self):
+            return spotpy.parameter.generate(self.params)
+
+        def simulation(self, x):
+            u = np.asarray(list(x), float)
+            z = np.log(u) - np.log1p(-u)
+            loss = float(objective(z)[0])
+            trace.add(loss, z)
+            return [loss]
+
+        def evaluation(self):
+            return [0.0]
+
+        def objectivefunction(self, simulation, evaluation, params=None):
+            return simulation[0]
+
+    sampler = spotpy.algorithms.sceua(Setup(), dbformat="ram", random_state=seed, save_sim=False)
+    sampler.sample(budget, ngs=max(2, specs_sizes // 2 + 1))
+    return trace
+
+
+def run_lhs(objective, template, specs, budget: int, seed: int) -> Trace:
+    """The defaults, then Latin-hypercube samples, in batches of LHS_BATCH (the last one padded)."""
+    from dam.coupling.calibration import lhs_latents
+
+    vecs = lhs_latents(template, specs, budget, seed)
+    trace = Trace()
+    for i in range(0, len(vecs), LHS_BATCH):
+        chunk = vecs[i : i + LHS_BATCH]
+        padded = np.concatenate([chunk, np.repeat(chunk[-1:], LHS_BATCH - len(chunk), axis=0)])
+        for x, f in zip(chunk, objective(padded)[: len(chunk)], strict=True):
+            trace.add(f, x)
+    return trace
+
+
+def run_gradient(setup, obs, specs, train_end, steps: int, lr: float) -> tuple[Trace, dict]:
+    """Adam through the station model; the trace's latents are left empty (the result carries the values)."""
+    from dam.calibration import calibrate
+
+    res = calibrate(setup, obs, specs, end=train_end, steps=steps, learning_rate=lr, progress=False)
+    trace = Trace()
+    trace.seconds = list(np.cumsum(np.asarray(res.history["seconds"], float)))
+    trace.losses = [float(v) for v in res.history["loss"]]
+    return trace, res.values
+
+
+def _values(latent, setup, specs):
+    from dam.coupling.calibration import initial_latent, latent_from_vector, latent_to_values
+
+    z0 = initial_latent(setup.params, specs)
+    return {k: np.asarray(v) for k, v in latent_to_values(latent_from_vector(latent, z0, specs), specs).items()}
+
+
+def _recovery(values, truth) -> float:
+    return max(float(np.max(np.abs(np.asarray(values[k]) / np.asarray(truth[k]) - 1.0))) for k in truth)
+
+
+def _searches(objective, z0, template, specs, budget: int, seed: int):
+    """(name, trace) of each gradient-free method, run one after the other."""
+    yield "cmaes", run_cmaes(objective, z0, budget, seed)
+    yield "sceua", run_sceua(objective, z0.size, budget, seed)
+    yield "lhs", run_lhs(objective, template, specs, budget, seed)
+
+
+def _score(setup, obs, specs, values, truth, test_start) -> dict:
+    from dam.calibration import evaluate
+    from dam.coupling.calibration import apply_parameters
+
+    params = apply_parameters(setup.params, specs, values)
+    out = {"test_rmse": evaluate(setup, params, obs, start=test_start)["rmse"]}
+    if truth is not None:
+        out["recovery_error"] = _recovery(values, truth)
+    return out
+
+
+def run_problem(site: str, n_params: int, kind: str, seeds, steps: int, lr: float, log) -> tuple[list, dict]:
+    """Every method on one site, parameter count and kind ("synthetic" or "real"), for each seed: result rows
+    and the traces of the first seed (for the figure)."""
+    setup, specs, train_end = _setup(site, n_params)
+    test_start = setup.times[setup.times.searchsorted(train_end, side="right")]
+    rows, traces, compile_s, gradient = [], {}, {}, None
+    for seed in seeds:
+        obs, truth = _synthetic(setup, specs, seed) if kind == "synthetic" else (None, None)
+        objective, z0, template = _search_objective(setup, obs, specs, train_end)
+        if not compile_s:  # compile every program once, outside the timed runs
+            t = time.perf_counter()
+            run_gradient(setup, obs, specs, train_end, 1, lr)
+            compile_s["gradient"] = time.perf_counter() - t
+            t = time.perf_counter()
+            for k in {1, LHS_BATCH, _popsize(z0.size)}:
+                objective(np.repeat(z0[None], k, axis=0))
+            compile_s["search"] = time.perf_counter() - t
+        if gradient is None or kind == "synthetic":  # from the defaults, deterministic: once per real problem
+            grad_trace, grad_values = run_gradient(setup, obs, specs, train_end, steps, lr)
+            gradient = (grad_trace, grad_values, _score(setup, obs, specs, grad_values, truth, test_start))
+        grad_trace, grad_values, grad_score = gradient
+        seconds = grad_trace.seconds[-1]
+        base = {"site": site, "kind": kind, "n_params": int(z0.size), "seed": seed}
+        rows.append({**base, "method": "gradient", "evaluations": steps, "seconds": seconds,
+                     "train_loss": min(grad_trace.losses), **grad_score})  # fmt: skip
+        budget = SEARCH_FACTOR * steps
+        for method, trace in _searches(objective, z0, template, specs, budget, seed):
+            for budget_kind, n in (("equal_evaluations", steps), ("equal_time", trace.evaluations_within(seconds))):
+                loss, latent = trace.best(n)
+                found = {} if latent is None else _score(setup, obs, specs, _values(latent, setup, specs), truth,
+                                                         test_start)  # fmt: skip
+                rows.append({**base, "method": f"{method}@{budget_kind}", "evaluations": n,
+                             "seconds": trace.seconds[n - 1] if n else 0.0, "train_loss": loss, **found})  # fmt: skip
+            if seed == seeds[0]:
+                traces[method] = {"seconds": trace.seconds, "losses": trace.losses}
+        if seed == seeds[0]:
+            traces["gradient"] = {"seconds": grad_trace.seconds, "losses": grad_trace.losses}
+        log(f"{site} {kind} {z0.size} parameters, seed {seed}: done")
+    for row in rows:
+        row["compile_s_gradient"], row["compile_s_search"] = compile_s["gradient"], compile_s["search"]
+    return rows, traces
+
+
+def targets(rows: list[dict]) -> dict:
+    """Issue 17: real sites, >= 16 parameters: gradient test RMSE below the best gradient-free one at equal
+    wall-clock (median over seeds) at >= 2 of 3 sites; synthetic recovery within 5 % at 16 parameters."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    wins, sites = 0, 0
+    real = df[(df.kind == "real") & (df.n_params >= 16)]
+    for _, g in real.groupby(["site", "n_params"]):
+        med = g.groupby("method")["test_rmse"].median()
+        others = med[[m for m in med.index if m.endswith("@equal_time")]]
+        sites += 1
+        wins += int(med.get("gradient", np.inf) < others.min())
+    syn = df[(df.kind == "synthetic") & (df.n_params == 16) & (df.method == "gradient")]
+    recovery = float(syn["recovery_error"].median()) if len(syn) else None
+    return {
+        "gradient_wins_real_16plus": {"wins": wins, "problems": sites, "target": ">= 2 of 3 sites",
+                                      "met": (wins >= 2) if sites >= 3 else None},
+        "synthetic_recovery_16_params": {"median_error": recovery, "target": 0.05,
+                                         "met": None if recovery is None else recovery <= 0.05},
+    }  # fmt: skip
+
+
+def plot(traces: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(traces)
+    fig, axes = plt.subplots(len(keys), 2, figsize=(11, 3.2 * len(keys)), squeeze=False)
+    for (ax_n, ax_t), key in zip(axes, keys, strict=True):
+        for method, tr in traces[key].items():
+            best = np.minimum.accumulate(np.asarray(tr["losses"], float))
+            ax_n.plot(np.arange(1, best.size + 1), best, label=method)
+            ax_t.plot(tr["seconds"], best, label=method)
+        ax_n.set(xscale="log", yscale="log", xlabel="model evaluations", ylabel="best training RMSE (m3 m-3)",
+                 title=key)  # fmt: skip
+        ax_t.set(xscale="log", yscale="log", xlabel="run seconds (compilation excluded)", title=key)
+        ax_n.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--sites", nargs="+", default=["bondville_1998", "hyytiala_2000_2010"],
+                    help="shipped site names or site folders")  # fmt: skip
+    ap.add_argument("--params", nargs="+", type=int, default=[4, 16, 64], choices=[4, 16, 64],
+                    help="calibrated parameters: 4 fields, per layer of 4 layers, per layer of 16 layers")  # fmt: skip
+    ap.add_argument("--kinds", nargs="+", default=["synthetic", "real"], choices=["synthetic", "real"])
+    ap.add_argument("--seeds", type=int, default=5, help="seeds (synthetic truth and search randomness)")
+    ap.add_argument("--steps", type=int, default=60, help="gradient steps (= model evaluations)")
+    ap.add_argument("--learning-rate", type=float, default=0.1)
+    ap.add_argument("--quick", action="store_true", help="bondville_1998, 4 parameters, 1 seed, 10 steps")
+    ap.add_argument("--output", default=str(HERE / "results" / "calibration.json"))
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.sites, args.params, args.seeds, args.steps = ["bondville_1998"], [4], 1, 10
+    from dam.precision import enable_x64
+
+    enable_x64()
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows, traces, t0 = [], {}, time.perf_counter()
+    for site in args.sites:
+        for n in args.params:
+            for kind in args.kinds:
+                new, tr = run_problem(site, n, kind, list(range(args.seeds)), args.steps, args.learning_rate, print)
+                rows += new
+                traces[f"{site}, {kind}, {new[0]['n_params']} parameters"] = tr
+                result = {"machine": machine_info(), "settings": vars(args), "rows": rows, "targets": targets(rows),
+                          "benchmark_seconds": time.perf_counter() - t0}  # fmt: skip
+                out.write_text(json.dumps(result, indent=1, default=float))  # after each problem: kept if killed
+    plot(traces, out.with_suffix(".png"))
+    _print_table(rows, result["targets"])
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def _print_table(rows, goals) -> None:
+    import pandas as pd
+    from tabulate import tabulate
+
+    df = pd.DataFrame(rows)
+    cols = [c for c in ("train_loss", "test_rmse", "recovery_error", "evaluations", "seconds") if c in df]
+    med = df.groupby(["site", "kind", "n_params", "method"])[cols].median().reset_index()
+    print(tabulate(med, headers="keys", tablefmt="github", showindex=False, floatfmt=".4g"))
+    print(json.dumps(goals, indent=1))
+
+
+if __name__ == "__main__":
+    main()
