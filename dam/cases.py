@@ -23,7 +23,7 @@ from pydantic import Field
 
 from dam.physics import SoilForcing, SoilGrid, SoilOptions, SoilParams, SoilState
 from dam.physics.constants import TFRZ
-from dam.schema import ConfigError, Strict, validate
+from dam.schema import ConfigError, Strict, read_text, validate
 
 
 class CaseError(ValueError):
@@ -340,7 +340,7 @@ def read_case(case_dir: str | Path) -> Case:
     if not pfile.is_file():
         raise CaseError(f"missing file {pfile}")
     try:
-        meta = json.loads(pfile.read_text())
+        meta = json.loads(read_text(pfile, "params.json"))
     except json.JSONDecodeError as err:
         raise CaseError(f"params.json is not valid JSON: {err}") from None
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from .schema import ConfigError, Strict, validate
+from .schema import ConfigError, Strict, read_text, validate
 
 MODELS = (
     "physics_default",
@@ -141,7 +141,7 @@ def _expand_pattern(pattern: str) -> list[str]:
     def has_soil_moisture(folder: Path) -> bool:
         try:
             meta = _yaml.safe_load((folder / "site.yaml").read_text()) or {}
-        except (OSError, _yaml.YAMLError):
+        except (OSError, UnicodeDecodeError, _yaml.YAMLError):
             return False
         return bool((meta.get("sensor_depths_m") or {}).get("soil_moisture"))
 
@@ -182,7 +182,7 @@ class ExperimentConfig(Strict):
     )
     folds: int = Field(5, ge=2, description="folds over sites of the leave_sites_out split (at most the site count)")
     models: tuple[ModelName, ...] = Field(MODELS, min_length=1, description="models to run, in order")
-    spinup_cycles: int = Field(1, ge=0, description="passes over the first year before the record")
+    spinup_cycles: int = Field(1, ge=0, le=100, description="passes over the first year before the record")
     train_frac: float = Field(0.8, gt=0, lt=1, description="first fraction of the days for training (rest: test)")
     val_frac: float = Field(0.1, gt=0, lt=1, description="last fraction of the training days for validation")
     network: NetworkConfig = Field(NetworkConfig(), description="networks")
@@ -269,7 +269,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
             f"experiment config {path} does not exist (shipped configurations: {', '.join(SHIPPED_CONFIGS)})"
         )
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(read_text(path, path.name))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path.name}: not valid YAML ({exc})") from None
     return ExperimentConfig.from_dict(raw, where=path.name)

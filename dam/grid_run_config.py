@@ -21,7 +21,7 @@ from dam.physics.types import (
 )
 from dam.run_folder import content_hash
 from dam.run_folder import fingerprint as run_fingerprint
-from dam.schema import ConfigError, Strict, validate
+from dam.schema import ConfigError, Strict, read_text, validate
 
 PER_LAYER = ("smcmax", "smcref", "smcwlt", "bexp", "dksat", "dwsat", "psisat", "quartz")
 PER_COLUMN = ("csoil", "slope", "refkdt", "refdk", "frzk", "tbot")
@@ -92,7 +92,7 @@ class GridRunConfig(Strict):
         if not path.is_file():
             raise ConfigError(f"grid-run configuration {path} does not exist")
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = yaml.safe_load(read_text(path, path.name))
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path.name}: not valid YAML ({exc})") from None
         if isinstance(raw, dict) and "source" in raw:

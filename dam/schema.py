@@ -16,12 +16,15 @@ The ``description`` of each field is what :func:`reference_table` prints in the 
 from __future__ import annotations
 
 import difflib
+import os
+import types
 from collections.abc import Mapping
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
-__all__ = ["ConfigError", "Strict", "reference_table", "validate"]
+__all__ = ["ConfigError", "Strict", "read_text", "reference_table", "validate"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -34,7 +37,20 @@ class Strict(BaseModel):
     """Base of every configuration model: unknown keys are errors, instances are immutable, values are
     validated again on assignment-free copies (``model_copy(update=...)`` goes through :func:`validate`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan=False: ``.inf`` or ``.nan`` in a file is never a setting (``learning_rate: .inf`` diverges).
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads true as 1 for a number; in a YAML file that is a slip (latitude: yes), never a number.
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            union = get_origin(annotation) in (Union, types.UnionType)
+            allowed = set(get_args(annotation)) if union else {annotation}
+            if allowed & {int, float} and bool not in allowed:
+                raise ValueError("expected a number, got a boolean")
+        return value
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
@@ -55,6 +71,23 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
         if current is None:
             return None
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def read_text(path: str | os.PathLike, where: str | None = None) -> str:
+    """The text of a configuration file the user wrote.
+
+    Raises
+    ------
+    ConfigError
+        When the file is not UTF-8 text, naming the file (``where``, default the path) and the first bad byte.
+    """
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        byte = err.object[err.start]
+        raise ConfigError(
+            f"{where or path}: not UTF-8 text (byte 0x{byte:02x} at position {err.start}); save it as UTF-8"
+        ) from None
 
 
 def _describe(error: dict, model: type[BaseModel]) -> str:

@@ -32,6 +32,7 @@ that ends at the time stamp (as the Noah-MP/HRLDAS driver uses them: the record 
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import shutil
 from collections.abc import Sequence
@@ -57,6 +58,7 @@ from .meteo import (
     specific_humidity_from_vapour_pressure,
     vapour_pressure_from_specific_humidity,
 )
+from .schema import ConfigError, read_text
 from .sensors import SensorError as SensorError  # re-exported: the sensor mapping lives in dam.sensors
 from .sensors import SensorMapping, map_sensors_to_layers, model_at_sensors
 from .site_datasets import (
@@ -219,6 +221,20 @@ def _sensor_index(depths: Sequence[float], depth: float) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
+def _check_initial_time(site: Site) -> None:
+    """An initial state valid outside the forcing (a stale copy, a typo in the year) is refused, not used."""
+    init = site.meta.initial_state
+    if init is None or init.valid_at_utc is None:
+        return
+    at = np.datetime64(init.valid_at_utc.replace(tzinfo=None) - (init.valid_at_utc.utcoffset() or _dt.timedelta()))
+    times = site.forcing["time"].values
+    first = times[0] - np.timedelta64(int(site.meta.time_step_s), "s")
+    if not first - np.timedelta64(1, "D") <= at.astype(times.dtype) <= times[-1]:
+        raise SiteError(
+            f"site.yaml: initial_state.valid_at_utc {at} lies outside the forcing ({first} to {times[-1]} UTC)"
+        )
+
+
 def check_site(site: Site) -> Site:
     """Cross-check metadata against the Datasets (time step, sensor depths); returns ``site``."""
     step = float(site.forcing.attrs["time_step_s"])
@@ -226,6 +242,7 @@ def check_site(site: Site) -> Site:
         raise SiteError(
             f"forcing.nc: time step {step:g} s differs from site.yaml time_step_s {site.meta.time_step_s:g}"
         )
+    _check_initial_time(site)
     obs = site.observations
     for name in SOIL_VARIABLES:
         declared = site.meta.sensor_depths_m.get(name)
@@ -234,7 +251,7 @@ def check_site(site: Site) -> Site:
             d = tuple(float(x) for x in obs[OBSERVATION_VARIABLES[name].depth_dim].values)
             if declared is None:
                 raise SiteError(f"site.yaml: sensor_depths_m.{name} missing (observations.nc has depths {list(d)} m)")
-            if not np.allclose(d, declared, rtol=0, atol=1e-6):
+            if len(d) != len(declared) or not np.allclose(d, declared, rtol=0, atol=1e-6):
                 raise SiteError(
                     f"site.yaml: sensor_depths_m.{name} {list(declared)} differ from observations.nc depths {list(d)}"
                 )
@@ -251,6 +268,31 @@ def _open_nc(path: Path) -> xr.Dataset:
         raise SiteError(f"{path}: cannot be read as netCDF ({exc})") from exc
 
 
+def read_site_meta(path: str | os.PathLike) -> tuple[Path, SiteMeta]:
+    """The folder and validated ``site.yaml`` of a site folder or shipped site, without reading its data.
+
+    Raises
+    ------
+    SiteError
+        Naming the missing folder or file, or the bad key.
+    """
+    p = Path(path)
+    if not p.exists() and str(path) in shipped_sites():
+        p = shipped_site_dir(str(path))
+    if not p.is_dir():
+        raise SiteError(f"site folder {str(path)!r} does not exist")
+    yml = p / "site.yaml"
+    if not yml.is_file():
+        raise SiteError(f"{p}: missing site.yaml")
+    try:
+        raw = yaml.safe_load(read_text(yml))
+    except yaml.YAMLError as exc:
+        raise SiteError(f"{yml}: invalid YAML ({exc})") from exc
+    except ConfigError as exc:  # not UTF-8
+        raise SiteError(str(exc)) from None
+    return p, parse_site_yaml(raw, where=str(yml))
+
+
 def load_site(path: str | os.PathLike, *, gaps: str = "error", max_gap: int | None = DEFAULT_MAX_GAP) -> Site:
     """Read and validate a site folder (``site.yaml``, ``forcing.nc``, optional ``observations.nc``).
 
@@ -262,19 +304,7 @@ def load_site(path: str | os.PathLike, *, gaps: str = "error", max_gap: int | No
     SiteError
         Naming the missing file, the bad key or the bad variable.
     """
-    p = Path(path)
-    if not p.exists() and str(path) in shipped_sites():
-        p = shipped_site_dir(str(path))
-    if not p.is_dir():
-        raise SiteError(f"site folder {str(path)!r} does not exist")
-    yml = p / "site.yaml"
-    if not yml.is_file():
-        raise SiteError(f"{p}: missing site.yaml")
-    try:
-        raw = yaml.safe_load(yml.read_text())
-    except yaml.YAMLError as exc:
-        raise SiteError(f"{yml}: invalid YAML ({exc})") from exc
-    meta = parse_site_yaml(raw, where=str(yml))
+    p, meta = read_site_meta(path)
     fpath = p / "forcing.nc"
     if not fpath.is_file():
         raise SiteError(f"{p}: missing forcing.nc")

@@ -16,7 +16,7 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from dam.disaggregate import Disaggregation
-from dam.schema import ConfigError, Strict, validate
+from dam.schema import ConfigError, Strict, read_text, validate
 
 #: MODIS IGBP classes (Noah-MP ``MODIFIED_IGBP_MODIS_NOAH`` rows 1-17) by their FLUXNET/BADM code.
 IGBP_CODES = {
@@ -270,7 +270,7 @@ def load_metadata(path: str | Path) -> SiteMetadata:
     if not p.is_file():
         raise ConfigError(f"metadata file {p} does not exist")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(read_text(p))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: invalid YAML ({exc})") from None
     return validate(SiteMetadata, data, where=str(p))
