@@ -166,10 +166,13 @@ class Experiment:
 def run_experiment(config: ExperimentConfig) -> pd.DataFrame:
     """Run the experiment: across sites (:mod:`dam.multisite`) when it has multi-site models or splits over
     sites, else site by site (:class:`Experiment`); glob patterns in ``sites`` are expanded first."""
+    from .experiment_config import expand_sites
+    from .sites import read_site_meta
+
+    for name in expand_sites(config.sites):  # a broken site.yaml stops the run before its folder is created
+        read_site_meta(name)
     if config.multisite:
         from .multisite import run_multisite
 
         return run_multisite(config)
-    from .experiment_config import expand_sites
-
     return Experiment(config.replace(sites=expand_sites(config.sites))).run()

@@ -135,7 +135,7 @@ def _standardise_variable(da: xr.DataArray, name: str, spec: VarSpec) -> tuple[x
         if offset == ZERO_C and med > 150.0:
             raise SiteError(f"variable {name!r}: units say {units!r} but the values (median {med:.3g}) look like K")
     values = values * scale + offset
-    bad = np.isfinite(values) & ((values < spec.valid_min) | (values > spec.valid_max))
+    bad = ~np.isnan(values) & ((values < spec.valid_min) | (values > spec.valid_max))  # NaN: gaps; inf: bad
     if bad.any():
         flat = np.flatnonzero(bad.reshape(-1))
         first = np.unravel_index(flat[0], values.shape)

@@ -25,6 +25,7 @@ The set-up rules (documented in docs/station_model.md and docs/site_format.md):
 from __future__ import annotations
 
 import dataclasses
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -202,6 +203,11 @@ def initial_snow(init: InitialState, t_ground_k: float, *, layers: bool = True) 
     )  # fmt: skip
 
 
+#: ISO 8601 dates and date-times (``1998-03-01``, ``1998-03-01T12:00``, ``...Z``/``+05:00``): pandas also reads
+#: ``01/03/1998`` (as 3 January), ``NaN`` and an empty string (as no time), which a user rarely means.
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?")
+
+
 def select_period(site: Site, start: str | None, end: str | None) -> xr.Dataset:
     """The site's forcing from ``start`` to ``end`` (dates or date-times, UTC; a date-only ``end`` includes that
     day), refusing dates that cannot be parsed or lie outside the forcing instead of clipping them."""
@@ -209,21 +215,25 @@ def select_period(site: Site, start: str | None, end: str | None) -> xr.Dataset:
     dt = pd.to_timedelta(float(site.meta.time_step_s), unit="s")
     first, last = (times[0] - dt).floor("D"), times[-1]
     period = f"the forcing of {site.meta.name} covers {times[0] - dt:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC"
-    parsed = {}
+    parsed, keys = {}, {}  # keys: what selects the steps (a date-only end keeps its whole day)
     for name, value in (("start", start), ("end", end)):
         if value is None:
             continue
         try:
-            parsed[name] = pd.Timestamp(value)
+            if not ISO_DATE.fullmatch(str(value).strip()):
+                raise ValueError(value)
+            parsed[name] = keys[name] = pd.Timestamp(str(value).strip())
         except (ValueError, TypeError):
             raise SiteError(f"{name} {value!r} is not a date (use e.g. 1998-03-01 or 1998-03-01T12:00)") from None
-        if parsed[name].tzinfo is not None:
-            parsed[name] = parsed[name].tz_convert("UTC").tz_localize(None)
+        if parsed[name].tzinfo is not None:  # the forcing is naive UTC: compare and select in UTC
+            parsed[name] = keys[name] = parsed[name].tz_convert("UTC").tz_localize(None)
+        else:
+            keys[name] = str(value).strip()
         if not first <= parsed[name] <= last:
             raise SiteError(f"{name} {value} lies outside the forcing: {period}")
     if "start" in parsed and "end" in parsed and parsed["start"] > parsed["end"]:
         raise SiteError(f"start {start} is after end {end}")
-    selected = site.forcing.sel(time=slice(start, end))
+    selected = site.forcing.sel(time=slice(keys.get("start"), keys.get("end")))
     if selected.sizes["time"] == 0:
         raise SiteError(f"no forcing step ends between start={start} and end={end}: {period}")
     return selected
