@@ -32,6 +32,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from dam import physics
+from dam.grid_inputs import check_inputs, open_input
 from dam.grid_processes import (
     PROCESS_FOLDER,
     Processes,
@@ -71,13 +72,7 @@ from dam.precision import resolve_dtype
 from dam.run_folder import RunFolderError
 from dam.sharding import column_mesh, pad_axis, run_sharded
 
-
-def _open(path: str, chunks: dict | None = None) -> xr.Dataset:
-    if not Path(path).exists():
-        raise GridRunError(f"missing file {path}")
-    if path.endswith(".zarr"):
-        return xr.open_zarr(path, chunks=chunks)
-    return xr.open_dataset(path, chunks=chunks)
+_open = open_input
 
 
 def _pack(field: xr.DataArray, land: np.ndarray, name: str) -> np.ndarray:
@@ -300,6 +295,8 @@ def grid_run(
 
     def check() -> str:
         _check_paths(config, procs)
+        check_inputs(config)
+        load_columns(_open(config.static))  # the columns' parameters and state, before anything is created
         fingerprint = config.fingerprint()
         _owned_store(config, fingerprint, overwrite, procs)  # refused before anything is created
         return fingerprint
