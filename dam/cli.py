@@ -29,6 +29,10 @@ import sys
 import time
 from pathlib import Path
 
+from dam.cli_types import address as _address
+from dam.cli_types import count as _count
+from dam.cli_types import path as _path
+
 
 def _setup_numerics(dtype: str) -> None:
     # Must run before JAX creates its CPU backend (i.e. before any array exists) and compiles anything.
@@ -39,6 +43,10 @@ def _setup_numerics(dtype: str) -> None:
     if dtype == "float64":
         enable_x64()
     enable_compile_cache()  # a second run of a command loads its compiled programs (docs/performance.md)
+
+
+#: Most spin-up passes a run takes: each pass is a year of model time, so a typo (10000) would run for days.
+MAX_SPINUP = 100
 
 
 class UserError(ValueError):
@@ -214,7 +222,10 @@ def _make_grid(args: argparse.Namespace) -> int:
     check_outputs([out / n for n in names], overwrite=args.overwrite, folders=[out])
     from dam.synthetic_grid import make_grid
 
-    static, forcing = make_grid(args.lat, args.lon, args.steps, seed=args.seed)
+    try:
+        static, forcing = make_grid(args.lat, args.lon, args.steps, seed=args.seed)
+    except MemoryError:
+        raise UserError(f"a {args.lat} x {args.lon} grid of {args.steps} steps does not fit in memory") from None
     write_netcdf(static, out / names[0])
     write_netcdf(forcing, out / names[1])
     config = {
@@ -308,19 +319,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"dam: error: {message} (see '{self.prog} --help')\n")
 
 
-def _count(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} must be >= {minimum}")
-        return value
-
-    return parse
-
-
 def _version() -> str:
     import dam
 
@@ -338,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     dtype = {"choices": ("float64", "float32"), "default": "float64", "help": "floating-point type (default float64)"}
 
     demo = sub.add_parser("demo", help="run the shipped Bondville soil case and compare with Fortran Noah-MP")
-    demo.add_argument("--output-dir", default="out/demo", help="folder for the netCDF, PNG and JSON outputs")
+    demo.add_argument(
+        "--output-dir", type=_path, default="out/demo", help="folder for the netCDF, PNG and JSON outputs"
+    )
     demo.add_argument("--overwrite", **overwrite)
     demo.set_defaults(func=_demo)
 
@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     soil.add_argument(
         "case_dir", help="folder with params.json and forcing.csv (and optionally output.csv), or a shipped case name"
     )
-    soil.add_argument("--output", required=True, help="OUT.csv (reference layout) or OUT.nc (CF netCDF)")
+    soil.add_argument("--output", type=_path, required=True, help="OUT.csv (reference layout) or OUT.nc (CF netCDF)")
     soil.add_argument("--dtype", **dtype)
     soil.add_argument(
         "--replay", action="store_true", help="start every step from the state in the case's output.csv row before it"
@@ -360,10 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
     station = sub.add_parser("run-station", help="run the physics-only station model at a site folder")
     shipped = ", ".join(shipped_sites())
     station.add_argument("site", help=f"site folder (docs/site_format.md) or shipped site: {shipped}")
-    station.add_argument("--output", required=True, help="output netCDF path (OUT.nc; tables and figures beside it)")
+    station.add_argument(
+        "--output", type=_path, required=True, help="output netCDF path (OUT.nc; tables and figures beside it)"
+    )
     station.add_argument("--start", default=None, help="first day or step end (UTC), e.g. 1998-03-01")
     station.add_argument("--end", default=None, help="last day or step end (UTC), e.g. 1998-09-30")
-    station.add_argument("--spinup", type=_count(0), default=1, help="passes over the first year before the run")
+    station.add_argument("--spinup", type=_count(0, MAX_SPINUP), default=1,
+                         help=f"passes over the first year before the run (at most {MAX_SPINUP})")  # fmt: skip
     station.add_argument("--gaps", choices=GAP_METHODS, default="error", help="what to do with missing forcing")
     station.add_argument("--max-gap", type=_count(1), default=6, help="longest gap (steps) --gaps may fill")
     station.add_argument("--dtype", **dtype)
@@ -373,14 +376,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     exp = sub.add_parser("experiment", help="run the hybrid-model experiment (physics, calibration, LSTMs, hybrids)")
     exp.add_argument("config", nargs="?", default=None, help="experiment YAML or a shipped one: quick (default), full")
-    exp.add_argument("--output-dir", default=None, help="run folder (overrides the config's output_dir)")
+    exp.add_argument("--output-dir", type=_path, default=None, help="run folder (overrides the config's output_dir)")
     exp.add_argument("--quiet", action="store_true", help="no progress bars")
     exp.set_defaults(func=_experiment)
 
     conv = sub.add_parser("convert-site", help="convert a FLUXNET/AmeriFlux/table file + metadata YAML to a site")
     conv.add_argument("source", help="data file, or the folder holding it (and SOURCE.md)")
     conv.add_argument("--metadata", required=True, help="site metadata YAML (docs/adding_a_site.md)")
-    conv.add_argument("--output", required=True, help="site folder to write")
+    conv.add_argument("--output", type=_path, required=True, help="site folder to write")
     conv.add_argument("--overwrite", action="store_true", help="replace an existing site folder")
     conv.add_argument("--gaps", choices=("error", "interpolate", "previous", "climatology"), default=None,
                       help="override the metadata's forcing gap policy")  # fmt: skip
@@ -389,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     shared = sub.add_parser("convert-shared", help="convert the shared sites with their shipped metadata")
     shared.add_argument("names", nargs="*", help="sites to convert (default: all)")
-    shared.add_argument("--output-dir", default=None, help="sites folder (default: $DAM_SITES or ./sites)")
+    shared.add_argument("--output-dir", type=_path, default=None, help="sites folder (default: $DAM_SITES or ./sites)")
     shared.add_argument("--data-dir", default=None, help="shared data (default: $DAM_SHARED_DATA or ../shared/data)")
     shared.add_argument("--overwrite", action="store_true", help="replace existing site folders")
     shared.set_defaults(func=_convert_shared)
@@ -406,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--start", default=None, help="first day (UTC), e.g. 2003-01-01")
     pred.add_argument("--end", default=None, help="last day (UTC)")
     pred.add_argument("--finetune", type=_count(0), default=0, help="epochs of fine-tuning on each site's first days")
-    pred.add_argument("--output", default=None, help="output folder (default RUN/predict)")
+    pred.add_argument("--output", type=_path, default=None, help="output folder (default RUN/predict)")
     pred.add_argument("--overwrite", **overwrite)
     pred.add_argument("--quiet", **quiet)
     pred.set_defaults(func=_predict)
@@ -422,7 +425,7 @@ def _add_grid_run(sub) -> None:
     grid.add_argument("--overwrite", action="store_true", help="replace a store and checkpoints of another run")
     grid.add_argument("--quiet", action="store_true", help="no progress bar")
     env = os.environ.get
-    grid.add_argument("--coordinator", metavar="HOST:PORT", default=env("DAM_COORDINATOR"),
+    grid.add_argument("--coordinator", metavar="HOST:PORT", type=_address, default=env("DAM_COORDINATOR"),
                       help="process 0's address: run as one of several processes ($DAM_COORDINATOR)")  # fmt: skip
     grid.add_argument("--num-processes", type=_count(1), default=env("DAM_NUM_PROCESSES"),
                       help="processes of the run, all started alike ($DAM_NUM_PROCESSES)")  # fmt: skip
@@ -434,11 +437,13 @@ def _add_grid_run(sub) -> None:
 def _add_make_grid(sub, overwrite: dict) -> None:
     """The make-grid command: a synthetic grid to try grid-run on."""
     make = sub.add_parser("make-grid", help="write a synthetic grid (static fields, forcing, grid_run.yaml)")
-    make.add_argument("output_dir", help="folder for static.nc, forcing.nc and grid_run.yaml")
+    make.add_argument("output_dir", type=_path, help="folder for static.nc, forcing.nc and grid_run.yaml")
     make.add_argument("--lat", type=_count(1), default=32, help="grid rows (latitudes)")
     make.add_argument("--lon", type=_count(1), default=64, help="grid columns (longitudes)")
     make.add_argument("--steps", type=_count(1), default=480, help="forcing time steps (30 min each)")
-    make.add_argument("--seed", type=_count(0), default=0, help="random seed of the land mask, soils and weather")
+    make.add_argument(
+        "--seed", type=_count(0, 2**32 - 1), default=0, help="random seed of the land mask, soils and weather"
+    )
     make.add_argument("--overwrite", **overwrite)
     make.set_defaults(func=_make_grid)
 

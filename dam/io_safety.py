@@ -37,6 +37,10 @@ __all__ = [
 TMP_MARK = ".dam-tmp-"
 
 
+#: Longest file or folder name (bytes) of the usual file systems (ext4, xfs, btrfs, APFS, NTFS).
+NAME_MAX = 255
+
+
 class OutputError(ValueError):
     """An output path is refused (it would replace an input or existing results, or cannot be written)."""
 
@@ -175,6 +179,9 @@ def check_outputs(
                 + ", ".join(allowed)
             )
     for path in [*outputs, *folders]:
+        long = [part for part in path.parts if len(os.fsencode(part)) > NAME_MAX]
+        if long:  # the file system refuses it (OSError "File name too long") only when dam writes
+            raise OutputError(f"{what} {path}: the name {long[0][:40]}... is longer than {NAME_MAX} bytes")
         for inp in inputs:
             how = relation(path, inp)
             if how is not None:

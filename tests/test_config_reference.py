@@ -14,7 +14,7 @@ def test_configuration_page_is_up_to_date():
 def test_page_lists_every_key_with_its_range():
     page = render()
     for row in ("| `network.epochs` | int | >= 1 | 40 |", "| `network.learning_rate` | float | > 0 |",
-                "| `spinup_cycles` | int | >= 0 |", "| `time_block` | int | >= 1 | 240 |", "| `options.OPT_FRZ` |",
-                "| `n_steps` |"):  # fmt: skip
+                "| `spinup_cycles` | int | >= 0, <= 100 |", "| `time_block` | int | >= 1 | 240 |",
+                "| `options.OPT_FRZ` |", "| `n_steps` |"):  # fmt: skip
         assert row in page, row
     assert "`source`" not in page  # set by the program, not a key of the file
