@@ -20,7 +20,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from dam.io_safety import relation
 from dam.readers.metadata import SiteMetadata, load_metadata
+from dam.schema import validate
 from dam.sites import Site, SiteError, write_site
 
 __all__ = ["convert", "detect", "load_metadata", "read", "write_atomic"]
@@ -121,10 +123,18 @@ def convert(
     """Convert ``source`` (a data file or folder) described by the ``metadata`` YAML into the site folder
     ``output``. ``changes`` replace ``conversion`` settings (``gaps``, ``max_gap``). The folder also receives the
     source's SOURCE.md (where the folder has one) and a copy of the metadata file (``metadata.yaml``)."""
+    for inp in (source, metadata):
+        how = relation(output, inp)
+        if how in ("is", "contains"):  # --overwrite replaces the whole folder: it would delete its own input
+            raise SiteError(f"output {output} {how} the input {inp}: dam never writes over its inputs")
+    out = Path(output)
+    if overwrite and out.is_dir() and any(out.iterdir()) and not (out / "site.yaml").is_file():
+        raise SiteError(f"{out} is not empty and is not a site folder (no site.yaml): --overwrite will not replace it")
     meta = load_metadata(metadata)
     if changes:
         conv = meta.conversion.model_copy(update={k: v for k, v in changes.items() if v is not None})
-        meta = meta.model_copy(update={"conversion": type(meta.conversion).model_validate(conv.model_dump())})
+        conv = validate(type(meta.conversion), conv.model_dump(), "--gaps/--max-gap")
+        meta = meta.model_copy(update={"conversion": conv})
     site = read(source, meta, str(metadata))
     folder = Path(source) if Path(source).is_dir() else Path(source).parent
     extra: dict = {"metadata.yaml": Path(metadata)}

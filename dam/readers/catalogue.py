@@ -20,6 +20,7 @@ import xarray as xr
 import yaml
 
 from dam.readers.metadata import IGBP_CODES, load_metadata
+from dam.schema import ConfigError, read_text
 from dam.sites import SHIPPED_SITES_DIR, SiteError, default_shared_data_dir
 
 SHIPPED_METADATA_DIR = Path(__file__).resolve().parents[1] / "data" / "site_metadata"
@@ -84,6 +85,8 @@ def site_folders(dirs: Iterable[str | Path] = ()) -> list[tuple[str, Path]]:
             found.append((str(d.parent), d))
         elif d.is_dir():
             found += [(str(d), p) for p in sorted(d.iterdir()) if (p / "site.yaml").is_file()]
+        else:  # a typo would otherwise list the shipped sites alone, as if the folder held none
+            raise SiteError(f"sites folder {d} does not exist" if not d.exists() else f"{d} is a file, not a folder")
     return found
 
 
@@ -93,7 +96,14 @@ def _depths(v: Any) -> str:
 
 def site_summary(folder: Path) -> dict[str, Any]:
     """One row of :func:`site_table` from the folder's site.yaml and netCDF headers."""
-    meta = yaml.safe_load((folder / "site.yaml").read_text()) or {}
+    try:
+        meta = yaml.safe_load(read_text(folder / "site.yaml")) or {}
+    except (yaml.YAMLError, ConfigError) as exc:
+        raise SiteError(
+            f"{folder / 'site.yaml'}: invalid YAML or not UTF-8 ({' '.join(str(exc).split())[:200]})"
+        ) from None
+    if not isinstance(meta, dict):
+        raise SiteError(f"{folder / 'site.yaml'}: top level must be a mapping of keys to values")
     row: dict[str, Any] = {"site": meta.get("name", folder.name)}
     try:
         with xr.open_dataset(folder / "forcing.nc") as f:

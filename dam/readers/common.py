@@ -268,6 +268,9 @@ def soil_series(table: Table, cols: Columns, meta: SiteMetadata, kind: str, meta
     pattern = cols.soil_pattern.get(kind)
     in_file = [c for c in table.frame.columns if pattern and re.fullmatch(pattern, c)]
     listed = {c for s in sensors for c in s.columns}
+    absent = sorted(c for c in listed if c not in table.frame.columns)
+    if absent:  # a typo in the metadata: say so before complaining about the file's real columns
+        raise table.fail(f"{kind} column(s) {absent} of {meta_path} are not in the file ({kind} columns: {in_file})")
     unlisted = [c for c in in_file if c not in listed and c not in meta.sensors.exclude]
     if unlisted:
         raise table.fail(
