@@ -134,6 +134,48 @@ def _edited_grid_dir(env: Env) -> str:
     return str(env.grid)
 
 
+def _latin1(path: Path) -> str:
+    """Add a Latin-1 comment (not UTF-8) to a text file; returns its folder, or the file for a YAML config."""
+    with path.open("ab") as f:
+        f.write(b"# caf\xe9\n")
+    return str(path.parent if path.suffix == ".json" or path.name == "site.yaml" else path)
+
+
+def _forcing_inf(env: Env) -> str:
+    path = env.site / "forcing.nc"
+    ds = xr.load_dataset(path)
+    ds["T_air"][50] = np.inf
+    path.unlink()
+    ds.to_netcdf(path)
+    return str(env.site)
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _edit_nc(path: Path, edit: Callable[[xr.Dataset], xr.Dataset]) -> None:
+    ds = edit(xr.load_dataset(path))
+    path.unlink()
+    ds.to_netcdf(path)
+
+
+def _inf_ghf(ds: xr.Dataset) -> xr.Dataset:
+    ds["ghf_wm2"][3, 0, 0] = np.inf
+    return ds
+
+
+def _flux(env: Env) -> Path:
+    """A copy of the FLUXNET half-hourly test slice with its metadata.yaml."""
+    return env._copy("flux", Path(__file__).resolve().parent / "data" / "readers" / "fluxnet_hh")
+
+
+def _column_typo(env: Env) -> dict:
+    meta = yaml.safe_load((_flux(env) / "metadata.yaml").read_text())
+    meta["sensors"]["soil_moisture"][0]["column"] = "SWC_F_MDS_9"
+    return meta
+
+
 E = Env
 CASES: dict[str, tuple[Callable[[E], list[str]], tuple[str, ...]]] = {
     # --- soil-column (issue 16 items 3, 6, 7)
@@ -248,6 +290,80 @@ CASES: dict[str, tuple[Callable[[E], list[str]], tuple[str, ...]]] = {
     "grid process id out of range": (
         lambda e: ["grid-run", e.grid_yaml(), "--coordinator", "localhost:1", "--num-processes", "2", "--process-id",
                    "2"], ("--process-id 2 must be below --num-processes 2",)),
+    # --- second campaign (docs/safety.md): encodings, booleans, inf, dates, names, grid inputs
+    "params.json not UTF-8": (lambda e: ["soil-column", _latin1(e.case / "params.json"), "--output", f"{e.root}/o.csv"],
+                              ("params.json: not UTF-8 text",)),
+    "site.yaml not UTF-8": (lambda e: ["run-station", _latin1(e.site / "site.yaml"), "--output", f"{e.root}/o.nc"],
+                            ("site.yaml: not UTF-8 text",)),
+    "grid YAML not UTF-8": (lambda e: ["grid-run", _latin1(Path(e.grid_yaml()))], ("grid_run.yaml: not UTF-8 text",)),
+    "latitude: true": (lambda e: ["run-station", str(e.site_yaml(lambda m: m.update(latitude=True))), "--output",
+                                  f"{e.root}/o.nc"], ("latitude", "expected a number, got a boolean")),
+    "grid time_block: true": (lambda e: ["grid-run", e.grid_yaml(time_block=True)], ("time_block", "boolean")),
+    "experiment learning_rate .inf": (lambda e: ["experiment", e.yaml("x.yaml", "network: {learning_rate: .inf}")],
+                                      ("network.learning_rate", "finite")),
+    "experiment with a broken site.yaml": (
+        lambda e: ["experiment", e.yaml("x.yaml", {"sites": [str(e.empty(e.site / "site.yaml"))]}), "--output-dir",
+                   f"{e.root}/run"], ("site.yaml",)),
+    "sensor depths fewer than observed": (
+        lambda e: ["run-station", str(e.site_yaml(lambda m: m["sensor_depths_m"].update(soil_moisture=[0.05, 0.2]))),
+                   "--output", f"{e.root}/o.nc"], ("sensor_depths_m.soil_moisture", "differ from observations.nc")),
+    "initial state valid in another year": (
+        lambda e: ["run-station", str(e.site_yaml(lambda m: m["initial_state"].update(valid_at_utc="1990-01-01"))),
+                   "--output", f"{e.root}/o.nc"], ("initial_state.valid_at_utc 1990-01-01", "outside the forcing")),
+    "forcing T_air inf": (lambda e: ["run-station", _forcing_inf(e), "--output", f"{e.root}/o.nc"],
+                          ("'T_air'", "out of range", "inf")),
+    "start 01/03/1998 (not ISO)": (lambda e: ["run-station", "bondville_1998", "--output", f"{e.root}/o.nc",
+                                              "--start", "01/03/1998"], ("start '01/03/1998' is not a date",)),
+    "end empty": (lambda e: ["run-station", "bondville_1998", "--output", f"{e.root}/o.nc", "--end", ""],
+                  ("end '' is not a date",)),
+    "spin-up 100000": (lambda e: ["run-station", "bondville_1998", "--output", "o.nc", "--spinup", "100000"],
+                       ("--spinup", "must be <= 100")),
+    "output name too long": (lambda e: ["soil-column", str(e.case), "--output", f"{e.root}/{'a' * 300}.csv"],
+                             ("longer than 255 bytes",)),
+    "make-grid into ''": (lambda e: ["make-grid", ""], ("an empty path",)),
+    "make-grid seed 2**70": (lambda e: ["make-grid", str(e.root / "g"), "--seed", str(2**70)], ("--seed",)),
+    "grid coordinator without port": (
+        lambda e: ["grid-run", e.grid_yaml(), "--coordinator", "localhost", "--num-processes", "2", "--process-id",
+                   "0"], ("'localhost' is not HOST:PORT",)),
+    "grid static truncated": (lambda e: ["grid-run", e.grid_yaml(_=_truncate(e.grid / "static.nc"))],
+                              ("static.nc cannot be read as netCDF",)),
+    "grid static missing bexp, nothing created": (
+        lambda e: ["grid-run", e.grid_yaml(_=_edit_nc(e.grid / "static.nc", lambda d: d.drop_vars("bexp")))],
+        ("missing variable 'bexp'",)),
+    "grid land_mask 0.5": (
+        lambda e: ["grid-run", e.grid_yaml(_=_edit_nc(e.grid / "static.nc",
+                                                      lambda d: d.assign(land_mask=d.land_mask * 0.5)))],
+        ("land_mask must be 0 (sea) or 1 (land)",)),
+    "grid forcing on another grid": (
+        lambda e: ["grid-run", e.grid_yaml(_=_edit_nc(e.grid / "forcing.nc", lambda d: d.isel(lat=slice(0, 2))))],
+        ("forcing file: lat", "differs from the static file")),
+    "grid forcing time duplicated": (
+        lambda e: ["grid-run", e.grid_yaml(_=_edit_nc(e.grid / "forcing.nc", lambda d: d.isel(time=[0, 1, 1, 2])))],
+        ("time is not strictly increasing",)),
+    "grid forcing every other step": (
+        lambda e: ["grid-run", e.grid_yaml(_=_edit_nc(e.grid / "forcing.nc", lambda d: d.isel(time=slice(0, 10, 2))))],
+        ("time step 3600 s", "dt_s = 1800 s")),
+    "grid forcing inf, nothing created": (
+        lambda e: ["grid-run", e.grid_yaml(_=_edit_nc(e.grid / "forcing.nc", _inf_ghf))],
+        ("ghf_wm2 has non-finite values over land",)),
+    "convert-site into its source folder": (lambda e: ["convert-site", str(_flux(e)), "--metadata",
+                                                       str(_flux(e) / "metadata.yaml"), "--output", str(_flux(e)),
+                                                       "--overwrite"], ("is the input",)),
+    "convert-site over its metadata": (lambda e: ["convert-site", str(_flux(e)), "--metadata",
+                                                  str(_flux(e) / "metadata.yaml"), "--output",
+                                                  str(_flux(e) / "metadata.yaml"), "--overwrite"], ("is the input",)),
+    "convert-site --overwrite a foreign folder": (
+        lambda e: ["convert-site", str(_flux(e)), "--metadata", str(_flux(e) / "metadata.yaml"), "--output",
+                   str(Path(e.file("mine/thesis.tex")).parent), "--overwrite"], ("not a site folder",)),
+    "convert-site --max-gap -1": (lambda e: ["convert-site", str(_flux(e)), "--metadata",
+                                             str(_flux(e) / "metadata.yaml"), "--output", f"{e.root}/s",
+                                             "--max-gap", "-1"], ("--max-gap", "max_gap")),
+    "convert-site metadata column typo": (
+        lambda e: ["convert-site", str(_flux(e)), "--metadata", e.yaml("m.yaml", _column_typo(e)), "--output",
+                   f"{e.root}/s"], ("['SWC_F_MDS_9']", "are not in the file")),
+    "sites folder missing": (lambda e: ["sites", str(e.root / "nope")], ("sites folder", "does not exist")),
+    "sites with a broken site.yaml": (lambda e: ["sites", str(Path(e.file("s/x/site.yaml", "name: [")).parents[1])],
+                                      ("site.yaml: invalid YAML",)),
     # --- general
     "unknown command": (lambda e: ["frobnicate"], ("invalid choice: 'frobnicate'",)),
     "no command": (lambda e: [], ("required: COMMAND",)),
