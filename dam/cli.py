@@ -261,7 +261,12 @@ def _convert_shared(args: argparse.Namespace) -> int:
     def report(name, path, error):
         print(f"{name:14s} {'-> ' + str(path) if path else 'FAILED: ' + error}", flush=True)
 
+    from dam.sites import default_shared_data_dir
+
     data_dir = Path(args.data_dir) if args.data_dir else None
+    if not (data_dir or default_shared_data_dir()).is_dir():  # else every site "fails" with exit code 1
+        where = "--data-dir" if data_dir else "the shared data folder ($DAM_SHARED_DATA)"
+        raise UserError(f"{where} {data_dir or default_shared_data_dir()} is not a folder")
     results = convert_shared(output, args.names or None, data_dir=data_dir, overwrite=args.overwrite, report=report)
     failed = [n for n, r in results.items() if not isinstance(r, Path)]
     tail = f"; failed: {', '.join(failed)}" if failed else ""

@@ -20,6 +20,7 @@ per spatial block, so a grid whose time block does not fit in memory still runs.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -153,7 +154,8 @@ def _create_output(
     coords = {"time": forcing["time"], "lat": static["lat"], "lon": static["lon"], "layer": static["layer"]}
     attrs = {"Conventions": "CF-1.10", "title": "dam grid run", "run_fingerprint": fingerprint,
              "run_config": Path(config.source).name if config.source else "(Python)",
-             "run_created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")}  # fmt: skip
+             "run_created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+             "run_parts": json.dumps(config.parts())}  # fmt: skip
     if processes > 1:  # its chunks and checkpoints follow the process count: a resume must keep it
         attrs["run_processes"] = processes
     with atomic_path(config.output) as tmp:
@@ -269,9 +271,12 @@ def _owned_store(config: GridRunConfig, fingerprint: str, overwrite: bool, procs
     if store is None or store["run_fingerprint"] == fingerprint or overwrite:
         return store if store is not None and store["run_fingerprint"] == fingerprint else None
     this = f"this configuration is run {fingerprint}" + (f" (from {Path(config.source).name})" if config.source else "")
+    old = json.loads(store.get("run_parts", "{}"))  # absent in stores of dam before it was recorded
+    changed = [k if k == "configuration" else f"{k} file" for k, v in config.parts().items() if old.get(k, v) != v]
     raise RunFolderError(
-        f"output {config.output} holds the results of {_describe_run(store)}; {this}: its configuration or input "
-        "files differ. Choose another output and checkpoint_dir, or pass --overwrite to replace that run"
+        f"output {config.output} holds the results of {_describe_run(store)}; {this}: its "
+        f"{' and '.join(changed or ['configuration or input files'])} changed. Choose another output and "
+        "checkpoint_dir, or pass --overwrite to replace that run"
     )
 
 

@@ -3,6 +3,7 @@ variables a grid run reads and writes."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -43,6 +44,18 @@ OutputName = Literal[tuple(OUTPUTS)]  # type: ignore[valid-type]
 
 class GridRunError(ValueError):
     """A grid-run configuration, input file or output folder is invalid."""
+
+
+_HASHES: dict[tuple, str] = {}
+
+
+def _content_hash(path: str) -> str:
+    """:func:`dam.run_folder.content_hash`, once per file version in a process (fingerprint and parts)."""
+    stat = os.stat(path)
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _HASHES:
+        _HASHES[key] = content_hash(path)
+    return _HASHES[key]
 
 
 class SoilOptionsConfig(Strict):
@@ -106,4 +119,11 @@ class GridRunConfig(Strict):
         ``column_chunk`` (a speed setting), and the content of the static and forcing files (a changed input
         is another run). Hashing reads both files once per process."""
         keys = self.model_dump(exclude={*_PATHS, "column_chunk", "source"}, mode="json")
-        return run_fingerprint(keys, {k: content_hash(getattr(self, k)) for k in ("static", "forcing")})
+        return run_fingerprint(keys, {k: _content_hash(getattr(self, k)) for k in ("static", "forcing")})
+
+    def parts(self) -> dict[str, str]:
+        """Hashes of the configuration and of each input file, kept with the output so that a refused rerun can
+        say which of them changed."""
+        keys = self.model_dump(exclude={*_PATHS, "column_chunk", "source"}, mode="json")
+        return {"configuration": run_fingerprint(keys, {}),
+                **{k: _content_hash(getattr(self, k)) for k in ("static", "forcing")}}  # fmt: skip

@@ -170,6 +170,13 @@ def _flux(env: Env) -> Path:
     return env._copy("flux", Path(__file__).resolve().parent / "data" / "readers" / "fluxnet_hh")
 
 
+def _flux_csv(env: Env, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> str:
+    """Edit the FLUXNET slice's data file (as text columns); returns its folder."""
+    path = next(_flux(env).glob("FLX_*.csv"))
+    edit(pd.read_csv(path, dtype=str)).to_csv(path, index=False)
+    return str(path.parent)
+
+
 def _column_typo(env: Env) -> dict:
     meta = yaml.safe_load((_flux(env) / "metadata.yaml").read_text())
     meta["sensors"]["soil_moisture"][0]["column"] = "SWC_F_MDS_9"
@@ -361,6 +368,16 @@ CASES: dict[str, tuple[Callable[[E], list[str]], tuple[str, ...]]] = {
     "convert-site metadata column typo": (
         lambda e: ["convert-site", str(_flux(e)), "--metadata", e.yaml("m.yaml", _column_typo(e)), "--output",
                    f"{e.root}/s"], ("['SWC_F_MDS_9']", "are not in the file")),
+    "convert-site negative P_F names the column": (
+        lambda e: ["convert-site", _flux_csv(e, lambda d: d.assign(P_F="-5.0")), "--metadata",
+                   str(_flux(e) / "metadata.yaml"), "--output", f"{e.root}/s"],
+        ("'precip'", "negative", "(column P_F)")),
+    "convert-site duplicated rows": (
+        lambda e: ["convert-site", _flux_csv(e, lambda d: pd.concat([d.iloc[:20], d.iloc[19:]])), "--metadata",
+                   str(_flux(e) / "metadata.yaml"), "--output", f"{e.root}/s"], ("duplicated or unsorted rows",)),
+    "convert-shared data folder missing": (
+        lambda e: ["convert-shared", "CN-HaM", "--output-dir", f"{e.root}/s", "--data-dir", f"{e.root}/nope"],
+        ("--data-dir", "is not a folder")),
     "sites folder missing": (lambda e: ["sites", str(e.root / "nope")], ("sites folder", "does not exist")),
     "sites with a broken site.yaml": (lambda e: ["sites", str(Path(e.file("s/x/site.yaml", "name: [")).parents[1])],
                                       ("site.yaml: invalid YAML",)),
@@ -423,3 +440,13 @@ def test_version_and_help_on_every_option(capsys):
         for action in sub._actions:
             if action.dest != "help":
                 assert action.help, f"dam {name} {action.option_strings or action.dest}: no help"
+
+
+def test_dates_with_a_utc_offset_select_in_utc():
+    """``--start 1998-03-01T00:00+05:00`` used to be a pandas ValueError (a traceback): it is 19:00 UTC."""
+    from dam.site_run import select_period
+    from dam.sites import load_site
+
+    sel = select_period(load_site("bondville_1998"), "1998-03-01T00:00+05:00", "1998-03-01T03:00Z")
+    times = pd.DatetimeIndex(sel["time"].values)
+    assert times[0] == pd.Timestamp("1998-02-28T19:00") and times[-1] == pd.Timestamp("1998-03-01T03:00")

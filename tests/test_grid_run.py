@@ -149,7 +149,7 @@ def test_changed_input_is_another_run_and_a_moved_run_resumes(tmp_path, grid_fil
     static = xr.load_dataset(folder / "static.nc")
     static["dksat"] = static["dksat"] * 2
     static.to_netcdf(folder / "static.nc")
-    with pytest.raises(RunFolderError, match="configuration or input files differ"):
+    with pytest.raises(RunFolderError, match="its static file changed"):
         grid_run(GridRunConfig.from_yaml(folder / "grid_run.yaml"), progress=False)
     shutil.copy(grid_files[0] / "static.nc", folder / "static.nc")  # the original input again
 

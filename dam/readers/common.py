@@ -455,7 +455,12 @@ def build_site(table: Table, cols: Columns, meta: SiteMetadata, meta_path: str) 
         attrs["gap_fill"] = "; ".join(f"{k} {n} ({var_attrs[k]['gap_fill_method']})" for k, n in fills.items())
         attrs["gap_fill_total"] = int(sum(fills.values()))
         notes.append(f"Forcing gaps filled: {attrs['gap_fill']} (max_gap={meta.conversion.max_gap}).")
-    forcing = make_forcing(times, step, values_, attrs=attrs, var_attrs=var_attrs)
+    try:
+        forcing = make_forcing(times, step, values_, attrs=attrs, var_attrs=var_attrs)
+    except SiteError as exc:  # name the file and its column, not only dam's variable
+        found = re.search(r"variable '(\w+)'", str(exc))
+        source = cols.forcing.get(found.group(1)) if found else None
+        raise table.fail(f"{exc}" + (f" (column {'/'.join(source.columns)})" if source else "")) from None
     obs = observations(table, cols, meta, ends_utc, meta_path)
     depths = {}
     if obs is not None:

@@ -81,6 +81,11 @@ def read_table(path: Path) -> Table:
         i = int(np.argmax(ends.isna().to_numpy()))
         raise SiteError(f"{path.name}: time stamp in data row {i + 1} is not a valid date")
     ends = pd.DatetimeIndex(ends)
+    back = np.flatnonzero(np.diff(ends.as_unit("ns").asi8) <= 0)
+    if back.size:  # duplicated or unsorted rows: name the first, not a "rows missing?" guess
+        i = int(back[0])
+        raise SiteError(f"{path.name}: time stamps must increase; data row {i + 2} ({ends[i + 1]}) does not follow "
+                        f"row {i + 1} ({ends[i]}): duplicated or unsorted rows")  # fmt: skip
     steps = np.unique(np.diff(ends.as_unit("ns").asi8) // 10**9) if len(ends) > 1 else np.array([])
     if len(steps) != 1:
         raise SiteError(f"{path.name}: the time stamps are not regular (steps {steps[:5].tolist()} s); rows missing?")
