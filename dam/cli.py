@@ -225,7 +225,7 @@ def _make_grid(args: argparse.Namespace) -> int:
     try:
         static, forcing = make_grid(args.lat, args.lon, args.steps, seed=args.seed)
     except MemoryError:
-        raise UserError(f"a {args.lat} x {args.lon} grid of {args.steps} steps does not fit in memory") from None
+        raise UserError(f"--lat {args.lat} x --lon {args.lon} x --steps {args.steps} does not fit in memory") from None
     write_netcdf(static, out / names[0])
     write_netcdf(forcing, out / names[1])
     config = {
@@ -261,10 +261,12 @@ def _convert_shared(args: argparse.Namespace) -> int:
     def report(name, path, error):
         print(f"{name:14s} {'-> ' + str(path) if path else 'FAILED: ' + error}", flush=True)
 
+    from dam.readers.catalogue import shared_metadata
     from dam.sites import default_shared_data_dir
 
     data_dir = Path(args.data_dir) if args.data_dir else None
-    if not (data_dir or default_shared_data_dir()).is_dir():  # else every site "fails" with exit code 1
+    known = all(name in shared_metadata() for name in args.names)  # an unknown name is reported first
+    if known and not (data_dir or default_shared_data_dir()).is_dir():  # else every site "fails" with exit 1
         where = "--data-dir" if data_dir else "the shared data folder ($DAM_SHARED_DATA)"
         raise UserError(f"{where} {data_dir or default_shared_data_dir()} is not a folder")
     results = convert_shared(output, args.names or None, data_dir=data_dir, overwrite=args.overwrite, report=report)

@@ -378,6 +378,9 @@ CASES: dict[str, tuple[Callable[[E], list[str]], tuple[str, ...]]] = {
     "convert-shared data folder missing": (
         lambda e: ["convert-shared", "CN-HaM", "--output-dir", f"{e.root}/s", "--data-dir", f"{e.root}/nope"],
         ("--data-dir", "is not a folder")),
+    "convert-shared unknown name before the data folder": (
+        lambda e: ["convert-shared", "nope", "--output-dir", f"{e.root}/s", "--data-dir", f"{e.root}/nope"],
+        ("unknown shared site(s) ['nope']",)),
     "sites folder missing": (lambda e: ["sites", str(e.root / "nope")], ("sites folder", "does not exist")),
     "sites with a broken site.yaml": (lambda e: ["sites", str(Path(e.file("s/x/site.yaml", "name: [")).parents[1])],
                                       ("site.yaml: invalid YAML",)),
