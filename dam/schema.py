@@ -33,6 +33,15 @@ class ConfigError(ValueError):
     """A configuration is invalid; the message names the file, the key and what is allowed."""
 
 
+def _numbers(annotation: Any) -> tuple[bool, bool]:
+    """Whether a field holds a number, and whether it holds a list or tuple of numbers (without booleans)."""
+    union = get_origin(annotation) in (Union, types.UnionType)
+    options = get_args(annotation) if union else (annotation,)
+    scalar = any(o in (int, float) for o in options) and bool not in options
+    inner = [a for o in options if get_origin(o) in (list, tuple) for a in get_args(o) if a is not Ellipsis]
+    return scalar, any(a in (int, float) for a in inner) and bool not in inner
+
+
 class Strict(BaseModel):
     """Base of every configuration model: unknown keys are errors, instances are immutable, values are
     validated again on assignment-free copies (``model_copy(update=...)`` goes through :func:`validate`)."""
@@ -44,12 +53,12 @@ class Strict(BaseModel):
     @classmethod
     def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         # pydantic reads true as 1 for a number; in a YAML file that is a slip (latitude: yes), never a number.
-        if isinstance(value, bool) and info.field_name is not None:
-            annotation = cls.model_fields[info.field_name].annotation
-            union = get_origin(annotation) in (Union, types.UnionType)
-            allowed = set(get_args(annotation)) if union else {annotation}
-            if allowed & {int, float} and bool not in allowed:
-                raise ValueError("expected a number, got a boolean")
+        if info.field_name is None:
+            return value
+        allowed = _numbers(cls.model_fields[info.field_name].annotation)
+        items = value if isinstance(value, list | tuple) and allowed[1] else [value] if allowed[0] else []
+        if any(isinstance(v, bool) for v in items):
+            raise ValueError("expected a number, got a boolean")
         return value
 
 

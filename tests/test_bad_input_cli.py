@@ -305,6 +305,8 @@ CASES: dict[str, tuple[Callable[[E], list[str]], tuple[str, ...]]] = {
     "grid YAML not UTF-8": (lambda e: ["grid-run", _latin1(Path(e.grid_yaml()))], ("grid_run.yaml: not UTF-8 text",)),
     "latitude: true": (lambda e: ["run-station", str(e.site_yaml(lambda m: m.update(latitude=True))), "--output",
                                   f"{e.root}/o.nc"], ("latitude", "expected a number, got a boolean")),
+    "bexp: [true, ...]": (lambda e: ["soil-column", str(e.params(lambda m: m["per_layer"].update(bexp=[True] * 4))),
+                                     "--output", f"{e.root}/o.csv"], ("per_layer.bexp", "got a boolean")),
     "grid time_block: true": (lambda e: ["grid-run", e.grid_yaml(time_block=True)], ("time_block", "boolean")),
     "experiment learning_rate .inf": (lambda e: ["experiment", e.yaml("x.yaml", "network: {learning_rate: .inf}")],
                                       ("network.learning_rate", "finite")),
