@@ -32,6 +32,11 @@ LEAVE_SITES_OUT_MODELS = ("physics_default", "physics_calibrated", *MULTISITE_MO
 ModelName = Literal[MODELS + MULTISITE_MODELS]  # type: ignore[valid-type]
 SPLITS = ("chronological", "leave_sites_out")
 SHIPPED_CONFIGS = ("quick", "full", "shared")
+PhaseChangeGradient = Literal["implicit", "exact"]
+PHASE_CHANGE_GRADIENT_HELP = (
+    "derivative of soil freezing in the gradients: implicit (well-conditioned through freeze-thaw, default) or "
+    "exact (Noah-MP's explicit step; 1e15 over a winter); docs/gradients.md"
+)
 
 
 class NetworkConfig(Strict):
@@ -91,6 +96,7 @@ class CalibrationConfig(Strict):
     warmup_steps: int = Field(480, ge=0, description="steps before the window run with the calibrated parameters")
     lhs_baseline: bool = Field(True, description="also run a Latin-hypercube search with the same budget")
     checkpoint_every: int | None = Field(1, ge=1, description="rematerialisation segment of the gradient, steps")
+    phase_change_gradient: PhaseChangeGradient = Field("implicit", description=PHASE_CHANGE_GRADIENT_HELP)
 
     @field_validator("parameters")
     @classmethod
@@ -110,6 +116,7 @@ class HybridConfig(Strict):
     window_steps: int | None = Field(None, ge=1, description="steps per window (None: 10 days sub-daily, 48 daily)")
     learning_rate: float = Field(1e-3, gt=0, description="Adam step size")
     pretrain_iterations: int = Field(400, ge=0, description="steps imitating the Richards water step first")
+    phase_change_gradient: PhaseChangeGradient = Field("implicit", description=PHASE_CHANGE_GRADIENT_HELP)
 
 
 _GLOB = set("*?[")
@@ -234,11 +241,15 @@ class ExperimentConfig(Strict):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (lists for tuples), as written to the run folder's ``config.yaml``. ``split`` and
-        ``folds`` appear only for a leave-sites-out split, so that the run folders and stage fingerprints of
-        chronological experiments made before these keys existed stay valid."""
+        ``folds`` appear only for a leave-sites-out split, and ``phase_change_gradient`` only where it is not the
+        default, so that the run folders and stage fingerprints of experiments made before these keys existed stay
+        valid."""
         d = json.loads(json.dumps(self.model_dump(mode="json")))
         if self.split == "chronological":
             del d["split"], d["folds"]
+        for section in ("calibration", "hybrid"):  # the default derivative: keys absent, as before they existed
+            if d[section]["phase_change_gradient"] == "implicit":
+                del d[section]["phase_change_gradient"]
         return d
 
     def replace(self, **changes: Any) -> ExperimentConfig:

@@ -172,7 +172,7 @@ def train_site_hybrid(
     from .coupling.hybrid import NeuralWaterTransport, physics_water_samples
     from .hybrid_training import pretrain_to_physics, train_hybrid
 
-    setup = data.setup
+    setup = data.setup.with_phase_change_gradient(c.phase_change_gradient)
     n_train = int(np.searchsorted(data.step_day, data.train.stop))
     n_fit = int(np.searchsorted(data.step_day, data.test.start))
     net = NeuralWaterTransport(jax.random.PRNGKey(seed))
@@ -228,6 +228,7 @@ def calibrate_site(data: SiteData, c: CalibrationConfig, *, seed: int, progress:
 
     specs = make_specs(c.parameters)
     short, first = calibration_window(data, c)
+    short = short.with_phase_change_gradient(c.phase_change_gradient)
     obs = data.site.observations
     res = calibrate(short, obs, specs, start=first, steps=c.steps, learning_rate=c.learning_rate,
                     checkpoint_every=c.checkpoint_every, progress=progress)  # fmt: skip

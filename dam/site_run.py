@@ -81,6 +81,12 @@ class StationSetup:
     def layer_bottoms_m(self) -> np.ndarray:
         return -np.asarray(self.grid.zsoil)
 
+    def with_phase_change_gradient(self, kind: str) -> StationSetup:
+        """This set-up with gradients through soil freezing taken by the ``kind`` derivative (``"implicit"`` or
+        ``"exact"``, :class:`~dam.physics.SoilOptions`); the run's values do not change."""
+        soil = dataclasses.replace(self.options.soil, phase_change_gradient=kind)
+        return dataclasses.replace(self, options=dataclasses.replace(self.options, soil=soil))
+
 
 def _f64(x) -> jnp.ndarray:
     return jnp.asarray(np.asarray(x, dtype=np.float64))

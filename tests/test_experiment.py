@@ -53,12 +53,35 @@ def _config(tmp_path, **kw) -> ExperimentConfig:
         ({"name": "../x"}, "name: String should match pattern"),
         ({"calibration": {"parameters": ["soil.nonsense"]}}, "soil.nonsense"),
         ({"models": ["lstm", "lstm"]}, "listed twice"),
+        ({"calibration": {"phase_change_gradient": "smooth"}}, "calibration.phase_change_gradient: Input should be"),
     ],
 )  # fmt: skip
 def test_config_is_validated_naming_the_key(data, message):
     with pytest.raises(ConfigError, match="^config: ") as info:
         ExperimentConfig.from_dict(data)
     assert message in str(info.value)
+
+
+def test_phase_change_gradient_reaches_the_gradient_runs_and_keeps_old_fingerprints():
+    """The YAML key chooses the derivative of soil freezing of calibration and hybrid training (the values the
+    physics accepts); left at the default it is not written, so run folders made before the key stay valid."""
+    import typing
+
+    from dam.physics.types import PhaseChangeGradient
+    from dam.sites import load_site
+
+    default = ExperimentConfig.from_dict({})
+    assert "phase_change_gradient" not in default.to_dict()["calibration"]
+    exact = ExperimentConfig.from_dict({"calibration": {"phase_change_gradient": "exact"}})
+    assert exact.to_dict()["calibration"]["phase_change_gradient"] == "exact"
+    assert "phase_change_gradient" not in exact.to_dict()["hybrid"]
+    field = type(default.calibration).model_fields["phase_change_gradient"]
+    assert set(typing.get_args(field.annotation)) == set(typing.get_args(PhaseChangeGradient))
+    from dam.site_run import setup_station
+
+    setup = setup_station(load_site("bondville_1998"), end="1998-01-03")
+    assert setup.with_phase_change_gradient("exact").options.soil.phase_change_gradient == "exact"
+    assert setup.options.soil.phase_change_gradient == "implicit"
 
 
 def test_missing_config_lists_the_shipped_ones(tmp_path):
