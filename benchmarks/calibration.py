@@ -106,35 +106,14 @@ def _synthetic(setup, specs, seed: int):
 def _search_objective(setup, obs, specs, train_end):
     """(loss of latent vectors (pop, n) over the training window, one forward run vmapped over the population;
     the default latent vector; the default latents as a dict)."""
-    import equinox as eqx
     import jax
     import jax.numpy as jnp
 
-    from dam.calibration import prepare_observations
-    from dam.coupling.calibration import (
-        apply_parameters,
-        forward_moisture,
-        initial_latent,
-        latent_from_vector,
-        latent_to_values,
-        latent_vector,
-        score,
-    )
-    from dam.coupling.losses import PhysicsLoss
+    from dam.calibration import search_objective
+    from dam.coupling.calibration import latent_vector
 
-    target = prepare_observations(setup, obs, end=train_end)
-    n = int(setup.times.searchsorted(train_end, side="right"))
-    frc = jax.tree_util.tree_map(lambda x: x[:n], setup.forcing)
-    target = eqx.tree_at(lambda t: t.segment, target, target.segment[:n])
-    z0 = initial_latent(setup.params, specs)
+    one, z0 = search_objective(setup, obs, specs, end=train_end)
     dtype = jnp.asarray(setup.state0.soil.smc).dtype
-
-    def one(vec):
-        latent = latent_from_vector(vec, z0, specs)
-        params = apply_parameters(setup.params, specs, latent_to_values(latent, specs))
-        smc = forward_moisture(setup.state0, frc, params, setup.grid, setup.options, target.moisture)
-        return score(smc, target, PhysicsLoss(data="rmse"), params.soil.smcmax)
-
     batched = jax.jit(jax.vmap(one))
     objective = lambda vecs: np.asarray(batched(jnp.asarray(np.atleast_2d(vecs), dtype)))  # noqa: E731
     return objective, np.asarray(latent_vector(z0, specs)), z0

@@ -69,6 +69,7 @@ __all__ = [
     "evaluate",
     "latin_hypercube_search",
     "prepare_observations",
+    "search_objective",
     "sees_liquid",
 ]
 
@@ -250,6 +251,39 @@ class SearchResult:
     evaluations: int
 
 
+def search_objective(
+    setup: StationSetup,
+    observations=None,
+    specs: Sequence[SpecLike] = DEFAULT_SPECS,
+    *,
+    start=None,
+    end=None,
+    loss: PhysicsLoss | None = None,
+    variable: str = "soil_moisture",
+    sensors: Sequence[float] | None = None,
+    skip_unreliable: bool = True,
+):
+    """The objective of the gradient-free searches: ``(objective, z0)`` where ``objective(vec)`` is the loss
+    (same window and loss as :func:`calibrate`) of one flat latent vector (a forward run from ``setup.state0``
+    to the window's end; pure, so ``jax.vmap`` evaluates a population in one run) and ``z0`` the default
+    latents (their flat vector: :func:`~dam.coupling.calibration.latent_vector`)."""
+    specs = make_specs(specs)
+    loss = loss or PhysicsLoss(data="rmse")
+    target = prepare_observations(setup, observations, start=start, end=end, variable=variable, sensors=sensors,
+                                  skip_unreliable=skip_unreliable)  # fmt: skip
+    _, i1 = _window(setup.times, start, end)
+    z0 = initial_latent(setup.params, specs)
+    frc = setup.forcing if i1 == len(setup.times) else jax.tree_util.tree_map(lambda x: x[:i1], setup.forcing)
+    target = eqx.tree_at(lambda t: t.segment, target, target.segment[:i1])
+
+    def objective(vec: jax.Array) -> jax.Array:
+        params = apply_parameters(setup.params, specs, latent_to_values(latent_from_vector(vec, z0, specs), specs))
+        smc = forward_moisture(setup.state0, frc, params, setup.grid, setup.options, target.moisture)
+        return score(smc, target, loss, params.soil.smcmax)
+
+    return objective, z0
+
+
 def latin_hypercube_search(
     setup: StationSetup,
     observations=None,
@@ -266,26 +300,16 @@ def latin_hypercube_search(
 ) -> SearchResult:
     """Gradient-free baseline: the default parameters plus ``budget - 1`` Latin-hypercube samples of the
     bounds (uniform in log space for log parameters), each one forward run over the same window and loss as
-    :func:`calibrate` (the same compiled forward run as :func:`evaluate`). Budget rule: module docs."""
+    :func:`calibrate` (:func:`search_objective`; the same compiled forward run as :func:`evaluate`). Budget
+    rule: module docs."""
     specs = make_specs(specs)
-    loss = loss or PhysicsLoss(data="rmse")
-    target = prepare_observations(setup, observations, start=start, end=end, variable=variable, sensors=sensors,
-                                  skip_unreliable=skip_unreliable)  # fmt: skip
-    _, i1 = _window(setup.times, start, end)
-    z0 = initial_latent(setup.params, specs)
+    objective, z0 = search_objective(setup, observations, specs, start=start, end=end, loss=loss,
+                                     variable=variable, sensors=sensors, skip_unreliable=skip_unreliable)  # fmt: skip
     vecs = lhs_latents(z0, specs, budget, seed)
     dtype = jnp.asarray(setup.state0.soil.smc).dtype
-    frc = setup.forcing if i1 == len(setup.times) else jax.tree_util.tree_map(lambda x: x[:i1], setup.forcing)
-    target = eqx.tree_at(lambda t: t.segment, target, target.segment[:i1])
-    losses, rows = [], []
-    for k, v in enumerate(vecs):
-        latent = latent_from_vector(jnp.asarray(v, dtype), z0, specs)
-        params = apply_parameters(setup.params, specs, latent_to_values(latent, specs))
-        smc = forward_moisture(setup.state0, frc, params, setup.grid, setup.options, target.moisture)
-        losses.append(float(score(smc, target, loss, params.soil.smcmax)))
-        rows.append({"evaluation": k, "loss": losses[-1], **values_row(latent_from_vector(jnp.asarray(v), z0, specs),
-                                                                        specs)})  # fmt: skip
-    losses = np.asarray(losses)
+    losses = np.asarray([float(objective(jnp.asarray(v, dtype))) for v in vecs])
+    rows = [{"evaluation": k, "loss": losses[k], **values_row(latent_from_vector(jnp.asarray(v), z0, specs), specs)}
+            for k, v in enumerate(vecs)]  # fmt: skip
     ib = int(np.nanargmin(np.where(np.isfinite(losses), losses, np.nan)))
     best_latent = latent_from_vector(jnp.asarray(vecs[ib], dtype), z0, specs)
     values = {k: np.asarray(v) for k, v in latent_to_values(best_latent, specs).items()}
