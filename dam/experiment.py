@@ -167,10 +167,10 @@ def run_experiment(config: ExperimentConfig) -> pd.DataFrame:
     """Run the experiment: across sites (:mod:`dam.multisite`) when it has multi-site models or splits over
     sites, else site by site (:class:`Experiment`); glob patterns in ``sites`` are expanded first."""
     from .experiment_config import expand_sites
-    from .sites import read_site_meta
+    from .experiment_data import load_experiment_site
 
-    for name in expand_sites(config.sites):  # a broken site.yaml stops the run before its folder is created
-        read_site_meta(name)
+    for name in expand_sites(config.sites):  # a broken site folder stops the run before its run folder is created
+        load_experiment_site(name)
     if config.multisite:
         from .multisite import run_multisite
 

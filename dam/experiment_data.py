@@ -99,6 +99,15 @@ def daily_mean(values: np.ndarray, step_day: np.ndarray, n_days: int) -> np.ndar
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def load_experiment_site(name_or_dir: str) -> Site:
+    """Read and validate a site folder (:func:`~dam.sites.load_site`) and check that it has the soil moisture
+    observations an experiment scores (SiteError naming the site otherwise)."""
+    site = load_site(name_or_dir)
+    if site.observations is None or "soil_moisture" not in site.observations:
+        raise SiteError(f"site {site.meta.name} has no soil moisture observations: the experiment needs them")
+    return site
+
+
 def prepare_site(
     name_or_dir: str,
     *,
@@ -109,9 +118,7 @@ def prepare_site(
     end: str | None = None,
 ) -> SiteData:
     """Load a site, set up and spin up the physics, and build the daily arrays and the split."""
-    site = load_site(name_or_dir)
-    if site.observations is None or "soil_moisture" not in site.observations:
-        raise SiteError(f"site {site.meta.name} has no soil moisture observations: the experiment needs them")
+    site = load_experiment_site(name_or_dir)
     setup = spin_up(setup_station(site, start=start, end=end), cycles=spinup_cycles)
     dt = float(setup.options.dt_s)
     step_day, days = day_index(setup.times, dt, site.meta.utc_offset_hours)

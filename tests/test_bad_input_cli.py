@@ -313,6 +313,9 @@ CASES: dict[str, tuple[Callable[[E], list[str]], tuple[str, ...]]] = {
     "experiment with a broken site.yaml": (
         lambda e: ["experiment", e.yaml("x.yaml", {"sites": [str(e.empty(e.site / "site.yaml"))]}), "--output-dir",
                    f"{e.root}/run"], ("site.yaml",)),
+    "experiment with an empty forcing.nc": (  # checked before the run folder is created, like site.yaml
+        lambda e: ["experiment", e.yaml("x.yaml", {"sites": [str(e.empty(e.site / "forcing.nc"))]}), "--output-dir",
+                   f"{e.root}/run"], ("forcing.nc",)),
     "sensor depths fewer than observed": (
         lambda e: ["run-station", str(e.site_yaml(lambda m: m["sensor_depths_m"].update(soil_moisture=[0.05, 0.2]))),
                    "--output", f"{e.root}/o.nc"], ("sensor_depths_m.soil_moisture", "differ from observations.nc")),
