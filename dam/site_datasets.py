@@ -3,6 +3,7 @@ variable standardisation (names, units, ranges) and the builders :func:`make_for
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -162,6 +163,29 @@ def _time_bounds(times: pd.DatetimeIndex, step_s: float) -> xr.DataArray:
     return xr.DataArray(np.stack([starts, ends], axis=-1), dims=("time", "nv"))
 
 
+#: Annual precipitation of the world's stations, mm per year: ~1 (Atacama) to ~12,000 (Meghalaya), with a margin.
+PLAUSIBLE_PRECIP_MM_PER_YEAR = (1.0, 15000.0)
+
+
+def _check_annual_precipitation(da: xr.DataArray, step_s: float) -> None:
+    """Warn when a record of a year or more has a mean annual precipitation outside
+    :data:`PLAUSIBLE_PRECIP_MM_PER_YEAR`: the mark of mislabelled units (mm s-1 data labelled mm h-1 is read 3600
+    times too small; every value is still within range, so nothing else would notice)."""
+    days = da.sizes["time"] * step_s / 86400.0
+    if days < 365.0 or not np.isfinite(da.values).any():
+        return
+    per_year = float(np.nanmean(da.values)) * 86400.0 * 365.25  # kg m-2 s-1 = mm s-1 -> mm per year
+    lo, hi = PLAUSIBLE_PRECIP_MM_PER_YEAR
+    if not lo <= per_year <= hi:
+        units = da.attrs.get("converted_from_units", da.attrs.get("units"))
+        warnings.warn(
+            f"variable 'precip': {per_year:.3g} mm per year on average over {days:.0f} days, outside the {lo:g}-{hi:g} "
+            f"mm per year of the world's stations; check its units (given as {units!r})",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def standardise_forcing(
     ds: xr.Dataset, *, step_s: float | None = None, gaps: str = "error", max_gap: int | None = DEFAULT_MAX_GAP
 ) -> xr.Dataset:
@@ -212,6 +236,7 @@ def standardise_forcing(
             da.attrs["gap_fill_method"] = gaps
             da.attrs["gap_fill_count"] = n_filled
         out[name] = da
+    _check_annual_precipitation(out["precip"], step)
     res = xr.Dataset(out, coords={"time": times.to_numpy()})
     res["time_bnds"] = _time_bounds(times, step)
     res["time"].attrs = {

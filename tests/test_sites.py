@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -463,6 +464,22 @@ def _gappy(gap: slice, n: int = 48) -> xr.Dataset:
     return xr.Dataset(
         {k: ("time", a, {"units": FORCING_VARIABLES[k].units}) for k, a in v.items()}, coords={"time": times}
     )
+
+
+def test_implausible_annual_precipitation_warns_naming_the_units() -> None:
+    """mm s-1 data labelled mm h-1 is within every per-value range but totals ~0.1 mm per year."""
+    n = 48 * 366
+    times = pd.date_range("2001-01-01T00:30", periods=n, freq="30min")
+    values = _toy_values(n)
+    ds = xr.Dataset({k: ("time", a, {"units": FORCING_VARIABLES[k].units}) for k, a in values.items()},
+                    coords={"time": times})  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        standardise_forcing(ds)  # 1e-4 kg m-2 s-1 every 10th step: ~315 mm per year
+    ds["precip"].attrs["units"] = "mm h-1"
+    with pytest.warns(UserWarning, match=r"'precip': 0\.0\d+ mm per year .*given as 'mm h-1'"):
+        standardise_forcing(ds)
+    standardise_forcing(ds.isel(time=slice(0, 48 * 300)))  # shorter than a year: a dry season, not checked
 
 
 def test_gap_methods() -> None:
