@@ -122,9 +122,10 @@ def _initial_moisture(m: dict) -> None:
                           "soil_moisture": [1.5] * 4}  # fmt: skip
 
 
-def _ghf(env: Env) -> str:
+def _case_value(env: Env, column: str, value: str) -> str:
+    """The soil case with ``value`` in row 20 of forcing.csv's ``column``; returns the case folder."""
     df = pd.read_csv(env.case / "forcing.csv", dtype=str)
-    df.loc[20, "ghf_wm2"] = "1e9"
+    df.loc[20, column] = value
     df.to_csv(env.case / "forcing.csv", index=False)
     return str(env.case)
 
@@ -218,8 +219,12 @@ CASES: dict[str, tuple[Callable[[E], list[str]], tuple[str, ...]]] = {
                                         f"{e.root}/o.csv"], ("params.json is not valid JSON",)),
     "replay without reference": (lambda e: ["soil-column", str(e.case), "--output", f"{e.root}/o.csv", "--replay"],
                                  ("--replay needs the case's output.csv",)),
-    "ground heat flux 1e9": (lambda e: ["soil-column", _ghf(e), "--output", f"{e.root}/o.csv", "--quiet"],
-                             ("soil temperature =", "at step 21", "outside 150-350 K")),
+    "soil evaporation -1e-3 m/s": (
+        lambda e: ["soil-column", _case_value(e, "evap_soil_mps", "-1e-3"), "--output", f"{e.root}/o.csv"],
+        ("evap_soil_mps = -0.001 m/s at step 21", "check the units")),
+    "ground heat flux 1e9": (
+        lambda e: ["soil-column", _case_value(e, "ghf_wm2", "1e9"), "--output", f"{e.root}/o.csv", "--quiet"],
+        ("soil temperature =", "at step 21", "outside 150-350 K")),
     "unknown dtype": (lambda e: ["soil-column", str(e.case), "--output", "o.csv", "--dtype", "float16"],
                       ("invalid choice: 'float16'",)),
     # --- run-station (items 3, 6, 7)
