@@ -12,9 +12,12 @@ so that each parameter moves the loss at first order, as in a calibration that s
 
 For each of the 14 soil parameter fields ``p`` (all layers scaled together by a multiplier ``m``), d loss /
 d log m at ``m = 1`` by reverse mode (the default ``phase_change_gradient="implicit"``; the exact derivative
-with ``--exact``) against central differences at relative steps 1e-3 and 1e-2 (all 56 perturbed years in one
+with ``--exact``) against central differences at relative steps 1e-3 and 1e-2, and the spread of the 1e-3
+difference taken about ``m = 1`` and the nearby ``m = 1 + SHIFTS`` (about a straight line in the shift, so that
+the loss's curvature is not counted): the roughness of the loss at that scale (all 168 perturbed years in one
 vmapped forward run). Issue 13's target: at step 1e-3, the same sign and a magnitude within a factor of 2 for
->= 90 % of the parameters, and no gradient above 1e6 in magnitude.
+>= 90 % of the parameters, and no gradient above 1e6. Also reported: the parameters that agree at 1e-3 or whose
+derivative lies within twice that roughness of the 1e-3 difference (a difference is only as good as its scatter).
 
 Writes ``benchmarks/results/cold_gradients.json`` and ``.png`` and prints the table. About 10 min on 2 CPU cores.
 
@@ -43,6 +46,8 @@ TRUTH = {"smcmax": 1.05, "smcref": 0.9, "smcwlt": 1.1, "bexp": 0.85, "dksat": 1.
          "quartz": 0.85, "csoil": 1.1, "slope": 0.8, "refkdt": 1.15, "refdk": 0.85, "frzk": 1.1,
          "tbot": 1.003}  # fmt: skip
 STEPS_FD = (1e-3, 1e-2)
+# The 1e-3 difference again about nearby multipliers 1 + shift: its scatter is the loss's roughness at that scale
+SHIFTS = (-4e-3, -2e-3, 2e-3, 4e-3)
 WATERS = ("liquid", "total")  # the moisture in the loss: liquid water (what dielectric probes read) or total
 T_SCALE_K, SMC_SCALE = 1.0, 0.02
 
@@ -53,6 +58,20 @@ def agreement(ad: np.ndarray, fd: np.ndarray, factor: float = 2.0) -> np.ndarray
     same_sign = np.sign(ad) == np.sign(fd)
     ratio = np.abs(ad) / np.where(fd == 0, np.nan, np.abs(fd))
     return same_sign & (ratio <= factor) & (ratio >= 1.0 / factor)
+
+
+def central(values: np.ndarray, first: int, k: int, h: float) -> np.ndarray:
+    """Central differences in log m at relative step ``h`` of ``k`` parameters: losses at ``+h`` in the rows
+    ``[first, first + k)`` and at ``-h`` in the next ``k`` rows."""
+    return (values[first : first + k] - values[first + k : first + 2 * k]) / (np.log1p(h) - np.log1p(-h))
+
+
+def roughness(shifts: np.ndarray, fds: np.ndarray) -> np.ndarray:
+    """Scatter of finite differences ``fds`` (n_shifts, k) about a straight line in the multiplier shift: what
+    remains once the loss's curvature (a smooth change of the derivative with m) is taken out, per parameter."""
+    coef = np.polyfit(shifts, fds, 1)
+    resid = fds - (coef[0][None] * shifts[:, None] + coef[1][None])
+    return np.sqrt((resid**2).sum(axis=0) / (len(shifts) - 2))
 
 
 def load_case(cache: Path, case: str = "bondville_cold"):
@@ -116,7 +135,11 @@ def main(argv=None) -> dict:
 
     k = len(FIELDS)
     eye = np.eye(k)
-    points = np.concatenate([np.log1p(s * sign * eye) for s in STEPS_FD for sign in (1.0, -1.0)])
+    around = [np.log1p(b) * eye for b in SHIFTS]  # rows 4k on: the 1e-3 differences about 1 + shift
+    points = np.concatenate(
+        [np.log1p(s * sign * eye) for s in STEPS_FD for sign in (1.0, -1.0)]
+        + [a + np.log1p(STEPS_FD[0] * sign) * eye for a in around for sign in (1.0, -1.0)]
+    )
     t0 = time.perf_counter()
     values = np.asarray(jax.jit(jax.vmap(lambda lm: losses(lm, ref.options)))(jnp.asarray(points)))
     fd_s = time.perf_counter() - t0
@@ -129,15 +152,17 @@ def main(argv=None) -> dict:
         value, ad = jax.block_until_ready(grad_fn(jnp.zeros(k)))
         grad_s = time.perf_counter() - t0
         ad = np.asarray(ad)
-        fd = {}
-        for i, s in enumerate(STEPS_FD):
-            plus, minus = values[2 * i * k : (2 * i + 1) * k, j], values[(2 * i + 1) * k : (2 * i + 2) * k, j]
-            fd[s] = (plus - minus) / (np.log1p(s) - np.log1p(-s))  # central difference in log m
+        fd = {s: central(values[:, j], 2 * i * k, k, s) for i, s in enumerate(STEPS_FD)}
         ok = {s: agreement(ad, fd[s]) for s in STEPS_FD}
+        h = STEPS_FD[0]
+        nearby = [fd[h]] + [central(values[:, j], (4 + 2 * b) * k, k, h) for b in range(len(SHIFTS))]
+        spread = roughness(np.r_[0.0, SHIFTS], np.stack(nearby))
         result["losses"][water] = {
             "loss": float(value), "ad": ad.tolist(), "finite_difference": {str(s): fd[s].tolist() for s in STEPS_FD},
             "agree": {str(s): ok[s].tolist() for s in STEPS_FD},
             "fraction_agreeing": {str(s): float(ok[s].mean()) for s in STEPS_FD},
+            "fd_1e-3_nearby": np.stack(nearby).T.tolist(), "fd_1e-3_spread": spread.tolist(),
+            "agree_1e-3_or_within_roughness": (ok[h] | (np.abs(ad - fd[h]) <= 2 * spread)).tolist(),
             "max_abs_gradient": float(np.max(np.abs(ad))), "gradient_seconds_with_compile": grad_s,
         }  # fmt: skip
         _report(result, water)
@@ -153,12 +178,15 @@ def _report(result: dict, water: str) -> None:
 
     r = result["losses"][water]
     fd = r["finite_difference"]
-    rows = [[f, r["ad"][i], *(fd[s][i] for s in fd), *("yes" if r["agree"][s][i] else "no" for s in fd)]
-            for i, f in enumerate(result["fields"])]  # fmt: skip
-    head = ["parameter", f"AD ({result['derivative']})", *(f"FD {s}" for s in fd), *(f"agree {s}" for s in fd)]
+    rows = [[f, r["ad"][i], *(fd[s][i] for s in fd), r["fd_1e-3_spread"][i],
+             *("yes" if r["agree"][s][i] else "no" for s in fd)] for i, f in enumerate(result["fields"])]  # fmt: skip
+    head = ["parameter", f"AD ({result['derivative']})", *(f"FD {s}" for s in fd), "FD 1e-3 spread",
+            *(f"agree {s}" for s in fd)]  # fmt: skip
     print(f"\nloss on soil T and {water} water: {r['loss']:.4g}")
     print(tabulate(rows, head, floatfmt=".3e"))
     print("fraction agreeing (sign and factor 2):", r["fraction_agreeing"], "max |gradient|:", r["max_abs_gradient"])
+    noisy = np.mean(r["agree_1e-3_or_within_roughness"])
+    print(f"at 1e-3, agreeing or within twice the roughness of the differences: {noisy:.0%}")
 
 
 def _figure(result: dict, path: str) -> None:
@@ -174,7 +202,8 @@ def _figure(result: dict, path: str) -> None:
         norm = np.abs(np.asarray(r["finite_difference"]["0.01"]))
         ax.bar(x - 0.25, np.asarray(r["ad"]) / norm, 0.25, label=f"AD ({result['derivative']})")
         for j, (s, v) in enumerate(r["finite_difference"].items()):
-            ax.bar(x + 0.25 * j, np.asarray(v) / norm, 0.25, label=f"central FD, relative step {s}")
+            err = np.asarray(r["fd_1e-3_spread"]) / norm if s == "0.001" else None  # its spread about m = 1
+            ax.bar(x + 0.25 * j, np.asarray(v) / norm, 0.25, yerr=err, label=f"central FD, relative step {s}")
         ax.axhline(0, color="k", lw=0.5)
         ax.set_ylim(-3, 3)
         ax.set_ylabel("d loss / d log m\n/ |FD at 1e-2|")
