@@ -3,10 +3,11 @@
 - ``benchmarks/cold_calibration.py``: gradient calibration through a winter recovers known ``bexp``, ``smcmax`` and
   ``dksat`` within 5 % (slow set, ~15 min on 2 cores).
 - ``benchmarks/cold_gradients.py``: the default derivative of each of the 14 soil parameter fields over the year
-  against central finite differences (slow set, ~10 min). Asserted: no gradient above 1e6, and agreement with the
-  differences at relative step 1e-2 for >= 90 % of the parameters. At step 1e-3 the differences of the weakest
-  parameters are dominated by the roughness of the discrete model's year (the same forward runs, 12 of 14 agree
-  for the total-water loss; docs/gradients.md), so that figure is reported, not asserted.
+  against central finite differences (slow set, ~10 min). Asserted: no gradient above 1e6, agreement (sign, factor
+  2) with the differences at relative step 1e-2 for >= 90 % of the parameters, and at step 1e-3 agreement or a
+  difference within twice the scatter of the 1e-3 differences about nearby multipliers. The plain 1e-3 agreement
+  (12 of 14 for the total-water loss: the two weakest parameters are below the loss's roughness at that step;
+  docs/gradients.md) is reported, not asserted.
 """
 
 import json
@@ -55,4 +56,5 @@ def test_cold_year_gradients_are_bounded_and_agree_with_finite_differences(tmp_p
     for water, v in r["losses"].items():
         assert v["max_abs_gradient"] < 1e6, water
         assert v["fraction_agreeing"]["0.01"] >= 0.9, (water, v["agree"]["0.01"])
+        assert np.mean(v["agree_1e-3_or_within_roughness"]) >= 0.9, water
         assert np.all(np.isfinite(v["ad"])), water
