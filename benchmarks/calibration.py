@@ -15,7 +15,8 @@ Every method records (run seconds, best loss so far) after each model evaluation
 programs are compiled once per site and parameter count, before any method runs; their compile times are
 reported separately). "Equal evaluations" compares the best training loss after the gradient's number of
 steps; "equal wall-clock" gives each gradient-free method as many evaluations as fit into the gradient run's
-seconds (the search methods are run with that larger budget and cut at that time).
+seconds (each search stops once it has run that long and made the gradient's number of evaluations, or after
+``SEARCH_FACTOR`` times the gradient's evaluations).
 
 Problems: ``--params 4`` calibrates BEXP, DKSAT, SMCMAX, PSISAT (one value each for all layers); ``16`` the same
 per layer of the site's four layers; ``64`` the same per layer of a 16-layer column (``layer_bottoms_m``).
@@ -50,10 +51,20 @@ LHS_BATCH = 16
 
 
 class Trace:
-    """Every evaluation of one method: its loss, latent vector and the run seconds since the method started."""
+    """Every evaluation of one method: its loss, latent vector and the run seconds since the method started.
 
-    def __init__(self):
+    ``budget`` evaluations at most; with ``limit_s`` the method also stops once it has run ``limit_s`` seconds and
+    made ``min_evaluations`` (the rows need no more: equal evaluations and equal wall-clock)."""
+
+    def __init__(self, budget: int = 10**9, limit_s: float = np.inf, min_evaluations: int = 0):
         self.t0, self.seconds, self.losses, self.latents = time.perf_counter(), [], [], []
+        self.budget, self.limit_s, self.min_evaluations = budget, limit_s, min_evaluations
+
+    @property
+    def done(self) -> bool:
+        n = len(self.losses)
+        late = n >= self.min_evaluations and time.perf_counter() - self.t0 > self.limit_s
+        return n >= self.budget or late
 
     def add(self, loss: float, latent) -> None:
         self.losses.append(float(loss) if np.isfinite(loss) else np.inf)
@@ -124,13 +135,13 @@ def _popsize(n: int) -> int:
     return 4 + int(3 * np.log(n))
 
 
-def run_cmaes(objective, z0, budget: int, seed: int) -> Trace:
+def run_cmaes(objective, z0, budget: int, seed: int, **stop) -> Trace:
     import cma
 
-    trace = Trace()
+    trace = Trace(budget, **stop)
     options = {"seed": seed + 1, "maxfevals": budget, "verbose": -9, "popsize": _popsize(z0.size)}
     es = cma.CMAEvolutionStrategy(z0, 1.0, options)
-    while not es.stop() and len(trace.losses) < budget:
+    while not es.stop() and not trace.done:
         xs = es.ask()
         losses = objective(np.asarray(xs))
         for x, f in zip(xs, losses, strict=True):
@@ -139,10 +150,14 @@ def run_cmaes(objective, z0, budget: int, seed: int) -> Trace:
     return trace
 
 
-def run_sceua(objective, specs_sizes: int, budget: int, seed: int) -> Trace:
+class _Done(Exception):
+    """Raised inside spotpy's loop when the trace has what it needs (spotpy has no time limit of its own)."""
+
+
+def run_sceua(objective, specs_sizes: int, budget: int, seed: int, **stop) -> Trace:
     import spotpy
 
-    trace = Trace()
+    trace = Trace(budget, **stop)
     eps = 1e-4
 
     class Setup:
@@ -152,6 +167,8 @@ def run_sceua(objective, specs_sizes: int, budget: int, seed: int) -> Trace:
             return spotpy.parameter.generate(self.params)
 
         def simulation(self, x):
+            if trace.done:
+                raise _Done
             u = np.asarray(list(x), float)
             z = np.log(u) - np.log1p(-u)
             loss = float(objective(z)[0])
@@ -165,17 +182,22 @@ def run_sceua(objective, specs_sizes: int, budget: int, seed: int) -> Trace:
             return simulation[0]
 
     sampler = spotpy.algorithms.sceua(Setup(), dbformat="ram", random_state=seed, save_sim=False)
-    sampler.sample(budget, ngs=max(2, specs_sizes // 2 + 1))
+    try:
+        sampler.sample(budget, ngs=max(2, specs_sizes // 2 + 1))
+    except _Done:
+        pass
     return trace
 
 
-def run_lhs(objective, template, specs, budget: int, seed: int) -> Trace:
+def run_lhs(objective, template, specs, budget: int, seed: int, **stop) -> Trace:
     """The defaults, then Latin-hypercube samples, in batches of LHS_BATCH (the last one padded)."""
     from dam.coupling.calibration import lhs_latents
 
     vecs = lhs_latents(template, specs, budget, seed)
-    trace = Trace()
+    trace = Trace(budget, **stop)
     for i in range(0, len(vecs), LHS_BATCH):
+        if trace.done:
+            break
         chunk = vecs[i : i + LHS_BATCH]
         padded = np.concatenate([chunk, np.repeat(chunk[-1:], LHS_BATCH - len(chunk), axis=0)])
         for x, f in zip(chunk, objective(padded)[: len(chunk)], strict=True):
@@ -205,11 +227,11 @@ def _recovery(values, truth) -> float:
     return max(float(np.max(np.abs(np.asarray(values[k]) / np.asarray(truth[k]) - 1.0))) for k in truth)
 
 
-def _searches(objective, z0, template, specs, budget: int, seed: int):
-    """(name, trace) of each gradient-free method, run one after the other."""
-    yield "cmaes", run_cmaes(objective, z0, budget, seed)
-    yield "sceua", run_sceua(objective, z0.size, budget, seed)
-    yield "lhs", run_lhs(objective, template, specs, budget, seed)
+def _searches(objective, z0, template, specs, budget: int, seed: int, **stop):
+    """(name, trace) of each gradient-free method, run one after the other (``stop``: :class:`Trace`)."""
+    yield "cmaes", run_cmaes(objective, z0, budget, seed, **stop)
+    yield "sceua", run_sceua(objective, z0.size, budget, seed, **stop)
+    yield "lhs", run_lhs(objective, template, specs, budget, seed, **stop)
 
 
 def _score(setup, obs, specs, values, truth, test_start) -> dict:
@@ -249,7 +271,8 @@ def run_problem(site: str, n_params: int, kind: str, seeds, steps: int, lr: floa
         rows.append({**base, "method": "gradient", "evaluations": steps, "seconds": seconds,
                      "train_loss": min(grad_trace.losses), **grad_score})  # fmt: skip
         budget = SEARCH_FACTOR * steps
-        for method, trace in _searches(objective, z0, template, specs, budget, seed):
+        stop = {"limit_s": seconds, "min_evaluations": steps}  # what the rows use; no need to search beyond
+        for method, trace in _searches(objective, z0, template, specs, budget, seed, **stop):
             for budget_kind, n in (("equal_evaluations", steps), ("equal_time", trace.evaluations_within(seconds))):
                 loss, latent = trace.best(n)
                 found = {} if latent is None else _score(setup, obs, specs, _values(latent, setup, specs), truth,

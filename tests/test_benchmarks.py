@@ -192,6 +192,23 @@ def test_gradient_free_opponents_find_a_known_minimum_within_their_budget():
     assert cal.run_lhs(_quadratic(truth), template, specs, 5, seed=0).latents[0] == pytest.approx(z0)
 
 
+def test_gradient_free_opponents_stop_once_the_rows_have_what_they_need():
+    """Past the gradient run's seconds (here 0) and its number of evaluations the searches stop (their budget was
+    200x the gradient's evaluations: hours of search whose results no row reads)."""
+    from dam.coupling.calibration import make_specs
+
+    cal = _benchmark_module("calibration")
+    truth, z0 = np.array([0.5, -1.0, 1.5, 0.2]), np.zeros(4)
+    specs = make_specs(list(cal.FIELDS))
+    template = {s.name: np.float64(0.0) for s in specs}
+    stop = {"limit_s": 0.0, "min_evaluations": 5}
+    counts = {"cmaes": len(cal.run_cmaes(_quadratic(truth), z0, 300, seed=0, **stop).losses),
+              "sceua": len(cal.run_sceua(_quadratic(truth), 4, 300, seed=0, **stop).losses),
+              "lhs": len(cal.run_lhs(_quadratic(truth), template, specs, 300, seed=0, **stop).losses)}  # fmt: skip
+    # one population of 8, five evaluations one by one, one batch of LHS_BATCH
+    assert counts == {"cmaes": cal._popsize(4), "sceua": 5, "lhs": cal.LHS_BATCH}, counts
+
+
 def test_calibration_benchmark_targets():
     cal = _benchmark_module("calibration")
     rows = []
