@@ -166,6 +166,7 @@ def test_site_name_cannot_escape_the_run_folder(tmp_path):
     assert not list(tmp_path.parent.glob("escaped*")) and not (tmp_path / "escaped").exists()
 
 
+@pytest.mark.filterwarnings("ignore:variable 'precip'")  # the changed forcing has no precipitation, on purpose
 def test_stale_prediction_is_not_reused_after_the_forcing_changed(tmp_path):
     """Issue 16 item 2: precipitation x 0 in a site's forcing gave identical metrics (stale predictions)."""
     site = _site_copy(tmp_path)
