@@ -7,10 +7,8 @@ and the gradient-free baseline, driven by the training engine :func:`dam.trainin
   :meth:`dam.sites.Site.sensor_mapping`; the model is averaged onto coarser observation periods) over a
   window, with optax and reverse-mode gradients through :func:`~dam.physics.station.run_station`; the parameters
   of the lowest loss evaluated are returned.
-* :func:`calibrate_dpl` trains one MLP mapping normalised site attributes to the latent parameters of all
-  sites jointly (differentiable parameter learning); the gradient of each site's loss with respect to its
-  latent parameters is chained through the network (``jax.vjp``), so sites of any time step and length share
-  one network and each site's compiled gradient.
+* :func:`dam.calibration_dpl.calibrate_dpl` (its own module) trains one network from site attributes to the
+  parameters of many sites, on the objectives built here.
 * :func:`latin_hypercube_search` is the gradient-free baseline with the same number of model evaluations.
 
 This module turns set-ups and xarray observations into the arrays and types of :mod:`dam.coupling.calibration`
@@ -38,7 +36,6 @@ import optax
 import pandas as pd
 
 from .coupling.calibration import (
-    CalibrationProblem,
     ObservationTarget,
     ParameterSpec,
     apply_parameters,
@@ -46,7 +43,6 @@ from .coupling.calibration import (
     initial_latent,
     latent_from_vector,
     latent_to_values,
-    latent_vector,
     lhs_latents,
     make_problem,
     make_specs,
@@ -62,10 +58,8 @@ from .training import fit
 
 __all__ = [
     "CalibrationResult",
-    "DPLResult",
     "SearchResult",
     "calibrate",
-    "calibrate_dpl",
     "evaluate",
     "latin_hypercube_search",
     "prepare_observations",
@@ -189,6 +183,8 @@ def calibrate(
     sensors: Sequence[float] | None = None,
     skip_unreliable: bool = True,
     init_latent: Mapping[str, Any] | None = None,
+    starts: int = 1,
+    seed: int = 0,
     progress: bool = True,
     checkpoint_dir: str | Path | None = None,
 ) -> CalibrationResult:
@@ -213,8 +209,13 @@ def calibrate(
         (docs/performance.md); ``None`` keeps every step's intermediates.
     variable, sensors, skip_unreliable : which observations (:func:`prepare_observations`).
     init_latent : start from these latents instead of the set-up's parameters.
+    starts : multi-start: this many optimisations side by side in one batched run (``jax.vmap``; on a CPU a
+        batch of K costs far less than K runs), from the default (or ``init_latent``) latents and ``starts - 1``
+        Latin-hypercube points (``seed``); each start has its own Adam moments, the best loss of any start and step
+        is returned, and ``evaluations`` counts every start's runs.
     progress : show a progress bar.
-    checkpoint_dir : orbax checkpoints of the optimisation (resumed when present).
+    checkpoint_dir : orbax checkpoints of the optimisation (resumed when present; with ``starts > 1`` the best of
+        the steps before a resume is not kept, the run continues from the resumed latents).
     """
     specs = make_specs(specs)
     prob = _problem(setup, observations, specs, loss or PhysicsLoss(data="rmse"), start, end, truncation_steps,
@@ -223,19 +224,57 @@ def calibrate(
     latent = dict(init_latent) if init_latent is not None else initial_latent(setup.params, specs)
     latent = {k: jnp.asarray(v, dtype) for k, v in latent.items()}
 
+    optimizer = optimizer or optax.adam(optax.cosine_decay_schedule(learning_rate, max(steps, 1), alpha=0.05))
+    desc = f"calibrate {setup.site.meta.name}"
+    if starts > 1:
+        return _calibrate_starts(prob, latent, specs, setup.params, steps, optimizer, starts, seed, progress,
+                                 checkpoint_dir, desc)  # fmt: skip
+
     def grad_fn(lat, _):
         value, terms, grad = value_and_grad(lat, prob)
         return value, grad, {"data": terms.data, **values_row(lat, specs)}
 
     best, history = fit(
         latent, None, None, n_members=1, batch_size=1, batch_fn=_single_batch, grad_fn=grad_fn, epochs=steps,
-        optimizer=optimizer or optax.adam(optax.cosine_decay_schedule(learning_rate, max(steps, 1), alpha=0.05)),
-        select="train", shuffle=False, checkpoint_dir=checkpoint_dir, progress=progress,
-        desc=f"calibrate {setup.site.meta.name}",
+        optimizer=optimizer, select="train", shuffle=False, checkpoint_dir=checkpoint_dir, progress=progress,
+        desc=desc,
     )  # fmt: skip
     values = {k: np.asarray(v) for k, v in latent_to_values(best, specs).items()}
     frame = _history_frame(history, "step", ["data", *values_row(best, specs)])
     return CalibrationResult(apply_parameters(setup.params, specs, values), values, best, frame, specs, steps)
+
+
+def _calibrate_starts(prob, latent, specs, params, steps, optimizer, starts, seed, progress, checkpoint_dir, desc):
+    """:func:`calibrate` with ``starts`` optimisations side by side: the latents get a leading start axis, the
+    objective is the sum of the starts' losses (so each start's gradient, and with an element-wise optimiser such
+    as Adam each start's update, is its own), and the lowest loss of any start and step is kept."""
+    dtype = jax.tree_util.tree_leaves(latent)[0].dtype
+    vecs = jnp.asarray(lhs_latents(latent, specs, starts, seed), dtype)
+    stacked = jax.vmap(lambda v: latent_from_vector(v, latent, specs))(vecs)
+    batched = jax.vmap(lambda lat: value_and_grad(lat, prob))
+    seen: list[tuple[np.ndarray, Any]] = []  # (losses of the starts, their latents) of every step
+
+    def grad_fn(lat, _):
+        values, terms, grad = batched(lat)
+        losses = np.where(np.isfinite(np.asarray(values)), np.asarray(values), np.inf)
+        seen.append((losses, lat))
+        k = int(np.argmin(losses))
+        one = jax.tree_util.tree_map(lambda x: x[k], lat)
+        return jnp.sum(values), grad, {"best_loss": float(losses[k]), "data": float(terms.data[k]),
+                                       **values_row(one, specs)}  # fmt: skip
+
+    _, history = fit(
+        stacked, None, None, n_members=1, batch_size=1, batch_fn=_single_batch, grad_fn=grad_fn, epochs=steps,
+        optimizer=optimizer, select="train", shuffle=False, checkpoint_dir=checkpoint_dir, progress=progress,
+        desc=f"{desc} ({starts} starts)",
+    )  # fmt: skip
+    step = int(np.argmin([losses.min() for losses, _ in seen]))
+    losses, lat = seen[step]
+    best = jax.tree_util.tree_map(lambda x: x[int(np.argmin(losses))], lat)
+    values = {k: np.asarray(v) for k, v in latent_to_values(best, specs).items()}
+    frame = _history_frame(history, "step", ["data", *values_row(best, specs)])
+    frame["loss"] = history["best_loss"]  # the best start's loss at each step (the fit's loss is their sum)
+    return CalibrationResult(apply_parameters(params, specs, values), values, best, frame, specs, steps * starts)
 
 
 # --------------------------------------------------------------------------------------------------- search
@@ -344,119 +383,3 @@ def evaluate(
                 for j, d in enumerate(target.depths)}  # fmt: skip
     return {"rmse": float(np.sqrt((err**2).sum() / max(ok.sum(), 1))), "rmse_by_depth": by_depth,
             "n": int(ok.sum())}  # fmt: skip
-
-
-# --------------------------------------------------------------------------------------------------- dPL
-@dataclasses.dataclass
-class DPLResult:
-    """``network`` the trained MLP (normalised attributes -> latent vector); ``params`` / ``values`` per site;
-    ``history`` one row per step (mean loss and per-site losses); ``attr_mean`` / ``attr_std`` the attribute
-    normalisation (apply to new sites with :meth:`predict`)."""
-
-    network: eqx.Module
-    params: list[StationParams]
-    values: list[dict[str, np.ndarray]]
-    history: pd.DataFrame
-    specs: tuple[ParameterSpec, ...]
-    attr_mean: np.ndarray
-    attr_std: np.ndarray
-    template: dict[str, jax.Array]
-
-    def predict(self, attributes) -> list[dict[str, np.ndarray]]:
-        """Parameter values for sites with ``attributes`` (n_sites, n_attr)."""
-        a = (np.asarray(attributes, float) - self.attr_mean) / self.attr_std
-        out = []
-        for row in a:
-            lat = latent_from_vector(self.network(jnp.asarray(row)), self.template, self.specs)
-            out.append({k: np.asarray(v) for k, v in latent_to_values(lat, self.specs).items()})
-        return out
-
-
-def _dpl_network(n_attr: int, template, specs, width: int, depth: int, seed: int, dtype) -> eqx.Module:
-    """An MLP whose output starts at ``template``'s latents (last layer weights scaled by 0.01)."""
-    net = eqx.nn.MLP(n_attr, int(latent_vector(template, specs).size), width, depth, activation=jnp.tanh,
-                     key=jax.random.PRNGKey(seed))  # fmt: skip
-    last = net.layers[-1]
-    net = eqx.tree_at(lambda m: (m.layers[-1].weight, m.layers[-1].bias), net,
-                      (last.weight * 0.01, latent_vector(template, specs)))  # fmt: skip
-    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype) if eqx.is_inexact_array(x) else x, net)
-
-
-def _dpl_grad_fn(probs: Sequence[CalibrationProblem], a_norm: jax.Array, template, specs):
-    """The gradient of the mean site loss with respect to the network: each site's latent gradient pulled back
-    through the network (one compiled gradient per site shape)."""
-
-    def grad_fn(network, _):
-        site_losses, net_grad = [], None
-        for i, prob in enumerate(probs):
-            vec, pullback = eqx.filter_vjp(lambda m, x=a_norm[i]: m(x), network)
-            value, _, g_lat = value_and_grad(latent_from_vector(vec, template, specs), prob)
-            (g_net,) = pullback(latent_vector(g_lat, specs) / len(probs))
-            net_grad = g_net if net_grad is None else jax.tree_util.tree_map(jnp.add, net_grad, g_net)
-            site_losses.append(float(value))
-        return float(np.mean(site_losses)), net_grad, {f"site{i}": v for i, v in enumerate(site_losses)}
-
-    return grad_fn
-
-
-def calibrate_dpl(
-    setups: Sequence[StationSetup],
-    observations: Sequence | None,
-    attributes,
-    specs: Sequence[SpecLike] = DEFAULT_SPECS,
-    *,
-    network: eqx.Module | None = None,
-    width: int = 32,
-    depth: int = 2,
-    seed: int = 0,
-    windows: Sequence[tuple[Any, Any]] | None = None,
-    steps: int = 30,
-    optimizer: optax.GradientTransformation | None = None,
-    learning_rate: float = 3e-3,
-    loss: PhysicsLoss | None = None,
-    truncation_steps: int | None = None,
-    checkpoint_every: int | None = 1,
-    variable: str = "soil_moisture",
-    skip_unreliable: bool = True,
-    progress: bool = True,
-    checkpoint_dir: str | Path | None = None,
-) -> DPLResult:
-    """Differentiable parameter learning: an MLP maps normalised site attributes to the latent parameters of
-    every site; trained on the mean of the sites' losses.
-
-    Parameters
-    ----------
-    setups, observations : one set-up (spun up) and one observation set (or ``None``: the site's) per site.
-    attributes : (n_sites, n_attr) site attributes (e.g. sand/clay fraction, mean precipitation, latitude),
-        normalised here by their mean and standard deviation over the sites.
-    network : any module mapping (n_attr,) to (n_latent,) (n_latent = total size of the specs); default an
-        ``eqx.nn.MLP(width, depth, tanh)`` whose output starts at the first site's default latents.
-    windows : per-site loss windows ``(start, end)``; default the whole set-up.
-    Other arguments as :func:`calibrate`; the default optimiser is ``optax.adam(learning_rate)``.
-    """
-    specs = make_specs(specs)
-    loss = loss or PhysicsLoss(data="rmse")
-    n_sites = len(setups)
-    observations = list(observations) if observations is not None else [None] * n_sites
-    windows = list(windows) if windows is not None else [(None, None)] * n_sites
-    attributes = np.asarray(attributes, float).reshape(n_sites, -1)
-    mean, std = attributes.mean(axis=0), attributes.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
-    probs = [_problem(s, o, specs, loss, w0, w1, truncation_steps, checkpoint_every, variable=variable,
-                      skip_unreliable=skip_unreliable)
-             for s, o, (w0, w1) in zip(setups, observations, windows, strict=True)]  # fmt: skip
-    template = initial_latent(setups[0].params, specs)
-    dtype = jnp.asarray(setups[0].state0.soil.smc).dtype
-    if network is None:
-        network = _dpl_network(attributes.shape[1], template, specs, width, depth, seed, dtype)
-    network, history = fit(
-        network, None, None, n_members=1, batch_size=1, batch_fn=_single_batch, epochs=steps,
-        grad_fn=_dpl_grad_fn(probs, jnp.asarray((attributes - mean) / std), template, specs),
-        optimizer=optimizer or optax.adam(learning_rate), select="train", shuffle=False,
-        checkpoint_dir=checkpoint_dir, progress=progress, desc="calibrate_dpl",
-    )  # fmt: skip
-    frame = _history_frame(history, "step", [f"site{i}" for i in range(n_sites)])
-    result = DPLResult(network, [], [], frame, specs, mean, std, template)
-    result.values = result.predict(attributes)
-    result.params = [apply_parameters(s.params, specs, v) for s, v in zip(setups, result.values, strict=True)]
-    return result

@@ -1,0 +1,155 @@
+"""Differentiable parameter learning (dPL): one network maps site attributes to the station model's parameters
+at many sites, trained through the physics on all of them together (:func:`calibrate_dpl`).
+
+The gradient of each site's loss with respect to its latent parameters (:func:`dam.coupling.calibration.value_and_grad`
+on the site's problem, built as in :func:`dam.calibration.calibrate`) is chained through the network
+(``jax.vjp``), so sites of any time step and length share one network and each site's compiled gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+
+from .calibration import DEFAULT_SPECS, SpecLike, _history_frame, _problem, _single_batch
+from .coupling.calibration import (
+    CalibrationProblem,
+    ParameterSpec,
+    apply_parameters,
+    initial_latent,
+    latent_from_vector,
+    latent_to_values,
+    latent_vector,
+    make_specs,
+    value_and_grad,
+)
+from .coupling.losses import PhysicsLoss
+from .physics.station import StationParams
+from .site_run import StationSetup
+from .training import fit
+
+__all__ = ["DPLResult", "calibrate_dpl"]
+
+
+@dataclasses.dataclass
+class DPLResult:
+    """``network`` the trained MLP (normalised attributes -> latent vector); ``params`` / ``values`` per site;
+    ``history`` one row per step (mean loss and per-site losses); ``attr_mean`` / ``attr_std`` the attribute
+    normalisation (apply to new sites with :meth:`predict`)."""
+
+    network: eqx.Module
+    params: list[StationParams]
+    values: list[dict[str, np.ndarray]]
+    history: pd.DataFrame
+    specs: tuple[ParameterSpec, ...]
+    attr_mean: np.ndarray
+    attr_std: np.ndarray
+    template: dict[str, jax.Array]
+
+    def predict(self, attributes) -> list[dict[str, np.ndarray]]:
+        """Parameter values for sites with ``attributes`` (n_sites, n_attr)."""
+        a = (np.asarray(attributes, float) - self.attr_mean) / self.attr_std
+        out = []
+        for row in a:
+            lat = latent_from_vector(self.network(jnp.asarray(row)), self.template, self.specs)
+            out.append({k: np.asarray(v) for k, v in latent_to_values(lat, self.specs).items()})
+        return out
+
+
+def _dpl_network(n_attr: int, template, specs, width: int, depth: int, seed: int, dtype) -> eqx.Module:
+    """An MLP whose output starts at ``template``'s latents (last layer weights scaled by 0.01)."""
+    net = eqx.nn.MLP(n_attr, int(latent_vector(template, specs).size), width, depth, activation=jnp.tanh,
+                     key=jax.random.PRNGKey(seed))  # fmt: skip
+    last = net.layers[-1]
+    net = eqx.tree_at(lambda m: (m.layers[-1].weight, m.layers[-1].bias), net,
+                      (last.weight * 0.01, latent_vector(template, specs)))  # fmt: skip
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype) if eqx.is_inexact_array(x) else x, net)
+
+
+def _dpl_grad_fn(probs: Sequence[CalibrationProblem], a_norm: jax.Array, template, specs):
+    """The gradient of the mean site loss with respect to the network: each site's latent gradient pulled back
+    through the network (one compiled gradient per site shape)."""
+
+    def grad_fn(network, _):
+        site_losses, net_grad = [], None
+        for i, prob in enumerate(probs):
+            vec, pullback = eqx.filter_vjp(lambda m, x=a_norm[i]: m(x), network)
+            value, _, g_lat = value_and_grad(latent_from_vector(vec, template, specs), prob)
+            (g_net,) = pullback(latent_vector(g_lat, specs) / len(probs))
+            net_grad = g_net if net_grad is None else jax.tree_util.tree_map(jnp.add, net_grad, g_net)
+            site_losses.append(float(value))
+        return float(np.mean(site_losses)), net_grad, {f"site{i}": v for i, v in enumerate(site_losses)}
+
+    return grad_fn
+
+
+def calibrate_dpl(
+    setups: Sequence[StationSetup],
+    observations: Sequence | None,
+    attributes,
+    specs: Sequence[SpecLike] = DEFAULT_SPECS,
+    *,
+    network: eqx.Module | None = None,
+    width: int = 32,
+    depth: int = 2,
+    seed: int = 0,
+    windows: Sequence[tuple[Any, Any]] | None = None,
+    steps: int = 30,
+    optimizer: optax.GradientTransformation | None = None,
+    learning_rate: float = 3e-3,
+    loss: PhysicsLoss | None = None,
+    truncation_steps: int | None = None,
+    checkpoint_every: int | None = 1,
+    variable: str = "soil_moisture",
+    skip_unreliable: bool = True,
+    progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+) -> DPLResult:
+    """Differentiable parameter learning: an MLP maps normalised site attributes to the latent parameters of
+    every site; trained on the mean of the sites' losses.
+
+    Parameters
+    ----------
+    setups, observations : one set-up (spun up) and one observation set (or ``None``: the site's) per site.
+    attributes : (n_sites, n_attr) site attributes (e.g. sand/clay fraction, mean precipitation, latitude),
+        normalised here by their mean and standard deviation over the sites.
+    network : any module mapping (n_attr,) to (n_latent,) (n_latent = total size of the specs); default an
+        ``eqx.nn.MLP(width, depth, tanh)`` whose output starts at the first site's default latents.
+    windows : per-site loss windows ``(start, end)``; default the whole set-up.
+    Other arguments as :func:`calibrate`; the default optimiser is ``optax.adam(learning_rate)``.
+    """
+    specs = make_specs(specs)
+    loss = loss or PhysicsLoss(data="rmse")
+    n_sites = len(setups)
+    observations = list(observations) if observations is not None else [None] * n_sites
+    windows = list(windows) if windows is not None else [(None, None)] * n_sites
+    attributes = np.asarray(attributes, float).reshape(n_sites, -1)
+    mean, std = attributes.mean(axis=0), attributes.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    probs = [_problem(s, o, specs, loss, w0, w1, truncation_steps, checkpoint_every, variable=variable,
+                      skip_unreliable=skip_unreliable)
+             for s, o, (w0, w1) in zip(setups, observations, windows, strict=True)]  # fmt: skip
+    template = initial_latent(setups[0].params, specs)
+    dtype = jnp.asarray(setups[0].state0.soil.smc).dtype
+    if network is None:
+        network = _dpl_network(attributes.shape[1], template, specs, width, depth, seed, dtype)
+    network, history = fit(
+        network, None, None, n_members=1, batch_size=1, batch_fn=_single_batch, epochs=steps,
+        grad_fn=_dpl_grad_fn(probs, jnp.asarray((attributes - mean) / std), template, specs),
+        optimizer=optimizer or optax.adam(learning_rate), select="train", shuffle=False,
+        checkpoint_dir=checkpoint_dir, progress=progress, desc="calibrate_dpl",
+    )  # fmt: skip
+    frame = _history_frame(history, "step", [f"site{i}" for i in range(n_sites)])
+    result = DPLResult(network, [], [], frame, specs, mean, std, template)
+    result.values = result.predict(attributes)
+    result.params = [apply_parameters(s.params, specs, v) for s, v in zip(setups, result.values, strict=True)]
+    return result
