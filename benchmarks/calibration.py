@@ -5,7 +5,8 @@ Methods, all in the same latent space (a sigmoid onto each parameter's bounds, l
 :mod:`dam.coupling.calibration`) and all starting from the site's table parameters:
 
 - ``gradient``: :func:`dam.calibration.calibrate` (Adam, cosine-decayed learning rate, reverse-mode gradients
-  through the station model); one step = one model evaluation (the budget rule of dam.calibration).
+  through the station model); one step = one model evaluation (the budget rule of dam.calibration). With
+  ``--starts K``, K starts side by side in one batched run (multi-start; K evaluations per step).
 - ``cmaes``: CMA-ES of the ``cma`` package (Hansen), step size 1 in latent units, default population; each
   population is evaluated in one call of the forward run vmapped over parameter sets.
 - ``sceua``: SCE-UA (Duan et al. 1992) of ``spotpy`` on the unit box of the bounds, evaluated one by one.
@@ -205,11 +206,12 @@ def run_lhs(objective, template, specs, budget: int, seed: int, **stop) -> Trace
     return trace
 
 
-def run_gradient(setup, obs, specs, train_end, steps: int, lr: float) -> tuple[Trace, dict]:
-    """Adam through the station model; the trace's latents are left empty (the result carries the values)."""
+def run_gradient(setup, obs, specs, train_end, steps: int, lr: float, starts: int = 1) -> tuple[Trace, dict]:
+    """Adam through the station model (``starts`` side by side: :func:`dam.calibration.calibrate`); the trace has
+    one entry per step (the best start's loss) and no latents (the result carries the values)."""
     from dam.calibration import calibrate
 
-    res = calibrate(setup, obs, specs, end=train_end, steps=steps, learning_rate=lr, progress=False)
+    res = calibrate(setup, obs, specs, end=train_end, steps=steps, learning_rate=lr, starts=starts, progress=False)
     trace = Trace()
     trace.seconds = list(np.cumsum(np.asarray(res.history["seconds"], float)))
     trace.losses = [float(v) for v in res.history["loss"]]
@@ -245,7 +247,8 @@ def _score(setup, obs, specs, values, truth, test_start) -> dict:
     return out
 
 
-def run_problem(site: str, n_params: int, kind: str, seeds, steps: int, lr: float, log) -> tuple[list, dict]:
+def run_problem(site: str, n_params: int, kind: str, seeds, steps: int, lr: float, log, starts: int = 1
+                ) -> tuple[list, dict]:  # fmt: skip
     """Every method on one site, parameter count and kind ("synthetic" or "real"), for each seed: result rows
     and the traces of the first seed (for the figure)."""
     setup, specs, train_end = _setup(site, n_params)
@@ -256,24 +259,28 @@ def run_problem(site: str, n_params: int, kind: str, seeds, steps: int, lr: floa
         objective, z0, template = _search_objective(setup, obs, specs, train_end)
         if not compile_s:  # compile every program once, outside the timed runs
             t = time.perf_counter()
-            run_gradient(setup, obs, specs, train_end, 1, lr)
+            run_gradient(setup, obs, specs, train_end, 1, lr, starts)
             compile_s["gradient"] = time.perf_counter() - t
             t = time.perf_counter()
             for k in {1, LHS_BATCH, _popsize(z0.size)}:
                 objective(np.repeat(z0[None], k, axis=0))
             compile_s["search"] = time.perf_counter() - t
         if gradient is None or kind == "synthetic":  # from the defaults, deterministic: once per real problem
-            grad_trace, grad_values = run_gradient(setup, obs, specs, train_end, steps, lr)
+            grad_trace, grad_values = run_gradient(setup, obs, specs, train_end, steps, lr, starts)
             gradient = (grad_trace, grad_values, _score(setup, obs, specs, grad_values, truth, test_start))
         grad_trace, grad_values, grad_score = gradient
         seconds = grad_trace.seconds[-1]
         base = {"site": site, "kind": kind, "n_params": int(z0.size), "seed": seed}
-        rows.append({**base, "method": "gradient", "evaluations": steps, "seconds": seconds,
+        evaluations = steps * starts  # every start's runs count
+        rows.append({**base, "method": "gradient", "starts": starts, "evaluations": evaluations, "seconds": seconds,
                      "train_loss": min(grad_trace.losses), **grad_score})  # fmt: skip
-        budget = SEARCH_FACTOR * steps
-        stop = {"limit_s": seconds, "min_evaluations": steps}  # what the rows use; no need to search beyond
+        budget = SEARCH_FACTOR * evaluations
+        stop = {"limit_s": seconds, "min_evaluations": evaluations}  # what the rows use; no need to search beyond
         for method, trace in _searches(objective, z0, template, specs, budget, seed, **stop):
-            for budget_kind, n in (("equal_evaluations", steps), ("equal_time", trace.evaluations_within(seconds))):
+            for budget_kind, n in (
+                ("equal_evaluations", evaluations),
+                ("equal_time", trace.evaluations_within(seconds)),
+            ):
                 loss, latent = trace.best(n)
                 found = {} if latent is None else _score(setup, obs, specs, _values(latent, setup, specs), truth,
                                                          test_start)  # fmt: skip
@@ -342,7 +349,8 @@ def main(argv=None) -> None:
                     help="calibrated parameters: 4 fields, per layer of 4 layers, per layer of 16 layers")  # fmt: skip
     ap.add_argument("--kinds", nargs="+", default=["synthetic", "real"], choices=["synthetic", "real"])
     ap.add_argument("--seeds", type=int, default=5, help="seeds (synthetic truth and search randomness)")
-    ap.add_argument("--steps", type=int, default=60, help="gradient steps (= model evaluations)")
+    ap.add_argument("--steps", type=int, default=60, help="gradient steps (= model evaluations per start)")
+    ap.add_argument("--starts", type=int, default=1, help="gradient multi-start: optimisations side by side")
     ap.add_argument("--learning-rate", type=float, default=0.1)
     ap.add_argument("--quick", action="store_true", help="bondville_1998, 4 parameters, 1 seed, 10 steps")
     ap.add_argument("--output", default=str(HERE / "results" / "calibration.json"))
@@ -358,7 +366,8 @@ def main(argv=None) -> None:
     for site in args.sites:
         for n in args.params:
             for kind in args.kinds:
-                new, tr = run_problem(site, n, kind, list(range(args.seeds)), args.steps, args.learning_rate, print)
+                new, tr = run_problem(site, n, kind, list(range(args.seeds)), args.steps, args.learning_rate, print,
+                                      args.starts)  # fmt: skip
                 rows += new
                 traces[f"{site}, {kind}, {new[0]['n_params']} parameters"] = tr
                 result = {"machine": machine_info(), "settings": vars(args), "rows": rows, "targets": targets(rows),
