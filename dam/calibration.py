@@ -36,6 +36,7 @@ import optax
 import pandas as pd
 
 from .coupling.calibration import (
+    CalibrationProblem,
     ObservationTarget,
     ParameterSpec,
     apply_parameters,
@@ -60,6 +61,7 @@ __all__ = [
     "CalibrationResult",
     "SearchResult",
     "calibrate",
+    "calibrate_problem",
     "evaluate",
     "latin_hypercube_search",
     "prepare_observations",
@@ -220,15 +222,34 @@ def calibrate(
     specs = make_specs(specs)
     prob = _problem(setup, observations, specs, loss or PhysicsLoss(data="rmse"), start, end, truncation_steps,
                     checkpoint_every, variable=variable, sensors=sensors, skip_unreliable=skip_unreliable)  # fmt: skip
-    dtype = jnp.asarray(setup.state0.soil.smc).dtype
-    latent = dict(init_latent) if init_latent is not None else initial_latent(setup.params, specs)
-    latent = {k: jnp.asarray(v, dtype) for k, v in latent.items()}
+    return calibrate_problem(prob, steps=steps, optimizer=optimizer, learning_rate=learning_rate,
+                             init_latent=init_latent, starts=starts, seed=seed, progress=progress,
+                             checkpoint_dir=checkpoint_dir, desc=f"calibrate {setup.site.meta.name}")  # fmt: skip
 
+
+def calibrate_problem(
+    prob: CalibrationProblem,
+    *,
+    steps: int = 30,
+    optimizer: optax.GradientTransformation | None = None,
+    learning_rate: float = 0.1,
+    init_latent: Mapping[str, Any] | None = None,
+    starts: int = 1,
+    seed: int = 0,
+    progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    desc: str = "calibrate",
+) -> CalibrationResult:
+    """:func:`calibrate` on a problem already built (:func:`dam.coupling.calibration.make_problem`: any set-up,
+    e.g. a Fortran reference case without a site folder): the parameters ``prob.specs`` of ``prob.params``;
+    arguments as :func:`calibrate`."""
+    specs = prob.specs
+    dtype = jnp.asarray(prob.state0.soil.smc).dtype
+    latent = dict(init_latent) if init_latent is not None else initial_latent(prob.params, specs)
+    latent = {k: jnp.asarray(v, dtype) for k, v in latent.items()}
     optimizer = optimizer or optax.adam(optax.cosine_decay_schedule(learning_rate, max(steps, 1), alpha=0.05))
-    desc = f"calibrate {setup.site.meta.name}"
     if starts > 1:
-        return _calibrate_starts(prob, latent, specs, setup.params, steps, optimizer, starts, seed, progress,
-                                 checkpoint_dir, desc)  # fmt: skip
+        return _calibrate_starts(prob, latent, steps, optimizer, starts, seed, progress, checkpoint_dir, desc)
 
     def grad_fn(lat, _):
         value, terms, grad = value_and_grad(lat, prob)
@@ -241,13 +262,14 @@ def calibrate(
     )  # fmt: skip
     values = {k: np.asarray(v) for k, v in latent_to_values(best, specs).items()}
     frame = _history_frame(history, "step", ["data", *values_row(best, specs)])
-    return CalibrationResult(apply_parameters(setup.params, specs, values), values, best, frame, specs, steps)
+    return CalibrationResult(apply_parameters(prob.params, specs, values), values, best, frame, specs, steps)
 
 
-def _calibrate_starts(prob, latent, specs, params, steps, optimizer, starts, seed, progress, checkpoint_dir, desc):
-    """:func:`calibrate` with ``starts`` optimisations side by side: the latents get a leading start axis, the
+def _calibrate_starts(prob, latent, steps, optimizer, starts, seed, progress, checkpoint_dir, desc):
+    """:func:`calibrate_problem` with ``starts`` optimisations side by side: the latents get a leading start axis, the
     objective is the sum of the starts' losses (so each start's gradient, and with an element-wise optimiser such
     as Adam each start's update, is its own), and the lowest loss of any start and step is kept."""
+    specs = prob.specs
     dtype = jax.tree_util.tree_leaves(latent)[0].dtype
     vecs = jnp.asarray(lhs_latents(latent, specs, starts, seed), dtype)
     stacked = jax.vmap(lambda v: latent_from_vector(v, latent, specs))(vecs)
@@ -274,7 +296,7 @@ def _calibrate_starts(prob, latent, specs, params, steps, optimizer, starts, see
     values = {k: np.asarray(v) for k, v in latent_to_values(best, specs).items()}
     frame = _history_frame(history, "step", ["data", *values_row(best, specs)])
     frame["loss"] = history["best_loss"]  # the best start's loss at each step (the fit's loss is their sum)
-    return CalibrationResult(apply_parameters(params, specs, values), values, best, frame, specs, steps * starts)
+    return CalibrationResult(apply_parameters(prob.params, specs, values), values, best, frame, specs, steps * starts)
 
 
 # --------------------------------------------------------------------------------------------------- search
