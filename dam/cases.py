@@ -170,13 +170,14 @@ def read_params(meta: Any) -> CaseParams:
         raise CaseError(str(err)) from None
 
 
-#: Plausible water fluxes of a soil-column forcing, m s-1 (transpiration per layer as evaporation): about ten
-#: times the largest observed rates, so that a unit slip (mm s-1 read as m s-1 is 1000x) is refused.
-WATER_FLUX_BOUNDS_MPS = {"qinsurf_mps": (0.0, 2e-4), "evap_soil_mps": (-1e-5, 1e-5)}
+#: Plausible water fluxes of a soil-column forcing, m s-1 (``etran``: every layer's transpiration): about ten
+#: times the largest observed rates, so that a unit slip (mm s-1 read as m s-1 is 1000x) is refused; water input
+#: is never negative.
+WATER_FLUX_BOUNDS_MPS = {"qinsurf_mps": (0.0, 2e-4), "evap_soil_mps": (-1e-5, 1e-5), "etran": (-1e-5, 1e-5)}
 
 
-def _check_flux(values: np.ndarray, name: str, steps: np.ndarray) -> None:
-    lo, hi = WATER_FLUX_BOUNDS_MPS.get(name, WATER_FLUX_BOUNDS_MPS["evap_soil_mps"])
+def _check_flux(values: np.ndarray, name: str, steps: np.ndarray, bounds: tuple[float, float]) -> None:
+    lo, hi = bounds
     bad = np.flatnonzero((values < lo) | (values > hi))
     if bad.size:
         k = bad[0]
@@ -396,11 +397,10 @@ def read_case(case_dir: str | Path) -> Case:
         fdf = fdf.iloc[: p.n_steps]
     _check_steps(fdf, "forcing.csv", 1, dt_s)
     col = lambda c: fdf[c].to_numpy(dtype=np.float64)  # noqa: E731
-    if np.any(col("qinsurf_mps") < 0):
-        raise CaseError("forcing.csv: qinsurf_mps (water input) must be >= 0 m/s")
     for name in forcing_columns(n):
-        if name in WATER_FLUX_BOUNDS_MPS or name.startswith("etran"):
-            _check_flux(col(name), name, fdf["step"].to_numpy())
+        bounds = WATER_FLUX_BOUNDS_MPS.get("etran" if name.startswith("etran") else name)
+        if bounds is not None:
+            _check_flux(col(name), name, fdf["step"].to_numpy(), bounds)
     if not np.all(np.isin(col("frozen_ground"), (0.0, 1.0))):
         raise CaseError("forcing.csv: frozen_ground must be 0 or 1")
     forcing = SoilForcing(
