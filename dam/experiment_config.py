@@ -25,8 +25,9 @@ MODELS = (
     "hlstm_physics_unconstrained",
     "ai_in_physics",
 )
-#: Models trained on many sites at once (dam.multisite): one network for all sites, static site attributes as inputs.
-MULTISITE_MODELS = ("lstm_multisite", "hlstm_multisite")
+#: Models trained on many sites at once (dam.multisite): one network for all sites, static site attributes as inputs;
+#: the ``_physics_`` ones read the physics_default run as inputs too and predict its correction.
+MULTISITE_MODELS = ("lstm_multisite", "hlstm_multisite", "lstm_physics_multisite", "hlstm_physics_multisite")
 #: Models a leave-sites-out experiment can score at sites they never saw (physics_calibrated: in-site reference).
 LEAVE_SITES_OUT_MODELS = ("physics_default", "physics_calibrated", *MULTISITE_MODELS)
 ModelName = Literal[MODELS + MULTISITE_MODELS]  # type: ignore[valid-type]
@@ -212,6 +213,13 @@ class ExperimentConfig(Strict):
     def _unique_models(self) -> ExperimentConfig:
         if len(set(self.models)) != len(self.models):
             raise ValueError(f"models: a model is listed twice: {list(self.models)}")
+        return self
+
+    @model_validator(mode="after")
+    def _physics_first(self) -> ExperimentConfig:
+        for i, m in enumerate(self.models):
+            if "_physics_multisite" in m and "physics_default" not in self.models[:i]:
+                raise ValueError(f"models: {m} corrects the physics_default run: list physics_default before it")
         return self
 
     @model_validator(mode="after")

@@ -67,10 +67,12 @@ def physics_daily(data: SiteData, params=None, transport=None, progress: bool = 
             transport=transport,
         )
         states, fluxes = jax.tree_util.tree_map(np.asarray, (states, fluxes))
-    total = data.at_sensors(data.daily(states.soil.smc))
-    liquid = data.at_sensors(data.daily(states.soil.sh2o))
+    layer_total, layer_liquid = data.daily(states.soil.smc), data.daily(states.soil.sh2o)
+    total, liquid = data.at_sensors(layer_total), data.at_sensors(layer_liquid)
     seen = np.where(data.sensor_liquid, liquid, total)
-    return Prediction("physics", seen, 0.0, liquid=liquid, total=total), states, fluxes
+    pred = Prediction("physics", seen, 0.0, liquid=liquid, total=total, layer_liquid=layer_liquid,
+                      layer_total=layer_total)  # fmt: skip
+    return pred, states, fluxes
 
 
 # ------------------------------------------------------------------------------------------ networks

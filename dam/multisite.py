@@ -93,6 +93,32 @@ def site_attributes(data: SiteData) -> np.ndarray:
     return np.asarray(values, float)
 
 
+def standard_layers(values: np.ndarray, bottoms_m) -> np.ndarray:
+    """Values of a column's layers (..., N), layer bottoms ``bottoms_m`` (N,) in m, as thickness-weighted means over
+    each :data:`LAYERS` layer (..., len(LAYERS)); a standard layer below the column takes the column's deepest."""
+    b = np.asarray(bottoms_m, float)
+    std = np.asarray(LAYERS)
+    tops, std_tops = np.concatenate([[0.0], b[:-1]]), np.concatenate([[0.0], std[:-1]])
+    overlap = np.minimum(b[None, :], std[:, None]) - np.maximum(tops[None, :], std_tops[:, None])
+    overlap = np.clip(overlap, 0.0, None)
+    overlap[overlap.sum(1) == 0, -1] = 1.0
+    return np.asarray(values) @ (overlap / overlap.sum(1, keepdims=True)).T
+
+
+def site_inputs(data: SiteData, physics: Prediction | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A site's network inputs (D, F) and the base its predictions add to at the sensors (D, S): the daily
+    forcing and zero, or with the ``physics`` run (physics_default's prediction with its layer series) also the
+    run's total and liquid moisture on the standard column as inputs and its moisture at the sensors as base.
+    Missing inputs stay NaN (the normalisers ignore them; the networks read them as 0)."""
+    if physics is None:
+        return data.forcing, np.zeros(data.observed.shape)
+    if physics.layer_total is None or physics.layer_liquid is None:
+        raise ValueError(f"{data.name}: the physics run has no layer series (rerun physics_default)")
+    bottoms = -np.asarray(data.setup.grid.zsoil, float)
+    layers = [standard_layers(v, bottoms) for v in (physics.layer_total, physics.layer_liquid)]
+    return np.concatenate([data.forcing, *layers], axis=-1), np.nan_to_num(physics.daily)
+
+
 def layer_weights(data: SiteData) -> np.ndarray:
     """(S, len(LAYERS)) how the site's soil moisture sensors read the standard column (:mod:`dam.sensors`)."""
     return data.site.sensor_mapping("soil_moisture", LAYERS, data.sensor_depths_m).weights
@@ -115,27 +141,31 @@ def assign_folds(names: list[str] | tuple[str, ...], folds: int, seed: int) -> d
 
 # ------------------------------------------------------------------------------------------ the network
 class MultiSiteModel(eqx.Module):
-    """A sequence network on normalised daily forcing (T, F) and normalised site attributes (A,) predicting soil
-    moisture (T, len(LAYERS)) in m3 m-3 on the standard column; ``at_sensors`` maps it to a site's sensors."""
+    """A sequence network on normalised daily inputs (T, F) (:func:`site_inputs`) and normalised site attributes
+    (A,) predicting soil moisture (T, len(LAYERS)) in m3 m-3 on the standard column, or with physics inputs its
+    correction to the physics run; ``at_sensors`` maps it to a site's sensors and adds the base."""
 
     net: eqx.Module
     x_norm: Normaliser
     a_norm: Normaliser
-    y_norm: Normaliser  # one mean and std for all layers (pooled training observations)
+    y_norm: Normaliser  # one mean and std for all layers (pooled training observations, or residuals of physics)
 
     def __call__(self, x: jax.Array, attributes: jax.Array) -> jax.Array:
         a = jnp.nan_to_num(self.a_norm.apply(attributes))
         return self.y_norm.invert(self.net(jnp.nan_to_num(self.x_norm.apply(x)), a))
 
-    def at_sensors(self, x: jax.Array, attributes: jax.Array, weights: jax.Array) -> jax.Array:
-        """Daily moisture the sensors read (T, S), given their layer ``weights`` (S, len(LAYERS))."""
-        return self(x, attributes) @ weights.T
+    def at_sensors(self, x: jax.Array, attributes: jax.Array, weights: jax.Array, base: jax.Array) -> jax.Array:
+        """Daily moisture the sensors read (T, S), given their layer ``weights`` (S, len(LAYERS)) and the ``base``
+        (T, S) the network's output adds to (zero, or the physics run at the sensors)."""
+        return self(x, attributes) @ weights.T + base
 
 
-def build_model(kind: str, cfg: NetworkConfig, seed: int, norms: dict[str, Normaliser] | None = None):
-    """A freshly initialised :class:`MultiSiteModel` (``kind``: ``lstm`` or ``hlstm``); ``norms`` the fitted
-    normalisers (default placeholders of the right shapes, e.g. to load a saved model into)."""
-    n_in, n_attr = len(FEATURES), len(ATTRIBUTES)
+def build_model(kind: str, cfg: NetworkConfig, seed: int, norms: dict[str, Normaliser] | None = None,
+                physics: bool = False):  # fmt: skip
+    """A freshly initialised :class:`MultiSiteModel` (``kind``: ``lstm`` or ``hlstm``; ``physics``: it reads the
+    physics run too); ``norms`` the fitted normalisers (default placeholders of the right shapes, e.g. to load a
+    saved model into)."""
+    n_in, n_attr = len(FEATURES) + (2 * len(LAYERS) if physics else 0), len(ATTRIBUTES)
     net = _make_net(kind, n_in, len(LAYERS), cfg, jax.random.PRNGKey(seed), n_attr)
     if norms is None:
         norms = {"x_norm": Normaliser(jnp.zeros(n_in), jnp.ones(n_in)),
@@ -147,11 +177,13 @@ def build_model(kind: str, cfg: NetworkConfig, seed: int, norms: dict[str, Norma
 @dataclasses.dataclass(frozen=True)
 class Batch:
     """Sites stacked for training (padded to the longest record and the most sensors; padding is NaN in the
-    targets and zero weight, so it never counts): forcing (n, D, F), attributes (n, A), targets (n, D, S),
-    validation targets (n, D, S) (NaN outside each site's validation days), weights (n, S, L), scale (n, S)."""
+    targets and zero weight, so it never counts): inputs (n, D, F) and base (n, D, S) of :func:`site_inputs`,
+    attributes (n, A), targets (n, D, S), validation targets (n, D, S) (NaN outside each site's validation days),
+    weights (n, S, L), scale (n, S)."""
 
     names: tuple[str, ...]
     forcing: np.ndarray
+    base: np.ndarray
     attributes: np.ndarray
     targets: np.ndarray
     val_targets: np.ndarray
@@ -159,17 +191,20 @@ class Batch:
     scale: np.ndarray
 
     @classmethod
-    def of(cls, sites: list[SiteData]) -> Batch:
+    def of(cls, sites: list[SiteData], physics: dict[str, Prediction] | None = None) -> Batch:
         n, d = len(sites), max(len(s.days) for s in sites)
         s_max = max(s.n_sensors for s in sites)
-        forcing = np.zeros((n, d, len(FEATURES)))
+        inputs = [site_inputs(s, None if physics is None else physics[s.name]) for s in sites]
+        forcing = np.zeros((n, d, inputs[0][0].shape[1]))
+        base = np.zeros((n, d, s_max))
         targets = np.full((n, d, s_max), np.nan)
         val = np.full((n, d, s_max), np.nan)
         weights = np.zeros((n, s_max, len(LAYERS)))
         scale = np.ones((n, s_max))
         for i, s in enumerate(sites):
             y = training_targets(s)
-            forcing[i, : len(s.days)] = np.nan_to_num(s.forcing)
+            forcing[i, : len(s.days)] = np.nan_to_num(inputs[i][0])
+            base[i, : len(s.days), : s.n_sensors] = inputs[i][1]
             targets[i, s.train, : s.n_sensors] = y[s.train]
             val[i, s.val, : s.n_sensors] = y[s.val]
             weights[i, : s.n_sensors] = layer_weights(s)
@@ -178,7 +213,7 @@ class Batch:
                 sd = np.nanstd(y[s.train], axis=0)
             scale[i, : s.n_sensors] = np.where(np.isfinite(sd), sd, 0.0) + SCALE_FLOOR
         attributes = np.stack([site_attributes(s) for s in sites])
-        return cls(tuple(s.name for s in sites), forcing, attributes, targets, val, weights, scale)
+        return cls(tuple(s.name for s in sites), forcing, base, attributes, targets, val, weights, scale)
 
 
 def _loss(pred: jax.Array, obs: jax.Array, scale: jax.Array) -> jax.Array:
@@ -196,39 +231,44 @@ def train_multisite(
     mesh=None,
     init: MultiSiteModel | None = None,
     epochs: int | None = None,
+    physics: dict[str, Prediction] | None = None,
 ) -> tuple[MultiSiteModel, dict]:
     """Train one network on the training days of ``sites`` (validated on their validation days, best epoch
     kept); returns the model and :func:`dam.training.fit`'s history. Members are (site, window) pairs; windows of
     ``cfg.window_days`` (at most the shortest training period) start every ``cfg.stride_days`` and their first
-    ``cfg.warmup_days`` are not scored. ``init`` continues from a trained model (its normalisers kept)."""
+    ``cfg.warmup_days`` are not scored. ``init`` continues from a trained model (its normalisers kept).
+    ``physics`` (site name -> physics_default's prediction) makes it a network that corrects the physics run."""
     if not sites:
         raise ValueError("train_multisite needs at least one site")
-    b = Batch.of(sites)
+    b = Batch.of(sites, physics)
     if init is None:
-        fit_x = np.concatenate([s.forcing[s.train] for s in sites])
-        pooled = np.concatenate([training_targets(s)[s.train].ravel() for s in sites])[:, None]
+        fit_x = np.concatenate([site_inputs(s, None if physics is None else physics[s.name])[0][s.train]
+                                for s in sites])  # fmt: skip
+        pooled = np.concatenate([(training_targets(s) - b.base[i, : len(s.days), : s.n_sensors])[s.train].ravel()
+                                 for i, s in enumerate(sites)])[:, None]  # fmt: skip
         norms = {"x_norm": Normaliser.fit(fit_x), "a_norm": Normaliser.fit(b.attributes),
                  "y_norm": Normaliser.fit(pooled)}  # fmt: skip
-        init = build_model(kind, cfg, seed, norms)
+        init = build_model(kind, cfg, seed, norms, physics=physics is not None)
     length = min(cfg.window_days, min(s.train.stop - s.train.start for s in sites))
     pairs = np.array([(i, st) for i, s in enumerate(sites) for st in window_starts(s.train, length, cfg.stride_days)])
     warm = min(cfg.warmup_days, length // 2)
     x_all, a_all, y_all = jnp.asarray(b.forcing), jnp.asarray(b.attributes), jnp.asarray(b.targets)
-    w_all, s_all = jnp.asarray(b.weights), jnp.asarray(b.scale)
+    w_all, s_all, base_all = jnp.asarray(b.weights), jnp.asarray(b.scale), jnp.asarray(b.base)
 
     def batch_fn(_, idx):
         site, start = pairs[idx, 0], pairs[idx, 1]
         rows = start[:, None] + np.arange(length)[None, :]
-        return x_all[site[:, None], rows], a_all[site], y_all[site[:, None], rows], w_all[site], s_all[site]
+        return (x_all[site[:, None], rows], a_all[site], y_all[site[:, None], rows], w_all[site], s_all[site],
+                base_all[site[:, None], rows])  # fmt: skip
 
     def loss_fn(m, batch):
-        def one(x, a, y, w, sc):
-            return _loss(m.at_sensors(x, a, w)[warm:], y[warm:], sc)
+        def one(x, a, y, w, sc, base):
+            return _loss(m.at_sensors(x, a, w, base)[warm:], y[warm:], sc)
 
         return jax.vmap(one)(*batch)
 
     v_all = jnp.asarray(b.val_targets)
-    predict_all = eqx.filter_jit(lambda m: jax.vmap(m.at_sensors)(x_all, a_all, w_all))
+    predict_all = eqx.filter_jit(lambda m: jax.vmap(m.at_sensors)(x_all, a_all, w_all, base_all))
 
     def val_fn(m):
         return float(_loss(predict_all(m), v_all, s_all[:, None, :]))
@@ -239,10 +279,12 @@ def train_multisite(
                desc=f"{kind} x {len(sites)} sites")  # fmt: skip
 
 
-def predict_site(model: MultiSiteModel, data: SiteData) -> np.ndarray:
-    """Daily soil moisture at the site's sensors (D, S), m3 m-3, over its whole record."""
-    x, a = jnp.asarray(np.nan_to_num(data.forcing)), jnp.asarray(site_attributes(data))
-    return np.asarray(model.at_sensors(x, a, jnp.asarray(layer_weights(data))))
+def predict_site(model: MultiSiteModel, data: SiteData, physics: Prediction | None = None) -> np.ndarray:
+    """Daily soil moisture at the site's sensors (D, S), m3 m-3, over its whole record (``physics``: the site's
+    physics_default prediction, for a network that corrects it)."""
+    x, base = site_inputs(data, physics)
+    a, w = jnp.asarray(site_attributes(data)), jnp.asarray(layer_weights(data))
+    return np.asarray(model.at_sensors(jnp.asarray(np.nan_to_num(x)), a, w, jnp.asarray(base)))
 
 
 # ------------------------------------------------------------------------------------------ saved models
@@ -259,7 +301,7 @@ def save_trained(folder: Path, name: str, model: MultiSiteModel, spec: dict) -> 
 def load_trained(folder: Path, name: str) -> tuple[MultiSiteModel, dict]:
     """A network written by :func:`save_trained` and its description."""
     spec = json.loads((folder / f"{name}.json").read_text())
-    like = build_model(spec["kind"], NetworkConfig(**spec["network"]), spec["seed"])
+    like = build_model(spec["kind"], NetworkConfig(**spec["network"]), spec["seed"], physics=spec.get("physics", False))
     with open(folder / f"{name}.eqx", "rb") as fh:
         return eqx.tree_deserialise_leaves(fh, like), spec
 
@@ -356,6 +398,8 @@ class MultiSiteExperiment:
         key = fingerprint({"model": model}, {"after": ",".join(self._chain[data.name])})
         self._chain[data.name].append(key)
         pred = load_prediction(self.run_dir, data, model, key)
+        if pred is not None and model == "physics_default" and pred.layer_total is None:
+            pred = None  # saved before predictions kept the layer series the physics-guided networks read
         if pred is None:
             t0 = time.perf_counter()
             exp._key = key
@@ -369,7 +413,8 @@ class MultiSiteExperiment:
                 return
             pred.seconds = time.perf_counter() - t0
             save_prediction(self.run_dir, data, pred, key)
-            jax.clear_caches()
+            if model != "physics_default":  # its compiled programs serve the next site (same options: no compile)
+                jax.clear_caches()
             print(f"[{data.name}] {model}: computed in {pred.seconds:.1f} s", flush=True)
         preds[model] = pred
         timings[f"{data.name}/{model}"] = pred.seconds
@@ -379,11 +424,18 @@ class MultiSiteExperiment:
         """Train the network of every fold (or read its predictions back) and predict its test sites."""
         cfg = self.config
         kind = model.removesuffix("_multisite")
+        physics, usable = None, set(fold_of)
+        if kind.endswith("_physics"):
+            kind = kind.removesuffix("_physics")
+            physics = {n: preds[n]["physics_default"] for n in fold_of}  # listed before (checked by the config)
+            usable = {n for n, p in physics.items() if p.layer_total is not None}  # not where the physics failed
         saved = []
         for fold in sorted(set(fold_of.values())):
             test = sorted(n for n, f in fold_of.items() if f == fold)
             train = sorted(n for n, f in fold_of.items() if f != fold) if cfg.split == "leave_sites_out" else test
-            key = fingerprint({"model": model, "train": train, "test": test},
+            train = [n for n in train if n in usable]
+            failed = [n for n in test if n not in usable]  # in the key: retried once their physics runs
+            key = fingerprint({"model": model, "train": train, "test": test, **({"failed": failed} if failed else {})},
                               {n: keys[n] for n in (*train, *test)})  # fmt: skip
             tag = f"fold{fold}"
             folder = inside(self.run_dir, "models", model)
@@ -397,19 +449,25 @@ class MultiSiteExperiment:
                 net, history = train_multisite(
                     kind, [sites[n] for n in train], cfg.network, seed=cfg.seed, progress=cfg.progress,
                     checkpoint_dir=inside(self.run_dir, "checkpoints", "multisite", model, tag, key), mesh=_mesh(),
+                    physics=physics,
                 )  # fmt: skip
                 seconds = time.perf_counter() - t0
                 info = {"fold": fold, "train_sites": train, "best_epoch": int(history["best_epoch"]),
                         "train_loss": [float(v) for v in history["train_loss"]],
                         "val_loss": [float(v) for v in [history["initial_val"], *history["val_loss"]]]}  # fmt: skip
-                save_trained(folder, tag, net, {"kind": kind, "seed": cfg.seed,
+                save_trained(folder, tag, net, {"kind": kind, "physics": physics is not None, "seed": cfg.seed,
+                                                "spinup_cycles": cfg.spinup_cycles,
                                                 "network": cfg.network.model_dump(mode="json"),
                                                 "attributes": list(ATTRIBUTES), "layers_m": list(LAYERS),
                                                 "features": list(FEATURES), "train_sites": train,
                                                 "test_sites": test, "train_frac": cfg.train_frac,
                                                 "val_frac": cfg.val_frac, "key": key, **info})  # fmt: skip
                 for n in test:
-                    pred = Prediction(model, predict_site(net, sites[n]), seconds / len(test), info)
+                    if n in failed:
+                        daily = np.full(sites[n].observed.shape, np.nan)
+                    else:
+                        daily = predict_site(net, sites[n], None if physics is None else physics[n])
+                    pred = Prediction(model, daily, seconds / len(test), info)
                     save_prediction(self.run_dir, sites[n], pred, key)
                     got[n] = pred
                 jax.clear_caches()

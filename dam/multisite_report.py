@@ -13,8 +13,6 @@ from .multisite import LAYERS, layer_weights
 from .predictions import Prediction
 from .scoring import summary, with_units
 
-#: Bottoms of the standard soil column the multi-site networks predict (m): the Noah-MP default layers.
-
 POOLED = ("r", "rmse", "ubrmse", "kge")
 
 

@@ -12,13 +12,10 @@ import pandas as pd
 
 from .experiment_config import MULTISITE_MODELS, NetworkConfig, expand_sites
 from .experiment_data import SiteData, prepare_site
-
-#: Bottoms of the standard soil column the multi-site networks predict (m): the Noah-MP default layers.
+from .experiment_training import physics_daily
 from .multisite import INDEX, load_trained, predict_site, train_multisite
 from .predictions import Prediction
-from .run_folder import (
-    RunFolderError,
-)
+from .run_folder import RunFolderError
 from .scoring import score
 
 
@@ -80,25 +77,33 @@ def predict_run(
     nets = {m: [(e, *load_trained(folder / "models" / m, f"fold{e['fold']}")) for e in index["models"][m]]
             for m in chosen}  # fmt: skip
     spec0 = next(iter(nets.values()))[0][2]
+    # networks that correct the physics need the physics run at the site (spun up as in the run)
+    needs_physics = any(spec.get("physics") for entries in nets.values() for _, _, spec in entries)
     rows, out = [], {}
     for entry in expand_sites(tuple(sites)):
-        data = prepare_site(entry, spinup_cycles=0, train_frac=spec0["train_frac"], val_frac=spec0["val_frac"],
+        cycles = spec0.get("spinup_cycles", 1) if needs_physics else 0
+        data = prepare_site(entry, spinup_cycles=cycles, train_frac=spec0["train_frac"], val_frac=spec0["val_frac"],
                             start=start, end=end)  # fmt: skip
+        physics = physics_daily(data)[0] if needs_physics else None
+
+        def phys(spec: dict, physics=physics) -> Prediction | None:
+            return physics if spec.get("physics") else None
+
         preds: dict[str, Prediction] = {}
         for m, entries in nets.items():
             own = [x for x in entries if data.name in x[0]["test_sites"]]
             if index["split"] == "leave_sites_out" and own:
                 entries = own
             seen = any(data.name in e["train_sites"] for e, _, _ in entries)
-            nets_used = [net for _, net, _ in entries]
-            daily = np.mean([predict_site(net, data) for net in nets_used], axis=0)
+            daily = np.mean([predict_site(net, data, phys(spec)) for _, net, spec in entries], axis=0)
             info = {"folds": [e["fold"] for e, _, _ in entries], "seen": seen}
             preds[m] = Prediction(m, daily, 0.0, info)
             if finetune:
-                tuned = [train_multisite(spec["kind"], [data], NetworkConfig(**spec["network"]), seed=spec["seed"],
-                                         init=net, epochs=finetune, progress=progress)[0]
+                tuned = [(train_multisite(spec["kind"], [data], NetworkConfig(**spec["network"]), seed=spec["seed"],
+                                          init=net, epochs=finetune, progress=progress,
+                                          physics=None if phys(spec) is None else {data.name: physics})[0], spec)
                          for _, net, spec in entries]  # fmt: skip
-                daily = np.mean([predict_site(net, data) for net in tuned], axis=0)
+                daily = np.mean([predict_site(net, data, phys(spec)) for net, spec in tuned], axis=0)
                 preds[f"{m}+finetune"] = Prediction(f"{m}+finetune", daily, 0.0, {**info, "finetune_epochs": finetune})
         for days, span in (("all", slice(0, len(data.days))), ("test", data.test)):
             scored = score(dataclasses.replace(data, test=span), preds)

@@ -26,13 +26,18 @@ class Prediction:
     info: dict = dataclasses.field(default_factory=dict)
     liquid: np.ndarray | None = None  # daily liquid moisture at the sensors (physics-based models)
     total: np.ndarray | None = None  # daily total (liquid + ice) moisture at the sensors (physics-based models)
+    layer_liquid: np.ndarray | None = None  # (D, N) daily liquid moisture of every model layer (physics models)
+    layer_total: np.ndarray | None = None  # (D, N) daily total moisture of every model layer (physics models)
 
 
-_EXTRAS = {  # Prediction field -> netCDF variable and attributes
-    "liquid": ("soil_liquid_water", {"standard_name": "volume_fraction_of_liquid_water_in_soil", "units": "m3 m-3"}),
-    "total": ("total_soil_moisture", {"standard_name": "volume_fraction_of_condensed_water_in_soil",
-                                      "units": "m3 m-3"}),
-}  # fmt: skip
+_LIQUID = {"standard_name": "volume_fraction_of_liquid_water_in_soil", "units": "m3 m-3"}
+_TOTAL = {"standard_name": "volume_fraction_of_condensed_water_in_soil", "units": "m3 m-3"}
+_EXTRAS = {  # Prediction field -> netCDF variable, its second dimension and attributes
+    "liquid": ("soil_liquid_water", "sm_depth", _LIQUID),
+    "total": ("total_soil_moisture", "sm_depth", _TOTAL),
+    "layer_liquid": ("layer_soil_liquid_water", "layer", {**_LIQUID, "comment": "every model layer"}),
+    "layer_total": ("layer_total_soil_moisture", "layer", {**_TOTAL, "comment": "every model layer"}),
+}
 
 
 def prediction_path(run_dir: Path, site: str, model: str) -> Path:
@@ -53,9 +58,13 @@ def save_prediction(run_dir: Path, data: SiteData, pred: Prediction, stage_finge
                "info": json.dumps(pred.info, default=float), "Conventions": "CF-1.10",
                "stage_fingerprint": stage_fingerprint},
     )  # fmt: skip
-    for field, (var, attrs) in _EXTRAS.items():
+    for field, (var, dim, attrs) in _EXTRAS.items():
         if getattr(pred, field) is not None:
-            ds[var] = (("time", "sm_depth"), getattr(pred, field), attrs)
+            ds[var] = (("time", dim), getattr(pred, field), attrs)
+    if "layer" in ds.dims:
+        bottoms = -np.asarray(data.setup.grid.zsoil, float)
+        ds = ds.assign_coords(layer=("layer", bottoms, {"long_name": "depth of the layer's bottom", "units": "m",
+                                                         "positive": "down"}))  # fmt: skip
     io_safety.write_netcdf(ds, path)
 
 
@@ -69,6 +78,6 @@ def load_prediction(run_dir: Path, data: SiteData, model: str, stage_fingerprint
         if ds.attrs.get("stage_fingerprint", "") != stage_fingerprint:
             print(f"[{data.name}] {model}: inputs changed since the saved prediction; running it again", flush=True)
             return None
-        extras = {f: ds[var].values.copy() for f, (var, _) in _EXTRAS.items() if var in ds}
+        extras = {f: ds[var].values.copy() for f, (var, _, _) in _EXTRAS.items() if var in ds}
         return Prediction(model, ds["soil_moisture"].values.copy(), float(ds.attrs["seconds"]),
                           json.loads(ds.attrs["info"]), **extras)  # fmt: skip

@@ -16,6 +16,7 @@ from dam.cli import main
 from dam.experiment_config import ExperimentConfig, expand_sites
 from dam.experiment_data import prepare_site
 from dam.predict import predict_run
+from dam.predictions import Prediction
 from dam.run_folder import RunFolderError
 from dam.schema import ConfigError
 from dam.sites import SHIPPED_SITES_DIR
@@ -120,6 +121,42 @@ def test_sites_with_other_sensors_share_one_network(tiny_data):
     cfg = ExperimentConfig().network.model_copy(update={**TINY, "epochs": 1})
     model, _ = MS.train_multisite("lstm", [tiny_data[0], fewer], cfg, seed=0)
     assert MS.predict_site(model, fewer).shape == (len(fewer.days), 2)
+
+
+def test_standard_layers_are_thickness_weighted_means():
+    std = np.arange(4.0)
+    np.testing.assert_array_equal(MS.standard_layers(std, MS.LAYERS), std)  # the standard column itself
+    fine = MS.standard_layers(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), [0.05, 0.1, 0.4, 1.0, 3.0])
+    np.testing.assert_allclose(fine, [1.5, 3.0, 4.0, 5.0])  # split top layer averaged, deep layer shared
+    shallow = MS.standard_layers(np.array([[1.0, 2.0]]), [0.3, 0.6])
+    np.testing.assert_allclose(shallow, [[1.0, (0.2 * 1 + 0.1 * 2) / 0.3, 2.0, 2.0]])  # below the column: its deepest
+
+
+def _fake_physics(data, bias: float):
+    """A physics_default-like prediction: observed soil moisture scaled and offset (a wrong level and amplitude),
+    with layer series on the site's column."""
+    n = data.setup.grid.n_layers
+    layers = np.repeat(np.nan_to_num(np.nanmean(data.observed, axis=1, keepdims=True), nan=0.3), n, axis=1)
+    return Prediction("physics_default", 0.5 * np.nan_to_num(data.observed, nan=0.3) + bias, 0.0,
+                      layer_total=layers, layer_liquid=layers)  # fmt: skip
+
+
+def test_physics_guided_network_corrects_the_physics(tiny_data):
+    """With the physics run as input and base, the network predicts its correction: the trained model is closer
+    to the observations than the physics it starts from, and the physics inputs are on the standard column."""
+    physics = {d.name: _fake_physics(d, 0.25) for d in tiny_data}
+    x, base = MS.site_inputs(tiny_data[0], physics[tiny_data[0].name])
+    assert x.shape == (len(tiny_data[0].days), len(MS.FEATURES) + 2 * len(MS.LAYERS))
+    np.testing.assert_array_equal(base, physics[tiny_data[0].name].daily)
+    cfg = ExperimentConfig().network.model_copy(update={**TINY, "epochs": 15, "patience": 20, "learning_rate": 0.01})
+    model, hist = MS.train_multisite("lstm", tiny_data, cfg, seed=0, physics=physics)
+    assert hist["train_loss"][-1] < 0.7 * hist["train_loss"][0]
+    d = tiny_data[2]
+    obs, phys = d.observed[d.test], physics[d.name].daily[d.test]
+    pred = MS.predict_site(model, d, physics[d.name])[d.test]
+    assert np.sqrt(np.nanmean((pred - obs) ** 2)) < 0.5 * np.sqrt(np.nanmean((phys - obs) ** 2))
+    with pytest.raises(ValueError, match="layer series"):
+        MS.site_inputs(d, Prediction("physics_default", phys, 0.0))
 
 
 @pytest.mark.slow
@@ -251,3 +288,23 @@ def test_cli_resume_reads_back_and_a_failed_physics_site_is_reported(finished_ru
     rmse = {(s, m): v for s, m, v in zip(summ["site"], summ["model"], summ["rmse"], strict=True)}
     assert np.isnan(rmse[("hyy_a", "physics_default")]) and rmse[("hyy_b", "physics_default")] > 0
     assert (out / "models" / "index.json").is_file()
+
+
+def test_physics_guided_multisite_run_and_predict(sites, tmp_path):
+    """A leave-sites-out run of the physics-guided network on the real physics: its predictions at a test site
+    are physics_default's plus a correction; ``dam predict`` runs the physics at a new site for it; a
+    configuration without physics_default before it is refused."""
+    out = tmp_path / "run"
+    models = ["physics_default", "lstm_physics_multisite"]
+    table = MS.run_multisite(_config(sites, out, models=models, network={**TINY, "epochs": 1}))
+    assert set(table["model"]) == set(models) and np.isfinite(table["rmse"]).all()
+    spec = yaml.safe_load((out / "models" / "lstm_physics_multisite" / "fold0.json").read_text())
+    assert spec["physics"] is True and spec["kind"] == "lstm"
+    with xr.open_dataset(out / "predictions" / "hyy_a" / "physics_default.nc") as ds:
+        assert ds["layer_total_soil_moisture"].shape[1] == 4 and (ds["layer"].values > 0).all()
+    result, got = predict_run(out, [str(sites / "new" / "hyy_new")], finetune=1)
+    preds = got["hyy_new"][1]
+    assert np.isfinite(preds["lstm_physics_multisite"].daily).all() and "lstm_physics_multisite+finetune" in preds
+    assert np.isfinite(result["rmse"]).all()
+    with pytest.raises(ConfigError, match="list physics_default before it"):
+        _config(sites, out, models=["lstm_physics_multisite", "physics_default"])
