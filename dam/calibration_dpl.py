@@ -42,9 +42,10 @@ __all__ = ["DPLResult", "calibrate_dpl"]
 
 @dataclasses.dataclass
 class DPLResult:
-    """``network`` the trained MLP (normalised attributes -> latent vector); ``params`` / ``values`` per site;
-    ``history`` one row per step (mean loss and per-site losses); ``attr_mean`` / ``attr_std`` the attribute
-    normalisation (apply to new sites with :meth:`predict`)."""
+    """``network`` the trained MLP (normalised attributes -> latent vector, or with ``residual`` its change from
+    the site's own latents); ``params`` / ``values`` per site; ``history`` one row per step (mean loss and
+    per-site losses); ``attr_mean`` / ``attr_std`` the attribute normalisation (apply to new sites with
+    :meth:`predict`)."""
 
     network: eqx.Module
     params: list[StationParams]
@@ -54,35 +55,41 @@ class DPLResult:
     attr_mean: np.ndarray
     attr_std: np.ndarray
     template: dict[str, jax.Array]
+    residual: bool = False
 
-    def predict(self, attributes) -> list[dict[str, np.ndarray]]:
-        """Parameter values for sites with ``attributes`` (n_sites, n_attr)."""
+    def predict(self, attributes, params: Sequence[StationParams] | None = None) -> list[dict[str, np.ndarray]]:
+        """Parameter values for sites with ``attributes`` (n_sites, n_attr); a ``residual`` network also needs
+        each site's own (default) ``params``."""
         a = (np.asarray(attributes, float) - self.attr_mean) / self.attr_std
+        if self.residual and (params is None or len(params) != len(a)):
+            raise ValueError("a residual dPL network predicts from each site's own parameters: pass params per site")
         out = []
-        for row in a:
-            lat = latent_from_vector(self.network(jnp.asarray(row)), self.template, self.specs)
+        for i, row in enumerate(a):
+            vec = self.network(jnp.asarray(row))
+            if self.residual:
+                vec = vec + latent_vector(initial_latent(params[i], self.specs), self.specs)
+            lat = latent_from_vector(vec, self.template, self.specs)
             out.append({k: np.asarray(v) for k, v in latent_to_values(lat, self.specs).items()})
         return out
 
 
-def _dpl_network(n_attr: int, template, specs, width: int, depth: int, seed: int, dtype) -> eqx.Module:
-    """An MLP whose output starts at ``template``'s latents (last layer weights scaled by 0.01)."""
-    net = eqx.nn.MLP(n_attr, int(latent_vector(template, specs).size), width, depth, activation=jnp.tanh,
-                     key=jax.random.PRNGKey(seed))  # fmt: skip
+def _dpl_network(n_attr: int, start, width: int, depth: int, seed: int, dtype) -> eqx.Module:
+    """An MLP whose output starts at the latent vector ``start`` (last layer weights scaled by 0.01)."""
+    net = eqx.nn.MLP(n_attr, int(start.size), width, depth, activation=jnp.tanh, key=jax.random.PRNGKey(seed))
     last = net.layers[-1]
-    net = eqx.tree_at(lambda m: (m.layers[-1].weight, m.layers[-1].bias), net,
-                      (last.weight * 0.01, latent_vector(template, specs)))  # fmt: skip
+    net = eqx.tree_at(lambda m: (m.layers[-1].weight, m.layers[-1].bias), net, (last.weight * 0.01, start))
     return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype) if eqx.is_inexact_array(x) else x, net)
 
 
-def _dpl_grad_fn(probs: Sequence[CalibrationProblem], a_norm: jax.Array, template, specs):
+def _dpl_grad_fn(probs: Sequence[CalibrationProblem], a_norm: jax.Array, offsets: jax.Array, template, specs):
     """The gradient of the mean site loss with respect to the network: each site's latent gradient pulled back
-    through the network (one compiled gradient per site shape)."""
+    through the network (one compiled gradient per site shape); ``offsets`` (n_sites, n_latent) are added to
+    the network's output (zero, or each site's own latents for a residual network)."""
 
     def grad_fn(network, _):
         site_losses, net_grad = [], None
         for i, prob in enumerate(probs):
-            vec, pullback = eqx.filter_vjp(lambda m, x=a_norm[i]: m(x), network)
+            vec, pullback = eqx.filter_vjp(lambda m, x=a_norm[i], o=offsets[i]: m(x) + o, network)
             value, _, g_lat = value_and_grad(latent_from_vector(vec, template, specs), prob)
             (g_net,) = pullback(latent_vector(g_lat, specs) / len(probs))
             net_grad = g_net if net_grad is None else jax.tree_util.tree_map(jnp.add, net_grad, g_net)
@@ -111,6 +118,7 @@ def calibrate_dpl(
     checkpoint_every: int | None = 1,
     variable: str = "soil_moisture",
     skip_unreliable: bool = True,
+    residual: bool = False,
     progress: bool = True,
     checkpoint_dir: str | Path | None = None,
 ) -> DPLResult:
@@ -123,8 +131,11 @@ def calibrate_dpl(
     attributes : (n_sites, n_attr) site attributes (e.g. sand/clay fraction, mean precipitation, latitude),
         normalised here by their mean and standard deviation over the sites.
     network : any module mapping (n_attr,) to (n_latent,) (n_latent = total size of the specs); default an
-        ``eqx.nn.MLP(width, depth, tanh)`` whose output starts at the first site's default latents.
+        ``eqx.nn.MLP(width, depth, tanh)`` whose output starts at the first site's default latents (with
+        ``residual``: at zero).
     windows : per-site loss windows ``(start, end)``; default the whole set-up.
+    residual : the network gives the change of each site's latents from its own set-up's values (every site
+        starts from its own table parameters; new sites need theirs, :meth:`DPLResult.predict`).
     Other arguments as :func:`calibrate`; the default optimiser is ``optax.adam(learning_rate)``.
     """
     specs = make_specs(specs)
@@ -139,17 +150,20 @@ def calibrate_dpl(
                       skip_unreliable=skip_unreliable)
              for s, o, (w0, w1) in zip(setups, observations, windows, strict=True)]  # fmt: skip
     template = initial_latent(setups[0].params, specs)
+    own = jnp.stack([latent_vector(initial_latent(s.params, specs), specs) for s in setups])
+    offsets = own if residual else jnp.zeros_like(own)
     dtype = jnp.asarray(setups[0].state0.soil.smc).dtype
     if network is None:
-        network = _dpl_network(attributes.shape[1], template, specs, width, depth, seed, dtype)
+        start = jnp.zeros_like(own[0]) if residual else latent_vector(template, specs)
+        network = _dpl_network(attributes.shape[1], start, width, depth, seed, dtype)
     network, history = fit(
         network, None, None, n_members=1, batch_size=1, batch_fn=_single_batch, epochs=steps,
-        grad_fn=_dpl_grad_fn(probs, jnp.asarray((attributes - mean) / std), template, specs),
+        grad_fn=_dpl_grad_fn(probs, jnp.asarray((attributes - mean) / std), offsets, template, specs),
         optimizer=optimizer or optax.adam(learning_rate), select="train", shuffle=False,
         checkpoint_dir=checkpoint_dir, progress=progress, desc="calibrate_dpl",
     )  # fmt: skip
     frame = _history_frame(history, "step", [f"site{i}" for i in range(n_sites)])
-    result = DPLResult(network, [], [], frame, specs, mean, std, template)
-    result.values = result.predict(attributes)
+    result = DPLResult(network, [], [], frame, specs, mean, std, template, residual)
+    result.values = result.predict(attributes, [s.params for s in setups])
     result.params = [apply_parameters(s.params, specs, v) for s, v in zip(setups, result.values, strict=True)]
     return result

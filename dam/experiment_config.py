@@ -26,11 +26,16 @@ MODELS = (
     "ai_in_physics",
 )
 #: Models trained on many sites at once (dam.multisite): one network for all sites, static site attributes as inputs;
-#: the ``_physics_`` ones read the physics_default run as inputs too and predict its correction.
-MULTISITE_MODELS = ("lstm_multisite", "hlstm_multisite", "lstm_physics_multisite", "hlstm_physics_multisite")
+#: the ``_physics_`` ones read the physics_default run as inputs too and predict its correction; the ``_ensemble_``
+#: one is pretrained on perturbed-parameter ensembles of its training sites (dam.multisite_pretrain).
+MULTISITE_MODELS = ("lstm_multisite", "hlstm_multisite", "lstm_physics_multisite", "hlstm_physics_multisite",
+                    "hlstm_ensemble_multisite")  # fmt: skip
+#: Physics with parameters regionalised across sites (dam.multisite_dpl): one network from site attributes to soil
+#: parameters, trained through the physics at the training sites.
+DPL_MODELS = ("physics_dpl",)
 #: Models a leave-sites-out experiment can score at sites they never saw (physics_calibrated: in-site reference).
-LEAVE_SITES_OUT_MODELS = ("physics_default", "physics_calibrated", *MULTISITE_MODELS)
-ModelName = Literal[MODELS + MULTISITE_MODELS]  # type: ignore[valid-type]
+LEAVE_SITES_OUT_MODELS = ("physics_default", "physics_calibrated", *DPL_MODELS, *MULTISITE_MODELS)
+ModelName = Literal[MODELS + DPL_MODELS + MULTISITE_MODELS]  # type: ignore[valid-type]
 SPLITS = ("chronological", "leave_sites_out")
 SHIPPED_CONFIGS = ("quick", "full", "shared")
 PhaseChangeGradient = Literal["implicit", "exact"]
@@ -56,7 +61,8 @@ class NetworkConfig(Strict):
 
 
 class PretrainConfig(Strict):
-    """Pretraining of the hierarchical LSTMs on a perturbed-parameter ensemble of the physics."""
+    """Pretraining of the hierarchical LSTMs on a perturbed-parameter ensemble of the physics (per site; for
+    ``hlstm_ensemble_multisite`` at every training site)."""
 
     members: int = Field(16, ge=1, description="ensemble members (physics runs with perturbed parameters)")
     epochs: int = Field(10, ge=1, description="passes over the ensemble windows")
@@ -194,6 +200,12 @@ class ExperimentConfig(Strict):
     train_frac: float = Field(0.8, gt=0, lt=1, description="first fraction of the days for training (rest: test)")
     val_frac: float = Field(0.1, gt=0, lt=1, description="last fraction of the training days for validation")
     network: NetworkConfig = Field(NetworkConfig(), description="networks")
+    multisite_level: Literal["physics", "learned"] = Field(
+        "physics",
+        description="the _physics_multisite networks: physics keeps the physics run's mean level and learns only "
+        "the variation of its correction (transfers to sites never seen); learned also corrects the level "
+        "(a sensor's offset: pays off only at sites trained on)",
+    )
     pretrain: PretrainConfig = Field(PretrainConfig(), description="ensemble pretraining")
     constraints: ConstraintConfig = Field(ConstraintConfig(), description="physics-in-AI loss weights")
     calibration: CalibrationConfig = Field(CalibrationConfig(), description="gradient calibration")
@@ -240,7 +252,7 @@ class ExperimentConfig(Strict):
     @property
     def multisite(self) -> bool:
         """Whether the experiment trains across sites (:mod:`dam.multisite`)."""
-        return self.split == "leave_sites_out" or any(m in MULTISITE_MODELS for m in self.models)
+        return self.split == "leave_sites_out" or any(m in MULTISITE_MODELS + DPL_MODELS for m in self.models)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None, where: str = "config") -> ExperimentConfig:
@@ -249,12 +261,14 @@ class ExperimentConfig(Strict):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (lists for tuples), as written to the run folder's ``config.yaml``. ``split`` and
-        ``folds`` appear only for a leave-sites-out split, and ``phase_change_gradient`` only where it is not the
-        default, so that the run folders and stage fingerprints of experiments made before these keys existed stay
-        valid."""
+        ``folds`` appear only for a leave-sites-out split, ``multisite_level`` only with a physics-guided multi-site
+        network, and ``phase_change_gradient`` only where it is not the default, so that the run folders and stage
+        fingerprints of experiments made before these keys existed stay valid."""
         d = json.loads(json.dumps(self.model_dump(mode="json")))
         if self.split == "chronological":
             del d["split"], d["folds"]
+        if not any("_physics_multisite" in m for m in self.models):  # the key means nothing without these models
+            del d["multisite_level"]
         for section in ("calibration", "hybrid"):  # the default derivative: keys absent, as before they existed
             if d[section]["phase_change_gradient"] == "implicit":
                 del d[section]["phase_change_gradient"]

@@ -33,7 +33,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import equinox as eqx
 import jax
@@ -45,10 +45,21 @@ import yaml
 from . import io_safety
 from .coupling.losses import masked_mse
 from .experiment import Experiment, _check_resume, _core
-from .experiment_config import MULTISITE_MODELS, ExperimentConfig, NetworkConfig, expand_sites
+from .experiment_config import DPL_MODELS, MULTISITE_MODELS, ExperimentConfig, NetworkConfig, expand_sites
 from .experiment_data import FEATURES, SiteData, prepare_site
 from .experiment_stages import STAGES
 from .experiment_training import _make_net
+from .multisite_dpl import dpl_folds
+from .multisite_inputs import (  # noqa: F401  (re-exported: dam.multisite is where users look)
+    ATTRIBUTES,
+    LAYERS,
+    SCALE_FLOOR,
+    layer_weights,
+    site_attributes,
+    site_inputs,
+    standard_layers,
+    training_targets,
+)
 from .physics.guards import PlausibilityError
 from .predictions import Prediction, load_prediction, save_prediction
 from .run_folder import (
@@ -65,68 +76,8 @@ from .scoring import score, summary, write_tables
 from .sequences import Normaliser, window_starts
 from .training import fit
 
-#: Bottoms of the standard soil column the multi-site networks predict (m): the Noah-MP default layers.
-LAYERS = (0.1, 0.4, 1.0, 2.0)
-#: Static site attributes, in this order (units in the names).
-ATTRIBUTES = (
-    "latitude_deg", "elevation_m", "smcmax_m3m3", "smcwlt_m3m3", "bexp", "log10_dksat_ms", "lai_max",
-    "canopy_top_m", "veg_frac_max", "t_air_mean_k", "t_air_std_k", "precip_mm_per_day", "sw_down_mean_wm2",
-    "q_air_mean_kgkg",
-)  # fmt: skip
-SCALE_FLOOR = 0.01  # m3 m-3 added to each sensor's standard deviation in the loss (a flat series gets no huge weight)
 INDEX = "index.json"
-
-
-# ------------------------------------------------------------------------------------------ site inputs
-def site_attributes(data: SiteData) -> np.ndarray:
-    """The :data:`ATTRIBUTES` of a site (n_attr,): where it is, the top soil layer's and the vegetation's table
-    parameters (from its soil and vegetation classes) and the means of its daily forcing over the record."""
-    p, meta = data.setup.params, data.site.meta
-    soil = {k: float(np.ravel(np.asarray(getattr(p.soil, k)))[0]) for k in ("smcmax", "smcwlt", "bexp", "dksat")}
-    f = {name: data.forcing[:, i] for i, name in enumerate(FEATURES)}
-    values = [
-        meta.latitude, meta.elevation_m, soil["smcmax"], soil["smcwlt"], soil["bexp"], np.log10(soil["dksat"]),
-        float(np.max(p.phenology.lai_monthly)), float(p.phenology.canopy_top_m), float(p.phenology.veg_frac_max),
-        np.nanmean(f["T_air"]), np.nanstd(f["T_air"]), np.nanmean(f["precip"]), np.nanmean(f["sw_down"]),
-        np.nanmean(f["q_air"]),
-    ]  # fmt: skip
-    return np.asarray(values, float)
-
-
-def standard_layers(values: np.ndarray, bottoms_m) -> np.ndarray:
-    """Values of a column's layers (..., N), layer bottoms ``bottoms_m`` (N,) in m, as thickness-weighted means over
-    each :data:`LAYERS` layer (..., len(LAYERS)); a standard layer below the column takes the column's deepest."""
-    b = np.asarray(bottoms_m, float)
-    std = np.asarray(LAYERS)
-    tops, std_tops = np.concatenate([[0.0], b[:-1]]), np.concatenate([[0.0], std[:-1]])
-    overlap = np.minimum(b[None, :], std[:, None]) - np.maximum(tops[None, :], std_tops[:, None])
-    overlap = np.clip(overlap, 0.0, None)
-    overlap[overlap.sum(1) == 0, -1] = 1.0
-    return np.asarray(values) @ (overlap / overlap.sum(1, keepdims=True)).T
-
-
-def site_inputs(data: SiteData, physics: Prediction | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A site's network inputs (D, F) and the base its predictions add to at the sensors (D, S): the daily
-    forcing and zero, or with the ``physics`` run (physics_default's prediction with its layer series) also the
-    run's total and liquid moisture on the standard column as inputs and its moisture at the sensors as base.
-    Missing inputs stay NaN (the normalisers ignore them; the networks read them as 0)."""
-    if physics is None:
-        return data.forcing, np.zeros(data.observed.shape)
-    if physics.layer_total is None or physics.layer_liquid is None:
-        raise ValueError(f"{data.name}: the physics run has no layer series (rerun physics_default)")
-    bottoms = -np.asarray(data.setup.grid.zsoil, float)
-    layers = [standard_layers(v, bottoms) for v in (physics.layer_total, physics.layer_liquid)]
-    return np.concatenate([data.forcing, *layers], axis=-1), np.nan_to_num(physics.daily)
-
-
-def layer_weights(data: SiteData) -> np.ndarray:
-    """(S, len(LAYERS)) how the site's soil moisture sensors read the standard column (:mod:`dam.sensors`)."""
-    return data.site.sensor_mapping("soil_moisture", LAYERS, data.sensor_depths_m).weights
-
-
-def training_targets(data: SiteData) -> np.ndarray:
-    """Observed daily soil moisture (D, S) with the series the site flags as unreliable removed (NaN)."""
-    return np.where(data.reliable[None, :], data.observed, np.nan)
+Level = Literal["learned", "physics"]
 
 
 def assign_folds(names: list[str] | tuple[str, ...], folds: int, seed: int) -> dict[str, int]:
@@ -149,6 +100,7 @@ class MultiSiteModel(eqx.Module):
     x_norm: Normaliser
     a_norm: Normaliser
     y_norm: Normaliser  # one mean and std for all layers (pooled training observations, or residuals of physics)
+    level: Level = eqx.field(static=True, default="learned")
 
     def __call__(self, x: jax.Array, attributes: jax.Array) -> jax.Array:
         a = jnp.nan_to_num(self.a_norm.apply(attributes))
@@ -156,22 +108,28 @@ class MultiSiteModel(eqx.Module):
 
     def at_sensors(self, x: jax.Array, attributes: jax.Array, weights: jax.Array, base: jax.Array) -> jax.Array:
         """Daily moisture the sensors read (T, S), given their layer ``weights`` (S, len(LAYERS)) and the ``base``
-        (T, S) the network's output adds to (zero, or the physics run at the sensors)."""
-        return self(x, attributes) @ weights.T + base
+        (T, S) the network's output adds to (zero, or the physics run at the sensors). With ``level="physics"``
+        the output has zero mean over the T days: the base keeps its level, the network adds its variation."""
+        out = self(x, attributes) @ weights.T
+        if self.level == "physics":
+            out = out - jnp.mean(out, axis=0, keepdims=True)
+        return out + base
 
 
 def build_model(kind: str, cfg: NetworkConfig, seed: int, norms: dict[str, Normaliser] | None = None,
-                physics: bool = False):  # fmt: skip
+                physics: bool = False, level: Level = "learned"):  # fmt: skip
     """A freshly initialised :class:`MultiSiteModel` (``kind``: ``lstm`` or ``hlstm``; ``physics``: it reads the
-    physics run too); ``norms`` the fitted normalisers (default placeholders of the right shapes, e.g. to load a
-    saved model into)."""
+    physics run too; ``level``: see :class:`MultiSiteModel`); ``norms`` the fitted normalisers (default
+    placeholders of the right shapes, e.g. to load a saved model into)."""
+    if level == "physics" and not physics:
+        raise ValueError("level='physics' needs a network that reads the physics run (physics=True)")
     n_in, n_attr = len(FEATURES) + (2 * len(LAYERS) if physics else 0), len(ATTRIBUTES)
     net = _make_net(kind, n_in, len(LAYERS), cfg, jax.random.PRNGKey(seed), n_attr)
     if norms is None:
         norms = {"x_norm": Normaliser(jnp.zeros(n_in), jnp.ones(n_in)),
                  "a_norm": Normaliser(jnp.zeros(n_attr), jnp.ones(n_attr)),
                  "y_norm": Normaliser(jnp.zeros(1), jnp.ones(1))}  # fmt: skip
-    return MultiSiteModel(net, **norms)
+    return MultiSiteModel(net, **norms, level=level)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,12 +190,14 @@ def train_multisite(
     init: MultiSiteModel | None = None,
     epochs: int | None = None,
     physics: dict[str, Prediction] | None = None,
+    level: Level = "learned",
 ) -> tuple[MultiSiteModel, dict]:
     """Train one network on the training days of ``sites`` (validated on their validation days, best epoch
     kept); returns the model and :func:`dam.training.fit`'s history. Members are (site, window) pairs; windows of
     ``cfg.window_days`` (at most the shortest training period) start every ``cfg.stride_days`` and their first
     ``cfg.warmup_days`` are not scored. ``init`` continues from a trained model (its normalisers kept).
-    ``physics`` (site name -> physics_default's prediction) makes it a network that corrects the physics run."""
+    ``physics`` (site name -> physics_default's prediction) makes it a network that corrects the physics run,
+    ``level="physics"`` one that keeps the run's level (:class:`MultiSiteModel`)."""
     if not sites:
         raise ValueError("train_multisite needs at least one site")
     b = Batch.of(sites, physics)
@@ -248,9 +208,38 @@ def train_multisite(
                                  for i, s in enumerate(sites)])[:, None]  # fmt: skip
         norms = {"x_norm": Normaliser.fit(fit_x), "a_norm": Normaliser.fit(b.attributes),
                  "y_norm": Normaliser.fit(pooled)}  # fmt: skip
-        init = build_model(kind, cfg, seed, norms, physics=physics is not None)
-    length = min(cfg.window_days, min(s.train.stop - s.train.start for s in sites))
-    pairs = np.array([(i, st) for i, s in enumerate(sites) for st in window_starts(s.train, length, cfg.stride_days)])
+        init = build_model(kind, cfg, seed, norms, physics=physics is not None, level=level)
+    return fit_batch(
+        init,
+        b,
+        [s.train for s in sites],
+        cfg,
+        seed=seed,
+        epochs=epochs or cfg.epochs,
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
+        mesh=mesh,
+        desc=f"{kind} x {len(sites)} sites",
+    )
+
+
+def fit_batch(
+    init: MultiSiteModel,
+    b: Batch,
+    spans: list[slice],
+    cfg: NetworkConfig,
+    *,
+    seed: int,
+    epochs: int,
+    checkpoint_dir: Path | None = None,
+    progress: bool = False,
+    mesh=None,
+    desc: str = "",
+) -> tuple[MultiSiteModel, dict]:
+    """Train ``init`` on the rows of ``b`` over the days ``spans`` (one per row; validated on ``b.val_targets``,
+    best epoch kept) by :func:`dam.training.fit`; members are (row, window) pairs (see :func:`train_multisite`)."""
+    length = min(cfg.window_days, min(sp.stop - sp.start for sp in spans))
+    pairs = np.array([(i, st) for i, sp in enumerate(spans) for st in window_starts(sp, length, cfg.stride_days)])
     warm = min(cfg.warmup_days, length // 2)
     x_all, a_all, y_all = jnp.asarray(b.forcing), jnp.asarray(b.attributes), jnp.asarray(b.targets)
     w_all, s_all, base_all = jnp.asarray(b.weights), jnp.asarray(b.scale), jnp.asarray(b.base)
@@ -273,10 +262,10 @@ def train_multisite(
     def val_fn(m):
         return float(_loss(predict_all(m), v_all, s_all[:, None, :]))
 
-    return fit(init, loss_fn, None, n_members=len(pairs), batch_fn=batch_fn, epochs=epochs or cfg.epochs,
+    return fit(init, loss_fn, None, n_members=len(pairs), batch_fn=batch_fn, epochs=epochs,
                batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, val_fn=val_fn, validate_initial=True,
                patience=cfg.patience, seed=seed, checkpoint_dir=checkpoint_dir, progress=progress, mesh=mesh,
-               desc=f"{kind} x {len(sites)} sites")  # fmt: skip
+               desc=desc)  # fmt: skip
 
 
 def predict_site(model: MultiSiteModel, data: SiteData, physics: Prediction | None = None) -> np.ndarray:
@@ -301,7 +290,8 @@ def save_trained(folder: Path, name: str, model: MultiSiteModel, spec: dict) -> 
 def load_trained(folder: Path, name: str) -> tuple[MultiSiteModel, dict]:
     """A network written by :func:`save_trained` and its description."""
     spec = json.loads((folder / f"{name}.json").read_text())
-    like = build_model(spec["kind"], NetworkConfig(**spec["network"]), spec["seed"], physics=spec.get("physics", False))
+    like = build_model(spec["kind"], NetworkConfig(**spec["network"]), spec["seed"], physics=spec.get("physics", False),
+                       level=spec.get("level", "learned"))  # fmt: skip
     with open(folder / f"{name}.eqx", "rb") as fh:
         return eqx.tree_deserialise_leaves(fh, like), spec
 
@@ -325,6 +315,7 @@ class MultiSiteExperiment:
         self.run_dir = Path(config.output_dir).expanduser().resolve()
         self.per_site = Experiment(self.config)  # runs the per-site stages (same methods, same run folder)
         self.failures: list[dict] = []  # per-site stages stopped by a physics guard
+        self.ensembles: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # site -> pretraining ensemble
 
     def run(self) -> pd.DataFrame:
         cfg = self.config
@@ -365,6 +356,8 @@ class MultiSiteExperiment:
         for model in cfg.models:
             if model in MULTISITE_MODELS:
                 index["models"][model] = self._multisite_stage(model, sites, fold_of, keys, preds, timings)
+            elif model in DPL_MODELS:
+                dpl_folds(self.run_dir, cfg, sites, fold_of, keys, preds, timings, self.failures)
             else:
                 for n in names:
                     self._site_stage(model, sites[n], keys[n], preds[n], timings)
@@ -429,6 +422,9 @@ class MultiSiteExperiment:
             kind = kind.removesuffix("_physics")
             physics = {n: preds[n]["physics_default"] for n in fold_of}  # listed before (checked by the config)
             usable = {n for n, p in physics.items() if p.layer_total is not None}  # not where the physics failed
+        level = cfg.multisite_level if physics is not None else "learned"
+        pretrain = kind.endswith("_ensemble")
+        kind = kind.removesuffix("_ensemble")
         saved = []
         for fold in sorted(set(fold_of.values())):
             test = sorted(n for n, f in fold_of.items() if f == fold)
@@ -446,16 +442,18 @@ class MultiSiteExperiment:
                 print(f"[{model} {tag}] read back ({len(test)} test sites)", flush=True)
             else:
                 t0 = time.perf_counter()
+                checkpoints = inside(self.run_dir, "checkpoints", "multisite", model, tag, key)
+                init = self._pretrained(kind, [sites[n] for n in train], checkpoints) if pretrain else None
                 net, history = train_multisite(
                     kind, [sites[n] for n in train], cfg.network, seed=cfg.seed, progress=cfg.progress,
-                    checkpoint_dir=inside(self.run_dir, "checkpoints", "multisite", model, tag, key), mesh=_mesh(),
-                    physics=physics,
+                    checkpoint_dir=checkpoints / "train", mesh=_mesh(), physics=physics, init=init, level=level,
                 )  # fmt: skip
                 seconds = time.perf_counter() - t0
                 info = {"fold": fold, "train_sites": train, "best_epoch": int(history["best_epoch"]),
                         "train_loss": [float(v) for v in history["train_loss"]],
                         "val_loss": [float(v) for v in [history["initial_val"], *history["val_loss"]]]}  # fmt: skip
-                save_trained(folder, tag, net, {"kind": kind, "physics": physics is not None, "seed": cfg.seed,
+                save_trained(folder, tag, net, {"kind": kind, "physics": physics is not None, "level": level,
+                                                "seed": cfg.seed,
                                                 "spinup_cycles": cfg.spinup_cycles,
                                                 "network": cfg.network.model_dump(mode="json"),
                                                 "attributes": list(ATTRIBUTES), "layers_m": list(LAYERS),
@@ -478,6 +476,21 @@ class MultiSiteExperiment:
                 timings[f"{n}/{model}"] = got[n].seconds
             saved.append({"fold": fold, "file": f"{model}/{tag}.eqx", "train_sites": train, "test_sites": test})
         return saved
+
+    def _pretrained(self, kind: str, train: list[SiteData], checkpoints: Path) -> MultiSiteModel:
+        """A network pretrained on the ensembles of the ``train`` sites (each site's ensemble run once per run)."""
+        from .multisite_pretrain import pretrain_multisite, site_ensemble
+
+        cfg = self.config
+        for data in train:
+            if data.name not in self.ensembles:
+                t0 = time.perf_counter()
+                self.ensembles[data.name] = site_ensemble(data, cfg.pretrain.members, cfg.seed)
+                print(f"[{data.name}] ensemble of {cfg.pretrain.members} members in {time.perf_counter() - t0:.1f} s")
+        return pretrain_multisite(
+            kind, train, self.ensembles, cfg.network, seed=cfg.seed, epochs=cfg.pretrain.epochs,
+            checkpoint_dir=checkpoints / "pretrain", progress=cfg.progress, mesh=_mesh(),
+        )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ scoring

@@ -157,6 +157,14 @@ def test_physics_guided_network_corrects_the_physics(tiny_data):
     assert np.sqrt(np.nanmean((pred - obs) ** 2)) < 0.5 * np.sqrt(np.nanmean((phys - obs) ** 2))
     with pytest.raises(ValueError, match="layer series"):
         MS.site_inputs(d, Prediction("physics_default", phys, 0.0))
+    # level="physics": the physics keeps its mean level over the period predicted, the network adds variation
+    kept, _ = MS.train_multisite("lstm", tiny_data, cfg.model_copy(update={"epochs": 2}), seed=0, physics=physics,
+                                 level="physics")  # fmt: skip
+    whole = MS.predict_site(kept, d, physics[d.name])
+    np.testing.assert_allclose(whole.mean(axis=0), physics[d.name].daily.mean(axis=0), atol=1e-12)
+    assert np.abs(whole - physics[d.name].daily).max() > 1e-3
+    with pytest.raises(ValueError, match="needs a network that reads the physics"):
+        MS.build_model("lstm", cfg, 0, level="physics")
 
 
 @pytest.mark.slow
@@ -291,15 +299,14 @@ def test_cli_resume_reads_back_and_a_failed_physics_site_is_reported(finished_ru
 
 
 def test_physics_guided_multisite_run_and_predict(sites, tmp_path):
-    """A leave-sites-out run of the physics-guided network on the real physics: its predictions at a test site
-    are physics_default's plus a correction; ``dam predict`` runs the physics at a new site for it; a
-    configuration without physics_default before it is refused."""
+    """A leave-sites-out run of the physics-guided network on the real physics: ``dam predict`` runs the physics
+    at a new site for it; a configuration without physics_default before it is refused."""
     out = tmp_path / "run"
     models = ["physics_default", "lstm_physics_multisite"]
     table = MS.run_multisite(_config(sites, out, models=models, network={**TINY, "epochs": 1}))
     assert set(table["model"]) == set(models) and np.isfinite(table["rmse"]).all()
     spec = yaml.safe_load((out / "models" / "lstm_physics_multisite" / "fold0.json").read_text())
-    assert spec["physics"] is True and spec["kind"] == "lstm"
+    assert spec["physics"] is True and spec["kind"] == "lstm" and spec["level"] == "physics"
     with xr.open_dataset(out / "predictions" / "hyy_a" / "physics_default.nc") as ds:
         assert ds["layer_total_soil_moisture"].shape[1] == 4 and (ds["layer"].values > 0).all()
     result, got = predict_run(out, [str(sites / "new" / "hyy_new")], finetune=1)
@@ -308,3 +315,66 @@ def test_physics_guided_multisite_run_and_predict(sites, tmp_path):
     assert np.isfinite(result["rmse"]).all()
     with pytest.raises(ConfigError, match="list physics_default before it"):
         _config(sites, out, models=["lstm_physics_multisite", "physics_default"])
+
+
+def test_ensemble_pretraining_learns_the_physics_response_to_soil_attributes(tiny_data):
+    """hlstm_ensemble_multisite's pretraining: each member is a pseudo-site with its perturbed porosity, b and
+    conductivity as attributes and its simulated moisture on the standard column as target; pretraining lowers
+    the loss on the members, and training on observations continues from it."""
+    from dam.multisite_pretrain import ensemble_batch, pretrain_multisite, site_ensemble
+
+    sites = tiny_data[:2]
+    ens = {d.name: site_ensemble(d, 3, seed=0) for d in sites}
+    targets, attrs = ens[sites[0].name]
+    assert targets.shape == (3, len(sites[0].days), len(MS.LAYERS)) and np.isfinite(targets).all()
+    i_smc = MS.ATTRIBUTES.index("smcmax_m3m3")
+    assert attrs[0, i_smc] == MS.site_attributes(sites[0])[i_smc]  # member 0: the default parameters
+    assert len(set(attrs[:, i_smc])) == 3 and len(set(attrs[:, MS.ATTRIBUTES.index("log10_dksat_ms")])) == 3
+    assert not np.allclose(targets[1], targets[0])  # members differ
+    batch, spans = ensemble_batch(sites, ens)
+    assert batch.targets.shape[0] == 6 and np.isnan(batch.targets[0, sites[0].train.stop :]).all()
+    cfg = ExperimentConfig().network.model_copy(update={**TINY, "learning_rate": 0.01})
+    first = pretrain_multisite("lstm", sites, ens, cfg, seed=0, epochs=1)
+    more = pretrain_multisite("lstm", sites, ens, cfg, seed=0, epochs=8)
+    x, a = jax.numpy.asarray(batch.forcing), jax.numpy.asarray(batch.attributes)
+
+    def member_rmse(model):
+        pred = np.asarray(jax.vmap(model)(x, a))
+        return np.sqrt(np.nanmean((pred - batch.targets) ** 2))
+
+    assert member_rmse(more) < member_rmse(first)
+    tuned, _ = MS.train_multisite("lstm", sites, cfg.model_copy(update={"epochs": 1}), seed=0, init=more)
+    for a, b in zip(jax.tree_util.tree_leaves(tuned.y_norm), jax.tree_util.tree_leaves(more.y_norm), strict=True):
+        np.testing.assert_array_equal(a, b)  # the pretraining's normalisers are kept
+    assert np.isfinite(MS.predict_site(tuned, tiny_data[2])).all()
+
+
+@pytest.mark.slow  # ensembles at four sites and a hierarchical pretraining (about 2 min on 2 cores)
+def test_ensemble_pretrained_network_in_a_leave_sites_out_run(sites, tmp_path, capsys):
+    out = tmp_path / "run"
+    cfg = _config(sites, out, models=["hlstm_ensemble_multisite"], network={**TINY, "epochs": 1},
+                  pretrain={"members": 2, "epochs": 1})  # fmt: skip
+    table = MS.run_multisite(cfg)
+    assert set(table["model"]) == {"hlstm_ensemble_multisite"} and np.isfinite(table["rmse"]).all()
+    assert capsys.readouterr().out.count("ensemble of 2 members") == 4  # each site's ensemble run once, not per fold
+    assert any((out / "checkpoints" / "multisite" / "hlstm_ensemble_multisite").rglob("pretrain"))
+
+
+@pytest.mark.slow  # the station model's gradient compiles (about 2 min on 2 cores)
+def test_dpl_regionalisation_in_a_leave_sites_out_run(sites, tmp_path):
+    """physics_dpl: one network per fold from attributes to soil parameters, trained through the physics at the
+    training sites (starting from every site's own table values); its test sites run with the parameters it
+    gives them, which differ from the table values and between sites."""
+    out = tmp_path / "run"
+    calibration = {"steps": 3, "window_steps": 120, "warmup_steps": 30, "learning_rate": 0.3,
+                   "parameters": ["soil.bexp", "soil.smcmax"]}  # fmt: skip
+    table = MS.run_multisite(_config(sites, out, models=["physics_default", "physics_dpl"], calibration=calibration))
+    assert set(table["model"]) == {"physics_default", "physics_dpl"} and np.isfinite(table["rmse"]).all()
+    folds = [yaml.safe_load((out / "models" / "physics_dpl" / f"fold{k}.json").read_text()) for k in (0, 1)]
+    for fold in folds:
+        assert fold["train_loss"][-1] != fold["train_loss"][0]
+        assert not set(fold["train_sites"]) & set(fold["test_sites"])
+    with xr.open_dataset(out / "predictions" / "hyy_a" / "physics_dpl.nc") as ds:
+        values = yaml.safe_load(ds.attrs["info"])["values"]
+    default = prepare_site(str(sites / "train" / "hyy_a"), spinup_cycles=0).setup.params.soil
+    assert not np.isclose(float(np.ravel(values["soil.smcmax"])[0]), float(np.ravel(default.smcmax)[0]))

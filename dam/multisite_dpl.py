@@ -1,0 +1,100 @@
+"""dPL regionalisation in a multi-site run (model ``physics_dpl``).
+
+For every fold one network maps the static site attributes (:data:`dam.multisite.ATTRIBUTES`) to the changes of
+the calibrated parameters (``calibration.parameters``, squashed into their bounds) from each site's own table
+values, trained through the physics at all the fold's training sites together
+(:func:`dam.calibration_dpl.calibrate_dpl` with ``residual=True``: before training every site has its table
+parameters, i.e. ``physics_default``). Each site is scored on its calibration window (the last
+``calibration.window_steps`` steps of its training period after ``calibration.warmup_steps``, as
+``physics_calibrated``), for ``calibration.steps`` Adam steps of ``calibration.learning_rate``. The fold's test sites
+then run the physics over their record with the parameters the network gives for their attributes: a site's
+parameters come from sites it never saw. Under the chronological split the one network is trained at all sites.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import io_safety
+from .calibration_dpl import DPLResult, calibrate_dpl
+from .experiment_config import CalibrationConfig
+from .experiment_data import SiteData
+from .experiment_training import calibration_window, physics_daily
+from .multisite_inputs import site_attributes
+from .physics.guards import PlausibilityError
+from .predictions import Prediction, load_prediction, save_prediction
+from .run_folder import fingerprint, inside
+
+MODEL = "physics_dpl"
+
+
+def train_dpl(train: list[SiteData], c: CalibrationConfig, *, seed: int, progress: bool = False,
+              checkpoint_dir: Path | None = None) -> DPLResult:  # fmt: skip
+    """The dPL network of the ``train`` sites (see the module docs)."""
+    windows = [calibration_window(d, c) for d in train]
+    setups = [s.with_phase_change_gradient(c.phase_change_gradient) for s, _ in windows]
+    return calibrate_dpl(
+        setups, None, np.stack([site_attributes(d) for d in train]), c.parameters, seed=seed,
+        windows=[(first, None) for _, first in windows], steps=c.steps, learning_rate=c.learning_rate,
+        checkpoint_every=c.checkpoint_every, residual=True, progress=progress, checkpoint_dir=checkpoint_dir,
+    )  # fmt: skip
+
+
+def predict_dpl(result: DPLResult, data: SiteData) -> Prediction:
+    """The physics over the site's record with the parameters the network gives for its attributes."""
+    from .coupling.calibration import apply_parameters
+
+    values = result.predict(site_attributes(data)[None], [data.setup.params])[0]
+    pred = physics_daily(data, params=apply_parameters(data.setup.params, result.specs, values))[0]
+    info = {"values": {k: np.asarray(v).tolist() for k, v in values.items()}}
+    return dataclasses.replace(pred, model=MODEL, info=info)
+
+
+def dpl_folds(run_dir: Path, cfg, sites: dict[str, SiteData], fold_of: dict[str, int], keys: dict, preds: dict,
+              timings: dict, failures: list[dict]) -> None:  # fmt: skip
+    """Train (or read back) the network of every fold and predict its test sites into ``preds``; the network's
+    values at the training sites and its loss history go to ``models/physics_dpl/fold<k>.json``. A test site
+    whose physics a guard stops is reported in ``failures`` and scored as missing (retried on resume)."""
+    for fold in sorted(set(fold_of.values())):
+        test = sorted(n for n, f in fold_of.items() if f == fold)
+        train = sorted(n for n, f in fold_of.items() if f != fold) if cfg.split == "leave_sites_out" else test
+        key = fingerprint({"model": MODEL, "train": train, "test": test}, {n: keys[n] for n in (*train, *test)})
+        got = {n: load_prediction(run_dir, sites[n], MODEL, key) for n in test}
+        if all(p is not None for p in got.values()):
+            print(f"[{MODEL} fold{fold}] read back ({len(test)} test sites)", flush=True)
+        else:
+            t0 = time.perf_counter()
+            result = train_dpl(
+                [sites[n] for n in train],
+                cfg.calibration,
+                seed=cfg.seed,
+                progress=cfg.progress,
+                checkpoint_dir=inside(run_dir, "checkpoints", "multisite", MODEL, f"fold{fold}", key),
+            )
+            seconds = time.perf_counter() - t0
+            loss = [float(v) for v in result.history["loss"]]
+            for n in test:
+                try:
+                    got[n] = predict_dpl(result, sites[n])
+                except PlausibilityError as err:
+                    failures.append({"site": n, "model": MODEL, "error": str(err)})
+                    got[n] = Prediction(MODEL, np.full(sites[n].observed.shape, np.nan), 0.0, {"failed": str(err)})
+                    continue
+                got[n].seconds = seconds / len(test)
+                got[n].info.update(fold=fold, train_sites=train, train_loss=loss)
+                save_prediction(run_dir, sites[n], got[n], key)
+            trained = {n: {k: np.asarray(v).tolist() for k, v in vals.items()}
+                       for n, vals in zip(train, result.values, strict=True)}  # fmt: skip
+            io_safety.write_text(inside(run_dir, "models", MODEL, f"fold{fold}.json"), json.dumps(
+                {"fold": fold, "key": key, "train_sites": train, "test_sites": test, "train_loss": loss,
+                 "train_values": trained, "seconds": seconds}, indent=1))  # fmt: skip
+            print(f"[{MODEL} fold{fold}] trained at {len(train)} sites in {seconds:.1f} s (loss {loss[0]:.4f} -> "
+                  f"{min(loss):.4f})", flush=True)  # fmt: skip
+        for n in test:
+            preds[n][MODEL] = got[n]
+            timings[f"{n}/{MODEL}"] = got[n].seconds

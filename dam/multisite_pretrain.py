@@ -1,0 +1,97 @@
+"""Pretraining of a multi-site network on perturbed-parameter ensembles of the physics at its training sites (the
+model ``hlstm_ensemble_multisite``; NeuralHydrology/δ-style "pretrain on simulations, fine-tune on observations").
+
+Each training site runs ``pretrain.members`` members of :func:`dam.coupling.ensemble.perturbed_ensemble` (member 0
+the default parameters, the others Latin-hypercube factors on porosity, b, conductivity and the rest of
+:data:`~dam.coupling.ensemble.DEFAULT_FACTOR_RANGES`). A member is a pseudo-site: the site's forcing, its
+attributes with the member's top-layer porosity, b and log10 conductivity in place of the table values, and as
+target the member's daily moisture on the standard column (:data:`dam.multisite.LAYERS`; liquid water where all
+the site's sensors see liquid water, else total). So the network learns how the physics' moisture responds to the
+soil attributes across climates before it sees any observation; it is then trained on the observations of the
+same sites (:func:`dam.multisite.train_multisite` with ``init``), keeping the pretraining's normalisers. Only
+training days of the training sites are used, as targets and for validation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .experiment_config import NetworkConfig
+from .experiment_data import SiteData
+from .multisite import (
+    ATTRIBUTES,
+    LAYERS,
+    SCALE_FLOOR,
+    Batch,
+    MultiSiteModel,
+    build_model,
+    fit_batch,
+    site_attributes,
+    standard_layers,
+)
+from .sequences import Normaliser
+
+#: Attributes a member takes from its perturbed parameters (attribute -> ensemble variable, transform).
+MEMBER_ATTRIBUTES = {"smcmax_m3m3": ("smcmax", np.asarray), "bexp": ("bexp", np.asarray),
+                     "log10_dksat_ms": ("dksat", np.log10)}  # fmt: skip
+
+
+def site_ensemble(data: SiteData, members: int, seed: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Run the ensemble at a site: daily moisture of every member on the standard column (M, D, len(LAYERS)),
+    m3 m-3, and every member's attributes (M, len(ATTRIBUTES))."""
+    from .coupling.ensemble import perturbed_ensemble
+
+    ens = perturbed_ensemble(data.setup, members, seed=seed, progress=progress)
+    var = "soil_liquid_water" if data.sensor_liquid.all() else "soil_moisture"
+    bottoms = -np.asarray(data.setup.grid.zsoil, float)
+    targets = np.stack([standard_layers(data.daily(v), bottoms) for v in ens[var].values])
+    attributes = np.repeat(site_attributes(data)[None], members, axis=0)
+    for name, (param, transform) in MEMBER_ATTRIBUTES.items():
+        top = ens[f"{param}_value"].values.reshape(members, -1)[:, 0]
+        attributes[:, ATTRIBUTES.index(name)] = transform(top)
+    return targets, attributes
+
+
+def ensemble_batch(sites: list[SiteData], ensembles: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[Batch, list]:
+    """The members of all ``sites`` as rows of one :class:`~dam.multisite.Batch` (targets on the training days,
+    validation targets on the validation days; every sensor is a standard layer) and each row's training days."""
+    rows = [(s, m, y, a) for s in sites for m, (y, a) in enumerate(zip(*ensembles[s.name], strict=True))]
+    n, d, n_layers = len(rows), max(len(s.days) for s in sites), len(LAYERS)
+    forcing = np.zeros((n, d, sites[0].forcing.shape[1]))
+    targets, val = np.full((n, d, n_layers), np.nan), np.full((n, d, n_layers), np.nan)
+    for i, (s, _, y, _) in enumerate(rows):
+        forcing[i, : len(s.days)] = np.nan_to_num(s.forcing)
+        targets[i, s.train], val[i, s.val] = y[s.train], y[s.val]
+    scale = np.nanstd(targets, axis=1) + SCALE_FLOOR
+    batch = Batch(
+        names=tuple(f"{s.name}/member{m}" for s, m, _, _ in rows), forcing=forcing, base=np.zeros((n, d, n_layers)),
+        attributes=np.stack([a for _, _, _, a in rows]), targets=targets,
+        val_targets=val, weights=np.repeat(np.eye(n_layers)[None], n, axis=0), scale=scale,
+    )  # fmt: skip
+    return batch, [s.train for s, _, _, _ in rows]
+
+
+def pretrain_multisite(
+    kind: str,
+    sites: list[SiteData],
+    ensembles: dict[str, tuple[np.ndarray, np.ndarray]],
+    cfg: NetworkConfig,
+    *,
+    seed: int,
+    epochs: int,
+    checkpoint_dir: Path | None = None,
+    progress: bool = False,
+    mesh=None,
+) -> MultiSiteModel:
+    """A fresh network (``kind``) trained ``epochs`` epochs on the ensembles (:func:`site_ensemble`) of ``sites``:
+    normalisers fitted on their training days, the members' attributes and simulated moisture."""
+    b, spans = ensemble_batch(sites, ensembles)
+    x = np.concatenate([s.forcing[s.train] for s in sites])
+    y = np.concatenate([row[sp] for row, sp in zip(b.targets, spans, strict=True)]).reshape(-1, 1)
+    norms = {"x_norm": Normaliser.fit(x), "a_norm": Normaliser.fit(b.attributes), "y_norm": Normaliser.fit(y)}
+    init = build_model(kind, cfg, seed, norms)
+    model, _ = fit_batch(init, b, spans, cfg, seed=seed, epochs=epochs, checkpoint_dir=checkpoint_dir,
+                         progress=progress, mesh=mesh, desc=f"pretrain {kind} x {len(b.names)} members")  # fmt: skip
+    return model
