@@ -125,6 +125,9 @@ def build_model(kind: str, cfg: NetworkConfig, seed: int, norms: dict[str, Norma
         raise ValueError("level='physics' needs a network that reads the physics run (physics=True)")
     n_in, n_attr = len(FEATURES) + (2 * len(LAYERS) if physics else 0), len(ATTRIBUTES)
     net = _make_net(kind, n_in, len(LAYERS), cfg, jax.random.PRNGKey(seed), n_attr)
+    if physics:  # heads start at zero: the untrained network is the physics run (plus the mean residual)
+        heads = (lambda n: [n.head]) if hasattr(net, "head") else (lambda n: list(n.heads))
+        net = eqx.tree_at(lambda n: [x for h in heads(n) for x in (h.weight, h.bias)], net, replace_fn=jnp.zeros_like)
     if norms is None:
         norms = {"x_norm": Normaliser(jnp.zeros(n_in), jnp.ones(n_in)),
                  "a_norm": Normaliser(jnp.zeros(n_attr), jnp.ones(n_attr)),
@@ -443,7 +446,12 @@ class MultiSiteExperiment:
             else:
                 t0 = time.perf_counter()
                 checkpoints = inside(self.run_dir, "checkpoints", "multisite", model, tag, key)
-                init = self._pretrained(kind, [sites[n] for n in train], checkpoints) if pretrain else None
+                init = None
+                if pretrain:  # each site's ensemble runs once per run (self.ensembles)
+                    from .multisite_pretrain import pretrain_fold  # (it builds on this module)
+
+                    init = pretrain_fold(kind, [sites[n] for n in train], self.ensembles, cfg, checkpoints / "pretrain",
+                                         mesh=_mesh())  # fmt: skip
                 net, history = train_multisite(
                     kind, [sites[n] for n in train], cfg.network, seed=cfg.seed, progress=cfg.progress,
                     checkpoint_dir=checkpoints / "train", mesh=_mesh(), physics=physics, init=init, level=level,
@@ -476,21 +484,6 @@ class MultiSiteExperiment:
                 timings[f"{n}/{model}"] = got[n].seconds
             saved.append({"fold": fold, "file": f"{model}/{tag}.eqx", "train_sites": train, "test_sites": test})
         return saved
-
-    def _pretrained(self, kind: str, train: list[SiteData], checkpoints: Path) -> MultiSiteModel:
-        """A network pretrained on the ensembles of the ``train`` sites (each site's ensemble run once per run)."""
-        from .multisite_pretrain import pretrain_multisite, site_ensemble
-
-        cfg = self.config
-        for data in train:
-            if data.name not in self.ensembles:
-                t0 = time.perf_counter()
-                self.ensembles[data.name] = site_ensemble(data, cfg.pretrain.members, cfg.seed)
-                print(f"[{data.name}] ensemble of {cfg.pretrain.members} members in {time.perf_counter() - t0:.1f} s")
-        return pretrain_multisite(
-            kind, train, self.ensembles, cfg.network, seed=cfg.seed, epochs=cfg.pretrain.epochs,
-            checkpoint_dir=checkpoints / "pretrain", progress=cfg.progress, mesh=_mesh(),
-        )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ scoring

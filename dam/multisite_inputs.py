@@ -19,7 +19,6 @@ ATTRIBUTES = (
 SCALE_FLOOR = 0.01  # m3 m-3 added to each sensor's standard deviation in the loss (a flat series gets no huge weight)
 
 
-# ------------------------------------------------------------------------------------------ site inputs
 def site_attributes(data: SiteData) -> np.ndarray:
     """The :data:`ATTRIBUTES` of a site (n_attr,): where it is, the top soil layer's and the vegetation's table
     parameters (from its soil and vegetation classes) and the means of its daily forcing over the record."""

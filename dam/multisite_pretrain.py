@@ -14,6 +14,7 @@ training days of the training sites are used, as targets and for validation.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,15 @@ def pretrain_multisite(
     model, _ = fit_batch(init, b, spans, cfg, seed=seed, epochs=epochs, checkpoint_dir=checkpoint_dir,
                          progress=progress, mesh=mesh, desc=f"pretrain {kind} x {len(b.names)} members")  # fmt: skip
     return model
+
+
+def pretrain_fold(kind: str, train: list[SiteData], ensembles: dict, cfg, checkpoint_dir: Path, mesh=None):
+    """:func:`pretrain_multisite` on the ``train`` sites of an experiment (configuration ``cfg``: its ``pretrain``
+    and ``network``), running the ensembles of the sites not yet in ``ensembles`` (site name -> ensemble)."""
+    for data in train:
+        if data.name not in ensembles:
+            t0 = time.perf_counter()
+            ensembles[data.name] = site_ensemble(data, cfg.pretrain.members, cfg.seed)
+            print(f"[{data.name}] ensemble of {cfg.pretrain.members} members in {time.perf_counter() - t0:.1f} s")
+    return pretrain_multisite(kind, train, ensembles, cfg.network, seed=cfg.seed, epochs=cfg.pretrain.epochs,
+                              checkpoint_dir=checkpoint_dir, progress=cfg.progress, mesh=mesh)  # fmt: skip

@@ -165,6 +165,9 @@ def test_physics_guided_network_corrects_the_physics(tiny_data):
     assert np.abs(whole - physics[d.name].daily).max() > 1e-3
     with pytest.raises(ValueError, match="needs a network that reads the physics"):
         MS.build_model("lstm", cfg, 0, level="physics")
+    for kind in ("lstm", "hlstm"):  # untrained, a physics-guided network is the physics run itself
+        fresh = MS.build_model(kind, cfg, 0, physics=True, level="physics")
+        np.testing.assert_allclose(MS.predict_site(fresh, d, physics[d.name]), physics[d.name].daily, atol=1e-12)
 
 
 @pytest.mark.slow
