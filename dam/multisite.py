@@ -364,6 +364,7 @@ class MultiSiteExperiment:
             else:
                 for n in names:
                     self._site_stage(model, sites[n], keys[n], preds[n], timings)
+                jax.clear_caches()  # the programs the sites shared: XLA:CPU runs out of memory maps with too many
         tables = []
         for n in names:
             tables.append(score(sites[n], preds[n]).assign(fold=fold_of[n]))
