@@ -30,6 +30,8 @@ MODELS = (
 #: one is pretrained on perturbed-parameter ensembles of its training sites (dam.multisite_pretrain).
 MULTISITE_MODELS = ("lstm_multisite", "hlstm_multisite", "lstm_physics_multisite", "hlstm_physics_multisite",
                     "hlstm_ensemble_multisite")  # fmt: skip
+#: The multi-site networks that read and correct the physics_default run.
+PHYSICS_GUIDED_MODELS = ("lstm_physics_multisite", "hlstm_physics_multisite")
 #: Physics with parameters regionalised across sites (dam.multisite_dpl): one network from site attributes to soil
 #: parameters, trained through the physics at the training sites.
 DPL_MODELS = ("physics_dpl",)
@@ -230,7 +232,7 @@ class ExperimentConfig(Strict):
     @model_validator(mode="after")
     def _physics_first(self) -> ExperimentConfig:
         for i, m in enumerate(self.models):
-            if "_physics_multisite" in m and "physics_default" not in self.models[:i]:
+            if m in PHYSICS_GUIDED_MODELS and "physics_default" not in self.models[:i]:
                 raise ValueError(f"models: {m} corrects the physics_default run: list physics_default before it")
         return self
 
@@ -267,7 +269,7 @@ class ExperimentConfig(Strict):
         d = json.loads(json.dumps(self.model_dump(mode="json")))
         if self.split == "chronological":
             del d["split"], d["folds"]
-        if not any("_physics_multisite" in m for m in self.models):  # the key means nothing without these models
+        if not set(self.models) & set(PHYSICS_GUIDED_MODELS):  # the key means nothing without these models
             del d["multisite_level"]
         for section in ("calibration", "hybrid"):  # the default derivative: keys absent, as before they existed
             if d[section]["phase_change_gradient"] == "implicit":

@@ -45,7 +45,14 @@ import yaml
 from . import io_safety
 from .coupling.losses import masked_mse
 from .experiment import Experiment, _check_resume, _core
-from .experiment_config import DPL_MODELS, MULTISITE_MODELS, ExperimentConfig, NetworkConfig, expand_sites
+from .experiment_config import (
+    DPL_MODELS,
+    MULTISITE_MODELS,
+    PHYSICS_GUIDED_MODELS,
+    ExperimentConfig,
+    NetworkConfig,
+    expand_sites,
+)
 from .experiment_data import FEATURES, SiteData, prepare_site
 from .experiment_stages import STAGES
 from .experiment_training import _make_net
@@ -422,7 +429,7 @@ class MultiSiteExperiment:
         cfg = self.config
         kind = model.removesuffix("_multisite")
         physics, usable = None, set(fold_of)
-        if kind.endswith("_physics"):
+        if model in PHYSICS_GUIDED_MODELS:
             kind = kind.removesuffix("_physics")
             physics = {n: preds[n]["physics_default"] for n in fold_of}  # listed before (checked by the config)
             usable = {n for n, p in physics.items() if p.layer_total is not None}  # not where the physics failed
