@@ -172,7 +172,7 @@ def run_experiment(config: ExperimentConfig) -> pd.DataFrame:
     for name in expand_sites(config.sites):  # a broken site folder stops the run before its run folder is created
         load_experiment_site(name)
     if config.multisite:
-        from .multisite import run_multisite
+        from .multisite_run import run_multisite
 
         return run_multisite(config)
     return Experiment(config.replace(sites=expand_sites(config.sites))).run()

@@ -22,7 +22,8 @@ Per-site physics models (``physics_default``, ``physics_calibrated``; under the 
 single-site networks of :mod:`dam.experiment`) run as in :mod:`dam.experiment`. The run folder gets, besides the
 tables of :func:`dam.experiment.write_tables`, ``multisite.md`` (per-site and pooled skill, folds),
 ``pooled.csv``, ``folds.csv``, ``figures/skill_by_site.png`` and, last, ``models/index.json``: the trained
-networks that ``dam predict`` (:func:`dam.predict.predict_run`) uses at other sites or periods.
+networks that ``dam predict`` (:func:`dam.predict.predict_run`) uses at other sites or periods. The run itself is
+:class:`dam.multisite_run.MultiSiteExperiment`.
 """
 
 from __future__ import annotations
@@ -30,33 +31,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
-import yaml
 
 from . import io_safety
 from .coupling.losses import masked_mse
-from .experiment import Experiment, _check_resume, _core
-from .experiment_config import (
-    DPL_MODELS,
-    MULTISITE_MODELS,
-    PHYSICS_GUIDED_MODELS,
-    ExperimentConfig,
-    NetworkConfig,
-    expand_sites,
-)
-from .experiment_data import FEATURES, SiteData, prepare_site
-from .experiment_stages import STAGES
+from .experiment_config import NetworkConfig
+from .experiment_data import FEATURES, SiteData
 from .experiment_training import _make_net
-from .multisite_dpl import dpl_folds
 from .multisite_inputs import (  # noqa: F401  (re-exported: dam.multisite is where users look)
     ATTRIBUTES,
     LAYERS,
@@ -67,19 +55,7 @@ from .multisite_inputs import (  # noqa: F401  (re-exported: dam.multisite is wh
     standard_layers,
     training_targets,
 )
-from .physics.guards import PlausibilityError
-from .predictions import Prediction, load_prediction, save_prediction
-from .run_folder import (
-    RunFolderError,
-    RunLock,
-    content_hash,
-    fingerprint,
-    inside,
-    open_run_folder,
-    safe_name,
-    write_manifest,
-)
-from .scoring import score, summary, write_tables
+from .predictions import Prediction
 from .sequences import Normaliser, window_starts
 from .training import fit
 
@@ -304,197 +280,3 @@ def load_trained(folder: Path, name: str) -> tuple[MultiSiteModel, dict]:
                        level=spec.get("level", "learned"))  # fmt: skip
     with open(folder / f"{name}.eqx", "rb") as fh:
         return eqx.tree_deserialise_leaves(fh, like), spec
-
-
-# ------------------------------------------------------------------------------------------ the run
-def _mesh():
-    """A 1-D device mesh when there is more than one device (members sharded over it), else None."""
-    if jax.device_count() < 2:
-        return None
-    from .sharding import column_mesh
-
-    return column_mesh()
-
-
-class MultiSiteExperiment:
-    """Runs a multi-site ``dam experiment`` into ``config.output_dir`` (see the module docs). The run folder
-    follows :class:`dam.experiment.Experiment`'s rules (manifest, lock, resume, fingerprinted stages)."""
-
-    def __init__(self, config: ExperimentConfig):
-        self.config = config.replace(sites=expand_sites(config.sites))
-        self.run_dir = Path(config.output_dir).expanduser().resolve()
-        self.per_site = Experiment(self.config)  # runs the per-site stages (same methods, same run folder)
-        self.failures: list[dict] = []  # per-site stages stopped by a physics guard
-        self.ensembles: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # site -> pretraining ensemble
-
-    def run(self) -> pd.DataFrame:
-        cfg = self.config
-        self.run_dir, _ = open_run_folder(self.run_dir, "experiment", legacy_marker="config.yaml")
-        self.per_site.run_dir = self.run_dir
-        with RunLock(self.run_dir):
-            _check_resume(self.run_dir / "config.yaml", cfg)
-            index = self.run_dir / "models" / INDEX
-            if index.is_file():
-                index.unlink()  # the run is not finished until its models are written again
-            io_safety.write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            write_manifest(self.run_dir, "experiment", fingerprint(_core(cfg)), cfg.to_dict(), {})
-            return self._run()
-
-    def _run(self) -> pd.DataFrame:
-        cfg = self.config
-        t_start = time.perf_counter()
-        sites: dict[str, SiteData] = {}
-        physics = any(m not in MULTISITE_MODELS for m in cfg.models)
-        for entry in cfg.sites:  # the networks need no spun-up physics state: skip the spin-up without physics
-            data = prepare_site(entry, spinup_cycles=cfg.spinup_cycles if physics else 0, train_frac=cfg.train_frac,
-                                val_frac=cfg.val_frac)  # fmt: skip
-            safe_name(data.name, f"site name of {entry}")
-            if data.name in sites:
-                raise RunFolderError(f"two sites are named {data.name!r} ({entry}): site names must differ")
-            sites[data.name] = data
-        names = sorted(sites)
-        if cfg.split == "leave_sites_out":
-            fold_of = assign_folds(names, cfg.folds, cfg.seed)
-        else:
-            fold_of = dict.fromkeys(names, 0)
-        keys = {n: fingerprint(_core(cfg), {"site": content_hash(d.site.path) if d.site.path else n})
-                for n, d in sites.items()}  # fmt: skip
-        preds: dict[str, dict[str, Prediction]] = {n: {} for n in names}
-        self._chain = {n: [keys[n]] for n in names}  # per-site stage keys, as dam.experiment chains them
-        timings: dict[str, float] = {}
-        index: dict[str, Any] = {"split": cfg.split, "folds": {}, "models": {}}
-        for model in cfg.models:
-            if model in MULTISITE_MODELS:
-                index["models"][model] = self._multisite_stage(model, sites, fold_of, keys, preds, timings)
-            elif model in DPL_MODELS:
-                dpl_folds(self.run_dir, cfg, sites, fold_of, keys, preds, timings, self.failures)
-            else:
-                for n in names:
-                    self._site_stage(model, sites[n], keys[n], preds[n], timings)
-                jax.clear_caches()  # the programs the sites shared: XLA:CPU runs out of memory maps with too many
-        tables = []
-        for n in names:
-            tables.append(score(sites[n], preds[n]).assign(fold=fold_of[n]))
-        table = pd.concat(tables, ignore_index=True)
-        write_tables(self.run_dir, table)
-        from .multisite_report import pooled_metrics, report
-
-        pooled = pooled_metrics(sites, preds)
-        io_safety.write_csv(pooled, self.run_dir / "pooled.csv")
-        folds = pd.DataFrame({"site": names, "fold": [fold_of[n] for n in names]})
-        io_safety.write_csv(folds, self.run_dir / "folds.csv")
-        from .plots import plot_skill_by_site
-
-        plot_skill_by_site(self.run_dir / "figures" / "skill_by_site.png", summary(table), tuple(cfg.models))
-        seconds = time.perf_counter() - t_start
-        io_safety.write_text(self.run_dir / "multisite.md", report(cfg, table, pooled, folds, seconds, self.failures))
-        io_safety.write_text(self.run_dir / "timings.json",
-                             json.dumps({"total_seconds": seconds, "stages": timings}, indent=1))  # fmt: skip
-        index["folds"] = {n: fold_of[n] for n in names}
-        index["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-        io_safety.write_text(self.run_dir / "models" / INDEX, json.dumps(index, indent=1))
-        return table
-
-    def _site_stage(self, model: str, data: SiteData, site_key: str, preds: dict, timings: dict) -> None:
-        """A per-site stage, computed by :class:`dam.experiment.Experiment` (or read back)."""
-        exp = self.per_site
-        exp.cache[(data.name, "key")] = site_key
-        key = fingerprint({"model": model}, {"after": ",".join(self._chain[data.name])})
-        self._chain[data.name].append(key)
-        pred = load_prediction(self.run_dir, data, model, key)
-        if pred is not None and model == "physics_default" and pred.layer_total is None:
-            pred = None  # saved before predictions kept the layer series the physics-guided networks read
-        if pred is None:
-            t0 = time.perf_counter()
-            exp._key = key
-            try:
-                pred = STAGES[model](exp, data, preds)
-            except PlausibilityError as err:  # one site's physics must not end a many-site run: reported, retried
-                self.failures.append({"site": data.name, "model": model, "error": str(err)})
-                print(f"[{data.name}] {model}: FAILED ({err}); scored as missing, retried when the run is resumed")
-                pred = Prediction(model, np.full(data.observed.shape, np.nan), 0.0, {"failed": str(err)})
-                preds[model] = pred
-                return
-            pred.seconds = time.perf_counter() - t0
-            save_prediction(self.run_dir, data, pred, key)
-            if model != "physics_default":  # its compiled programs serve the next site (same options: no compile)
-                jax.clear_caches()
-            print(f"[{data.name}] {model}: computed in {pred.seconds:.1f} s", flush=True)
-        preds[model] = pred
-        timings[f"{data.name}/{model}"] = pred.seconds
-
-    def _multisite_stage(self, model: str, sites: dict[str, SiteData], fold_of: dict[str, int], keys: dict,
-                         preds: dict, timings: dict) -> list[dict]:  # fmt: skip
-        """Train the network of every fold (or read its predictions back) and predict its test sites."""
-        cfg = self.config
-        kind = model.removesuffix("_multisite")
-        physics, usable = None, set(fold_of)
-        if model in PHYSICS_GUIDED_MODELS:
-            kind = kind.removesuffix("_physics")
-            physics = {n: preds[n]["physics_default"] for n in fold_of}  # listed before (checked by the config)
-            usable = {n for n, p in physics.items() if p.layer_total is not None}  # not where the physics failed
-        level = cfg.multisite_level if physics is not None else "learned"
-        pretrain = kind.endswith("_ensemble")
-        kind = kind.removesuffix("_ensemble")
-        saved = []
-        for fold in sorted(set(fold_of.values())):
-            test = sorted(n for n, f in fold_of.items() if f == fold)
-            train = sorted(n for n, f in fold_of.items() if f != fold) if cfg.split == "leave_sites_out" else test
-            train = [n for n in train if n in usable]
-            failed = [n for n in test if n not in usable]  # in the key: retried once their physics runs
-            key = fingerprint({"model": model, "train": train, "test": test, **({"failed": failed} if failed else {})},
-                              {n: keys[n] for n in (*train, *test)})  # fmt: skip
-            tag = f"fold{fold}"
-            folder = inside(self.run_dir, "models", model)
-            got = {n: load_prediction(self.run_dir, sites[n], model, key) for n in test}
-            spec = folder / f"{tag}.json"
-            saved_key = json.loads(spec.read_text()).get("key") if spec.is_file() else None
-            if all(p is not None for p in got.values()) and saved_key == key and (folder / f"{tag}.eqx").is_file():
-                print(f"[{model} {tag}] read back ({len(test)} test sites)", flush=True)
-            else:
-                t0 = time.perf_counter()
-                checkpoints = inside(self.run_dir, "checkpoints", "multisite", model, tag, key)
-                init = None
-                if pretrain:  # each site's ensemble runs once per run (self.ensembles)
-                    from .multisite_pretrain import pretrain_fold  # (it builds on this module)
-
-                    init = pretrain_fold(kind, [sites[n] for n in train], self.ensembles, cfg, checkpoints / "pretrain",
-                                         mesh=_mesh())  # fmt: skip
-                net, history = train_multisite(
-                    kind, [sites[n] for n in train], cfg.network, seed=cfg.seed, progress=cfg.progress,
-                    checkpoint_dir=checkpoints / "train", mesh=_mesh(), physics=physics, init=init, level=level,
-                )  # fmt: skip
-                seconds = time.perf_counter() - t0
-                info = {"fold": fold, "train_sites": train, "best_epoch": int(history["best_epoch"]),
-                        "train_loss": [float(v) for v in history["train_loss"]],
-                        "val_loss": [float(v) for v in [history["initial_val"], *history["val_loss"]]]}  # fmt: skip
-                save_trained(folder, tag, net, {"kind": kind, "physics": physics is not None, "level": level,
-                                                "seed": cfg.seed,
-                                                "spinup_cycles": cfg.spinup_cycles,
-                                                "network": cfg.network.model_dump(mode="json"),
-                                                "attributes": list(ATTRIBUTES), "layers_m": list(LAYERS),
-                                                "features": list(FEATURES), "train_sites": train,
-                                                "test_sites": test, "train_frac": cfg.train_frac,
-                                                "val_frac": cfg.val_frac, "key": key, **info})  # fmt: skip
-                for n in test:
-                    if n in failed:
-                        daily = np.full(sites[n].observed.shape, np.nan)
-                    else:
-                        daily = predict_site(net, sites[n], None if physics is None else physics[n])
-                    pred = Prediction(model, daily, seconds / len(test), info)
-                    save_prediction(self.run_dir, sites[n], pred, key)
-                    got[n] = pred
-                jax.clear_caches()
-                print(f"[{model} {tag}] trained on {len(train)} sites in {seconds:.1f} s (best epoch "
-                      f"{info['best_epoch']})", flush=True)  # fmt: skip
-            for n in test:
-                preds[n][model] = got[n]
-                timings[f"{n}/{model}"] = got[n].seconds
-            saved.append({"fold": fold, "file": f"{model}/{tag}.eqx", "train_sites": train, "test_sites": test})
-        return saved
-
-
-# ------------------------------------------------------------------------------------------ scoring
-def run_multisite(config: ExperimentConfig) -> pd.DataFrame:
-    """Run a multi-site experiment (:class:`MultiSiteExperiment`); returns the per-sensor metrics table."""
-    return MultiSiteExperiment(config).run()

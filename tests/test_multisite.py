@@ -15,6 +15,7 @@ from dam import multisite as MS
 from dam.cli import main
 from dam.experiment_config import ExperimentConfig, expand_sites
 from dam.experiment_data import prepare_site
+from dam.multisite_run import run_multisite
 from dam.predict import predict_run
 from dam.predictions import Prediction
 from dam.run_folder import RunFolderError
@@ -210,7 +211,7 @@ def finished_run(sites, tmp_path_factory, request):
     mp = pytest.MonkeyPatch()
     mp.setattr(MS, "train_multisite", spy)
     out = tmp_path_factory.mktemp("run") / "run"
-    table = MS.run_multisite(_config(sites, out))
+    table = run_multisite(_config(sites, out))
     mp.undo()
     return out, table, seen
 
@@ -308,7 +309,7 @@ def test_physics_guided_multisite_run_and_predict(sites, tmp_path):
     at a new site for it; a configuration without physics_default before it is refused."""
     out = tmp_path / "run"
     models = ["physics_default", "lstm_physics_multisite"]
-    table = MS.run_multisite(_config(sites, out, models=models, network={**TINY, "epochs": 1}))
+    table = run_multisite(_config(sites, out, models=models, network={**TINY, "epochs": 1}))
     assert set(table["model"]) == set(models) and np.isfinite(table["rmse"]).all()
     spec = yaml.safe_load((out / "models" / "lstm_physics_multisite" / "fold0.json").read_text())
     assert spec["physics"] is True and spec["kind"] == "lstm" and spec["level"] == "physics"
@@ -359,7 +360,7 @@ def test_ensemble_pretrained_network_in_a_leave_sites_out_run(sites, tmp_path, c
     out = tmp_path / "run"
     cfg = _config(sites, out, models=["hlstm_ensemble_multisite"], network={**TINY, "epochs": 1},
                   pretrain={"members": 2, "epochs": 1})  # fmt: skip
-    table = MS.run_multisite(cfg)
+    table = run_multisite(cfg)
     assert set(table["model"]) == {"hlstm_ensemble_multisite"} and np.isfinite(table["rmse"]).all()
     assert capsys.readouterr().out.count("ensemble of 2 members") == 4  # each site's ensemble run once, not per fold
     assert any((out / "checkpoints" / "multisite" / "hlstm_ensemble_multisite").rglob("pretrain"))
@@ -373,7 +374,7 @@ def test_dpl_regionalisation_in_a_leave_sites_out_run(sites, tmp_path):
     out = tmp_path / "run"
     calibration = {"steps": 3, "window_steps": 120, "warmup_steps": 30, "learning_rate": 0.3,
                    "parameters": ["soil.bexp", "soil.smcmax"]}  # fmt: skip
-    table = MS.run_multisite(_config(sites, out, models=["physics_default", "physics_dpl"], calibration=calibration))
+    table = run_multisite(_config(sites, out, models=["physics_default", "physics_dpl"], calibration=calibration))
     assert set(table["model"]) == {"physics_default", "physics_dpl"} and np.isfinite(table["rmse"]).all()
     folds = [yaml.safe_load((out / "models" / "physics_dpl" / f"fold{k}.json").read_text()) for k in (0, 1)]
     for fold in folds:
