@@ -27,11 +27,14 @@ MODELS = (
 )
 #: Models trained on many sites at once (dam.multisite): one network for all sites, static site attributes as inputs;
 #: the ``_physics_`` ones read the physics_default run as inputs too and predict its correction; the ``_ensemble_``
-#: one is pretrained on perturbed-parameter ensembles of its training sites (dam.multisite_pretrain).
+#: one is pretrained on perturbed-parameter ensembles of its training sites (dam.multisite_pretrain); the
+#: ``_constrained_`` one is too, and trained with the physics-in-AI loss terms (``constraints``) besides.
 MULTISITE_MODELS = ("lstm_multisite", "hlstm_multisite", "lstm_physics_multisite", "hlstm_physics_multisite",
-                    "hlstm_ensemble_multisite")  # fmt: skip
+                    "hlstm_ensemble_multisite", "hlstm_constrained_multisite")  # fmt: skip
 #: The multi-site networks that read and correct the physics_default run.
 PHYSICS_GUIDED_MODELS = ("lstm_physics_multisite", "hlstm_physics_multisite")
+#: The multi-site networks with physics-in-AI loss terms (their water balance needs physics_default's ice).
+CONSTRAINED_MULTISITE_MODELS = ("hlstm_constrained_multisite",)
 #: Physics with parameters regionalised across sites (dam.multisite_dpl): one network from site attributes to soil
 #: parameters, trained through the physics at the training sites.
 DPL_MODELS = ("physics_dpl",)
@@ -71,7 +74,8 @@ class PretrainConfig(Strict):
 
 
 class ConstraintConfig(Strict):
-    """Weights of the physics-in-AI loss terms of ``hlstm_constrained`` and ``hlstm_physics``; ``sweep``: extra
+    """Weights of the physics-in-AI loss terms of ``hlstm_constrained``, ``hlstm_physics`` and
+    ``hlstm_constrained_multisite``; ``sweep``: extra
     trainings of ``hlstm_constrained`` with both weights times each factor (0: none), their skill and
     plausibility in ``constraint_sweep.csv``."""
 
@@ -234,6 +238,9 @@ class ExperimentConfig(Strict):
         for i, m in enumerate(self.models):
             if m in PHYSICS_GUIDED_MODELS and "physics_default" not in self.models[:i]:
                 raise ValueError(f"models: {m} corrects the physics_default run: list physics_default before it")
+            if m in CONSTRAINED_MULTISITE_MODELS and "physics_default" not in self.models[:i]:
+                raise ValueError(f"models: {m} checks its water balance on the days the physics_default run has no "
+                                 "ice: list physics_default before it")  # fmt: skip
         return self
 
     @model_validator(mode="after")

@@ -27,7 +27,7 @@ from .experiment_training import (
     train_sequence_model,
     train_site_hybrid,
 )
-from .physics_in_ai import ICE_FREE, physics_constraint
+from .physics_in_ai import ice_free_days, physics_constraint
 from .predictions import Prediction
 from .scoring import DRY_FACTOR, plausibility, score
 
@@ -168,12 +168,11 @@ def _physics_inputs(exp: Experiment, data: SiteData, preds) -> tuple[np.ndarray,
 
 
 def _ice_free(exp: Experiment, data: SiteData, preds) -> np.ndarray:
-    """(D,) days on which the physics model holds no ice at the top sensor (all days where that sensor sees
-    total water: a thaw then moves no water into the measured quantity)."""
+    """(D,) days without ice at the top sensor in the physics run (:func:`dam.physics_in_ai.ice_free_days`)."""
     if not data.sensor_liquid[0]:
-        return np.ones(len(data.days), bool)
+        return ice_free_days(data, None, None)
     base = _physics_base(exp, data, preds)
-    return (base.total[:, 0] - base.liquid[:, 0]) < ICE_FREE
+    return ice_free_days(data, base.total, base.liquid)
 
 
 def _dry_forcing(exp: Experiment, data: SiteData) -> np.ndarray:

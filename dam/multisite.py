@@ -41,8 +41,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import io_safety
+from .coupling.constraints import SensorTarget, constraint_penalty
 from .coupling.losses import masked_mse
-from .experiment_config import NetworkConfig
+from .experiment_config import ConstraintConfig, NetworkConfig
 from .experiment_data import FEATURES, SiteData
 from .experiment_training import _make_net
 from .multisite_inputs import (  # noqa: F401  (re-exported: dam.multisite is where users look)
@@ -55,6 +56,7 @@ from .multisite_inputs import (  # noqa: F401  (re-exported: dam.multisite is wh
     standard_layers,
     training_targets,
 )
+from .physics_in_ai import sensor_target
 from .predictions import Prediction
 from .sequences import Normaliser, window_starts
 from .training import fit
@@ -160,6 +162,36 @@ class Batch:
         return cls(tuple(s.name for s in sites), forcing, base, attributes, targets, val, weights, scale)
 
 
+@dataclasses.dataclass(frozen=True)
+class Constraint:
+    """The physics-in-AI loss terms of a :class:`Batch` (``hlstm_constrained_multisite``): each site's
+    :func:`dam.physics_in_ai.sensor_target` stacked and padded like the batch: bounds (n, S) in m3 m-3 (padded
+    sensors 0..1, around the zero the network gives them), daily precipitation (n, D) in mm, ice-free days (n, D),
+    thickness of the top sensor's layer (n,) in m; ``weights`` of the bounds and water-balance terms."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    precip_mm: np.ndarray
+    ice_free: np.ndarray
+    top_layer_m: np.ndarray
+    weights: ConstraintConfig
+
+    @classmethod
+    def of(cls, sites: list[SiteData], ice_free: dict[str, np.ndarray], weights: ConstraintConfig, b: Batch):
+        n, d, s_max = b.targets.shape
+        lower, upper = np.zeros((n, s_max)), np.ones((n, s_max))
+        precip, ice, top = np.zeros((n, d)), np.zeros((n, d), bool), np.zeros(n)
+        for i, s in enumerate(sites):
+            t = sensor_target(s, s.forcing[:, FEATURES.index("precip")], ice_free[s.name])
+            lower[i, : s.n_sensors], upper[i, : s.n_sensors] = t.lower, t.upper
+            precip[i, : len(s.days)], ice[i, : len(s.days)], top[i] = t.precip_mm, t.ice_free, t.top_layer_m
+        return cls(lower, upper, precip, ice, top, weights)
+
+    def arrays(self) -> tuple[jax.Array, ...]:
+        """The per-site arrays, in :class:`dam.coupling.constraints.SensorTarget`'s order."""
+        return tuple(jnp.asarray(a) for a in (self.lower, self.upper, self.precip_mm, self.ice_free, self.top_layer_m))
+
+
 def _loss(pred: jax.Array, obs: jax.Array, scale: jax.Array) -> jax.Array:
     return masked_mse((pred - obs) / scale, 0.0)
 
@@ -177,24 +209,22 @@ def train_multisite(
     epochs: int | None = None,
     physics: dict[str, Prediction] | None = None,
     level: Level = "learned",
+    constraints: ConstraintConfig | None = None,
+    ice_free: dict[str, np.ndarray] | None = None,
 ) -> tuple[MultiSiteModel, dict]:
     """Train one network on the training days of ``sites`` (validated on their validation days, best epoch
     kept); returns the model and :func:`dam.training.fit`'s history. Members are (site, window) pairs; windows of
     ``cfg.window_days`` (at most the shortest training period) start every ``cfg.stride_days`` and their first
     ``cfg.warmup_days`` are not scored. ``init`` continues from a trained model (its normalisers kept).
     ``physics`` (site name -> physics_default's prediction) makes it a network that corrects the physics run,
-    ``level="physics"`` one that keeps the run's level (:class:`MultiSiteModel`)."""
+    ``level="physics"`` one that keeps the run's level (:class:`MultiSiteModel`). ``constraints`` adds the
+    physics-in-AI loss terms (:class:`Constraint`; ``ice_free``: site name -> (D,) days its water balance is
+    checked, :func:`dam.physics_in_ai.ice_free_days`)."""
     if not sites:
         raise ValueError("train_multisite needs at least one site")
     b = Batch.of(sites, physics)
     if init is None:
-        fit_x = np.concatenate([site_inputs(s, None if physics is None else physics[s.name])[0][s.train]
-                                for s in sites])  # fmt: skip
-        pooled = np.concatenate([(training_targets(s) - b.base[i, : len(s.days), : s.n_sensors])[s.train].ravel()
-                                 for i, s in enumerate(sites)])[:, None]  # fmt: skip
-        norms = {"x_norm": Normaliser.fit(fit_x), "a_norm": Normaliser.fit(b.attributes),
-                 "y_norm": Normaliser.fit(pooled)}  # fmt: skip
-        init = build_model(kind, cfg, seed, norms, physics=physics is not None, level=level)
+        init = initial_model(kind, sites, b, cfg, seed, physics, level)
     return fit_batch(
         init,
         b,
@@ -206,7 +236,21 @@ def train_multisite(
         progress=progress,
         mesh=mesh,
         desc=f"{kind} x {len(sites)} sites",
+        constraint=None if constraints is None else Constraint.of(sites, ice_free or {}, constraints, b),
     )
+
+
+def initial_model(
+    kind: str, sites: list[SiteData], b: Batch, cfg: NetworkConfig, seed: int,
+    physics: dict[str, Prediction] | None = None, level: Level = "learned",
+) -> MultiSiteModel:  # fmt: skip
+    """An untrained network for :func:`train_multisite` with normalisers fitted on the training days of ``sites``
+    (stacked in ``b``): inputs, attributes, and the targets pooled over sensors (minus the physics base)."""
+    fit_x = np.concatenate([site_inputs(s, None if physics is None else physics[s.name])[0][s.train] for s in sites])
+    pooled = np.concatenate([(training_targets(s) - b.base[i, : len(s.days), : s.n_sensors])[s.train].ravel()
+                             for i, s in enumerate(sites)])[:, None]  # fmt: skip
+    norms = {"x_norm": Normaliser.fit(fit_x), "a_norm": Normaliser.fit(b.attributes), "y_norm": Normaliser.fit(pooled)}
+    return build_model(kind, cfg, seed, norms, physics=physics is not None, level=level)
 
 
 def fit_batch(
@@ -221,24 +265,37 @@ def fit_batch(
     progress: bool = False,
     mesh=None,
     desc: str = "",
+    constraint: Constraint | None = None,
 ) -> tuple[MultiSiteModel, dict]:
     """Train ``init`` on the rows of ``b`` over the days ``spans`` (one per row; validated on ``b.val_targets``,
-    best epoch kept) by :func:`dam.training.fit`; members are (row, window) pairs (see :func:`train_multisite`)."""
+    best epoch kept) by :func:`dam.training.fit`; members are (row, window) pairs (see :func:`train_multisite`).
+    ``constraint`` adds its loss terms on every member's whole window (validation stays the observation loss)."""
     length = min(cfg.window_days, min(sp.stop - sp.start for sp in spans))
     pairs = np.array([(i, st) for i, sp in enumerate(spans) for st in window_starts(sp, length, cfg.stride_days)])
     warm = min(cfg.warmup_days, length // 2)
     x_all, a_all, y_all = jnp.asarray(b.forcing), jnp.asarray(b.attributes), jnp.asarray(b.targets)
     w_all, s_all, base_all = jnp.asarray(b.weights), jnp.asarray(b.scale), jnp.asarray(b.base)
 
+    c = None if constraint is None else constraint.arrays()
+
     def batch_fn(_, idx):
         site, start = pairs[idx, 0], pairs[idx, 1]
         rows = start[:, None] + np.arange(length)[None, :]
-        return (x_all[site[:, None], rows], a_all[site], y_all[site[:, None], rows], w_all[site], s_all[site],
-                base_all[site[:, None], rows])  # fmt: skip
+        members = (x_all[site[:, None], rows], a_all[site], y_all[site[:, None], rows], w_all[site], s_all[site],
+                   base_all[site[:, None], rows])  # fmt: skip
+        if c is None:
+            return members
+        lo, hi, precip, ice, top = c
+        return (*members, lo[site], hi[site], precip[site[:, None], rows], ice[site[:, None], rows], top[site])
 
     def loss_fn(m, batch):
-        def one(x, a, y, w, sc, base):
-            return _loss(m.at_sensors(x, a, w, base)[warm:], y[warm:], sc)
+        def one(x, a, y, w, sc, base, *target):
+            pred = m.at_sensors(x, a, w, base)
+            loss = _loss(pred[warm:], y[warm:], sc)
+            if target:
+                wts = constraint.weights
+                loss = loss + constraint_penalty(pred, jnp.arange(length), SensorTarget(*target), wts.bounds, wts.water)
+            return loss
 
         return jax.vmap(one)(*batch)
 

@@ -18,12 +18,20 @@ import yaml
 from . import io_safety
 from . import multisite as ms  # through the module: tests replace ms.train_multisite
 from .experiment import Experiment, _check_resume, _core
-from .experiment_config import DPL_MODELS, MULTISITE_MODELS, PHYSICS_GUIDED_MODELS, ExperimentConfig, expand_sites
+from .experiment_config import (
+    CONSTRAINED_MULTISITE_MODELS,
+    DPL_MODELS,
+    MULTISITE_MODELS,
+    PHYSICS_GUIDED_MODELS,
+    ExperimentConfig,
+    expand_sites,
+)
 from .experiment_data import FEATURES, SiteData, prepare_site
 from .experiment_stages import STAGES
 from .multisite_dpl import dpl_folds
 from .multisite_inputs import ATTRIBUTES, LAYERS
 from .physics.guards import PlausibilityError
+from .physics_in_ai import ice_free_days
 from .predictions import Prediction, load_prediction, save_prediction
 from .run_folder import (
     RunFolderError,
@@ -57,6 +65,7 @@ class MultiSiteExperiment:
         self.per_site = Experiment(self.config)  # runs the per-site stages (same methods, same run folder)
         self.failures: list[dict] = []  # per-site stages stopped by a physics guard
         self.ensembles: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # site -> pretraining ensemble
+        self.pretrained: dict[tuple, ms.MultiSiteModel] = {}  # (kind, training sites) -> pretrained network
 
     def run(self) -> pd.DataFrame:
         cfg = self.config
@@ -165,8 +174,13 @@ class MultiSiteExperiment:
             physics = {n: preds[n]["physics_default"] for n in fold_of}  # listed before (checked by the config)
             usable = {n for n, p in physics.items() if p.layer_total is not None}  # not where the physics failed
         level = cfg.multisite_level if physics is not None else "learned"
-        pretrain = kind.endswith("_ensemble")
-        kind = kind.removesuffix("_ensemble")
+        constrained = model in CONSTRAINED_MULTISITE_MODELS
+        pretrain = kind.endswith(("_ensemble", "_constrained"))  # the constrained one: as hlstm_constrained
+        kind = kind.removesuffix("_ensemble").removesuffix("_constrained")
+        ice_free = None
+        if constrained:  # physics_default listed before (checked by the config); where it failed: no water check
+            base = {n: preds[n]["physics_default"] for n in fold_of}
+            ice_free = {n: ice_free_days(sites[n], base[n].total, base[n].liquid) for n in fold_of}
         saved = []
         for fold in sorted(set(fold_of.values())):
             test = sorted(n for n, f in fold_of.items() if f == fold)
@@ -186,14 +200,18 @@ class MultiSiteExperiment:
                 t0 = time.perf_counter()
                 checkpoints = inside(self.run_dir, "checkpoints", "multisite", model, tag, key)
                 init = None
-                if pretrain:  # each site's ensemble runs once per run (self.ensembles)
-                    from .multisite_pretrain import pretrain_fold  # (it builds on this module)
+                if pretrain:  # each site's ensemble runs once per run, each fold's pretraining once
+                    from .multisite_pretrain import pretrain_fold
 
-                    init = pretrain_fold(kind, [sites[n] for n in train], self.ensembles, cfg, checkpoints / "pretrain",
-                                         mesh=_mesh())  # fmt: skip
+                    memo = (kind, tuple(train))
+                    if memo not in self.pretrained:
+                        self.pretrained[memo] = pretrain_fold(kind, [sites[n] for n in train], self.ensembles, cfg,
+                                                              checkpoints / "pretrain", mesh=_mesh())  # fmt: skip
+                    init = self.pretrained[memo]
                 net, history = ms.train_multisite(
                     kind, [sites[n] for n in train], cfg.network, seed=cfg.seed, progress=cfg.progress,
                     checkpoint_dir=checkpoints / "train", mesh=_mesh(), physics=physics, init=init, level=level,
+                    constraints=cfg.constraints if constrained else None, ice_free=ice_free,
                 )  # fmt: skip
                 seconds = time.perf_counter() - t0
                 info = {"fold": fold, "train_sites": train, "best_epoch": int(history["best_epoch"]),
@@ -206,7 +224,9 @@ class MultiSiteExperiment:
                                                 "attributes": list(ATTRIBUTES), "layers_m": list(LAYERS),
                                                 "features": list(FEATURES), "train_sites": train,
                                                 "test_sites": test, "train_frac": cfg.train_frac,
-                                                "val_frac": cfg.val_frac, "key": key, **info})  # fmt: skip
+                                                "val_frac": cfg.val_frac, "key": key, **info,
+                                                **({"constraints": cfg.constraints.model_dump(mode="json")}
+                                                   if constrained else {})})  # fmt: skip
                 for n in test:
                     if n in failed:
                         daily = np.full(sites[n].observed.shape, np.nan)

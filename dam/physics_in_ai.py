@@ -28,6 +28,18 @@ def sensor_target(data: SiteData, precip_mm: np.ndarray, ice_free: np.ndarray) -
     return SensorTarget(lo, hi, precip_mm, ice_free, top_layer_m)
 
 
+def ice_free_days(data: SiteData, total: np.ndarray | None, liquid: np.ndarray | None) -> np.ndarray:
+    """(D,) days on which the physics run (daily ``total`` and ``liquid`` moisture at the sensors, (D, S)) holds no
+    ice at the top sensor; every day where that sensor sees total water (a thaw then moves no water into the
+    measured quantity); no day where it sees liquid water and no physics run is given (the water balance is then
+    not checked rather than checked wrongly)."""
+    if not data.sensor_liquid[0]:
+        return np.ones(len(data.days), bool)
+    if total is None or liquid is None:
+        return np.zeros(len(data.days), bool)
+    return (total[:, 0] - liquid[:, 0]) < ICE_FREE
+
+
 def physics_constraint(data: SiteData, weights: ConstraintConfig, ice_free: np.ndarray):
     """Physics-in-AI loss terms ``extra(pred, days)`` on a predicted window (W, S) of days ``days`` (W,):
     physical bounds and the water balance of the top sensor's layer (no day gains more water than falls as

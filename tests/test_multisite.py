@@ -13,7 +13,7 @@ import yaml
 
 from dam import multisite as MS
 from dam.cli import main
-from dam.experiment_config import ExperimentConfig, expand_sites
+from dam.experiment_config import ConstraintConfig, ExperimentConfig, expand_sites
 from dam.experiment_data import prepare_site
 from dam.multisite_run import run_multisite
 from dam.predict import predict_run
@@ -323,6 +323,44 @@ def test_physics_guided_multisite_run_and_predict(sites, tmp_path):
         _config(sites, out, models=["lstm_physics_multisite", "physics_default"])
 
 
+def test_constraint_terms_shape_the_multisite_network(tiny_data):
+    """hlstm_constrained_multisite's loss terms: per-site targets stacked like the batch (padded sensors keep
+    0..1, around the zero the network gives them), and each term moves the trained network: an upper bound below
+    most observations holds it down, a heavy water-balance term lowers the water it creates."""
+    from dam.coupling.constraints import water_created
+
+    b = MS.Batch.of(tiny_data)
+    ice = {d.name: np.arange(len(d.days)) % 2 == 0 for d in tiny_data}
+    c = MS.Constraint.of(tiny_data, ice, ConstraintConfig(), b)
+    d0 = tiny_data[0]
+    assert c.lower.shape == c.upper.shape == b.scale.shape and c.precip_mm.shape == b.targets.shape[:2]
+    np.testing.assert_array_equal(c.ice_free[0, : len(d0.days)], ice[d0.name])
+    np.testing.assert_array_equal(c.precip_mm[0, : len(d0.days)], d0.forcing[:, MS.FEATURES.index("precip")])
+    assert (c.lower[0] <= np.nanmin(d0.observed[d0.fit_days], 0)).all()  # widened to what was observed
+    cfg = ExperimentConfig().network.model_copy(update={**TINY, "epochs": 10, "patience": 20, "learning_rate": 0.01})
+    init = MS.initial_model("lstm", tiny_data, b, cfg, seed=0)
+    spans = [d.train for d in tiny_data]
+    free, _ = MS.fit_batch(init, b, spans, cfg, seed=0, epochs=cfg.epochs)
+    cap = np.nanmedian(b.targets, axis=1)  # (n, S): half the training days lie above it
+    capped = dataclasses.replace(c, upper=np.where(np.isfinite(cap), cap, 1.0),
+                                 weights=ConstraintConfig(bounds=1e3, water=0.0))  # fmt: skip
+    held, _ = MS.fit_batch(init, b, spans, cfg, seed=0, epochs=cfg.epochs, constraint=capped)
+    dry = dataclasses.replace(c, ice_free=np.ones_like(c.ice_free), weights=ConstraintConfig(bounds=0.0, water=1.0))
+    balanced, _ = MS.fit_batch(init, b, spans, cfg, seed=0, epochs=cfg.epochs, constraint=dry)
+
+    def above_cap(model):  # mean squared excursion above the cap on the training days, (m3 m-3)^2
+        return np.mean([np.mean(np.maximum(MS.predict_site(model, d)[d.train] - cap[i, : d.n_sensors], 0.0) ** 2)
+                        for i, d in enumerate(tiny_data)])  # fmt: skip
+
+    def water(model):
+        return sum(water_created(MS.predict_site(model, d)[d.train], c.precip_mm[i, d.train],
+                                 np.ones(d.train.stop - d.train.start, bool), c.top_layer_m[i]).sum()
+                   for i, d in enumerate(tiny_data))  # fmt: skip
+
+    assert above_cap(held) < 0.5 * above_cap(free)
+    assert water(balanced) < 0.7 * water(free)
+
+
 def test_ensemble_pretraining_learns_the_physics_response_to_soil_attributes(tiny_data):
     """hlstm_ensemble_multisite's pretraining: each member is a pseudo-site with its perturbed porosity, b and
     conductivity as attributes and its simulated moisture on the standard column as target; pretraining lowers
@@ -356,14 +394,25 @@ def test_ensemble_pretraining_learns_the_physics_response_to_soil_attributes(tin
 
 
 @pytest.mark.slow  # ensembles at four sites and a hierarchical pretraining (about 2 min on 2 cores)
-def test_ensemble_pretrained_network_in_a_leave_sites_out_run(sites, tmp_path, capsys):
+def test_ensemble_pretrained_networks_in_a_leave_sites_out_run(sites, tmp_path, capsys):
+    """hlstm_ensemble_multisite and hlstm_constrained_multisite share each site's ensemble and each fold's
+    pretraining; the constrained one records its loss weights and trains with the penalty terms added."""
     out = tmp_path / "run"
-    cfg = _config(sites, out, models=["hlstm_ensemble_multisite"], network={**TINY, "epochs": 1},
-                  pretrain={"members": 2, "epochs": 1})  # fmt: skip
+    models = ["physics_default", "hlstm_ensemble_multisite", "hlstm_constrained_multisite"]
+    cfg = _config(sites, out, models=models, network={**TINY, "epochs": 1}, pretrain={"members": 2, "epochs": 1},
+                  constraints={"bounds": 100.0, "water": 1e-2})  # fmt: skip
     table = run_multisite(cfg)
-    assert set(table["model"]) == {"hlstm_ensemble_multisite"} and np.isfinite(table["rmse"]).all()
+    assert set(table["model"]) == set(models) and np.isfinite(table["rmse"]).all()
     assert capsys.readouterr().out.count("ensemble of 2 members") == 4  # each site's ensemble run once, not per fold
-    assert any((out / "checkpoints" / "multisite" / "hlstm_ensemble_multisite").rglob("pretrain"))
+    checkpoints = out / "checkpoints" / "multisite"
+    assert any((checkpoints / "hlstm_ensemble_multisite").rglob("pretrain"))
+    assert not any((checkpoints / "hlstm_constrained_multisite").rglob("pretrain"))  # the same pretraining reused
+    spec = yaml.safe_load((out / "models" / "hlstm_constrained_multisite" / "fold0.json").read_text())
+    assert spec["constraints"]["bounds"] == 100.0 and spec["kind"] == "hlstm"
+    plain = yaml.safe_load((out / "models" / "hlstm_ensemble_multisite" / "fold0.json").read_text())
+    assert spec["train_loss"][0] > plain["train_loss"][0]  # the same start and batches, plus the penalty terms
+    with pytest.raises(ConfigError, match="list physics_default before it"):
+        _config(sites, out, models=["hlstm_constrained_multisite"])
 
 
 @pytest.mark.slow  # the station model's gradient compiles (about 2 min on 2 cores)
