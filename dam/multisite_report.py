@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics as M
-from .experiment_config import ExperimentConfig
+from .experiment_config import MODELS, MULTISITE_MODELS, ExperimentConfig
 from .experiment_data import SiteData
 from .multisite import LAYERS, layer_weights
 from .predictions import Prediction
@@ -39,6 +39,27 @@ def pooled_metrics(sites: dict[str, SiteData], preds: dict[str, dict[str, Predic
             rows.append({"model": model, "sensors": group, "n_days": int(np.sum(np.isfinite(ob))),
                          **{k: float(m[k]) for k in POOLED}})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _against_single_site(cfg: ExperimentConfig, summ: pd.DataFrame) -> list[str]:
+    """Under the chronological split: at how many sites each multi-site network's mean r is at least each
+    single-site network's (the sites where both were scored)."""
+    singles = [m for m in cfg.models if m in MODELS and not m.startswith("physics_")]
+    multis = [m for m in cfg.models if m in MULTISITE_MODELS]
+    if cfg.split != "chronological" or not singles or not multis:
+        return []
+    r = summ.pivot(index="site", columns="model", values="r")
+    rows = []
+    for m in multis:
+        both = {s: r[m].notna() & r[s].notna() for s in singles}
+        rows.append(
+            {
+                "multi-site network": m,
+                **{f"r >= {s}": f"{int((r[m] >= r[s])[both[s]].sum())} of {int(both[s].sum())} sites" for s in singles},
+            }
+        )
+    return ["Multi-site against single-site networks (per site: mean r over reliable sensors, test days):", "",
+            pd.DataFrame(rows).to_markdown(index=False), ""]  # fmt: skip
 
 
 def report(
@@ -81,6 +102,7 @@ def report(
                              "sites": int(diff.notna().sum())})  # fmt: skip
         if beat:
             lines += ["RMSE against physics_default:", "", pd.DataFrame(beat).to_markdown(index=False), ""]
+    lines += _against_single_site(cfg, summ)
     lines += ["Pooled over all sites' test days (reliable sensors; by the standard layer of the sensor):", "",
               with_units(pooled).to_markdown(index=False, floatfmt=".3f"), "",
               "Per site, r and RMSE (m3 m-3), mean over reliable sensors:", "",

@@ -304,6 +304,30 @@ def test_cli_resume_reads_back_and_a_failed_physics_site_is_reported(finished_ru
     assert (out / "models" / "index.json").is_file()
 
 
+def test_chronological_multisite_run_trains_once_on_every_sites_training_days(sites, tmp_path, monkeypatch):
+    """Under the chronological split one network trains on the training days of all sites (never a later day) and
+    the report counts the sites where it matches the single-site network in mean r."""
+    seen = []
+    real = MS.train_multisite
+
+    def spy(kind, data, *args, **kw):
+        seen.append(tuple(d.name for d in data))
+        for d, y in zip(data, MS.Batch.of(data).targets, strict=True):
+            assert np.isnan(y[d.train.stop :]).all()
+        return real(kind, data, *args, **kw)
+
+    monkeypatch.setattr(MS, "train_multisite", spy)
+    out = tmp_path / "run"
+    two = [str(sites / "train" / n) for n in ("hyy_a", "hyy_b")]
+    cfg = _config(sites, out, sites=two, split="chronological", models=["lstm", "lstm_multisite"],
+                  network={**TINY, "epochs": 1})  # fmt: skip
+    table = run_multisite(cfg)
+    assert seen == [("hyy_a", "hyy_b")]
+    assert set(table["model"]) == {"lstm", "lstm_multisite"} and np.isfinite(table["rmse"]).all()
+    report = (out / "multisite.md").read_text()
+    assert "Multi-site against single-site networks" in report and "of 2 sites" in report
+
+
 def test_physics_guided_multisite_run_and_predict(sites, tmp_path):
     """A leave-sites-out run of the physics-guided network on the real physics: ``dam predict`` runs the physics
     at a new site for it; a configuration without physics_default before it is refused."""
