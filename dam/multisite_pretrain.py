@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
+from . import io_safety
 from .experiment_config import NetworkConfig
 from .experiment_data import SiteData
 from .multisite import (
@@ -98,13 +100,40 @@ def pretrain_multisite(
     return model
 
 
-def pretrain_fold(kind: str, train: list[SiteData], ensembles: dict, cfg, checkpoint_dir: Path, mesh=None):
+def pretrain_fold(kind: str, train: list[SiteData], ensembles: dict, cfg, checkpoint_dir: Path, mesh=None,
+                  store: Path | None = None, keys: dict[str, str] | None = None):  # fmt: skip
     """:func:`pretrain_multisite` on the ``train`` sites of an experiment (configuration ``cfg``: its ``pretrain``
-    and ``network``), running the ensembles of the sites not yet in ``ensembles`` (site name -> ensemble)."""
+    and ``network``), running the ensembles of the sites not yet in ``ensembles`` (site name -> ensemble); with a
+    ``store`` folder each ensemble is also saved there and read back by a resumed run (:func:`stored_ensemble`;
+    ``keys``: site name -> fingerprint of the site's inputs)."""
     for data in train:
         if data.name not in ensembles:
-            t0 = time.perf_counter()
-            ensembles[data.name] = site_ensemble(data, cfg.pretrain.members, cfg.seed)
-            print(f"[{data.name}] ensemble of {cfg.pretrain.members} members in {time.perf_counter() - t0:.1f} s")
+            key = f"{(keys or {}).get(data.name, data.name)}/members={cfg.pretrain.members}/seed={cfg.seed}"
+            path = None if store is None else store / f"{data.name}.nc"
+            ensembles[data.name] = stored_ensemble(data, cfg.pretrain.members, cfg.seed, path, key)
     return pretrain_multisite(kind, train, ensembles, cfg.network, seed=cfg.seed, epochs=cfg.pretrain.epochs,
                               checkpoint_dir=checkpoint_dir, progress=cfg.progress, mesh=mesh)  # fmt: skip
+
+
+def stored_ensemble(data: SiteData, members: int, seed: int, path: Path | None, key: str):
+    """:func:`site_ensemble`, read from the netCDF file ``path`` when it holds the ensemble of ``key`` (the site's
+    inputs, members and seed), else run and written there (atomically)."""
+    if path is not None and path.is_file():
+        with xr.open_dataset(path) as ds:
+            if ds.attrs.get("key") == key:
+                return ds["soil_moisture"].values, ds["attributes"].values
+    t0 = time.perf_counter()
+    targets, attributes = site_ensemble(data, members, seed)
+    print(f"[{data.name}] ensemble of {members} members in {time.perf_counter() - t0:.1f} s", flush=True)
+    if path is not None:
+        ds = xr.Dataset(
+            {"soil_moisture": (("member", "time", "layer"), targets, {
+                "units": "m3 m-3", "long_name": "daily soil moisture of each ensemble member on the standard column",
+                "comment": "liquid water where all the site's sensors see liquid water, else total water"}),
+             "attributes": (("member", "attribute"), attributes, {"long_name": "the member's site attributes"})},
+            coords={"time": data.days.values, "attribute": list(ATTRIBUTES),
+                    "layer": ("layer", list(LAYERS), {"long_name": "depth of the layer's bottom", "units": "m"})},
+            attrs={"site": data.name, "key": key, "Conventions": "CF-1.10"},
+        )  # fmt: skip
+        io_safety.write_netcdf(ds, path)
+    return targets, attributes

@@ -205,8 +205,10 @@ class MultiSiteExperiment:
 
                     memo = (kind, tuple(train))
                     if memo not in self.pretrained:
-                        self.pretrained[memo] = pretrain_fold(kind, [sites[n] for n in train], self.ensembles, cfg,
-                                                              checkpoints / "pretrain", mesh=_mesh())  # fmt: skip
+                        self.pretrained[memo] = pretrain_fold(
+                            kind, [sites[n] for n in train], self.ensembles, cfg, checkpoints / "pretrain",
+                            mesh=_mesh(), store=inside(self.run_dir, "ensembles"), keys=keys,
+                        )  # fmt: skip
                     init = self.pretrained[memo]
                 net, history = ms.train_multisite(
                     kind, [sites[n] for n in train], cfg.network, seed=cfg.seed, progress=cfg.progress,

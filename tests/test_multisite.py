@@ -3,6 +3,7 @@ shipped Hyytiälä record (daily; 14 months each; the copies get other names and
 different sites to the code)."""
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import jax
@@ -428,6 +429,7 @@ def test_ensemble_pretrained_networks_in_a_leave_sites_out_run(sites, tmp_path, 
     table = run_multisite(cfg)
     assert set(table["model"]) == set(models) and np.isfinite(table["rmse"]).all()
     assert capsys.readouterr().out.count("ensemble of 2 members") == 4  # each site's ensemble run once, not per fold
+    assert len(list((out / "ensembles").glob("*.nc"))) == 4
     checkpoints = out / "checkpoints" / "multisite"
     assert any((checkpoints / "hlstm_ensemble_multisite").rglob("pretrain"))
     assert not any((checkpoints / "hlstm_constrained_multisite").rglob("pretrain"))  # the same pretraining reused
@@ -435,6 +437,11 @@ def test_ensemble_pretrained_networks_in_a_leave_sites_out_run(sites, tmp_path, 
     assert spec["constraints"]["bounds"] == 100.0 and spec["kind"] == "hlstm"
     plain = yaml.safe_load((out / "models" / "hlstm_ensemble_multisite" / "fold0.json").read_text())
     assert spec["train_loss"][0] > plain["train_loss"][0]  # the same start and batches, plus the penalty terms
+    shutil.rmtree(out / "models" / "hlstm_constrained_multisite")
+    for p in out.glob("predictions/*/hlstm_constrained_multisite.nc"):
+        p.unlink()
+    assert np.isfinite(run_multisite(cfg)["rmse"]).all()  # resumed: pretrained again on the saved ensembles
+    assert "ensemble of" not in capsys.readouterr().out
     with pytest.raises(ConfigError, match="list physics_default before it"):
         _config(sites, out, models=["hlstm_constrained_multisite"])
 
