@@ -56,7 +56,7 @@ from .multisite_inputs import (  # noqa: F401  (re-exported: dam.multisite is wh
     standard_layers,
     training_targets,
 )
-from .physics_in_ai import sensor_target
+from .physics_in_ai import ice_free_days, sensor_target
 from .predictions import Prediction
 from .sequences import Normaliser, window_starts
 from .training import fit
@@ -177,12 +177,15 @@ class Constraint:
     weights: ConstraintConfig
 
     @classmethod
-    def of(cls, sites: list[SiteData], ice_free: dict[str, np.ndarray], weights: ConstraintConfig, b: Batch):
+    def of(cls, sites: list[SiteData], ice_free: dict[str, np.ndarray] | None, weights: ConstraintConfig, b: Batch):
+        """``ice_free``: site name -> (D,) days its water balance is checked (default: those
+        :func:`dam.physics_in_ai.ice_free_days` gives without a physics run)."""
         n, d, s_max = b.targets.shape
         lower, upper = np.zeros((n, s_max)), np.ones((n, s_max))
         precip, ice, top = np.zeros((n, d)), np.zeros((n, d), bool), np.zeros(n)
         for i, s in enumerate(sites):
-            t = sensor_target(s, s.forcing[:, FEATURES.index("precip")], ice_free[s.name])
+            ice_s = ice_free[s.name] if ice_free else ice_free_days(s, None, None)
+            t = sensor_target(s, s.forcing[:, FEATURES.index("precip")], ice_s)
             lower[i, : s.n_sensors], upper[i, : s.n_sensors] = t.lower, t.upper
             precip[i, : len(s.days)], ice[i, : len(s.days)], top[i] = t.precip_mm, t.ice_free, t.top_layer_m
         return cls(lower, upper, precip, ice, top, weights)
@@ -236,7 +239,7 @@ def train_multisite(
         progress=progress,
         mesh=mesh,
         desc=f"{kind} x {len(sites)} sites",
-        constraint=None if constraints is None else Constraint.of(sites, ice_free or {}, constraints, b),
+        constraint=None if constraints is None else Constraint.of(sites, ice_free, constraints, b),
     )
 
 
