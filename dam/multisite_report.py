@@ -69,9 +69,11 @@ def report(
     folds: pd.DataFrame,
     seconds: float,
     failures: list[dict] = (),
+    plausible: pd.DataFrame | None = None,
 ) -> str:
     """The Markdown report of a multi-site run: split, folds, per-site skill (mean over reliable sensors),
-    medians, pooled skill and how often each model beats physics_default in RMSE."""
+    medians, pooled skill, how often each model beats physics_default in RMSE (and, chronological, the single-site
+    networks in r) and the networks' physical plausibility (``plausible``, :func:`dam.scoring.plausibility` rows)."""
     summ = summary(table)
     per_site = summ.pivot(index="site", columns="model", values=["r", "rmse"])
     per_site.columns = [f"{metric} {model}" for metric, model in per_site.columns]
@@ -103,6 +105,11 @@ def report(
         if beat:
             lines += ["RMSE against physics_default:", "", pd.DataFrame(beat).to_markdown(index=False), ""]
     lines += _against_single_site(cfg, summ)
+    if plausible is not None:
+        total = plausible.groupby("model", sort=False)[["bound_violations", "water_created_mm"]].sum().reset_index()
+        lines += ["Physical plausibility of the networks on the test days, summed over sites (sensor-days outside the "
+                  "bounds; water gained by the top sensor's layer beyond the day's precipitation, mm):", "",
+                  total.to_markdown(index=False, floatfmt=".1f"), ""]  # fmt: skip
     lines += ["Pooled over all sites' test days (reliable sensors; by the standard layer of the sensor):", "",
               with_units(pooled).to_markdown(index=False, floatfmt=".3f"), "",
               "Per site, r and RMSE (m3 m-3), mean over reliable sensors:", "",

@@ -43,7 +43,7 @@ from .run_folder import (
     safe_name,
     write_manifest,
 )
-from .scoring import score, summary, write_tables
+from .scoring import plausibility, score, summary, write_tables
 
 
 def _mesh():
@@ -112,11 +112,9 @@ class MultiSiteExperiment:
                 for n in names:
                     self._site_stage(model, sites[n], keys[n], preds[n], timings)
                 jax.clear_caches()  # the programs the sites shared: XLA:CPU runs out of memory maps with too many
-        tables = []
-        for n in names:
-            tables.append(score(sites[n], preds[n]).assign(fold=fold_of[n]))
-        table = pd.concat(tables, ignore_index=True)
-        write_tables(self.run_dir, table)
+        table = pd.concat([score(sites[n], preds[n]).assign(fold=fold_of[n]) for n in names], ignore_index=True)
+        plausible = _plausibility(sites, preds)
+        write_tables(self.run_dir, table, plausible)
         from .multisite_report import pooled_metrics, report
 
         pooled = pooled_metrics(sites, preds)
@@ -127,7 +125,8 @@ class MultiSiteExperiment:
 
         plot_skill_by_site(self.run_dir / "figures" / "skill_by_site.png", summary(table), tuple(cfg.models))
         seconds = time.perf_counter() - t_start
-        io_safety.write_text(self.run_dir / "multisite.md", report(cfg, table, pooled, folds, seconds, self.failures))
+        text = report(cfg, table, pooled, folds, seconds, self.failures, plausible)
+        io_safety.write_text(self.run_dir / "multisite.md", text)
         io_safety.write_text(self.run_dir / "timings.json",
                              json.dumps({"total_seconds": seconds, "stages": timings}, indent=1))  # fmt: skip
         index["folds"] = {n: fold_of[n] for n in names}
@@ -245,6 +244,19 @@ class MultiSiteExperiment:
                 timings[f"{n}/{model}"] = got[n].seconds
             saved.append({"fold": fold, "file": f"{model}/{tag}.eqx", "train_sites": train, "test_sites": test})
         return saved
+
+
+def _plausibility(sites: dict[str, SiteData], preds: dict[str, dict[str, Prediction]]) -> pd.DataFrame | None:
+    """Physical plausibility of the multi-site networks on each site's test days (:func:`dam.scoring.plausibility`;
+    the water balance counted on the days physics_default holds no ice at the top sensor, where it ran)."""
+    rows = []
+    for n, data in sites.items():
+        base = preds[n].get("physics_default")
+        ice = ice_free_days(data, getattr(base, "total", None), getattr(base, "liquid", None))
+        precip = data.forcing[:, FEATURES.index("precip")]
+        rows += [{"site": n, "model": m, "scenario": "test", **plausibility(data, p.daily, precip, ice)}
+                 for m, p in preds[n].items() if m in MULTISITE_MODELS]  # fmt: skip
+    return pd.DataFrame(rows) if rows else None
 
 
 def run_multisite(config: ExperimentConfig) -> pd.DataFrame:

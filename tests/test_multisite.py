@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 import yaml
@@ -232,6 +233,10 @@ def test_leave_sites_out_never_trains_on_a_test_site(finished_run):
     for name in ("multisite.md", "pooled.csv", "metrics.md", "figures/skill_by_site.png", "models/index.json"):
         assert (out / name).is_file(), name
     assert "leave_sites_out" in (out / "multisite.md").read_text()
+    plausible = pd.read_csv(out / "plausibility.csv")  # the network's plausibility at every site it predicted
+    assert sorted(plausible["site"]) == sorted(folds) and set(plausible["model"]) == {"lstm_multisite"}
+    assert (plausible["bound_violations"] >= 0).all() and np.isfinite(plausible["water_created_mm"]).all()
+    assert "Physical plausibility of the networks" in (out / "multisite.md").read_text()
 
 
 def test_predict_unseen_site_and_refuse_unfinished(finished_run, sites, tmp_path, capsys):
