@@ -28,11 +28,14 @@ MODELS = (
 #: Models trained on many sites at once (dam.multisite): one network for all sites, static site attributes as inputs;
 #: the ``_physics_`` ones read the physics_default run as inputs too and predict its correction; the ``_ensemble_``
 #: one is pretrained on perturbed-parameter ensembles of its training sites (dam.multisite_pretrain); the
-#: ``_constrained_`` one is too, and trained with the physics-in-AI loss terms (``constraints``) besides.
+#: ``_constrained_`` one is too, and trained with the physics-in-AI loss terms (``constraints``) besides;
+#: ``hlstm_physics_ensemble_multisite`` is physics-guided and pretrained on the ensembles' departures from the
+#: default parameters' run.
 MULTISITE_MODELS = ("lstm_multisite", "hlstm_multisite", "lstm_physics_multisite", "hlstm_physics_multisite",
-                    "hlstm_ensemble_multisite", "hlstm_constrained_multisite")  # fmt: skip
+                    "hlstm_ensemble_multisite", "hlstm_constrained_multisite",
+                    "hlstm_physics_ensemble_multisite")  # fmt: skip
 #: The multi-site networks that read and correct the physics_default run.
-PHYSICS_GUIDED_MODELS = ("lstm_physics_multisite", "hlstm_physics_multisite")
+PHYSICS_GUIDED_MODELS = ("lstm_physics_multisite", "hlstm_physics_multisite", "hlstm_physics_ensemble_multisite")
 #: The multi-site networks with physics-in-AI loss terms (their water balance needs physics_default's ice).
 CONSTRAINED_MULTISITE_MODELS = ("hlstm_constrained_multisite",)
 #: Physics with parameters regionalised across sites (dam.multisite_dpl): one network from site attributes to soil

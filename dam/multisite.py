@@ -218,7 +218,8 @@ def train_multisite(
     """Train one network on the training days of ``sites`` (validated on their validation days, best epoch
     kept); returns the model and :func:`dam.training.fit`'s history. Members are (site, window) pairs; windows of
     ``cfg.window_days`` (at most the shortest training period) start every ``cfg.stride_days`` and their first
-    ``cfg.warmup_days`` are not scored. ``init`` continues from a trained model (its normalisers kept).
+    ``cfg.warmup_days`` are not scored. ``init`` continues from a trained model (its normalisers kept; its level
+    becomes ``level``).
     ``physics`` (site name -> physics_default's prediction) makes it a network that corrects the physics run,
     ``level="physics"`` one that keeps the run's level (:class:`MultiSiteModel`). ``constraints`` adds the
     physics-in-AI loss terms (:class:`Constraint`; ``ice_free``: site name -> (D,) days its water balance is
@@ -228,6 +229,10 @@ def train_multisite(
     b = Batch.of(sites, physics)
     if init is None:
         init = initial_model(kind, sites, b, cfg, seed, physics, level)
+    elif init.level != level:  # e.g. pretrained with a learned level on ensemble members whose levels differ
+        if level == "physics" and physics is None:
+            raise ValueError("level='physics' needs a network that reads the physics run (physics=...)")
+        init = MultiSiteModel(init.net, init.x_norm, init.a_norm, init.y_norm, level=level)
     return fit_batch(
         init,
         b,

@@ -32,8 +32,10 @@ from .multisite import (
     build_model,
     fit_batch,
     site_attributes,
+    site_inputs,
     standard_layers,
 )
+from .predictions import Prediction
 from .sequences import Normaliser
 
 #: Attributes a member takes from its perturbed parameters (attribute -> ensemble variable, transform).
@@ -57,19 +59,29 @@ def site_ensemble(data: SiteData, members: int, seed: int, progress: bool = Fals
     return targets, attributes
 
 
-def ensemble_batch(sites: list[SiteData], ensembles: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[Batch, list]:
+def ensemble_batch(
+    sites: list[SiteData], ensembles: dict[str, tuple[np.ndarray, np.ndarray]],
+    physics: dict[str, Prediction] | None = None,
+) -> tuple[Batch, list]:  # fmt: skip
     """The members of all ``sites`` as rows of one :class:`~dam.multisite.Batch` (targets on the training days,
-    validation targets on the validation days; every sensor is a standard layer) and each row's training days."""
+    validation targets on the validation days; every sensor is a standard layer) and each row's training days.
+    With ``physics`` (site name -> physics_default's prediction) the rows read the site's physics run as the
+    physics-guided networks do, and their base is member 0 (the default parameters): the network learns how the
+    physics changes with the soil attributes."""
     rows = [(s, m, y, a) for s in sites for m, (y, a) in enumerate(zip(*ensembles[s.name], strict=True))]
+    inputs = {s.name: site_inputs(s, None if physics is None else physics[s.name])[0] for s in sites}
     n, d, n_layers = len(rows), max(len(s.days) for s in sites), len(LAYERS)
-    forcing = np.zeros((n, d, sites[0].forcing.shape[1]))
+    forcing = np.zeros((n, d, inputs[sites[0].name].shape[1]))
+    base = np.zeros((n, d, n_layers))
     targets, val = np.full((n, d, n_layers), np.nan), np.full((n, d, n_layers), np.nan)
     for i, (s, _, y, _) in enumerate(rows):
-        forcing[i, : len(s.days)] = np.nan_to_num(s.forcing)
+        forcing[i, : len(s.days)] = np.nan_to_num(inputs[s.name])
+        if physics is not None:
+            base[i, : len(s.days)] = ensembles[s.name][0][0]
         targets[i, s.train], val[i, s.val] = y[s.train], y[s.val]
-    scale = np.nanstd(targets, axis=1) + SCALE_FLOOR
+    scale = np.nanstd(targets - base, axis=1) + SCALE_FLOOR
     batch = Batch(
-        names=tuple(f"{s.name}/member{m}" for s, m, _, _ in rows), forcing=forcing, base=np.zeros((n, d, n_layers)),
+        names=tuple(f"{s.name}/member{m}" for s, m, _, _ in rows), forcing=forcing, base=base,
         attributes=np.stack([a for _, _, _, a in rows]), targets=targets,
         val_targets=val, weights=np.repeat(np.eye(n_layers)[None], n, axis=0), scale=scale,
     )  # fmt: skip
@@ -87,21 +99,25 @@ def pretrain_multisite(
     checkpoint_dir: Path | None = None,
     progress: bool = False,
     mesh=None,
+    physics: dict[str, Prediction] | None = None,
 ) -> MultiSiteModel:
     """A fresh network (``kind``) trained ``epochs`` epochs on the ensembles (:func:`site_ensemble`) of ``sites``:
-    normalisers fitted on their training days, the members' attributes and simulated moisture."""
-    b, spans = ensemble_batch(sites, ensembles)
-    x = np.concatenate([s.forcing[s.train] for s in sites])
-    y = np.concatenate([row[sp] for row, sp in zip(b.targets, spans, strict=True)]).reshape(-1, 1)
-    norms = {"x_norm": Normaliser.fit(x), "a_norm": Normaliser.fit(b.attributes), "y_norm": Normaliser.fit(y)}
-    init = build_model(kind, cfg, seed, norms)
+    normalisers fitted on their training days, the members' attributes and simulated moisture (with ``physics``, a
+    physics-guided network: see :func:`ensemble_batch`; its level is learned, the members' levels differ)."""
+    b, spans = ensemble_batch(sites, ensembles, physics)
+    x = np.concatenate([site_inputs(s, None if physics is None else physics[s.name])[0][s.train] for s in sites])
+    y = np.concatenate([(row - base)[sp] for row, base, sp in zip(b.targets, b.base, spans, strict=True)])
+    norms = {"x_norm": Normaliser.fit(x), "a_norm": Normaliser.fit(b.attributes),
+             "y_norm": Normaliser.fit(y.reshape(-1, 1))}  # fmt: skip
+    init = build_model(kind, cfg, seed, norms, physics=physics is not None)
     model, _ = fit_batch(init, b, spans, cfg, seed=seed, epochs=epochs, checkpoint_dir=checkpoint_dir,
                          progress=progress, mesh=mesh, desc=f"pretrain {kind} x {len(b.names)} members")  # fmt: skip
     return model
 
 
 def pretrain_fold(kind: str, train: list[SiteData], ensembles: dict, cfg, checkpoint_dir: Path, mesh=None,
-                  store: Path | None = None, keys: dict[str, str] | None = None):  # fmt: skip
+                  store: Path | None = None, keys: dict[str, str] | None = None,
+                  physics: dict[str, Prediction] | None = None):  # fmt: skip
     """:func:`pretrain_multisite` on the ``train`` sites of an experiment (configuration ``cfg``: its ``pretrain``
     and ``network``), running the ensembles of the sites not yet in ``ensembles`` (site name -> ensemble); with a
     ``store`` folder each ensemble is also saved there and read back by a resumed run (:func:`stored_ensemble`;
@@ -112,7 +128,8 @@ def pretrain_fold(kind: str, train: list[SiteData], ensembles: dict, cfg, checkp
             path = None if store is None else store / f"{data.name}.nc"
             ensembles[data.name] = stored_ensemble(data, cfg.pretrain.members, cfg.seed, path, key)
     return pretrain_multisite(kind, train, ensembles, cfg.network, seed=cfg.seed, epochs=cfg.pretrain.epochs,
-                              checkpoint_dir=checkpoint_dir, progress=cfg.progress, mesh=mesh)  # fmt: skip
+                              checkpoint_dir=checkpoint_dir, progress=cfg.progress, mesh=mesh,
+                              physics=physics)  # fmt: skip
 
 
 def stored_ensemble(data: SiteData, members: int, seed: int, path: Path | None, key: str):

@@ -167,6 +167,8 @@ class MultiSiteExperiment:
         """Train the network of every fold (or read its predictions back) and predict its test sites."""
         cfg = self.config
         kind = model.removesuffix("_multisite")
+        pretrain = kind.endswith(("_ensemble", "_constrained"))  # the constrained one: as hlstm_constrained
+        kind = kind.removesuffix("_ensemble").removesuffix("_constrained")
         physics, usable = None, set(fold_of)
         if model in PHYSICS_GUIDED_MODELS:
             kind = kind.removesuffix("_physics")
@@ -174,8 +176,6 @@ class MultiSiteExperiment:
             usable = {n for n, p in physics.items() if p.layer_total is not None}  # not where the physics failed
         level = cfg.multisite_level if physics is not None else "learned"
         constrained = model in CONSTRAINED_MULTISITE_MODELS
-        pretrain = kind.endswith(("_ensemble", "_constrained"))  # the constrained one: as hlstm_constrained
-        kind = kind.removesuffix("_ensemble").removesuffix("_constrained")
         ice_free = None
         if constrained:  # physics_default listed before (checked by the config); where it failed: no water check
             base = {n: preds[n]["physics_default"] for n in fold_of}
@@ -202,11 +202,11 @@ class MultiSiteExperiment:
                 if pretrain:  # each site's ensemble runs once per run, each fold's pretraining once
                     from .multisite_pretrain import pretrain_fold
 
-                    memo = (kind, tuple(train))
+                    memo = (kind, tuple(train), physics is not None)
                     if memo not in self.pretrained:
                         self.pretrained[memo] = pretrain_fold(
                             kind, [sites[n] for n in train], self.ensembles, cfg, checkpoints / "pretrain",
-                            mesh=_mesh(), store=inside(self.run_dir, "ensembles"), keys=keys,
+                            mesh=_mesh(), store=inside(self.run_dir, "ensembles"), keys=keys, physics=physics,
                         )  # fmt: skip
                     init = self.pretrained[memo]
                 net, history = ms.train_multisite(
