@@ -421,6 +421,27 @@ def test_ensemble_pretraining_learns_the_physics_response_to_soil_attributes(tin
     for a, b in zip(jax.tree_util.tree_leaves(tuned.y_norm), jax.tree_util.tree_leaves(more.y_norm), strict=True):
         np.testing.assert_array_equal(a, b)  # the pretraining's normalisers are kept
     assert np.isfinite(MS.predict_site(tuned, tiny_data[2])).all()
+    # physics-guided: the rows read the site's physics run, their base is member 0 (the default parameters)
+    physics = {d.name: _fake_physics(d, 0.0) for d in tiny_data}
+    pb, spans = ensemble_batch(sites, ens, physics)
+    assert pb.forcing.shape[-1] == len(MS.FEATURES) + 2 * len(MS.LAYERS)
+    np.testing.assert_array_equal(pb.base[1, : len(sites[0].days)], targets[0])
+    x, a, base = (jax.numpy.asarray(v) for v in (pb.forcing, pb.attributes, pb.base))
+
+    def departure_rmse(model):
+        pred = np.asarray(jax.vmap(model.at_sensors)(x, a, jax.numpy.asarray(pb.weights), base))
+        return np.sqrt(np.nanmean((pred - pb.targets)[:, sites[0].train] ** 2))
+
+    g1 = pretrain_multisite("lstm", sites, ens, cfg, seed=0, epochs=1, physics=physics)
+    g8 = pretrain_multisite("lstm", sites, ens, cfg, seed=0, epochs=8, physics=physics)
+    assert g8.level == "learned" and departure_rmse(g8) < departure_rmse(g1)
+    kept, _ = MS.train_multisite("lstm", sites, cfg.model_copy(update={"epochs": 1}), seed=0, init=g8,
+                                 physics=physics, level="physics")  # fmt: skip
+    d = tiny_data[2]
+    whole = MS.predict_site(kept, d, physics[d.name])
+    np.testing.assert_allclose(whole.mean(axis=0), physics[d.name].daily.mean(axis=0), atol=1e-12)
+    with pytest.raises(ValueError, match="needs a network that reads the physics"):
+        MS.train_multisite("lstm", sites, cfg, seed=0, init=g8, level="physics")
 
 
 @pytest.mark.slow  # ensembles at four sites and a hierarchical pretraining (about 2 min on 2 cores)
