@@ -1,5 +1,6 @@
 """Pretraining of a multi-site network on perturbed-parameter ensembles of the physics at its training sites (the
-model ``hlstm_ensemble_multisite``; NeuralHydrology/δ-style "pretrain on simulations, fine-tune on observations").
+models ``hlstm_ensemble_multisite``, ``hlstm_constrained_multisite`` and, physics-guided,
+``hlstm_physics_ensemble_multisite``; NeuralHydrology/δ-style "pretrain on simulations, fine-tune on observations").
 
 Each training site runs ``pretrain.members`` members of :func:`dam.coupling.ensemble.perturbed_ensemble` (member 0
 the default parameters, the others Latin-hypercube factors on porosity, b, conductivity and the rest of
