@@ -176,10 +176,8 @@ class MultiSiteExperiment:
             usable = {n for n, p in physics.items() if p.layer_total is not None}  # not where the physics failed
         level = cfg.multisite_level if physics is not None else "learned"
         constrained = model in CONSTRAINED_MULTISITE_MODELS
-        ice_free = None
-        if constrained:  # physics_default listed before (checked by the config); where it failed: no water check
-            base = {n: preds[n]["physics_default"] for n in fold_of}
-            ice_free = {n: ice_free_days(sites[n], base[n].total, base[n].liquid) for n in fold_of}
+        # physics_default is listed before the constrained model (checked by the config)
+        ice_free = {n: _ice_free(sites[n], preds[n]) for n in fold_of} if constrained else None
         saved = []
         for fold in sorted(set(fold_of.values())):
             test = sorted(n for n, f in fold_of.items() if f == fold)
@@ -246,13 +244,19 @@ class MultiSiteExperiment:
         return saved
 
 
+def _ice_free(data: SiteData, site_preds: dict[str, Prediction]) -> np.ndarray:
+    """(D,) days the site's water balance is checked: those its physics_default run holds no ice at the top sensor
+    (:func:`dam.physics_in_ai.ice_free_days`; none where that run is absent or stopped and the sensor sees liquid)."""
+    base = site_preds.get("physics_default")
+    return ice_free_days(data, getattr(base, "total", None), getattr(base, "liquid", None))
+
+
 def _plausibility(sites: dict[str, SiteData], preds: dict[str, dict[str, Prediction]]) -> pd.DataFrame | None:
     """Physical plausibility of the multi-site networks on each site's test days (:func:`dam.scoring.plausibility`;
-    the water balance counted on the days physics_default holds no ice at the top sensor, where it ran)."""
+    the water balance counted on the :func:`_ice_free` days)."""
     rows = []
     for n, data in sites.items():
-        base = preds[n].get("physics_default")
-        ice = ice_free_days(data, getattr(base, "total", None), getattr(base, "liquid", None))
+        ice = _ice_free(data, preds[n])
         precip = data.forcing[:, FEATURES.index("precip")]
         rows += [{"site": n, "model": m, "scenario": "test", **plausibility(data, p.daily, precip, ice)}
                  for m, p in preds[n].items() if m in MULTISITE_MODELS]  # fmt: skip
