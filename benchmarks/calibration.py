@@ -6,7 +6,10 @@ Methods, all in the same latent space (a sigmoid onto each parameter's bounds, l
 
 - ``gradient``: :func:`dam.calibration.calibrate` (Adam, cosine-decayed learning rate, reverse-mode gradients
   through the station model); one step = one model evaluation (the budget rule of dam.calibration). With
-  ``--starts K``, K starts side by side in one batched run (multi-start; K evaluations per step).
+  ``--starts K``, K starts side by side in one batched run (multi-start; K evaluations per step). With
+  ``--truncation L`` the gradient is taken over windows of L steps run side by side (``truncation_steps`` of
+  :func:`dam.calibration.calibrate`: the loss is exact, the gradient truncated at window starts), a step costs a
+  forward run plus one batched reverse pass of L steps instead of the whole period's.
 - ``cmaes``: CMA-ES of the ``cma`` package (Hansen), step size 1 in latent units, default population; each
   population is evaluated in one call of the forward run vmapped over parameter sets.
 - ``sceua``: SCE-UA (Duan et al. 1992) of ``spotpy`` on the unit box of the bounds, evaluated one by one.
@@ -44,8 +47,13 @@ from _common import machine_info
 
 HERE = Path(__file__).resolve().parent
 FIELDS = ("soil.bexp", "soil.dksat", "soil.smcmax", "soil.psisat")
-# site -> (period start, end) of the benchmark: a warm season of half-hourly steps, two years of daily ones
-PERIODS = {"bondville_1998": ("1998-05-15", "1998-07-14T23:30"), "hyytiala_2000_2010": ("2003-01-01", "2004-12-31")}
+# site (name or folder name) -> (period start, end) of the benchmark: a warm season of half-hourly steps, two years
+# of daily ones. US-CRT_BASE (AmeriFlux BASE, half-hourly, measured forcing) is a folder of `dam convert-shared`.
+PERIODS = {
+    "bondville_1998": ("1998-05-15", "1998-07-14T23:30"),
+    "hyytiala_2000_2010": ("2003-01-01", "2004-12-31"),
+    "US-CRT_BASE": ("2011-05-15", "2011-07-14T23:30"),
+}
 SEARCH_FACTOR = 200  # search methods may run up to this many times the gradient's evaluations (for equal time)
 METHODS = ("gradient", "cmaes", "sceua", "lhs")
 LHS_BATCH = 16
@@ -89,7 +97,7 @@ def _setup(site_name: str, n_params: int):
     from dam.site_run import setup_station, spin_up
     from dam.sites import load_site
 
-    start, end = PERIODS.get(site_name, (None, None))
+    start, end = PERIODS.get(Path(site_name).name, (None, None))
     bottoms = np.round(np.linspace(0.125, 2.0, 16), 3).tolist() if n_params == 64 else None
     setup = spin_up(setup_station(load_site(site_name), start=start, end=end, layer_bottoms_m=bottoms))
     specs = make_specs([{"name": f, "per_layer": n_params > len(FIELDS)} for f in FIELDS])
@@ -206,12 +214,15 @@ def run_lhs(objective, template, specs, budget: int, seed: int, **stop) -> Trace
     return trace
 
 
-def run_gradient(setup, obs, specs, train_end, steps: int, lr: float, starts: int = 1) -> tuple[Trace, dict]:
-    """Adam through the station model (``starts`` side by side: :func:`dam.calibration.calibrate`); the trace has
-    one entry per step (the best start's loss) and no latents (the result carries the values)."""
+def run_gradient(setup, obs, specs, train_end, steps: int, lr: float, starts: int = 1, truncation: int | None = None
+                 ) -> tuple[Trace, dict]:  # fmt: skip
+    """Adam through the station model (``starts`` side by side, gradient windows of ``truncation`` steps:
+    :func:`dam.calibration.calibrate`); the trace has one entry per step (the best start's loss) and no latents
+    (the result carries the values)."""
     from dam.calibration import calibrate
 
-    res = calibrate(setup, obs, specs, end=train_end, steps=steps, learning_rate=lr, starts=starts, progress=False)
+    res = calibrate(setup, obs, specs, end=train_end, steps=steps, learning_rate=lr, starts=starts,
+                    truncation_steps=truncation, progress=False)  # fmt: skip
     trace = Trace()
     trace.seconds = list(np.cumsum(np.asarray(res.history["seconds"], float)))
     trace.losses = [float(v) for v in res.history["loss"]]
@@ -247,8 +258,8 @@ def _score(setup, obs, specs, values, truth, test_start) -> dict:
     return out
 
 
-def run_problem(site: str, n_params: int, kind: str, seeds, steps: int, lr: float, log, starts: int = 1
-                ) -> tuple[list, dict]:  # fmt: skip
+def run_problem(site: str, n_params: int, kind: str, seeds, steps: int, lr: float, log, starts: int = 1,
+                truncation: int | None = None) -> tuple[list, dict]:  # fmt: skip
     """Every method on one site, parameter count and kind ("synthetic" or "real"), for each seed: result rows
     and the traces of the first seed (for the figure)."""
     setup, specs, train_end = _setup(site, n_params)
@@ -259,20 +270,21 @@ def run_problem(site: str, n_params: int, kind: str, seeds, steps: int, lr: floa
         objective, z0, template = _search_objective(setup, obs, specs, train_end)
         if not compile_s:  # compile every program once, outside the timed runs
             t = time.perf_counter()
-            run_gradient(setup, obs, specs, train_end, 1, lr, starts)
+            run_gradient(setup, obs, specs, train_end, 1, lr, starts, truncation)
             compile_s["gradient"] = time.perf_counter() - t
             t = time.perf_counter()
             for k in {1, LHS_BATCH, _popsize(z0.size)}:
                 objective(np.repeat(z0[None], k, axis=0))
             compile_s["search"] = time.perf_counter() - t
         if gradient is None or kind == "synthetic":  # from the defaults, deterministic: once per real problem
-            grad_trace, grad_values = run_gradient(setup, obs, specs, train_end, steps, lr, starts)
+            grad_trace, grad_values = run_gradient(setup, obs, specs, train_end, steps, lr, starts, truncation)
             gradient = (grad_trace, grad_values, _score(setup, obs, specs, grad_values, truth, test_start))
         grad_trace, grad_values, grad_score = gradient
         seconds = grad_trace.seconds[-1]
-        base = {"site": site, "kind": kind, "n_params": int(z0.size), "seed": seed}
+        base = {"site": Path(site).name, "kind": kind, "n_params": int(z0.size), "seed": seed}
         evaluations = steps * starts  # every start's runs count
-        rows.append({**base, "method": "gradient", "starts": starts, "evaluations": evaluations, "seconds": seconds,
+        rows.append({**base, "method": "gradient", "starts": starts, "truncation_steps": truncation,
+                     "evaluations": evaluations, "seconds": seconds,
                      "train_loss": min(grad_trace.losses), **grad_score})  # fmt: skip
         budget = SEARCH_FACTOR * evaluations
         stop = {"limit_s": seconds, "min_evaluations": evaluations}  # what the rows use; no need to search beyond
@@ -352,6 +364,7 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=60, help="gradient steps (= model evaluations per start)")
     ap.add_argument("--starts", type=int, default=1, help="gradient multi-start: optimisations side by side")
     ap.add_argument("--learning-rate", type=float, default=0.1)
+    ap.add_argument("--truncation", type=int, default=None, help="gradient windows of this many model steps")
     ap.add_argument("--quick", action="store_true", help="bondville_1998, 4 parameters, 1 seed, 10 steps")
     ap.add_argument("--output", default=str(HERE / "results" / "calibration.json"))
     args = ap.parse_args(argv)
@@ -367,9 +380,9 @@ def main(argv=None) -> None:
         for n in args.params:
             for kind in args.kinds:
                 new, tr = run_problem(site, n, kind, list(range(args.seeds)), args.steps, args.learning_rate, print,
-                                      args.starts)  # fmt: skip
+                                      args.starts, args.truncation)  # fmt: skip
                 rows += new
-                traces[f"{site}, {kind}, {new[0]['n_params']} parameters"] = tr
+                traces[f"{Path(site).name}, {kind}, {new[0]['n_params']} parameters"] = tr
                 result = {"machine": machine_info(), "settings": vars(args), "rows": rows, "targets": targets(rows),
                           "benchmark_seconds": time.perf_counter() - t0}  # fmt: skip
                 out.write_text(json.dumps(result, indent=1, default=float))  # after each problem: kept if killed

@@ -100,7 +100,7 @@ def predict_run(
             preds[m] = Prediction(m, daily, 0.0, info)
             if finetune:
                 tuned = [(train_multisite(spec["kind"], [data], NetworkConfig(**spec["network"]), seed=spec["seed"],
-                                          init=net, epochs=finetune, progress=progress,
+                                          init=net, level=net.level, epochs=finetune, progress=progress,
                                           physics=None if phys(spec) is None else {data.name: physics})[0], spec)
                          for _, net, spec in entries]  # fmt: skip
                 daily = np.mean([predict_site(net, data, phys(spec)) for net, spec in tuned], axis=0)

@@ -336,7 +336,8 @@ def test_chronological_multisite_run_trains_once_on_every_sites_training_days(si
 
 def test_physics_guided_multisite_run_and_predict(sites, tmp_path):
     """A leave-sites-out run of the physics-guided network on the real physics: ``dam predict`` runs the physics
-    at a new site for it; a configuration without physics_default before it is refused."""
+    at a new site for it and fine-tuning there keeps the network's level; a configuration without physics_default
+    before it is refused."""
     out = tmp_path / "run"
     models = ["physics_default", "lstm_physics_multisite"]
     table = run_multisite(_config(sites, out, models=models, network={**TINY, "epochs": 1}))
@@ -348,6 +349,9 @@ def test_physics_guided_multisite_run_and_predict(sites, tmp_path):
     result, got = predict_run(out, [str(sites / "new" / "hyy_new")], finetune=1)
     preds = got["hyy_new"][1]
     assert np.isfinite(preds["lstm_physics_multisite"].daily).all() and "lstm_physics_multisite+finetune" in preds
+    # fine-tuning keeps the network's level: both follow the physics run's mean over the days
+    np.testing.assert_allclose(preds["lstm_physics_multisite+finetune"].daily.mean(axis=0),
+                               preds["lstm_physics_multisite"].daily.mean(axis=0), atol=1e-12)  # fmt: skip
     assert np.isfinite(result["rmse"]).all()
     with pytest.raises(ConfigError, match="list physics_default before it"):
         _config(sites, out, models=["lstm_physics_multisite", "physics_default"])
