@@ -33,6 +33,9 @@ Usage::
 
     python benchmarks/calibration.py --quick                     # one site, 4 parameters, 1 seed (minutes)
     python benchmarks/calibration.py --sites bondville_1998 hyytiala_2000_2010 --params 4 16 64 --seeds 5
+
+The results file is rewritten after every problem (site, parameter count, kind); ``--resume`` continues a run that
+stopped, keeping the problems it finished (the figure then shows the problems of the resumed part).
 """
 
 from __future__ import annotations
@@ -305,6 +308,9 @@ def run_problem(site: str, n_params: int, kind: str, seeds, steps: int, lr: floa
         log(f"{site} {kind} {z0.size} parameters, seed {seed}: done")
     for row in rows:
         row["compile_s_gradient"], row["compile_s_search"] = compile_s["gradient"], compile_s["search"]
+    import jax
+
+    jax.clear_caches()  # every problem compiles new programs: without this a long run exhausts the JIT's mappings
     return rows, traces
 
 
@@ -367,6 +373,7 @@ def main(argv=None) -> None:
     ap.add_argument("--truncation", type=int, default=None, help="gradient windows of this many model steps")
     ap.add_argument("--quick", action="store_true", help="bondville_1998, 4 parameters, 1 seed, 10 steps")
     ap.add_argument("--output", default=str(HERE / "results" / "calibration.json"))
+    ap.add_argument("--resume", action="store_true", help="keep the problems already in --output (same settings)")
     args = ap.parse_args(argv)
     if args.quick:
         args.sites, args.params, args.seeds, args.steps = ["bondville_1998"], [4], 1, 10
@@ -375,20 +382,44 @@ def main(argv=None) -> None:
     enable_x64()
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows, traces, t0 = [], {}, time.perf_counter()
+    rows, traces, done, spent = _resumed(out, args) if args.resume else ([], {}, set(), 0.0)
+    t0 = time.perf_counter() - spent
     for site in args.sites:
         for n in args.params:
             for kind in args.kinds:
+                if (Path(site).name, n, kind) in done:
+                    continue
                 new, tr = run_problem(site, n, kind, list(range(args.seeds)), args.steps, args.learning_rate, print,
                                       args.starts, args.truncation)  # fmt: skip
                 rows += new
                 traces[f"{Path(site).name}, {kind}, {new[0]['n_params']} parameters"] = tr
-                result = {"machine": machine_info(), "settings": vars(args), "rows": rows, "targets": targets(rows),
-                          "benchmark_seconds": time.perf_counter() - t0}  # fmt: skip
+                result = {"machine": machine_info(), "settings": _settings(args), "rows": rows,
+                          "targets": targets(rows), "benchmark_seconds": time.perf_counter() - t0,
+                          "traces": traces}  # fmt: skip
                 out.write_text(json.dumps(result, indent=1, default=float))  # after each problem: kept if killed
     plot(traces, out.with_suffix(".png"))
     _print_table(rows, result["targets"])
     print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def _settings(args) -> dict:
+    """The settings that define the rows (what a resumed run must share)."""
+    return {k: v for k, v in vars(args).items() if k not in ("output", "resume", "sites", "params", "kinds")}
+
+
+def _resumed(out: Path, args) -> tuple[list, dict, set, float]:
+    """(rows, traces, finished (site, parameter count, kind) problems, seconds spent) of an earlier run written
+    to ``out`` with the same settings; nothing when there is none."""
+    if not out.is_file():
+        return [], {}, set(), 0.0
+    old = json.loads(out.read_text())
+    theirs = {k: v for k, v in old["settings"].items() if k not in ("output", "resume", "sites", "params", "kinds")}
+    if theirs != _settings(args):
+        raise SystemExit(f"{out} was written with other settings ({theirs}); drop --resume or choose another --output")
+    # a row's n_params is its --params (4, 16 or 64 calibrated entries)
+    done = {(r["site"], r["n_params"], r["kind"]) for r in old["rows"]}
+    print(f"resuming {out}: {len(done)} problems done")
+    return old["rows"], old.get("traces", {}), done, float(old.get("benchmark_seconds", 0.0))
 
 
 def _print_table(rows, goals) -> None:
