@@ -397,7 +397,7 @@ def main(argv=None) -> None:
                                       args.starts, args.truncation)  # fmt: skip
                 rows += new
                 traces[f"{Path(site).name}, {kind}, {new[0]['n_params']} parameters"] = tr
-                result = {"machine": machine_info(), "settings": _settings(args), "rows": rows,
+                result = {"machine": machine_info(), "settings": _settings(vars(args)), "rows": rows,
                           "targets": targets(rows), "benchmark_seconds": time.perf_counter() - t0,
                           "traces": traces}  # fmt: skip
                 out.write_text(json.dumps(result, indent=1, default=float))  # after each problem: kept if killed
@@ -406,9 +406,10 @@ def main(argv=None) -> None:
     print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
-def _settings(args) -> dict:
-    """The settings that define the rows (what a resumed run must share)."""
-    return {k: v for k, v in vars(args).items() if k not in ("output", "resume", "sites", "params", "kinds")}
+def _settings(values: dict) -> dict:
+    """The command-line settings that define the rows (what a resumed run must share): all but where to write and
+    which problems to run."""
+    return {k: v for k, v in values.items() if k not in ("output", "resume", "sites", "params", "kinds")}
 
 
 def _resumed(out: Path, args) -> tuple[list, dict, set, float]:
@@ -417,8 +418,8 @@ def _resumed(out: Path, args) -> tuple[list, dict, set, float]:
     if not out.is_file():
         return [], {}, set(), 0.0
     old = json.loads(out.read_text())
-    theirs = {k: v for k, v in old["settings"].items() if k not in ("output", "resume", "sites", "params", "kinds")}
-    if theirs != _settings(args):
+    theirs = _settings(old["settings"])
+    if theirs != _settings(vars(args)):
         raise SystemExit(f"{out} was written with other settings ({theirs}); drop --resume or choose another --output")
     # a row's n_params is its --params (4, 16 or 64 calibrated entries)
     done = {(r["site"], r["n_params"], r["kind"]) for r in old["rows"]}

@@ -231,3 +231,24 @@ def test_calibration_benchmark_targets():
     assert wins["by_parameters"][64] == {"wins": 1, "sites": 3} and wins["met"] is False
     assert goals["synthetic_recovery_16_params"]["median_error"] == pytest.approx(0.035)
     assert goals["synthetic_recovery_16_params"]["met"] is True
+
+
+def test_calibration_benchmark_resume_keeps_finished_problems(tmp_path):
+    """--resume reads the finished problems back from the results file and refuses a file of other settings."""
+    import argparse
+    import json
+
+    cal = _benchmark_module("calibration")
+    args = argparse.Namespace(sites=["x"], params=[16], kinds=["real"], seeds=1, steps=60, starts=1,
+                              learning_rate=0.1, truncation=240, quick=False, output=str(tmp_path / "r.json"),
+                              resume=True)  # fmt: skip
+    out = tmp_path / "r.json"
+    assert cal._resumed(out, args) == ([], {}, set(), 0.0)  # nothing written yet
+    rows = [{"site": "x", "n_params": 16, "kind": "real", "method": "gradient", "test_rmse": 0.1}]
+    traces = {"x, real, 16 parameters": {"gradient": {"seconds": [1.0], "losses": [0.1]}}}
+    out.write_text(json.dumps({"settings": {**vars(args), "sites": ["y"]}, "rows": rows, "traces": traces,
+                               "benchmark_seconds": 12.5}))  # fmt: skip
+    assert cal._resumed(out, args) == (rows, traces, {("x", 16, "real")}, 12.5)
+    args.learning_rate = 0.3
+    with pytest.raises(SystemExit, match="other settings"):
+        cal._resumed(out, args)
