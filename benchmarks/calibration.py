@@ -402,7 +402,7 @@ def main(argv=None) -> None:
                           "traces": traces}  # fmt: skip
                 out.write_text(json.dumps(result, indent=1, default=float))  # after each problem: kept if killed
     plot(traces, out.with_suffix(".png"))
-    _print_table(rows, result["targets"])
+    _print_table(rows, targets(rows))
     print(f"wrote {out} and {out.with_suffix('.png')}")
 
 

@@ -249,6 +249,10 @@ def test_calibration_benchmark_resume_keeps_finished_problems(tmp_path):
     out.write_text(json.dumps({"settings": {**vars(args), "sites": ["y"]}, "rows": rows, "traces": traces,
                                "benchmark_seconds": 12.5}))  # fmt: skip
     assert cal._resumed(out, args) == (rows, traces, {("x", 16, "real")}, 12.5)
+    # a run whose problems are all done computes nothing and still writes its figure and table
+    cal.main(["--sites", "x", "--params", "16", "--kinds", "real", "--seeds", "1", "--truncation", "240",
+              "--output", str(out), "--resume"])  # fmt: skip
+    assert out.with_suffix(".png").is_file()
     args.learning_rate = 0.3
     with pytest.raises(SystemExit, match="other settings"):
         cal._resumed(out, args)
