@@ -9,7 +9,9 @@ Methods, all in the same latent space (a sigmoid onto each parameter's bounds, l
   ``--starts K``, K starts side by side in one batched run (multi-start; K evaluations per step). With
   ``--truncation L`` the gradient is taken over windows of L steps run side by side (``truncation_steps`` of
   :func:`dam.calibration.calibrate`: the loss is exact, the gradient truncated at window starts), a step costs a
-  forward run plus one batched reverse pass of L steps instead of the whole period's.
+  forward run plus one batched reverse pass of L steps instead of the whole period's. With ``--optimizer lbfgs``
+  the optimiser is L-BFGS (``optax.lbfgs``, zoom line search on exact gradients); its line-search trials (a
+  gradient each) count as evaluations too.
 - ``cmaes``: CMA-ES of the ``cma`` package (Hansen), step size 1 in latent units, default population; each
   population is evaluated in one call of the forward run vmapped over parameter sets.
 - ``sceua``: SCE-UA (Duan et al. 1992) of ``spotpy`` on the unit box of the bounds, evaluated one by one.
@@ -217,19 +219,23 @@ def run_lhs(objective, template, specs, budget: int, seed: int, **stop) -> Trace
     return trace
 
 
-def run_gradient(setup, obs, specs, train_end, steps: int, lr: float, starts: int = 1, truncation: int | None = None
-                 ) -> tuple[Trace, dict]:  # fmt: skip
-    """Adam through the station model (``starts`` side by side, gradient windows of ``truncation`` steps:
-    :func:`dam.calibration.calibrate`); the trace has one entry per step (the best start's loss) and no latents
-    (the result carries the values)."""
+def run_gradient(setup, obs, specs, train_end, steps: int, lr: float, starts: int = 1, truncation: int | None = None,
+                 optimizer: str = "adam") -> tuple[Trace, dict, int]:  # fmt: skip
+    """Adam (or L-BFGS) through the station model (``starts`` side by side, gradient windows of ``truncation``
+    steps: :func:`dam.calibration.calibrate`); the trace has one entry per step (the best start's loss) and no
+    latents (the result carries the values); the last item counts the model evaluations (line-search trials
+    included)."""
+    import optax
+
     from dam.calibration import calibrate
 
+    opt = optax.lbfgs() if optimizer == "lbfgs" else None
     res = calibrate(setup, obs, specs, end=train_end, steps=steps, learning_rate=lr, starts=starts,
-                    truncation_steps=truncation, progress=False)  # fmt: skip
+                    truncation_steps=truncation, optimizer=opt, progress=False)  # fmt: skip
     trace = Trace()
     trace.seconds = list(np.cumsum(np.asarray(res.history["seconds"], float)))
     trace.losses = [float(v) for v in res.history["loss"]]
-    return trace, res.values
+    return trace, res.values, res.evaluations
 
 
 def _values(latent, setup, specs):
@@ -262,7 +268,7 @@ def _score(setup, obs, specs, values, truth, test_start) -> dict:
 
 
 def run_problem(site: str, n_params: int, kind: str, seeds, steps: int, lr: float, log, starts: int = 1,
-                truncation: int | None = None) -> tuple[list, dict]:  # fmt: skip
+                truncation: int | None = None, optimizer: str = "adam") -> tuple[list, dict]:  # fmt: skip
     """Every method on one site, parameter count and kind ("synthetic" or "real"), for each seed: result rows
     and the traces of the first seed (for the figure)."""
     setup, specs, train_end = _setup(site, n_params)
@@ -273,21 +279,22 @@ def run_problem(site: str, n_params: int, kind: str, seeds, steps: int, lr: floa
         objective, z0, template = _search_objective(setup, obs, specs, train_end)
         if not compile_s:  # compile every program once, outside the timed runs
             t = time.perf_counter()
-            run_gradient(setup, obs, specs, train_end, 1, lr, starts, truncation)
+            run_gradient(setup, obs, specs, train_end, 1, lr, starts, truncation, optimizer)
             compile_s["gradient"] = time.perf_counter() - t
             t = time.perf_counter()
             for k in {1, LHS_BATCH, _popsize(z0.size)}:
                 objective(np.repeat(z0[None], k, axis=0))
             compile_s["search"] = time.perf_counter() - t
         if gradient is None or kind == "synthetic":  # from the defaults, deterministic: once per real problem
-            grad_trace, grad_values = run_gradient(setup, obs, specs, train_end, steps, lr, starts, truncation)
-            gradient = (grad_trace, grad_values, _score(setup, obs, specs, grad_values, truth, test_start))
-        grad_trace, grad_values, grad_score = gradient
+            grad_trace, grad_values, evaluations = run_gradient(setup, obs, specs, train_end, steps, lr, starts,
+                                                                truncation, optimizer)  # fmt: skip
+            score = _score(setup, obs, specs, grad_values, truth, test_start)
+            gradient = (grad_trace, grad_values, evaluations, score)
+        grad_trace, grad_values, evaluations, grad_score = gradient  # every start's runs count
         seconds = grad_trace.seconds[-1]
         base = {"site": Path(site).name, "kind": kind, "n_params": int(z0.size), "seed": seed}
-        evaluations = steps * starts  # every start's runs count
-        rows.append({**base, "method": "gradient", "starts": starts, "truncation_steps": truncation,
-                     "evaluations": evaluations, "seconds": seconds,
+        rows.append({**base, "method": "gradient", "optimizer": optimizer, "starts": starts,
+                     "truncation_steps": truncation, "evaluations": evaluations, "seconds": seconds,
                      "train_loss": min(grad_trace.losses), **grad_score})  # fmt: skip
         budget = SEARCH_FACTOR * evaluations
         stop = {"limit_s": seconds, "min_evaluations": evaluations}  # what the rows use; no need to search beyond
@@ -375,10 +382,15 @@ def main(argv=None) -> None:
     ap.add_argument("--starts", type=int, default=1, help="gradient multi-start: optimisations side by side")
     ap.add_argument("--learning-rate", type=float, default=0.1)
     ap.add_argument("--truncation", type=int, default=None, help="gradient windows of this many model steps")
+    ap.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam",
+                    help="gradient optimiser: Adam (cosine-decayed --learning-rate) or L-BFGS (optax.lbfgs, zoom line "
+                    "search; one start, exact gradients: no --truncation)")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="bondville_1998, 4 parameters, 1 seed, 10 steps")
     ap.add_argument("--output", default=str(HERE / "results" / "calibration.json"))
     ap.add_argument("--resume", action="store_true", help="keep the problems already in --output (same settings)")
     args = ap.parse_args(argv)
+    if args.optimizer == "lbfgs" and (args.truncation or args.starts > 1):
+        ap.error("--optimizer lbfgs takes one start and exact gradients (no --truncation)")
     if args.quick:
         args.sites, args.params, args.seeds, args.steps = ["bondville_1998"], [4], 1, 10
     from dam.precision import enable_x64
@@ -394,7 +406,7 @@ def main(argv=None) -> None:
                 if (Path(site).name, n, kind) in done:
                     continue
                 new, tr = run_problem(site, n, kind, list(range(args.seeds)), args.steps, args.learning_rate, print,
-                                      args.starts, args.truncation)  # fmt: skip
+                                      args.starts, args.truncation, args.optimizer)  # fmt: skip
                 rows += new
                 traces[f"{Path(site).name}, {kind}, {new[0]['n_params']} parameters"] = tr
                 result = {"machine": machine_info(), "settings": _settings(vars(args)), "rows": rows,

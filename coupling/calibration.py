@@ -52,6 +52,7 @@ __all__ = [
     "latent_vector",
     "latin_hypercube",
     "lhs_latents",
+    "loss_value",
     "make_problem",
     "make_specs",
     "score",
@@ -436,6 +437,14 @@ def value_and_grad(latent: Mapping[str, jax.Array], prob: CalibrationProblem) ->
     with respect to the latents (window starts from a forward run with ``latent``, no gradient through them)."""
     (value, terms), grad = _value_and_grad(latent, prob, _init_states(latent, prob))
     return value, terms, grad
+
+
+_forward_loss = eqx.filter_jit(lambda latent, prob, init: _loss(latent, prob, init)[0])
+
+
+def loss_value(latent: Mapping[str, jax.Array], prob: CalibrationProblem) -> jax.Array:
+    """The loss of ``latent`` alone: :func:`value_and_grad`'s value from forward runs only."""
+    return _forward_loss(latent, prob, _init_states(latent, prob))
 
 
 # --------------------------------------------------------------------------------------------------- direct

@@ -45,6 +45,7 @@ from .coupling.calibration import (
     latent_from_vector,
     latent_to_values,
     lhs_latents,
+    loss_value,
     make_problem,
     make_specs,
     moisture_kind,
@@ -152,7 +153,8 @@ def _single_batch(data, idx):
 class CalibrationResult:
     """``params`` the best parameters found (lowest loss evaluated); ``values`` their calibrated entries;
     ``latent`` their latents; ``history`` one row per evaluation (step, loss, data term, values, seconds);
-    ``specs`` the specs; ``evaluations`` model evaluations used (= steps)."""
+    ``specs`` the specs; ``evaluations`` model evaluations used (= steps, plus a line search's trial runs:
+    ``linesearch_steps`` in the history)."""
 
     params: StationParams
     values: dict[str, np.ndarray]
@@ -201,7 +203,9 @@ def calibrate(
         (warm-up) but not scored. Default: the whole set-up.
     steps : optimiser steps = model evaluations.
     optimizer : optax transformation on the latents; default Adam with a cosine decay from ``learning_rate`` to 5 %
-        of it over ``steps`` (damps the oscillation of plain Adam near the optimum).
+        of it over ``steps`` (damps the oscillation of plain Adam near the optimum). An optimiser with a line
+        search (``optax.lbfgs``, single start) scores its trial steps with forward runs
+        (:func:`~dam.coupling.calibration.loss_value`: the exact loss, no gradient).
     loss : :class:`PhysicsLoss` (data term and weights); default masked RMSE. ``w_bounds`` penalises modelled
         moisture outside [0, SMCMAX]; the water and heat terms are for hybrids (the physics conserves both).
     truncation_steps : gradient window length (:mod:`dam.coupling.calibration`); ``None`` = the whole run.
@@ -257,12 +261,14 @@ def calibrate_problem(
 
     best, history = fit(
         latent, None, None, n_members=1, batch_size=1, batch_fn=_single_batch, grad_fn=grad_fn, epochs=steps,
-        optimizer=optimizer, select="train", shuffle=False, checkpoint_dir=checkpoint_dir, progress=progress,
-        desc=desc,
+        value_fn=lambda lat: loss_value(lat, prob), optimizer=optimizer, select="train", shuffle=False,
+        checkpoint_dir=checkpoint_dir, progress=progress, desc=desc,
     )  # fmt: skip
     values = {k: np.asarray(v) for k, v in latent_to_values(best, specs).items()}
-    frame = _history_frame(history, "step", ["data", *values_row(best, specs)])
-    return CalibrationResult(apply_parameters(prob.params, specs, values), values, best, frame, specs, steps)
+    trials = ["linesearch_steps"] if "linesearch_steps" in history else []
+    frame = _history_frame(history, "step", ["data", *values_row(best, specs), *trials])
+    evaluations = steps + int(sum(history.get("linesearch_steps", [])))
+    return CalibrationResult(apply_parameters(prob.params, specs, values), values, best, frame, specs, evaluations)
 
 
 def _calibrate_starts(prob, latent, steps, optimizer, starts, seed, progress, checkpoint_dir, desc):

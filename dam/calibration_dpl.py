@@ -29,6 +29,7 @@ from .coupling.calibration import (
     latent_from_vector,
     latent_to_values,
     latent_vector,
+    loss_value,
     make_specs,
     value_and_grad,
 )
@@ -44,8 +45,10 @@ __all__ = ["DPLResult", "calibrate_dpl"]
 class DPLResult:
     """``network`` the trained MLP (normalised attributes -> latent vector, or with ``residual`` its change from
     the site's own latents); ``params`` / ``values`` per site; ``history`` one row per step (mean loss and
-    per-site losses); ``attr_mean`` / ``attr_std`` the attribute normalisation (apply to new sites with
-    :meth:`predict`)."""
+    per-site losses of the trained sites; with validation sites ``val_loss``, and the untrained network's in
+    ``history.attrs["initial_val_loss"]``); ``attr_mean`` / ``attr_std`` the attribute normalisation (apply to new
+    sites with :meth:`predict`); ``validation`` the sites held out of training and ``best_step`` the step
+    returned (-1: the untrained network)."""
 
     network: eqx.Module
     params: list[StationParams]
@@ -56,6 +59,8 @@ class DPLResult:
     attr_std: np.ndarray
     template: dict[str, jax.Array]
     residual: bool = False
+    validation: tuple[int, ...] = ()
+    best_step: int | None = None
 
     def predict(self, attributes, params: Sequence[StationParams] | None = None) -> list[dict[str, np.ndarray]]:
         """Parameter values for sites with ``attributes`` (n_sites, n_attr); a ``residual`` network also needs
@@ -73,18 +78,21 @@ class DPLResult:
         return out
 
 
-def _dpl_network(n_attr: int, start, width: int, depth: int, seed: int, dtype) -> eqx.Module:
-    """An MLP whose output starts at the latent vector ``start`` (last layer weights scaled by 0.01)."""
+def _dpl_network(n_attr: int, start, width: int, depth: int, seed: int, dtype, scale: float = 0.01) -> eqx.Module:
+    """An MLP whose output starts at the latent vector ``start`` (last layer weights scaled by ``scale``; 0: exactly
+    ``start`` for every site)."""
     net = eqx.nn.MLP(n_attr, int(start.size), width, depth, activation=jnp.tanh, key=jax.random.PRNGKey(seed))
     last = net.layers[-1]
-    net = eqx.tree_at(lambda m: (m.layers[-1].weight, m.layers[-1].bias), net, (last.weight * 0.01, start))
+    net = eqx.tree_at(lambda m: (m.layers[-1].weight, m.layers[-1].bias), net, (last.weight * scale, start))
     return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype) if eqx.is_inexact_array(x) else x, net)
 
 
-def _dpl_grad_fn(probs: Sequence[CalibrationProblem], a_norm: jax.Array, offsets: jax.Array, template, specs):
+def _dpl_grad_fn(probs: Sequence[CalibrationProblem], a_norm: jax.Array, offsets: jax.Array, template, specs,
+                 labels: Sequence[int]):  # fmt: skip
     """The gradient of the mean site loss with respect to the network: each site's latent gradient pulled back
     through the network (one compiled gradient per site shape); ``offsets`` (n_sites, n_latent) are added to
-    the network's output (zero, or each site's own latents for a residual network)."""
+    the network's output (zero, or each site's own latents for a residual network); each site's loss is reported
+    as ``site<label>``."""
 
     def grad_fn(network, _):
         site_losses, net_grad = [], None
@@ -94,7 +102,7 @@ def _dpl_grad_fn(probs: Sequence[CalibrationProblem], a_norm: jax.Array, offsets
             (g_net,) = pullback(latent_vector(g_lat, specs) / len(probs))
             net_grad = g_net if net_grad is None else jax.tree_util.tree_map(jnp.add, net_grad, g_net)
             site_losses.append(float(value))
-        return float(np.mean(site_losses)), net_grad, {f"site{i}": v for i, v in enumerate(site_losses)}
+        return float(np.mean(site_losses)), net_grad, {f"site{k}": v for k, v in zip(labels, site_losses, strict=True)}
 
     return grad_fn
 
@@ -119,6 +127,8 @@ def calibrate_dpl(
     variable: str = "soil_moisture",
     skip_unreliable: bool = True,
     residual: bool = False,
+    validation: Sequence[int] = (),
+    patience: int | None = None,
     progress: bool = True,
     checkpoint_dir: str | Path | None = None,
 ) -> DPLResult:
@@ -132,10 +142,15 @@ def calibrate_dpl(
         normalised here by their mean and standard deviation over the sites.
     network : any module mapping (n_attr,) to (n_latent,) (n_latent = total size of the specs); default an
         ``eqx.nn.MLP(width, depth, tanh)`` whose output starts at the first site's default latents (with
-        ``residual``: at zero).
+        ``residual``: exactly zero, its last layer's weights start at zero).
     windows : per-site loss windows ``(start, end)``; default the whole set-up.
     residual : the network gives the change of each site's latents from its own set-up's values (every site
         starts from its own table parameters; new sites need theirs, :meth:`DPLResult.predict`).
+    validation : indices of sites held out of training (early stopping on sites): the network is trained on
+        the others and the step returned is the one whose mean loss at these sites (a forward run each) is
+        lowest, the untrained network included (with ``residual``: every site's table parameters). Empty: the
+        step of the lowest training loss.
+    patience : with ``validation``, stop after this many steps without a lower validation loss.
     Other arguments as :func:`calibrate`; the default optimiser is ``optax.adam(learning_rate)``.
     """
     specs = make_specs(specs)
@@ -146,6 +161,9 @@ def calibrate_dpl(
     attributes = np.asarray(attributes, float).reshape(n_sites, -1)
     mean, std = attributes.mean(axis=0), attributes.std(axis=0)
     std = np.where(std > 0, std, 1.0)
+    held = sorted({int(i) for i in validation})
+    if any(not 0 <= i < n_sites for i in held) or len(held) >= n_sites:
+        raise ValueError(f"validation must name some but not all of the {n_sites} sites by index, got {validation}")
     probs = [_problem(s, o, specs, loss, w0, w1, truncation_steps, checkpoint_every, variable=variable,
                       skip_unreliable=skip_unreliable)
              for s, o, (w0, w1) in zip(setups, observations, windows, strict=True)]  # fmt: skip
@@ -155,15 +173,31 @@ def calibrate_dpl(
     dtype = jnp.asarray(setups[0].state0.soil.smc).dtype
     if network is None:
         start = jnp.zeros_like(own[0]) if residual else latent_vector(template, specs)
-        network = _dpl_network(attributes.shape[1], start, width, depth, seed, dtype)
+        network = _dpl_network(attributes.shape[1], start, width, depth, seed, dtype, 0.0 if residual else 0.01)
+    a_norm = jnp.asarray((attributes - mean) / std)
+    trained = [i for i in range(n_sites) if i not in held]
+    val_fn = None
+    if held:
+
+        def val_fn(net):
+            vecs = [net(a_norm[i]) + offsets[i] for i in held]
+            return np.mean([float(loss_value(latent_from_vector(v, template, specs), probs[i]))
+                            for v, i in zip(vecs, held, strict=True)])  # fmt: skip
+
     network, history = fit(
         network, None, None, n_members=1, batch_size=1, batch_fn=_single_batch, epochs=steps,
-        grad_fn=_dpl_grad_fn(probs, jnp.asarray((attributes - mean) / std), offsets, template, specs),
-        optimizer=optimizer or optax.adam(learning_rate), select="train", shuffle=False,
+        grad_fn=_dpl_grad_fn([probs[i] for i in trained], a_norm[jnp.asarray(trained)],
+                             offsets[jnp.asarray(trained)], template, specs, trained),
+        optimizer=optimizer or optax.adam(learning_rate), select="val" if held else "train", val_fn=val_fn,
+        validate_initial=bool(held), patience=patience if held else None, shuffle=False,
         checkpoint_dir=checkpoint_dir, progress=progress, desc="calibrate_dpl",
     )  # fmt: skip
-    frame = _history_frame(history, "step", [f"site{i}" for i in range(n_sites)])
-    result = DPLResult(network, [], [], frame, specs, mean, std, template, residual)
+    frame = _history_frame(history, "step", [f"site{i}" for i in trained])
+    if held:
+        frame["val_loss"] = history["val_loss"]
+        frame.attrs["initial_val_loss"] = history["initial_val"]
+    result = DPLResult(network, [], [], frame, specs, mean, std, template, residual, tuple(held),
+                       history["best_epoch"])  # fmt: skip
     result.values = result.predict(attributes, [s.params for s in setups])
     result.params = [apply_parameters(s.params, specs, v) for s, v in zip(setups, result.values, strict=True)]
     return result

@@ -111,6 +111,10 @@ class CalibrationConfig(Strict):
     window_steps: int = Field(2880, ge=1, description="scored model steps at the end of the training period")
     warmup_steps: int = Field(480, ge=0, description="steps before the window run with the calibrated parameters")
     lhs_baseline: bool = Field(True, description="also run a Latin-hypercube search with the same budget")
+    dpl_validation_sites: int = Field(
+        0, ge=0, description="physics_dpl: training sites of each fold held out to choose the network's step (the "
+        "lowest mean loss at them, the table parameters included); 0: the step of the lowest training loss",
+    )  # fmt: skip
     checkpoint_every: int | None = Field(1, ge=1, description="rematerialisation segment of the gradient, steps")
     phase_change_gradient: PhaseChangeGradient = Field("implicit", description=PHASE_CHANGE_GRADIENT_HELP)
 

@@ -35,13 +35,19 @@ MODEL = "physics_dpl"
 
 def train_dpl(train: list[SiteData], c: CalibrationConfig, *, seed: int, progress: bool = False,
               checkpoint_dir: Path | None = None) -> DPLResult:  # fmt: skip
-    """The dPL network of the ``train`` sites (see the module docs)."""
+    """The dPL network of the ``train`` sites (see the module docs); ``c.dpl_validation_sites`` of them (a
+    permutation drawn with ``seed``) are held out to choose its step."""
     windows = [calibration_window(d, c) for d in train]
+    if c.dpl_validation_sites >= len(train):
+        raise ValueError(f"calibration.dpl_validation_sites = {c.dpl_validation_sites} leaves none of the "
+                         f"{len(train)} training sites to train physics_dpl on")  # fmt: skip
+    held = np.random.default_rng(seed).permutation(len(train))[: c.dpl_validation_sites]
     setups = [s.with_phase_change_gradient(c.phase_change_gradient) for s, _ in windows]
     return calibrate_dpl(
         setups, None, np.stack([site_attributes(d) for d in train]), c.parameters, seed=seed,
         windows=[(first, None) for _, first in windows], steps=c.steps, learning_rate=c.learning_rate,
-        checkpoint_every=c.checkpoint_every, residual=True, progress=progress, checkpoint_dir=checkpoint_dir,
+        checkpoint_every=c.checkpoint_every, residual=True, validation=held.tolist(), progress=progress,
+        checkpoint_dir=checkpoint_dir,
     )  # fmt: skip
 
 
@@ -90,11 +96,14 @@ def dpl_folds(run_dir: Path, cfg, sites: dict[str, SiteData], fold_of: dict[str,
                 save_prediction(run_dir, sites[n], got[n], key)
             trained = {n: {k: np.asarray(v).tolist() for k, v in vals.items()}
                        for n, vals in zip(train, result.values, strict=True)}  # fmt: skip
+            held = [train[i] for i in result.validation]
+            val = [float(v) for v in result.history.get("val_loss", [])]
             io_safety.write_text(inside(run_dir, "models", MODEL, f"fold{fold}.json"), json.dumps(
                 {"fold": fold, "key": key, "train_sites": train, "test_sites": test, "train_loss": loss,
+                 "validation_sites": held, "validation_loss": val, "best_step": result.best_step,
                  "train_values": trained, "seconds": seconds}, indent=1))  # fmt: skip
             print(f"[{MODEL} fold{fold}] trained at {len(train)} sites in {seconds:.1f} s (loss {loss[0]:.4f} -> "
-                  f"{min(loss):.4f})", flush=True)  # fmt: skip
+                  f"{min(loss):.4f}; step returned {result.best_step})", flush=True)  # fmt: skip
         for n in test:
             preds[n][MODEL] = got[n]
             timings[f"{n}/{MODEL}"] = got[n].seconds

@@ -136,6 +136,7 @@ def fit(
     n_members: int | None = None,
     shuffle: bool = True,
     grad_fn: Callable[[Any, Any], tuple] | None = None,
+    value_fn: Callable[[Any], Any] | None = None,
     val_fn: Callable[[Any], Any] | None = None,
     validate_initial: bool = False,
     select: Select | None = None,
@@ -168,6 +169,10 @@ def fit(
     grad_fn : ``grad_fn(model, batch) -> (loss, grads)`` or ``(loss, grads, info)`` in place of the gradient of
         ``loss_fn``, for objectives that are not one jit-able function (grads shaped like the trainable part,
         ``None`` elsewhere; ``info`` a dict of floats, kept per epoch in the history). Batches are not padded.
+    value_fn : with ``grad_fn``, ``value_fn(model) -> scalar`` the objective alone (jit-able), for optimisers with a
+        line search (``optax.lbfgs``): an optimiser that takes extra arguments is given ``value``, ``grad`` and
+        ``value_fn`` (with ``loss_fn`` the batch's objective is used); the history then has ``linesearch_steps``
+        (the line search's evaluations of the objective in the last batch of each epoch).
     val_fn : ``val_fn(model) -> scalar``, lower is better, after every epoch.
     validate_initial : also validate the model before training; it is then a candidate (``best_epoch`` -1).
     select : the model returned: ``"val"`` the best validation epoch (default with ``val_fn``), ``"train"`` the
@@ -197,7 +202,7 @@ def fit(
         raise ValueError(f"select must be 'val' (with val_fn), 'train' or 'last', got {select!r}")
     if grad_fn is not None and mesh is not None:
         raise ValueError("grad_fn and mesh cannot be combined: the engine cannot place a custom gradient")
-    run = _Run(model, loss_fn, data, trainable, batch_fn, n_members, batch_size, mesh, grad_fn, min_delta)
+    run = _Run(model, loss_fn, data, trainable, batch_fn, n_members, batch_size, mesh, grad_fn, min_delta, value_fn)
     optimizer = default_optimizer(learning_rate, epochs * run.n_batches) if optimizer is None else optimizer
     run.start(optimizer, checkpoint_dir)
     if validate_initial and run.first == 0 and val_fn is not None:
@@ -226,10 +231,12 @@ def fit(
 class _Run:
     """The state of one :func:`fit` call: batching, the compiled step, the best model, history, checkpoints."""
 
-    def __init__(self, model, loss_fn, data, trainable, batch_fn, n_members, batch_size, mesh, grad_fn, min_delta):
+    def __init__(self, model, loss_fn, data, trainable, batch_fn, n_members, batch_size, mesh, grad_fn, min_delta,
+                 value_fn=None):  # fmt: skip
         self.spec = trainable_filter(model) if trainable is None else trainable
         self.params, self.frozen = eqx.partition(model, self.spec)
         self.loss_fn, self.grad_fn, self.mesh, self.min_delta = loss_fn, grad_fn, mesh, min_delta
+        self.value_fn = value_fn
         self.data = data
         self.batch_fn = _default_batch if batch_fn is None else batch_fn
         if n_members is None:
@@ -295,18 +302,25 @@ class _Run:
     # ------------------------------------------------------------------ the loop
     def _make_step(self) -> Callable:
         optimizer, mesh = self.optimizer, self.mesh
+        extra_args = isinstance(optimizer, optax.GradientTransformationExtraArgs)
 
-        @eqx.filter_jit
-        def update(params, opt_state, grads):
-            updates, opt_state = optimizer.update(grads, opt_state, params)
+        def apply(params, opt_state, grads, value, value_fn):
+            """One optimiser update; a line search (extra arguments) also gets the value and objective."""
+            kw = dict(value=value, grad=grads, value_fn=value_fn) if extra_args and value_fn is not None else {}
+            updates, opt_state = optimizer.update(grads, opt_state, params, **kw)
             return eqx.apply_updates(params, updates), opt_state
 
         if self.grad_fn is not None:
+            frozen_value = None
+            if self.value_fn is not None:
+                frozen_value = lambda params: self.value_fn(eqx.combine(params, self.frozen))  # noqa: E731
+            update = eqx.filter_jit(lambda p, s, g, v: apply(p, s, g, v, frozen_value))
 
             def custom(params, opt_state, frozen, batch, weight):
                 out = self.grad_fn(eqx.combine(params, frozen), batch)
                 loss, grads, info = out if len(out) == 3 else (*out, {})
-                return (*update(params, opt_state, grads), loss, info)
+                value = jnp.asarray(loss, jax.tree_util.tree_leaves(params)[0].dtype)
+                return (*update(params, opt_state, grads, value), loss, info)
 
             return custom
 
@@ -327,8 +341,7 @@ class _Run:
         @eqx.filter_jit
         def step(params, opt_state, frozen, batch, weight):
             loss, grads = jax.value_and_grad(objective)(params, frozen, batch, weight)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            params = eqx.apply_updates(params, updates)
+            params, opt_state = apply(params, opt_state, grads, loss, lambda p: objective(p, frozen, batch, weight))
             if mesh is not None:  # keep the model replicated (the gradient is already all-reduced by XLA)
                 params, opt_state = jax.lax.with_sharding_constraint((params, opt_state), self.replicated)
             return params, opt_state, loss, {}
@@ -353,6 +366,9 @@ class _Run:
                 batch, weight = jax.device_put((batch, weight), self.member_sharding)
             self.params, self.opt_state, loss, info = self.step(self.params, self.opt_state, self.frozen, batch,
                                                                 weight)  # fmt: skip
+            trials = optax.tree_utils.tree_get(self.opt_state, "num_linesearch_steps")
+            if trials is not None:  # a line search's objective evaluations (optax.lbfgs)
+                info = {**info, "linesearch_steps": trials}
             total = total + loss * real
         for key, value in info.items():
             self.history.setdefault(key, []).append(float(value))

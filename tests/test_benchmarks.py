@@ -240,8 +240,8 @@ def test_calibration_benchmark_resume_keeps_finished_problems(tmp_path):
 
     cal = _benchmark_module("calibration")
     args = argparse.Namespace(sites=["x"], params=[16], kinds=["real"], seeds=1, steps=60, starts=1,
-                              learning_rate=0.1, truncation=240, quick=False, output=str(tmp_path / "r.json"),
-                              resume=True)  # fmt: skip
+                              learning_rate=0.1, truncation=240, optimizer="adam", quick=False,
+                              output=str(tmp_path / "r.json"), resume=True)  # fmt: skip
     out = tmp_path / "r.json"
     assert cal._resumed(out, args) == ([], {}, set(), 0.0)  # nothing written yet
     rows = [{"site": "x", "n_params": 16, "kind": "real", "method": "gradient", "test_rmse": 0.1}]
@@ -256,3 +256,5 @@ def test_calibration_benchmark_resume_keeps_finished_problems(tmp_path):
     args.learning_rate = 0.3
     with pytest.raises(SystemExit, match="other settings"):
         cal._resumed(out, args)
+    with pytest.raises(SystemExit):  # L-BFGS's line search needs the exact gradient
+        cal.main(["--optimizer", "lbfgs", "--truncation", "240", "--output", str(out)])

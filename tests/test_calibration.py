@@ -149,3 +149,31 @@ def test_dpl_learns_site_specific_parameters(synthetic):
     for v in res.values:
         assert lo <= float(v["soil.smcmax"]) <= hi
     assert float(res.values[1]["soil.smcmax"]) > float(res.values[0]["soil.smcmax"])
+
+
+def test_dpl_validation_sites_choose_the_step(synthetic):
+    """Sites held out of dPL training choose the step returned: a held-out site whose sensors read the table
+    parameters' run (training moves every site away from them) keeps the untrained network (step -1: every site's
+    table values); one that reads the truth, as the trained sites do, gets the step of its lowest loss."""
+    setup, truth, obs = synthetic
+    table = _observed(setup, setup.params)
+    specs_values = initial_latent(setup.params, SPECS)
+    for held_obs, improves in ((table, False), (obs, True)):
+        res = calibrate_dpl([setup] * 3, [obs, obs, held_obs], [[0.0], [1.0], [0.5]], SPECS, steps=4,
+                            learning_rate=0.01, residual=True, validation=[2], progress=False)  # fmt: skip
+        hist = res.history
+        assert res.validation == (2,) and {"site0", "site1", "val_loss"} <= set(hist) and "site2" not in hist
+        assert hist["loss"].min() < hist["loss"].iloc[0]  # the trained sites improve either way
+        untrained = hist.attrs["initial_val_loss"]
+        if improves:
+            assert res.best_step == int(np.argmin(hist["val_loss"])) and min(hist["val_loss"]) < untrained
+            moved = abs(float(res.values[2]["soil.smcmax"]) - truth["soil.smcmax"])
+            assert moved < abs(float(setup.params.soil.smcmax[0]) - truth["soil.smcmax"])
+        else:
+            assert res.best_step == -1 and min(hist["val_loss"]) > untrained
+            for values in res.values:
+                for spec in SPECS:
+                    np.testing.assert_allclose(values[spec.name], spec.from_latent(specs_values[spec.name]),
+                                               rtol=1e-12)  # fmt: skip
+    with pytest.raises(ValueError, match="validation"):
+        calibrate_dpl([setup] * 2, [obs, obs], [[0.0], [1.0]], SPECS, steps=1, validation=[0, 1], progress=False)

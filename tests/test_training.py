@@ -207,6 +207,33 @@ def test_select_train_keeps_the_parameters_of_the_lowest_full_batch_loss(toy):
     assert h["x0"] == [float(x[0]) for x in seen]
 
 
+def test_line_search_optimiser_gets_the_objective(toy):
+    """optax.lbfgs (zoom line search) gets the value, gradient and objective from ``fit``: on a least-squares
+    problem it reaches the solution in a few full-batch steps, with ``loss_fn`` and with ``grad_fn`` + ``value_fn``
+    alike, and the history counts its line-search evaluations."""
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(20, 4)), rng.normal(size=20)
+    solution = np.linalg.lstsq(a, b, rcond=None)[0]
+    data = {"a": jnp.asarray(a), "b": jnp.asarray(b)}
+    loss = lambda w, d: jnp.mean((d["a"] @ w["w"] - d["b"]) ** 2)  # noqa: E731
+    w0 = {"w": jnp.zeros(4)}
+    kw = dict(epochs=8, batch_size=20, shuffle=False, optimizer=optax.lbfgs(), progress=False)
+    fitted, history = fit(w0, loss, data, **kw)
+    np.testing.assert_allclose(np.asarray(fitted["w"]), solution, rtol=1e-6)
+    assert len(history["linesearch_steps"]) == 8 and min(history["linesearch_steps"]) >= 1
+
+    def grad_fn(w, _):
+        value, grad = jax.value_and_grad(loss)(w, data)
+        return value, grad
+
+    fitted, history = fit(w0, None, None, n_members=1, batch_fn=lambda d, i: None, grad_fn=grad_fn,
+                          value_fn=lambda w: loss(w, data), **{**kw, "batch_size": 1})  # fmt: skip
+    np.testing.assert_allclose(np.asarray(fitted["w"]), solution, rtol=1e-6)
+    assert "linesearch_steps" in history
+    _, adam = fit(w0, loss, data, **{**kw, "optimizer": optax.adam(0.1)})  # no line search, nothing counted
+    assert "linesearch_steps" not in adam
+
+
 def test_early_stopping_returns_best(toy):
     """A validation score that worsens after epoch 2 stops the run after `patience` more epochs and the
     returned model is the one of epoch 2."""
