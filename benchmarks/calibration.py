@@ -43,6 +43,7 @@ stopped, keeping the problems it finished (the figure then shows the problems of
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -225,17 +226,23 @@ def run_gradient(setup, obs, specs, train_end, steps: int, lr: float, starts: in
     steps: :func:`dam.calibration.calibrate`); the trace has one entry per step (the best start's loss) and no
     latents (the result carries the values); the last item counts the model evaluations (line-search trials
     included)."""
-    import optax
-
     from dam.calibration import calibrate
 
-    opt = optax.lbfgs() if optimizer == "lbfgs" else None
+    opt = _lbfgs() if optimizer == "lbfgs" else None
     res = calibrate(setup, obs, specs, end=train_end, steps=steps, learning_rate=lr, starts=starts,
                     truncation_steps=truncation, optimizer=opt, progress=False)  # fmt: skip
     trace = Trace()
     trace.seconds = list(np.cumsum(np.asarray(res.history["seconds"], float)))
     trace.losses = [float(v) for v in res.history["loss"]]
     return trace, res.values, res.evaluations
+
+
+@functools.cache
+def _lbfgs():
+    """One L-BFGS object for the process: its compiled update (line search included) is reused by the timed run."""
+    import optax
+
+    return optax.lbfgs()
 
 
 def _values(latent, setup, specs):

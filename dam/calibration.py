@@ -148,6 +148,11 @@ def _single_batch(data, idx):
     return None
 
 
+def _objective(prob, latent):
+    """The loss of ``latent`` (for line searches; a module function, so its ``Partial`` compiles once)."""
+    return loss_value(latent, prob)
+
+
 # --------------------------------------------------------------------------------------------------- direct
 @dataclasses.dataclass
 class CalibrationResult:
@@ -204,8 +209,9 @@ def calibrate(
     steps : optimiser steps = model evaluations.
     optimizer : optax transformation on the latents; default Adam with a cosine decay from ``learning_rate`` to 5 %
         of it over ``steps`` (damps the oscillation of plain Adam near the optimum). An optimiser with a line
-        search (``optax.lbfgs``, single start) scores its trial steps with forward runs
-        (:func:`~dam.coupling.calibration.loss_value`: the exact loss, no gradient).
+        search (``optax.lbfgs``, single start) gets the loss as its objective
+        (:func:`~dam.coupling.calibration.loss_value`; the zoom line search of ``optax.lbfgs`` also differentiates
+        it, so each trial step costs a gradient and counts as an evaluation).
     loss : :class:`PhysicsLoss` (data term and weights); default masked RMSE. ``w_bounds`` penalises modelled
         moisture outside [0, SMCMAX]; the water and heat terms are for hybrids (the physics conserves both).
     truncation_steps : gradient window length (:mod:`dam.coupling.calibration`); ``None`` = the whole run.
@@ -261,7 +267,7 @@ def calibrate_problem(
 
     best, history = fit(
         latent, None, None, n_members=1, batch_size=1, batch_fn=_single_batch, grad_fn=grad_fn, epochs=steps,
-        value_fn=lambda lat: loss_value(lat, prob), optimizer=optimizer, select="train", shuffle=False,
+        value_fn=jax.tree_util.Partial(_objective, prob), optimizer=optimizer, select="train", shuffle=False,
         checkpoint_dir=checkpoint_dir, progress=progress, desc=desc,
     )  # fmt: skip
     values = {k: np.asarray(v) for k, v in latent_to_values(best, specs).items()}

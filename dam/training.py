@@ -172,7 +172,9 @@ def fit(
     value_fn : with ``grad_fn``, ``value_fn(model) -> scalar`` the objective alone (jit-able), for optimisers with a
         line search (``optax.lbfgs``): an optimiser that takes extra arguments is given ``value``, ``grad`` and
         ``value_fn`` (with ``loss_fn`` the batch's objective is used); the history then has ``linesearch_steps``
-        (the line search's evaluations of the objective in the last batch of each epoch).
+        (the line search's evaluations of the objective in the last batch of each epoch). The update compiles once
+        per optimiser object and shapes: pass the same optimiser and a ``jax.tree_util.Partial`` objective (its
+        arrays are traced) and later fits reuse the program.
     val_fn : ``val_fn(model) -> scalar``, lower is better, after every epoch.
     validate_initial : also validate the model before training; it is then a candidate (``best_epoch`` -1).
     select : the model returned: ``"val"`` the best validation epoch (default with ``val_fn``), ``"train"`` the
@@ -228,6 +230,25 @@ def fit(
     return run.finish()
 
 
+def _update(optimizer, params, opt_state, grads, value, value_fn):
+    """One optimiser update; one that takes extra arguments (a line search: ``optax.lbfgs``) also gets the value,
+    the gradient and the objective ``value_fn(params)``."""
+    kw = {}
+    if value_fn is not None and isinstance(optimizer, optax.GradientTransformationExtraArgs):
+        kw = dict(value=value, grad=grads, value_fn=value_fn)
+    updates, opt_state = optimizer.update(grads, opt_state, params, **kw)
+    return eqx.apply_updates(params, updates), opt_state
+
+
+@eqx.filter_jit
+def _jit_update(optimizer, params, opt_state, grads, value, frozen, value_fn):
+    """:func:`_update` of a ``grad_fn`` training, compiled once per optimiser and shapes: a ``value_fn`` that is a
+    pytree (``jax.tree_util.Partial`` of arrays) is traced, so later fits with the same optimiser and objective
+    structure (another site's calibration) reuse the program."""
+    objective = None if value_fn is None else (lambda p: value_fn(eqx.combine(p, frozen)))
+    return _update(optimizer, params, opt_state, grads, value, objective)
+
+
 class _Run:
     """The state of one :func:`fit` call: batching, the compiled step, the best model, history, checkpoints."""
 
@@ -271,7 +292,11 @@ class _Run:
     # ------------------------------------------------------------------ set-up and checkpoints
     def start(self, optimizer: optax.GradientTransformation, checkpoint_dir: str | Path | None) -> None:
         self.optimizer = optimizer
-        self.opt_state = optimizer.init(self.params)
+        # weak-typed leaves (optax.lbfgs's line-search info) come back strong from the first update: make them
+        # strong now, else the update compiles twice
+        self.opt_state = jax.tree_util.tree_map(
+            lambda x: jnp.asarray(x, x.dtype) if getattr(x, "weak_type", False) else x, optimizer.init(self.params)
+        )
         self.fingerprint = _fingerprint(self.params, self.opt_state)
         self.step = self._make_step()
         if checkpoint_dir is not None:
@@ -302,25 +327,15 @@ class _Run:
     # ------------------------------------------------------------------ the loop
     def _make_step(self) -> Callable:
         optimizer, mesh = self.optimizer, self.mesh
-        extra_args = isinstance(optimizer, optax.GradientTransformationExtraArgs)
-
-        def apply(params, opt_state, grads, value, value_fn):
-            """One optimiser update; a line search (extra arguments) also gets the value and objective."""
-            kw = dict(value=value, grad=grads, value_fn=value_fn) if extra_args and value_fn is not None else {}
-            updates, opt_state = optimizer.update(grads, opt_state, params, **kw)
-            return eqx.apply_updates(params, updates), opt_state
 
         if self.grad_fn is not None:
-            frozen_value = None
-            if self.value_fn is not None:
-                frozen_value = lambda params: self.value_fn(eqx.combine(params, self.frozen))  # noqa: E731
-            update = eqx.filter_jit(lambda p, s, g, v: apply(p, s, g, v, frozen_value))
+            value_fn = self.value_fn
 
             def custom(params, opt_state, frozen, batch, weight):
                 out = self.grad_fn(eqx.combine(params, frozen), batch)
                 loss, grads, info = out if len(out) == 3 else (*out, {})
                 value = jnp.asarray(loss, jax.tree_util.tree_leaves(params)[0].dtype)
-                return (*update(params, opt_state, grads, value), loss, info)
+                return (*_jit_update(optimizer, params, opt_state, grads, value, frozen, value_fn), loss, info)
 
             return custom
 
@@ -341,7 +356,8 @@ class _Run:
         @eqx.filter_jit
         def step(params, opt_state, frozen, batch, weight):
             loss, grads = jax.value_and_grad(objective)(params, frozen, batch, weight)
-            params, opt_state = apply(params, opt_state, grads, loss, lambda p: objective(p, frozen, batch, weight))
+            params, opt_state = _update(optimizer, params, opt_state, grads, loss,
+                                        lambda p: objective(p, frozen, batch, weight))  # fmt: skip
             if mesh is not None:  # keep the model replicated (the gradient is already all-reduced by XLA)
                 params, opt_state = jax.lax.with_sharding_constraint((params, opt_state), self.replicated)
             return params, opt_state, loss, {}
