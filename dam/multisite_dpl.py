@@ -97,10 +97,10 @@ def dpl_folds(run_dir: Path, cfg, sites: dict[str, SiteData], fold_of: dict[str,
             trained = {n: {k: np.asarray(v).tolist() for k, v in vals.items()}
                        for n, vals in zip(train, result.values, strict=True)}  # fmt: skip
             held = [train[i] for i in result.validation]
-            val = [float(v) for v in result.history.get("val_loss", [])]
+            val = [result.history.attrs["initial_val_loss"], *result.history["val_loss"]] if held else []
             io_safety.write_text(inside(run_dir, "models", MODEL, f"fold{fold}.json"), json.dumps(
                 {"fold": fold, "key": key, "train_sites": train, "test_sites": test, "train_loss": loss,
-                 "validation_sites": held, "validation_loss": val, "best_step": result.best_step,
+                 "validation_sites": held, "validation_loss": [float(v) for v in val], "best_step": result.best_step,
                  "train_values": trained, "seconds": seconds}, indent=1))  # fmt: skip
             print(f"[{MODEL} fold{fold}] trained at {len(train)} sites in {seconds:.1f} s (loss {loss[0]:.4f} -> "
                   f"{min(loss):.4f}; step returned {result.best_step})", flush=True)  # fmt: skip

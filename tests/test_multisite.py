@@ -480,17 +480,23 @@ def test_ensemble_pretrained_networks_in_a_leave_sites_out_run(sites, tmp_path, 
 def test_dpl_regionalisation_in_a_leave_sites_out_run(sites, tmp_path):
     """physics_dpl: one network per fold from attributes to soil parameters, trained through the physics at the
     training sites (starting from every site's own table values); its test sites run with the parameters it
-    gives them, which differ from the table values and between sites."""
+    gives them, which differ from the table values and between sites. One of each fold's two training sites is
+    held out to choose the step (the lowest loss there, before training included)."""
     out = tmp_path / "run"
     calibration = {"steps": 3, "window_steps": 120, "warmup_steps": 30, "learning_rate": 0.3,
-                   "parameters": ["soil.bexp", "soil.smcmax"]}  # fmt: skip
+                   "parameters": ["soil.bexp", "soil.smcmax"], "dpl_validation_sites": 1}  # fmt: skip
     table = run_multisite(_config(sites, out, models=["physics_default", "physics_dpl"], calibration=calibration))
     assert set(table["model"]) == {"physics_default", "physics_dpl"} and np.isfinite(table["rmse"]).all()
     folds = [yaml.safe_load((out / "models" / "physics_dpl" / f"fold{k}.json").read_text()) for k in (0, 1)]
     for fold in folds:
         assert fold["train_loss"][-1] != fold["train_loss"][0]
         assert not set(fold["train_sites"]) & set(fold["test_sites"])
+        assert len(fold["validation_sites"]) == 1 and set(fold["validation_sites"]) < set(fold["train_sites"])
+        assert len(fold["validation_loss"]) == 4  # before training and after each of the 3 steps
+        assert fold["best_step"] == int(np.argmin(fold["validation_loss"])) - 1
     with xr.open_dataset(out / "predictions" / "hyy_a" / "physics_dpl.nc") as ds:
         values = yaml.safe_load(ds.attrs["info"])["values"]
     default = prepare_site(str(sites / "train" / "hyy_a"), spinup_cycles=0).setup.params.soil
-    assert not np.isclose(float(np.ravel(values["soil.smcmax"])[0]), float(np.ravel(default.smcmax)[0]))
+    untrained = next(f for f in folds if "hyy_a" in f["test_sites"])["best_step"] == -1  # then the table values
+    same = np.isclose(float(np.ravel(values["soil.smcmax"])[0]), float(np.ravel(default.smcmax)[0]), rtol=1e-12)
+    assert same == untrained
