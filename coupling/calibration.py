@@ -45,6 +45,7 @@ __all__ = [
     "ObservationTarget",
     "ParameterSpec",
     "apply_parameters",
+    "current_values",
     "forward_moisture",
     "initial_latent",
     "latent_from_vector",
@@ -181,8 +182,13 @@ def _field_value(params: StationParams, spec: ParameterSpec) -> np.ndarray:
     return v if spec.per_layer else np.asarray(v.reshape(-1)[0])
 
 
+def current_values(params: StationParams, specs: Sequence[ParameterSpec]) -> dict[str, np.ndarray]:
+    """The values of the specs' fields in ``params`` (a non-per-layer spec takes the first layer's value)."""
+    return {s.name: _field_value(params, s) for s in specs}
+
+
 def initial_latent(params: StationParams, specs: Sequence[ParameterSpec]) -> dict[str, jax.Array]:
-    """Latents of the current values of ``params`` (a non-per-layer spec takes the first layer's value)."""
+    """Latents of the current values of ``params`` (:func:`current_values`)."""
     return {s.name: jnp.asarray(s.to_latent(_field_value(params, s))) for s in specs}
 
 
@@ -447,18 +453,12 @@ def loss_value(latent: Mapping[str, jax.Array], prob: CalibrationProblem) -> jax
     return _forward_loss(latent, prob, _init_states(latent, prob))
 
 
-# --------------------------------------------------------------------------------------------------- direct
-
-
 def values_row(latent: Mapping[str, jax.Array], specs: Sequence[ParameterSpec]) -> dict[str, float]:
     """The physical values of ``latent`` as a flat row (``name`` or ``name[k]`` per layer)."""
     row = {}
     for s in specs:
         v = np.asarray(s.from_latent(latent[s.name]))
-        if v.ndim == 0:
-            row[s.name] = float(v)
-        else:
-            row.update({f"{s.name}[{k}]": float(x) for k, x in enumerate(v)})
+        row.update({s.name: float(v)} if v.ndim == 0 else {f"{s.name}[{k}]": float(x) for k, x in enumerate(v)})
     return row
 
 

@@ -25,6 +25,7 @@ from .coupling.calibration import (
     CalibrationProblem,
     ParameterSpec,
     apply_parameters,
+    current_values,
     initial_latent,
     latent_from_vector,
     latent_to_values,
@@ -70,11 +71,15 @@ class DPLResult:
             raise ValueError("a residual dPL network predicts from each site's own parameters: pass params per site")
         out = []
         for i, row in enumerate(a):
-            vec = self.network(jnp.asarray(row))
-            if self.residual:
-                vec = vec + latent_vector(initial_latent(params[i], self.specs), self.specs)
-            lat = latent_from_vector(vec, self.template, self.specs)
-            out.append({k: np.asarray(v) for k, v in latent_to_values(lat, self.specs).items()})
+            change = self.network(jnp.asarray(row))
+            vec = change + latent_vector(initial_latent(params[i], self.specs), self.specs) if self.residual else change
+            values = latent_to_values(latent_from_vector(vec, self.template, self.specs), self.specs)
+            values = {k: np.asarray(v) for k, v in values.items()}
+            if self.residual:  # an unchanged entry keeps the site's value exactly (the latent round trip is not)
+                kept = latent_from_vector(change == 0, self.template, self.specs)
+                own = current_values(params[i], self.specs)
+                values = {k: np.where(np.asarray(kept[k]), own[k], v) for k, v in values.items()}
+            out.append(values)
         return out
 
 

@@ -169,12 +169,7 @@ def fit(
     grad_fn : ``grad_fn(model, batch) -> (loss, grads)`` or ``(loss, grads, info)`` in place of the gradient of
         ``loss_fn``, for objectives that are not one jit-able function (grads shaped like the trainable part,
         ``None`` elsewhere; ``info`` a dict of floats, kept per epoch in the history). Batches are not padded.
-    value_fn : with ``grad_fn``, ``value_fn(model) -> scalar`` the objective alone (jit-able), for optimisers with a
-        line search (``optax.lbfgs``): an optimiser that takes extra arguments is given ``value``, ``grad`` and
-        ``value_fn`` (with ``loss_fn`` the batch's objective is used); the history then has ``linesearch_steps``
-        (the line search's evaluations of the objective in the last batch of each epoch). The update compiles once
-        per optimiser object and shapes: pass the same optimiser and a ``jax.tree_util.Partial`` objective (its
-        arrays are traced) and later fits reuse the program.
+    value_fn : with ``grad_fn``, the objective ``value_fn(model)`` for a line search (``optax.lbfgs``): :func:`_update`.
     val_fn : ``val_fn(model) -> scalar``, lower is better, after every epoch.
     validate_initial : also validate the model before training; it is then a candidate (``best_epoch`` -1).
     select : the model returned: ``"val"`` the best validation epoch (default with ``val_fn``), ``"train"`` the
@@ -232,7 +227,10 @@ def fit(
 
 def _update(optimizer, params, opt_state, grads, value, value_fn):
     """One optimiser update; one that takes extra arguments (a line search: ``optax.lbfgs``) also gets the value,
-    the gradient and the objective ``value_fn(params)``."""
+    the gradient and the objective ``value_fn(params)``. The history of :func:`fit` then has ``linesearch_steps``
+    (the line search's evaluations of the objective in the last batch of each epoch). A ``grad_fn`` training's
+    update compiles once per optimiser object and shapes (:func:`_jit_update`): pass the same optimiser and a
+    ``jax.tree_util.Partial`` objective (its arrays are traced) and later fits reuse the program."""
     kw = {}
     if value_fn is not None and isinstance(optimizer, optax.GradientTransformationExtraArgs):
         kw = dict(value=value, grad=grads, value_fn=value_fn)
