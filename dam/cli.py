@@ -3,8 +3,9 @@
 dam demo [--output-dir DIR]                      run the shipped Bondville case and compare with Fortran
 dam soil-column CASE --output OUT.csv|OUT.nc [--dtype float64|float32] [--replay]   CASE: folder or shipped name
 dam make-grid DIR [--lat --lon --steps --seed]   synthetic gridded inputs and a grid_run.yaml
-dam grid-run CONFIG.yaml [--coordinator HOST:PORT --num-processes N --process-id K]   sharded, checkpointed,
-                                                 resumable grid run (one process, or one of N)
+dam grid-run CONFIG.yaml [--local-processes N | --coordinator HOST:PORT --num-processes N --process-id K]
+                                                 sharded, checkpointed, resumable grid run (one process, N
+                                                 pinned to their own cores here, or one of N)
 dam run-station SITE --output OUT.nc [--start --end --spinup N --gaps --dtype]   physics-only run at a site
 dam experiment [CONFIG.yaml|quick|full]          the hybrid-modelling experiment (resumable run folder)
 dam convert-site SOURCE --metadata META.yaml --output SITE_DIR   a flux-tower file + metadata -> a site folder
@@ -24,33 +25,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-from dam.cli_types import address as _address
+from dam.cli_grid import add_grid_run as _add_grid_run
+from dam.cli_types import UserError
 from dam.cli_types import count as _count
+from dam.cli_types import one_line as _one_line
 from dam.cli_types import path as _path
 
 
 def _setup_numerics(dtype: str) -> None:
-    # Must run before JAX creates its CPU backend (i.e. before any array exists) and compiles anything.
-    from dam.compile_cache import enable_compile_cache
-    from dam.precision import enable_x64, fortran_exact_cpu
+    from dam.precision import setup_numerics
 
-    fortran_exact_cpu()
-    if dtype == "float64":
-        enable_x64()
-    enable_compile_cache()  # a second run of a command loads its compiled programs (docs/performance.md)
+    setup_numerics(dtype)
 
 
 #: Most spin-up passes a run takes: each pass is a year of model time, so a typo (10000) would run for days.
 MAX_SPINUP = 100
-
-
-class UserError(ValueError):
-    """A command-line usage error found by a subcommand (printed as one ``dam: error:`` line)."""
 
 
 def _case_inputs(case_dir: Path) -> list[Path]:
@@ -184,34 +177,6 @@ def _demo(args: argparse.Namespace) -> int:
     ok = all(results["replay"][k] <= TOLERANCES[k] for k in TOLERANCES)
     print("replay within tolerances:", "yes" if ok else "NO")
     return 0 if ok else 1
-
-
-def _grid_run(args: argparse.Namespace) -> int:
-    from dam.grid_run import GridRunConfig
-
-    config = GridRunConfig.from_yaml(args.config)
-    settings = {"coordinator_address": args.coordinator, "num_processes": args.num_processes,
-                "process_id": args.process_id}  # fmt: skip
-    given = [k for k, v in settings.items() if v is not None]
-    if given and len(given) < 3:
-        raise UserError("--coordinator, --num-processes and --process-id go together (or $DAM_COORDINATOR, "
-                        "$DAM_NUM_PROCESSES and $DAM_PROCESS_ID)")  # fmt: skip
-    if given and args.process_id >= args.num_processes:
-        raise UserError(f"--process-id {args.process_id} must be below --num-processes {args.num_processes}")
-    _setup_numerics(config.dtype)
-    from dam.sharding import initialize_distributed
-
-    # Before any array exists; without settings, an srun step of several tasks is detected by JAX.
-    if not given or args.num_processes > 1:
-        try:
-            initialize_distributed(**(settings if given else {}))
-        except Exception as err:  # noqa: BLE001 - an unreachable coordinator, a port in use, a missing peer
-            raise UserError(f"cannot join the run's processes ({_one_line(err)[:300]})") from None
-    from dam.grid_run import grid_run
-
-    summary = grid_run(config, progress=not args.quiet, overwrite=args.overwrite)
-    print(json.dumps(summary, indent=1))
-    return 0
 
 
 def _make_grid(args: argparse.Namespace) -> int:
@@ -425,22 +390,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_grid_run(sub) -> None:
-    """The grid-run command, with the options of a run over several processes."""
-    grid = sub.add_parser("grid-run", help="run the soil column over a grid (sharded, checkpointed, resumable)")
-    grid.add_argument("config", help="YAML configuration (see docs/grid_runs.md)")
-    grid.add_argument("--overwrite", action="store_true", help="replace a store and checkpoints of another run")
-    grid.add_argument("--quiet", action="store_true", help="no progress bar")
-    env = os.environ.get
-    grid.add_argument("--coordinator", metavar="HOST:PORT", type=_address, default=env("DAM_COORDINATOR"),
-                      help="process 0's address: run as one of several processes ($DAM_COORDINATOR)")  # fmt: skip
-    grid.add_argument("--num-processes", type=_count(1), default=env("DAM_NUM_PROCESSES"),
-                      help="processes of the run, all started alike ($DAM_NUM_PROCESSES)")  # fmt: skip
-    grid.add_argument("--process-id", type=_count(0), default=env("DAM_PROCESS_ID"),
-                      help="this process, 0 to --num-processes - 1 ($DAM_PROCESS_ID)")  # fmt: skip
-    grid.set_defaults(func=_grid_run)
-
-
 def _add_make_grid(sub, overwrite: dict) -> None:
     """The make-grid command: a synthetic grid to try grid-run on."""
     make = sub.add_parser("make-grid", help="write a synthetic grid (static fields, forcing, grid_run.yaml)")
@@ -467,11 +416,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (CaseError, ConfigError, GridRunError, OutputError, PlausibilityError, RunFolderError, SiteError,
             UserError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)  # fmt: skip
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return " ".join(text.split())
 
 
 def main(argv: list[str] | None = None) -> int:

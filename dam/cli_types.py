@@ -1,8 +1,19 @@
-"""Argument types of the ``dam`` command line: each turns a bad value into one argparse error line."""
+"""Argument types of the ``dam`` command line (each turns a bad value into one argparse error line), and its
+user error."""
 
 from __future__ import annotations
 
 import argparse
+
+
+class UserError(ValueError):
+    """A command-line usage error found by a subcommand (printed as one ``dam: error:`` line)."""
+
+
+def one_line(err: BaseException) -> str:
+    """An error's message on one line (its type's name if it has none)."""
+    text = str(err).strip() or type(err).__name__
+    return " ".join(text.split())
 
 
 def count(minimum: int, maximum: int | None = None):

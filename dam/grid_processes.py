@@ -247,5 +247,6 @@ def check_process_count(store: dict, procs: Processes, output: str, checkpoint_d
     if count != procs.count:
         raise RunFolderError(
             f"output {output} is a run of {count} process(es) and this is {procs.count}: resume it with "
-            f"--num-processes {count}, or delete {output} and {checkpoint_dir} to start afresh"
+            f"{count} processes (--local-processes {count}, or --num-processes {count} each), or delete {output} and "
+            f"{checkpoint_dir} to start afresh"
         )

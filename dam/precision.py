@@ -37,6 +37,19 @@ def enable_x64() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
+def setup_numerics(dtype: str) -> None:
+    """The CLI's floating-point and compile set-up: no fused multiply-adds, float64 if asked, the compile cache.
+
+    Must run before JAX creates its CPU backend (i.e. before any array exists) and compiles anything.
+    """
+    from dam.compile_cache import enable_compile_cache
+
+    fortran_exact_cpu()
+    if dtype == "float64":
+        enable_x64()
+    enable_compile_cache()  # a second run of a command loads its compiled programs (docs/performance.md)
+
+
 def resolve_dtype(name: str) -> jnp.dtype:
     """'float64' or 'float32' to a dtype, enabling x64 when float64 is asked for."""
     if name == "float64":

@@ -258,3 +258,25 @@ def test_calibration_benchmark_resume_keeps_finished_problems(tmp_path):
         cal._resumed(out, args)
     with pytest.raises(SystemExit):  # L-BFGS's line search needs the exact gradient
         cal.main(["--optimizer", "lbfgs", "--truncation", "240", "--output", str(out)])
+
+
+@pytest.mark.slow
+def test_cores_benchmark_splits_the_same_columns_over_pinned_processes(tmp_path):
+    """``benchmarks/cores.py`` on a tiny workload: every configuration runs all columns, each process on its own
+    cores, and the JSON has the ratios to one core and the target (about 40 s of starting and compiling)."""
+    out = tmp_path / "cores.json"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    cmd = [sys.executable, str(BENCHMARKS / "cores.py"), "--columns", "33", "--steps", "4", "--repeats", "2"]
+    proc = subprocess.run([*cmd, "--isa", "native", "--output", str(out)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    cores = result["machine"]["affinity"]
+    rows = {r["config"]: r for r in result["rows"]}
+    assert list(rows) == ["1 core", "1 process", f"{len(cores)} processes"]
+    assert rows["1 core"]["cores"] == [cores[:1]] and rows["1 process"]["cores"] == [cores]
+    assert sorted(c for group in rows[f"{len(cores)} processes"]["cores"] for c in group) == cores
+    assert all(
+        r["columns"] == 33 and len(r["repeats_s"]) == 2 and _positive(r["column_steps_per_s"]) for r in rows.values()
+    )
+    assert rows["1 core"]["x_one_core"] == 1.0
+    assert set(result["target"]["measured"]) == {"native"} and out.with_suffix(".png").exists()

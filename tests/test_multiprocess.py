@@ -96,14 +96,16 @@ def _assert_same_output(a: Path, b: Path) -> None:
 
 
 def test_two_processes_equal_one(tmp_path):
-    """Two processes (each its share of the latitude bands, one store, own checkpoints) write the same store as
-    one process; a single process may neither resume the two-process run nor remove its checkpoints."""
+    """Two processes (``--local-processes 2``: each its share of the latitude bands and of the CPU cores, one
+    store, own checkpoints) write the same store as one process; a single process may neither resume the
+    two-process run nor remove its checkpoints."""
     one, two = _grid_folder(tmp_path, "one"), _grid_folder(tmp_path, "two")
     env = _env()
     t0 = time.perf_counter()
-    procs = _start(one, env) + _start(two, env, processes=2, port=_free_port())  # all at once: less wall time
+    local = [sys.executable, "-m", "dam.cli", "grid-run", str(two / "grid_run.yaml"), "--local-processes", "2"]
+    procs = _start(one, env) + _launch(local, two, env, 1, 0)  # all at once: less wall time
     outputs = _finish(procs)
-    assert all('"finished": true' in out for out in outputs)
+    assert all('"finished": true' in out for out in outputs)  # process 1's summary is not printed
     assert '"processes": 2' in outputs[1] and '"processes"' not in outputs[0]
     _assert_same_output(one / "out.zarr", two / "out.zarr")
     assert xr.open_zarr(two / "out.zarr").attrs["run_processes"] == 2
@@ -114,7 +116,9 @@ def test_two_processes_equal_one(tmp_path):
     from dam.grid_run import GridRunConfig, grid_run
     from dam.run_folder import RunFolderError
 
-    with pytest.raises(RunFolderError, match=r"run of 2 process\(es\) and this is 1: resume it with --num-proc"):
+    with pytest.raises(
+        RunFolderError, match=r"run of 2 process\(es\) and this is 1: resume it with 2 processes \(--local-processes 2"
+    ):
         grid_run(GridRunConfig.from_yaml(two / "grid_run.yaml"), progress=False)
     # Another configuration, once the store is gone, may not remove the two processes' checkpoints.
     shutil.rmtree(two / "out.zarr")
