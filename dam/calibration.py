@@ -56,7 +56,7 @@ from .coupling.calibration import (
 from .coupling.losses import PhysicsLoss
 from .physics.station import StationParams
 from .site_run import StationSetup
-from .training import fit
+from .training import fit, per_member
 
 __all__ = [
     "CalibrationResult",
@@ -279,8 +279,9 @@ def calibrate_problem(
 
 def _calibrate_starts(prob, latent, steps, optimizer, starts, seed, progress, checkpoint_dir, desc):
     """:func:`calibrate_problem` with ``starts`` optimisations side by side: the latents get a leading start axis, the
-    objective is the sum of the starts' losses (so each start's gradient, and with an element-wise optimiser such
-    as Adam each start's update, is its own), and the lowest loss of any start and step is kept."""
+    objective is the sum of the starts' losses (so each start's gradient is its own), the optimiser runs on each
+    start on its own (:func:`dam.training.per_member`: a line search per start), and the lowest loss of any start
+    and step is kept."""
     specs = prob.specs
     dtype = jax.tree_util.tree_leaves(latent)[0].dtype
     vecs = jnp.asarray(lhs_latents(latent, specs, starts, seed), dtype)
@@ -299,8 +300,8 @@ def _calibrate_starts(prob, latent, steps, optimizer, starts, seed, progress, ch
 
     _, history = fit(
         stacked, None, None, n_members=1, batch_size=1, batch_fn=_single_batch, grad_fn=grad_fn, epochs=steps,
-        optimizer=optimizer, select="train", shuffle=False, checkpoint_dir=checkpoint_dir, progress=progress,
-        desc=f"{desc} ({starts} starts)",
+        value_fn=jax.tree_util.Partial(_objective, prob), optimizer=per_member(optimizer), select="train",
+        shuffle=False, checkpoint_dir=checkpoint_dir, progress=progress, desc=f"{desc} ({starts} starts)",
     )  # fmt: skip
     step = int(np.argmin([losses.min() for losses, _ in seen]))
     losses, lat = seen[step]
@@ -308,7 +309,8 @@ def _calibrate_starts(prob, latent, steps, optimizer, starts, seed, progress, ch
     values = {k: np.asarray(v) for k, v in latent_to_values(best, specs).items()}
     frame = _history_frame(history, "step", ["data", *values_row(best, specs)])
     frame["loss"] = history["best_loss"]  # the best start's loss at each step (the fit's loss is their sum)
-    return CalibrationResult(apply_parameters(prob.params, specs, values), values, best, frame, specs, steps * starts)
+    evaluations = starts * (steps + int(sum(history.get("linesearch_steps", []))))
+    return CalibrationResult(apply_parameters(prob.params, specs, values), values, best, frame, specs, evaluations)
 
 
 # --------------------------------------------------------------------------------------------------- search

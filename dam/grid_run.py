@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
+from zarr.codecs import ZstdCodec
 
 from dam import physics
 from dam.grid_inputs import check_inputs, open_input
@@ -150,7 +151,8 @@ def _create_output(
         dims = dims4 if OUTPUTS[name][0] in ("t", "smc", "sh2o") else dims3
         block = {"time": min(config.time_block, n_time), "lat": band_rows}
         chunks = tuple(block.get(d, shape[d]) for d in dims)
-        data[name] = (dims, da.full(tuple(shape[d] for d in dims), np.nan, chunks=chunks), OUTPUTS[name][1])
+        fill = da.full(tuple(shape[d] for d in dims), np.nan, chunks=chunks, dtype=config.dtype)
+        data[name] = (dims, fill, OUTPUTS[name][1])
     coords = {"time": forcing["time"], "lat": static["lat"], "lon": static["lon"], "layer": static["layer"]}
     attrs = {"Conventions": "CF-1.10", "title": "dam grid run", "run_fingerprint": fingerprint,
              "run_config": Path(config.source).name if config.source else "(Python)",
@@ -158,8 +160,10 @@ def _create_output(
              "run_parts": json.dumps(config.parts())}  # fmt: skip
     if processes > 1:  # its chunks and checkpoints follow the process count: a resume must keep it
         attrs["run_processes"] = processes
+    # zstd level 1: as small as zarr's default (level 3) on these fields and about twice as fast to write
+    encoding = {name: {"compressors": [ZstdCodec(level=1)]} for name in data}
     with atomic_path(config.output) as tmp:
-        xr.Dataset(data, coords=coords, attrs=attrs).to_zarr(tmp, mode="w-", compute=False)
+        xr.Dataset(data, coords=coords, attrs=attrs).to_zarr(tmp, mode="w-", compute=False, encoding=encoding)
 
 
 def _write_block(
@@ -178,7 +182,7 @@ def _write_block(
     for name in config.outputs:
         what = OUTPUTS[name][0]
         values = np.asarray(getattr(states, what) if what in ("t", "smc", "sh2o") else getattr(fluxes, what))
-        full = np.full((values.shape[0], n_lat * n_lon, *values.shape[2:]), np.nan)
+        full = np.full((values.shape[0], n_lat * n_lon, *values.shape[2:]), np.nan, values.dtype)
         full[:, land] = values
         if values.ndim == 3:  # (time, land, layer) -> (time, layer, lat, lon)
             data[name] = (

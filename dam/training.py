@@ -79,6 +79,30 @@ def default_optimizer(
     )
 
 
+def per_member(optimizer: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    """``optimizer`` applied to every entry of the parameters' leading axis on its own (independent
+    optimisations side by side, e.g. the starts of a multi-start calibration): its state and update are
+    ``jax.vmap``-ed, and a line search (``optax.lbfgs``) gets each entry's own loss and step length.
+
+    The objective of a line search, ``value_fn``, must take one entry's parameters; the loss ``value`` passed to
+    the update (the sum over entries) is not used: each entry's is computed again with ``value_fn``. A batched
+    line search runs until every entry's search has ended.
+    """
+    searches = isinstance(optimizer, optax.GradientTransformationExtraArgs)
+
+    def update(updates, state, params=None, *, value=None, grad=None, value_fn=None, **extra):
+        del value, grad, extra  # each entry's value and gradient are its own
+        if value_fn is None or not searches:
+            return jax.vmap(optimizer.update)(updates, state, params)
+
+        def one(u, s, p, v):
+            return optimizer.update(u, s, p, value=v, grad=u, value_fn=value_fn)
+
+        return jax.vmap(one)(updates, state, params, jax.vmap(value_fn)(params))
+
+    return optax.GradientTransformationExtraArgs(jax.vmap(optimizer.init), update)
+
+
 def trainable_filter(model: Any) -> Any:
     """Default filter spec: every floating-point array, except those inside a :class:`Normaliser`."""
     return jax.tree_util.tree_map(
@@ -381,8 +405,8 @@ class _Run:
             self.params, self.opt_state, loss, info = self.step(self.params, self.opt_state, self.frozen, batch,
                                                                 weight)  # fmt: skip
             trials = optax.tree_utils.tree_get(self.opt_state, "num_linesearch_steps")
-            if trials is not None:  # a line search's objective evaluations (optax.lbfgs)
-                info = {**info, "linesearch_steps": trials}
+            if trials is not None:  # a line search's objective evaluations (optax.lbfgs; batched: the most)
+                info = {**info, "linesearch_steps": jnp.max(trials)}
             total = total + loss * real
         for key, value in info.items():
             self.history.setdefault(key, []).append(float(value))

@@ -14,7 +14,7 @@ import pytest
 from dam.sequences import Normaliser, chronological_split, gather_windows, sliding_predict, window_starts
 from dam.sharding import column_mesh
 from dam.surrogates import LSTM, HierarchicalLSTM
-from dam.training import fit, load_model, save_model
+from dam.training import fit, load_model, per_member, save_model
 
 N, T, F = 13, 48, 3  # 13 members: divides neither the batch sizes used nor the 8 devices
 
@@ -232,6 +232,41 @@ def test_line_search_optimiser_gets_the_objective(toy):
     assert "linesearch_steps" in history
     _, adam = fit(w0, loss, data, **{**kw, "optimizer": optax.adam(0.1)})  # no line search, nothing counted
     assert "linesearch_steps" not in adam
+
+
+def test_per_member_runs_independent_line_searches_side_by_side():
+    """``per_member(optax.lbfgs())`` on three starts of one least-squares problem, stacked (one summed objective, a
+    line search per start): after 3 steps each start is where L-BFGS alone takes it (a shared line search would
+    not be: the starts lie 1e4 apart in scale), after 25 all are at the solution; the history counts the batched
+    search's evaluations (the most of any start)."""
+    rng = np.random.default_rng(2)
+    a, b = jnp.asarray(rng.normal(size=(20, 4)) * [1.0, 3.0, 0.3, 1.0]), jnp.asarray(rng.normal(size=20))
+    one = lambda w: jnp.mean((a @ w["w"] - b) ** 2)  # noqa: E731
+    starts = jnp.asarray([np.zeros(4), np.full(4, 100.0), rng.normal(size=4) * 1e-2])
+    kw = dict(n_members=1, batch_size=1, batch_fn=lambda d, i: None, shuffle=False, progress=False)
+
+    def fit_starts(epochs):
+        def grad_fn(w, _):
+            values, grads = jax.vmap(jax.value_and_grad(one))(w)
+            return jnp.sum(values), grads
+
+        return fit({"w": starts}, None, None, grad_fn=grad_fn, value_fn=one, epochs=epochs, select="last",
+                   optimizer=per_member(optax.lbfgs()), **kw)  # fmt: skip
+
+    def fit_alone(w, epochs):
+        grad_fn = lambda w, _: jax.value_and_grad(one)(w)  # noqa: E731
+        return fit({"w": w}, None, None, grad_fn=grad_fn, value_fn=one, epochs=epochs, select="last",
+                   optimizer=optax.lbfgs(), **kw)[0]  # fmt: skip
+
+    three, history = fit_starts(3)
+    for k in range(3):
+        np.testing.assert_allclose(np.asarray(three["w"][k]), np.asarray(fit_alone({"w": starts[k]}["w"], 3)["w"]),
+                                   rtol=1e-9, atol=1e-12)  # fmt: skip
+    assert not np.allclose(three["w"][0], three["w"][1])  # not yet converged: the comparison is not trivial
+    solution = np.linalg.lstsq(np.asarray(a), np.asarray(b), rcond=None)[0]
+    many, history = fit_starts(25)
+    np.testing.assert_allclose(np.asarray(many["w"]), np.tile(solution, (3, 1)), rtol=1e-6, atol=1e-9)
+    assert len(history["linesearch_steps"]) == 25 and min(history["linesearch_steps"]) >= 1
 
 
 def test_early_stopping_returns_best(toy):
