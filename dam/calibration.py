@@ -223,8 +223,9 @@ def calibrate(
     init_latent : start from these latents instead of the set-up's parameters.
     starts : multi-start: this many optimisations side by side in one batched run (``jax.vmap``; on a CPU a
         batch of K costs far less than K runs), from the default (or ``init_latent``) latents and ``starts - 1``
-        Latin-hypercube points (``seed``); each start has its own Adam moments, the best loss of any start and step
-        is returned, and ``evaluations`` counts every start's runs.
+        Latin-hypercube points (``seed``); each start is optimised on its own (its own Adam moments, or its own
+        L-BFGS line search: :func:`dam.training.per_member`), the best loss of any start and step is returned,
+        and ``evaluations`` counts every start's runs.
     progress : show a progress bar.
     checkpoint_dir : orbax checkpoints of the optimisation (resumed when present; with ``starts > 1`` the best of
         the steps before a resume is not kept, the run continues from the resumed latents).
