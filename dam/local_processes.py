@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 POLL_S = 0.2
 STOP_GRACE_S = 30.0  # time the others get to stop (and close their files) after one process failed
+INTERRUPT_WAIT_S = 10.0  # after Ctrl-C, before the processes that did not stop get SIGINT from here
 
 
 def available_cores() -> list[int]:
@@ -75,8 +76,8 @@ def launch(dam_args: Sequence[str], n_processes: int, cores: Sequence[int] | Non
                 )
             )
         return _wait(procs)
-    except KeyboardInterrupt:
-        _stop(procs, signal.SIGINT)
+    except KeyboardInterrupt:  # Ctrl-C in a terminal reached the children too: give them time to stop on their own
+        _stop(procs, signal.SIGINT, wait_first_s=INTERRUPT_WAIT_S)
         raise
 
 
@@ -94,8 +95,12 @@ def _wait(procs: list[subprocess.Popen]) -> int:
         time.sleep(POLL_S)
 
 
-def _stop(procs: list[subprocess.Popen], sig: int) -> None:
-    """Send ``sig`` to the running processes, wait for them (kill after the grace time)."""
+def _stop(procs: list[subprocess.Popen], sig: int, wait_first_s: float = 0.0) -> None:
+    """Send ``sig`` to the processes still running after ``wait_first_s``, wait for them (kill after the grace
+    time)."""
+    deadline = time.monotonic() + wait_first_s
+    while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+        time.sleep(POLL_S)
     for p in procs:
         if p.poll() is None:
             p.send_signal(sig)

@@ -52,6 +52,12 @@ def test_a_killed_process_is_reported_as_the_shell_does():
     assert local_processes._wait([sleeper]) == 128 + signal.SIGKILL
 
 
+def test_after_ctrl_c_only_processes_still_running_get_sigint():
+    quick, slow = _python("import time; time.sleep(0.5)"), _python("import time; time.sleep(60)")
+    local_processes._stop([quick, slow], signal.SIGINT, wait_first_s=3.0)
+    assert quick.returncode == 0 and slow.returncode == -signal.SIGINT
+
+
 def test_all_succeeded_is_zero():
     assert local_processes._wait([_python("pass"), _python("pass")]) == 0
 
