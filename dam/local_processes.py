@@ -1,11 +1,12 @@
 """Several processes of one ``dam`` command on this machine, each pinned to its own share of the CPU cores.
 
 On a CPU, one JAX process uses every core through XLA's thread pool, but its threads wander between cores and
-wait for each other: on a 2-core machine one process runs the soil column about 1.7x faster than on one core, while
-two processes pinned to one core each reach about 2.1x (``benchmarks/cores.py``). :func:`launch` starts ``n``
-copies of a command as the processes of one ``jax.distributed`` run on localhost (``DAM_COORDINATOR``,
+wait for each other: on a 2-core machine one process runs the soil column 1.4-1.6x as fast as on one core, while
+two processes pinned to one core each reach 2.0x (``benchmarks/cores.py``). :func:`launch` starts ``n`` copies of
+a command as the processes of one ``jax.distributed`` run on localhost (``DAM_COORDINATOR``,
 ``DAM_NUM_PROCESSES``, ``DAM_PROCESS_ID``), each with its CPU affinity set to one group of :func:`core_groups`
-before it starts, so every thread it creates stays on its cores.
+before it starts, so every thread it creates stays on its cores. Where the system has no CPU affinity (macOS),
+the processes are started unpinned.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ STOP_GRACE_S = 30.0  # time the others get to stop (and close their files) after
 INTERRUPT_WAIT_S = 10.0  # after Ctrl-C, before the processes that did not stop get SIGINT from here
 
 
+PINNED = hasattr(os, "sched_setaffinity")  # Linux; not macOS
+
+
 def available_cores() -> list[int]:
-    """The CPU cores this process may run on (its affinity mask, which a batch system may have narrowed)."""
-    return sorted(os.sched_getaffinity(0))
+    """The CPU cores this process may run on (its affinity mask, which a batch system may have narrowed; all
+    cores where the system has no affinity)."""
+    return sorted(os.sched_getaffinity(0)) if PINNED else list(range(os.cpu_count() or 1))
 
 
 def core_groups(n_processes: int, cores: Sequence[int] | None = None) -> list[list[int]]:
@@ -72,7 +77,7 @@ def launch(dam_args: Sequence[str], n_processes: int, cores: Sequence[int] | Non
                     [sys.executable, "-m", "dam.cli", *args],
                     env={**os.environ, **base, "DAM_PROCESS_ID": str(k)},
                     stdout=None if k == 0 else subprocess.DEVNULL,
-                    preexec_fn=lambda group=group: os.sched_setaffinity(0, group),  # noqa: PLW1509 - one syscall
+                    preexec_fn=(lambda group=group: os.sched_setaffinity(0, group)) if PINNED else None,  # noqa: PLW1509
                 )
             )
         return _wait(procs)
