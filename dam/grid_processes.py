@@ -4,6 +4,7 @@ keeps its own checkpoints.
 The grid run is embarrassingly parallel over its spatial blocks (bands of latitude rows), so the processes never
 exchange arrays: process ``k`` of ``n`` runs bands ``k, k + n, ...`` on its local devices and writes their
 regions of the one output store (chunks match the bands, so no two processes write one chunk). Process 0 alone
+reads the inputs whole (their checks and the run's fingerprint, shared with the others: :func:`from_first`),
 creates the store and removes stale checkpoints; the others wait at a *gate* until it is done. A gate is a
 barrier of the coordination service that also exchanges each process's error, so a check that fails in one
 process stops all of them with the same message instead of leaving the others waiting. Each process keeps its
@@ -53,6 +54,7 @@ class Processes:
 
 
 _gates = 0
+_shared = 0
 
 
 def gate(procs: Processes, name: str, error: Exception | None) -> None:
@@ -83,6 +85,25 @@ def agreed(procs: Processes, name: str, step: Callable[[], T]) -> T:
         raise
     gate(procs, name, None)
     return result
+
+
+def from_first(procs: Processes, name: str, step: Callable[[], str]) -> str:
+    """``step()`` in process 0 only (work that reads the inputs whole: once per run, not once per process), its
+    result shared with every process; a gate as in :func:`agreed` (an error in process 0 stops all)."""
+    if procs.count == 1:
+        return step()
+    from jax._src.distributed import global_state
+
+    global _shared
+    _shared += 1
+    key = f"dam/grid-run/{name}-{_shared}/value"
+
+    def first() -> None:
+        if procs.index == 0:
+            global_state.client.key_value_set(key, step())
+
+    agreed(procs, name, first)
+    return global_state.client.blocking_key_value_get(key, GATE_TIMEOUT_MS)
 
 
 def take_locks(stack: ExitStack, checkpoint_dir: str | Path, procs: Processes) -> None:

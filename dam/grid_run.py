@@ -41,6 +41,7 @@ from dam.grid_processes import (
     agreed,
     band_cap,
     check_process_count,
+    from_first,
     gate,
     open_checkpoints,
     remove_stale,
@@ -302,15 +303,17 @@ def grid_run(
     same configuration and runs its share of the spatial blocks (:mod:`dam.grid_processes`)."""
     procs = Processes.current()
 
-    def check() -> str:
-        _check_paths(config, procs)
+    def inputs() -> str:
         check_inputs(config)
-        load_columns(_open(config.static))  # the columns' parameters and state, before anything is created
-        fingerprint = config.fingerprint()
-        _owned_store(config, fingerprint, overwrite, procs)  # refused before anything is created
-        return fingerprint
+        return config.fingerprint()
 
-    fingerprint = agreed(procs, "checked", check)
+    def check() -> None:
+        load_columns(_open(config.static))  # the columns' parameters and state, before anything is created
+        _owned_store(config, fingerprint, overwrite, procs)  # refused before anything is created
+
+    agreed(procs, "paths", lambda: _check_paths(config, procs))
+    fingerprint = from_first(procs, "inputs", inputs)  # both read whole: once, not once per process
+    agreed(procs, "checked", check)
     with ExitStack() as locks:
         agreed(procs, "locked", lambda: take_locks(locks, config.checkpoint_dir, procs))
         return _grid_run(config, fingerprint, procs, progress=progress, stop_after_blocks=stop_after_blocks,

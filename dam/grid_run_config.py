@@ -117,7 +117,8 @@ class GridRunConfig(Strict):
     def fingerprint(self) -> str:
         """Identifies the run: the configuration without paths (a moved run folder resumes) and without
         ``column_chunk`` (a speed setting), and the content of the static and forcing files (a changed input
-        is another run). Hashing reads both files once per process."""
+        is another run). Hashing reads both files whole: a run of several processes does it in process 0
+        only."""
         keys = self.model_dump(exclude={*_PATHS, "column_chunk", "source"}, mode="json")
         return run_fingerprint(keys, {k: _content_hash(getattr(self, k)) for k in ("static", "forcing")})
 

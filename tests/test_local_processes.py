@@ -53,8 +53,10 @@ def test_a_killed_process_is_reported_as_the_shell_does():
 
 
 def test_after_ctrl_c_only_processes_still_running_get_sigint():
-    quick, slow = _python("import time; time.sleep(0.5)"), _python("import time; time.sleep(60)")
-    local_processes._stop([quick, slow], signal.SIGINT, wait_first_s=3.0)
+    # As a terminal's child would: pytest-xdist's workers start their children with SIGINT ignored.
+    sleep = "import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler); time.sleep({})"
+    quick, slow = _python(sleep.format(0.2)), _python(sleep.format(60))
+    local_processes._stop([quick, slow], signal.SIGINT, wait_first_s=5.0)
     assert quick.returncode == 0 and slow.returncode == -signal.SIGINT
 
 

@@ -128,6 +128,23 @@ def test_two_processes_equal_one(tmp_path):
     assert all(list((two / "ckpt" / f"process-{k}").glob("*.npz")) for k in (0, 1))
 
 
+def test_bad_input_stops_both_processes_naming_the_check(tmp_path):
+    """Process 0 alone reads the inputs whole (checks and fingerprint); a forcing with NaN over land stops it with
+    the check's message and process 1 with the same message, named as process 0's, before anything is written."""
+    folder = _grid_folder(tmp_path, "bad")
+    forcing = xr.load_dataset(folder / "forcing.nc")
+    land = xr.load_dataset(folder / "static.nc")["land_mask"].values > 0
+    forcing["ghf_wm2"].values[3][land] = np.nan
+    forcing.to_netcdf(folder / "forcing.nc")
+    cmd = [sys.executable, "-m", "dam.cli", "grid-run", str(folder / "grid_run.yaml"), "--local-processes", "2"]
+    (proc,) = _launch(cmd, folder, _env(), 1, 0)
+    assert proc.wait(timeout=TIMEOUT_S) == 2
+    err = Path(f"{proc.log}.err").read_text()
+    assert "dam: error: forcing file: ghf_wm2 has non-finite values over land" in err
+    assert "dam: error: process 0 of 2 stopped: forcing file: ghf_wm2 has non-finite values over land" in err
+    assert not (folder / "out.zarr").exists()
+
+
 def _kill_one(procs: list[subprocess.Popen], folder: Path, victim: int) -> None:
     """SIGKILL process ``victim`` once it has checkpointed a time block, then the other one: JAX's coordination
     service would stop it at its heartbeat timeout (100 s), which the test need not wait for."""
