@@ -19,10 +19,10 @@ per spatial block, so a grid whose time block does not fit in memory still runs.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
-from zarr.codecs import ZstdCodec
 
 from dam import physics
 from dam.grid_inputs import check_inputs, open_input
+from dam.grid_output import BlockWriter, create_output, write_block
 from dam.grid_processes import (
     PROCESS_FOLDER,
     Processes,
@@ -69,7 +69,7 @@ from dam.grid_run_config import (
 from dam.grid_run_config import (
     SoilOptionsConfig as SoilOptionsConfig,
 )
-from dam.io_safety import atomic_path, check_outputs, relation, remove_path
+from dam.io_safety import check_outputs, relation, remove_path
 from dam.physics.guards import locate
 from dam.precision import resolve_dtype
 from dam.run_folder import RunFolderError
@@ -135,65 +135,6 @@ def _forcing_block(
     if np.any(fields["qinsurf_mps"] < 0):
         raise GridRunError("forcing file: qinsurf_mps must be >= 0")
     return physics.SoilForcing(**fields)
-
-
-def _create_output(
-    config: GridRunConfig, fingerprint: str, static: xr.Dataset, forcing: xr.Dataset, band_rows: int, processes: int = 1
-) -> None:
-    """Create the store's metadata only (the NaN fill is lazy and never computed); chunks match the blocks. The
-    store appears whole (written under a temporary name, then renamed) and records the run that owns it."""
-    import dask.array as da
-
-    n_time = forcing.sizes["time"]
-    dims4, dims3 = ("time", "layer", "lat", "lon"), ("time", "lat", "lon")
-    shape = {"time": n_time, "layer": static.sizes["layer"], "lat": static.sizes["lat"], "lon": static.sizes["lon"]}
-    data = {}
-    for name in config.outputs:
-        dims = dims4 if OUTPUTS[name][0] in ("t", "smc", "sh2o") else dims3
-        block = {"time": min(config.time_block, n_time), "lat": band_rows}
-        chunks = tuple(block.get(d, shape[d]) for d in dims)
-        fill = da.full(tuple(shape[d] for d in dims), np.nan, chunks=chunks, dtype=config.dtype)
-        data[name] = (dims, fill, OUTPUTS[name][1])
-    coords = {"time": forcing["time"], "lat": static["lat"], "lon": static["lon"], "layer": static["layer"]}
-    attrs = {"Conventions": "CF-1.10", "title": "dam grid run", "run_fingerprint": fingerprint,
-             "run_config": Path(config.source).name if config.source else "(Python)",
-             "run_created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-             "run_parts": json.dumps(config.parts())}  # fmt: skip
-    if processes > 1:  # its chunks and checkpoints follow the process count: a resume must keep it
-        attrs["run_processes"] = processes
-    # zstd level 1: as small as zarr's default (level 3) on these fields and about twice as fast to write
-    encoding = {name: {"compressors": [ZstdCodec(level=1)]} for name in data}
-    with atomic_path(config.output) as tmp:
-        xr.Dataset(data, coords=coords, attrs=attrs).to_zarr(tmp, mode="w-", compute=False, encoding=encoding)
-
-
-def _write_block(
-    config: GridRunConfig,
-    static: xr.Dataset,
-    land: np.ndarray,
-    start: int,
-    states: physics.SoilState,
-    fluxes: physics.SoilFluxes,
-    rows: slice | None = None,
-) -> None:
-    """Write one block; ``land`` indexes the flattened lat-lon grid of ``rows`` (default: all rows)."""
-    rows = slice(0, static.sizes["lat"]) if rows is None else rows
-    n_lat, n_lon = rows.stop - rows.start, static.sizes["lon"]
-    data = {}
-    for name in config.outputs:
-        what = OUTPUTS[name][0]
-        values = np.asarray(getattr(states, what) if what in ("t", "smc", "sh2o") else getattr(fluxes, what))
-        full = np.full((values.shape[0], n_lat * n_lon, *values.shape[2:]), np.nan, values.dtype)
-        full[:, land] = values
-        if values.ndim == 3:  # (time, land, layer) -> (time, layer, lat, lon)
-            data[name] = (
-                ("time", "layer", "lat", "lon"),
-                np.moveaxis(full, 2, 1).reshape(values.shape[0], values.shape[2], n_lat, n_lon),
-            )
-        else:
-            data[name] = (("time", "lat", "lon"), full.reshape(values.shape[0], n_lat, n_lon))
-    stop = start + next(iter(data.values()))[1].shape[0]
-    xr.Dataset(data).to_zarr(config.output, region={"time": slice(start, stop), "lat": rows})
 
 
 def _check_block(states: Any, smcmax: Any, forcing: xr.Dataset, start: int, land: np.ndarray, static: xr.Dataset):
@@ -394,7 +335,7 @@ def _grid_run(
     bands = _bands(land, n_lat, n_lon, band_rows)
     own = bands[procs.index :: procs.count]  # this process's share; all of them for a single process
 
-    create = lambda: _create_output(config, fingerprint, static, forcing, band_rows, procs.count)  # noqa: E731
+    create = lambda: create_output(config, fingerprint, static, forcing, band_rows, procs.count)  # noqa: E731
     ckpt, resume = _start(config, fingerprint, procs, overwrite, create)
     cast = lambda tree: jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), tree)  # noqa: E731
     mine = np.concatenate([np.arange(lo, hi) for _, lo, hi in own] or [np.zeros(0, int)])
@@ -447,41 +388,42 @@ def _run_blocks(
     mesh = column_mesh(jax.local_devices()) if mesh is None else mesh
     bar = tqdm(total=n_time, initial=min(first * block, n_time), unit="step", desc="grid-run", disable=not progress)
     t_start, done, b = time.perf_counter(), 0, first - 1
-    for b in range(first, n_blocks if own else first):
-        start = b * block
-        take = min(block, n_time - start)
-        finals = []
-        for (rows, lo, hi), band_params_b, off in zip(own, band_params, offsets, strict=False):
-            frc = _forcing_block(forcing, land[lo:hi] - rows.start * n_lon, start, start + take, rows=rows)
-            frc = pad_axis(frc, take, block)  # every block has the same shape: one compilation
-            frc = pad_axis(frc, hi - lo, width, axis=1)
-            # The plausibility check runs on the host per block: an in-graph error_if would pin work to one device.
-            final, (states, fluxes) = run_sharded(
-                physics.run,
-                columns(state, off, off + hi - lo),
-                cast(frc),
-                band_params_b,
-                grid,
-                options,
-                mesh=mesh,
-                observe=_observe,
-                finite_check=False,
-                column_chunk=config.column_chunk,
-            )
-            del frc
-            trim = lambda x, n=hi - lo, t=take: np.asarray(x[:t, :n])  # noqa: E731
-            states, fluxes = jax.tree_util.tree_map(trim, (states, fluxes))
-            _check_block(states, params.smcmax[lo:hi], forcing, start, land[lo:hi], static)
-            last = jax.tree_util.tree_map(lambda x: x[-1], states) if take < block else final
-            finals.append(jax.tree_util.tree_map(lambda x, n=hi - lo: np.asarray(x)[:n], last))
-            _write_block(config, static, land[lo:hi] - rows.start * n_lon, start, states, fluxes, rows=rows)
-            del states, fluxes
-            done += take * (hi - lo)
-            bar.set_postfix_str(f"{done / (time.perf_counter() - t_start):.3g} column-steps/s")
-        state = jax.tree_util.tree_map(lambda *x: jnp.asarray(np.concatenate(x)), *finals)
-        ckpt.save(b, state, fingerprint, start + take)
-        bar.update(take)
-        if stop_after_blocks is not None and b - first + 1 >= stop_after_blocks:
-            break
+    with BlockWriter() as writer:  # a block is written while the next one runs
+        for b in range(first, n_blocks if own else first):
+            start = b * block
+            take = min(block, n_time - start)
+            finals, writes = [], []
+            for (rows, lo, hi), band_params_b, off in zip(own, band_params, offsets, strict=False):
+                frc = _forcing_block(forcing, land[lo:hi] - rows.start * n_lon, start, start + take, rows=rows)
+                frc = pad_axis(frc, take, block)  # every block has the same shape: one compilation
+                frc = pad_axis(frc, hi - lo, width, axis=1)
+                # The plausibility check runs on the host per block: an in-graph error_if would pin work to one device.
+                final, (states, fluxes) = run_sharded(
+                    physics.run,
+                    columns(state, off, off + hi - lo),
+                    cast(frc),
+                    band_params_b,
+                    grid,
+                    options,
+                    mesh=mesh,
+                    observe=_observe,
+                    finite_check=False,
+                    column_chunk=config.column_chunk,
+                )
+                del frc
+                trim = lambda x, n=hi - lo, t=take: np.asarray(x[:t, :n])  # noqa: E731
+                states, fluxes = jax.tree_util.tree_map(trim, (states, fluxes))
+                _check_block(states, params.smcmax[lo:hi], forcing, start, land[lo:hi], static)
+                last = jax.tree_util.tree_map(lambda x: x[-1], states) if take < block else final
+                finals.append(jax.tree_util.tree_map(lambda x, n=hi - lo: np.asarray(x)[:n], last))
+                writes.append(partial(write_block, config, static, land[lo:hi] - rows.start * n_lon, start, states,
+                                      fluxes, rows=rows))  # fmt: skip
+                done += take * (hi - lo)
+                bar.set_postfix_str(f"{done / (time.perf_counter() - t_start):.3g} column-steps/s")
+            state = jax.tree_util.tree_map(lambda *x: jnp.asarray(np.concatenate(x)), *finals)
+            writer.submit(writes, partial(ckpt.save, b, state, fingerprint, start + take))
+            bar.update(take)
+            if stop_after_blocks is not None and b - first + 1 >= stop_after_blocks:
+                break
     bar.close()
     return b - first + 1

@@ -197,3 +197,40 @@ def test_second_process_on_a_run_gets_a_clear_error_at_once(tmp_path, grid_files
         holder.wait()
     # the lock of a dead process is taken over at once
     assert grid_run(GridRunConfig.from_yaml(folder / "grid_run.yaml"), progress=False, stop_after_blocks=1)
+
+
+def test_block_writer_checkpoints_a_block_only_after_its_writes():
+    """Each block's checkpoint comes after its writes and before the next block's; a write's error reaches the
+    caller; after an error of the caller the pending block is still checkpointed when its writes succeeded."""
+    import threading
+
+    from dam.grid_output import BlockWriter
+
+    log, gate = [], threading.Event()
+
+    def write(name, wait=False):
+        def run():
+            if wait:
+                gate.wait(5)
+            log.append(f"write {name}")
+
+        return run
+
+    with BlockWriter() as writer:
+        writer.submit([write("0a", wait=True), write("0b")], lambda: log.append("ckpt 0"))
+        log.append("run 1")  # the caller runs block 1 while block 0 is written
+        gate.set()
+        writer.submit([write("1")], lambda: log.append("ckpt 1"))
+    assert log == ["run 1", "write 0a", "write 0b", "ckpt 0", "write 1", "ckpt 1"]
+
+    def fail():
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"), BlockWriter() as writer:
+        writer.submit([fail], lambda: log.append("never"))
+        writer.submit([], lambda: None)
+    log.clear()
+    with pytest.raises(KeyboardInterrupt), BlockWriter() as writer:
+        writer.submit([write("2")], lambda: log.append("ckpt 2"))
+        raise KeyboardInterrupt
+    assert log == ["write 2", "ckpt 2"]
