@@ -156,15 +156,6 @@ def _orbax_owner(folder: Path) -> str | None:
         return "(unreadable)"
 
 
-def band_cap(n_land: int, column_block: int | None, procs: Processes) -> int | None:
-    """The most land columns per spatial block: ``column_block``, and with several processes at most an even
-    share, so that every process has a band to run."""
-    if procs.count == 1:
-        return column_block
-    share = -(-n_land // procs.count)
-    return share if column_block is None else min(column_block, share)
-
-
 class OrbaxCheckpoints:
     """The state after every time block, orbax checkpoints in ``folder`` (the single-process layout)."""
 

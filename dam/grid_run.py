@@ -39,7 +39,6 @@ from dam.grid_processes import (
     PROCESS_FOLDER,
     Processes,
     agreed,
-    band_cap,
     check_process_count,
     from_first,
     gate,
@@ -104,17 +103,23 @@ def load_columns(static: xr.Dataset) -> tuple[np.ndarray, physics.SoilGrid, phys
     return land, physics.SoilGrid(zsoil=zsoil), params, state
 
 
-def _band_rows(land_mask: np.ndarray, column_block: int | None) -> int:
-    """The most latitude rows per spatial block such that no block holds more than ``column_block`` land cells
-    (at least one row)."""
+def _band_rows(land_mask: np.ndarray, column_block: int | None, processes: int = 1) -> int:
+    """Latitude rows per spatial block (at least one row). One process: the most rows such that no block holds
+    more than ``column_block`` land cells. Several: the rows that give the least work to the busiest process,
+    whose bands (every ``processes``-th one) are each padded to the widest band; ties go to fewer, larger bands."""
     n_lat = land_mask.shape[0]
-    if column_block is None:
-        return n_lat
     per_row = land_mask.sum(axis=1)
-    for rows in range(n_lat, 1, -1):
-        if np.add.reduceat(per_row, np.arange(0, n_lat, rows)).max() <= column_block:
+    best = None
+    for rows in range(n_lat, 0, -1):
+        loads = np.add.reduceat(per_row, np.arange(0, n_lat, rows))
+        if column_block is not None and loads.max() > column_block and rows > 1:
+            continue
+        if processes == 1:
             return rows
-    return 1
+        cost = -(-np.count_nonzero(loads) // processes) * loads.max()
+        if best is None or cost < best[0]:
+            best = (cost, rows)
+    return 1 if best is None else best[1]
 
 
 def _forcing_block(
@@ -325,7 +330,7 @@ def _grid_run(
     n_lat, n_lon = static.sizes["lat"], static.sizes["lon"]
     land_mask = np.zeros(n_lat * n_lon, bool)
     land_mask[land] = True
-    band_rows = _band_rows(land_mask.reshape(n_lat, n_lon), band_cap(land.size, config.column_block, procs))
+    band_rows = _band_rows(land_mask.reshape(n_lat, n_lon), config.column_block, procs.count)
     # Dask chunks match the blocks, so reading one block never reads (or holds) a larger chunk.
     forcing = _open(config.forcing, chunks={"time": config.time_block, "lat": band_rows})
     n_time, block = forcing.sizes["time"], config.time_block
