@@ -234,3 +234,17 @@ def test_block_writer_checkpoints_a_block_only_after_its_writes():
         writer.submit([write("2")], lambda: log.append("ckpt 2"))
         raise KeyboardInterrupt
     assert log == ["write 2", "ckpt 2"]
+
+
+def test_band_rows_balance_the_processes():
+    """One process: the most rows within ``column_block``. Several: the least work for the busiest process (its
+    bands, each padded to the widest): five rows of 10 land cells over 2 processes are bands of 3 + 2 rows (30
+    columns of work each), not 2 + 2 + 1 (2 x 20 for one process)."""
+    from dam.grid_run import _band_rows
+
+    mask = np.zeros((5, 12), bool)
+    mask[:, :10] = True
+    assert _band_rows(mask, None) == 5 and _band_rows(mask, 25) == 2
+    assert _band_rows(mask, None, processes=2) == 3
+    assert _band_rows(mask, 15, processes=2) == 1  # within column_block, whatever the balance
+    assert _band_rows(mask, None, processes=5) == 1
