@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 import xarray as xr
 import yaml
 
+from dam.local_processes import free_port
 from dam.synthetic_grid import make_grid
 
 TIMEOUT_S = 300  # a hang (a process waiting for a peer that never comes) fails the test instead of blocking it
@@ -41,12 +41,6 @@ def _env(cache: Path | None = None) -> dict[str, str]:
     if cache is not None:  # restarted processes load their programs instead of compiling them again
         env.update(DAM_COMPILE_CACHE=str(cache))
     return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 def _start(folder: Path, env: dict, processes: int = 1, port: int = 0) -> list[subprocess.Popen]:
@@ -168,10 +162,10 @@ def test_killed_process_resumes_to_the_same_output(tmp_path, victim):
     env = _env(tmp_path / "jax_cache")
     reference, killed = _grid_folder(tmp_path, "reference", 4), _grid_folder(tmp_path, "killed", 4)
     _finish(_start(reference, env))
-    procs = _start(killed, env, processes=2, port=_free_port())
+    procs = _start(killed, env, processes=2, port=free_port())
     _kill_one(procs, killed, victim)
     assert not (killed / "ckpt" / f"process-{victim}" / "00000011.npz").exists()  # it was killed before the end
-    outputs = _finish(_start(killed, env, processes=2, port=_free_port()))
+    outputs = _finish(_start(killed, env, processes=2, port=free_port()))
     assert all('"finished": true' in out for out in outputs)
     assert '"resumed_from_block": 0' not in outputs[victim]
     _assert_same_output(reference / "out.zarr", killed / "out.zarr")
@@ -186,10 +180,10 @@ def test_data_parallel_training_over_two_processes_equals_one(tmp_path):
     env = _env()
     two = [*worker, str(tmp_path / "two.npz"), "--checkpoint-dir", str(ckpt)]
     procs = _launch([*worker, str(tmp_path / "one.npz")], tmp_path, env, 1, 0)
-    procs += _launch([*two, "--stop-after", "2"], tmp_path, env, 2, _free_port())  # all at once: less wall time
+    procs += _launch([*two, "--stop-after", "2"], tmp_path, env, 2, free_port())  # all at once: less wall time
     _finish(procs)
     assert sorted(p.name for p in ckpt.iterdir() if p.name.isdigit()) == ["0", "1"]  # epochs 1 and 2
-    _finish(_launch(two, tmp_path, env, 2, _free_port()))
+    _finish(_launch(two, tmp_path, env, 2, free_port()))
     one, resumed = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
     assert int(one["devices"]) == 1 and int(resumed["devices"]) == 2 and int(resumed["resumed_from"]) == 2
     leaves = [k for k in one.files if k.startswith("arr_")]
