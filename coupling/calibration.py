@@ -245,6 +245,25 @@ class ObservationTarget(eqx.Module):
         c = self.counts[:, None]
         return jnp.where(c > 0, sums / jnp.where(c > 0, c, 1.0), jnp.nan)
 
+    def padded(self, n_obs: int, n_sensors: int) -> ObservationTarget:
+        """The same target with ``n_obs`` periods and ``n_sensors`` sensors, the added ones empty (NaN values, no
+        model steps, weight 0), and no static sensor positions (``layer_index`` and ``depths`` emptied; they are
+        read through ``layer_weights``, which it needs): targets of sites with other sensors and observation
+        steps then share one compiled loss. The loss is unchanged but for the order of its sums (round-off)."""
+        if self.layer_weights is None:
+            raise ValueError("only a target with layer_weights can be padded")
+        extra_obs, extra_sensors = n_obs - self.n_obs, n_sensors - self.values.shape[1]
+        if extra_obs < 0 or extra_sensors < 0:
+            raise ValueError(f"cannot pad {self.values.shape} observations to ({n_obs}, {n_sensors})")
+        pad = lambda x, rows, cols, v: jnp.pad(x, ((0, rows), (0, cols)), constant_values=v)  # noqa: E731
+        return ObservationTarget(
+            values=pad(self.values, extra_obs, extra_sensors, jnp.nan),
+            segment=jnp.where(self.segment == self.n_obs, n_obs, self.segment),
+            counts=jnp.pad(self.counts, (0, extra_obs)), weights=jnp.pad(self.weights, (0, extra_sensors)),
+            layer_index=(), depths=(), n_obs=n_obs, layer_weights=pad(self.layer_weights, extra_sensors, 0, 0.0),
+            moisture=self.moisture,
+        )  # fmt: skip
+
     @classmethod
     def aligned(
         cls,

@@ -72,6 +72,7 @@ __all__ = [
 
 SpecLike = str | Mapping[str, Any] | ParameterSpec
 DEFAULT_SPECS = ("soil.bexp", "soil.dksat", "soil.smcmax")
+SENSOR_BLOCK = 4  # calibration targets are padded to a multiple of this many sensors (one program for 1-4)
 
 
 # --------------------------------------------------------------------------------------------------- targets
@@ -137,8 +138,11 @@ def prepare_observations(
 
 
 def _problem(setup, observations, specs, loss, start, end, truncation_steps, checkpoint_every, **target_kw):
+    """One site's problem; its target padded to the run's steps and to a multiple of ``SENSOR_BLOCK`` sensors, so
+    sites with the same time step, run length and options share the compiled loss and gradient."""
     target = prepare_observations(setup, observations, start=start, end=end, **target_kw)
     _, i1 = _window(setup.times, start, end)
+    target = target.padded(i1, -(-target.values.shape[1] // SENSOR_BLOCK) * SENSOR_BLOCK)
     return make_problem(setup.state0, setup.forcing, setup.params, setup.grid, setup.options, target, specs, loss,
                         n_run=i1, truncation_steps=truncation_steps,
                         checkpoint_every=checkpoint_every)  # fmt: skip

@@ -23,6 +23,7 @@ from .physics.energy_balance import SurfaceParams
 from .physics.phenology import PhenologyParams
 from .physics.snow_types import SnowpackParams
 from .physics.stomata import StomataParams
+from .physics.transpiration import RootParams
 from .physics.types import SoilParams
 from .tables import MONTHS, SiteTables, noahmp_tables, site_tables
 
@@ -193,6 +194,11 @@ def surface_params(site: SiteDescription) -> SurfaceParams:
     )
 
 
+def root_params(site: SiteDescription) -> RootParams:
+    """The root zone (:class:`dam.physics.transpiration.RootParams`): :func:`n_root_layers` layers."""
+    return RootParams(n_root=jnp.asarray(n_root_layers(site)))
+
+
 def n_root_layers(site: SiteDescription) -> int:
     """Number of soil layers with roots: table NROOT (a number of layers, as Noah-MP counts it on whatever grid
     it runs), at most the number of layers."""
@@ -206,5 +212,5 @@ def station_params(site: SiteDescription):
     return StationParams(
         soil=soil_params(site), phenology=phenology_params(site), snow_cover=snow_cover_params(site),
         radiation=radiation_params(site), canopy=canopy_water_params(site), surface=surface_params(site),
-        atmos=atmos_params(site), snowpack=snowpack_params(site),
+        atmos=atmos_params(site), snowpack=snowpack_params(site), roots=root_params(site),
     )  # fmt: skip

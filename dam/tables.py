@@ -116,7 +116,7 @@ def _fields() -> dict[str, dict[str, Field]]:
     add(v, "MP", "(0, 50]", "-", "surface.stomata.slope")
     add(v, "QE25", "[0, 1]", "umol CO2 / umol photon", "surface.stomata.quantum_eff")
     add(v, "FOLNMX", "[0, 10]", "%", "surface.stomata.foliage_n_max")
-    add(v, "NROOT", "[1, 1000]", "soil layers", "options.transpiration.n_root", integer=True)
+    add(v, "NROOT", "[1, 1000]", "soil layers", "params.roots.n_root", integer=True)
     for m in MONTHS:
         add(v, f"LAI_{m}", "[0, 20]", "m2 m-2", "phenology.lai_monthly")
     for m in MONTHS:

@@ -44,7 +44,7 @@ from .shapes import PerColumn
 from .snow_types import SnowpackOptions, SnowpackParams, SnowState, layer_mask
 from .soil_water import RICHARDS, AbstractTransport, soil_water
 from .stomata import ball_berry_canopy
-from .transpiration import TranspirationOptions, soil_water_transpiration
+from .transpiration import RootParams, TranspirationOptions, soil_water_transpiration
 from .types import SoilGrid, SoilOptions, SoilParams, SoilState
 from .water_main import ground_water
 
@@ -101,6 +101,7 @@ class StationParams(eqx.Module):
     surface: SurfaceParams
     atmos: AtmosParams
     snowpack: SnowpackParams
+    roots: RootParams
 
 
 class StationOptions(eqx.Module):
@@ -200,7 +201,7 @@ def station_step(
         smc_top=state.soil.smc[..., 0], params=params.radiation, options=options.radiation, dt_s=dt,
     )  # fmt: skip
     emis = emissivity(veg.lai_eff, veg.sai_eff, veg.veg_frac, fsno, params.radiation)
-    roots = soil_water_transpiration(state.soil.sh2o, params.soil, grid, options.transpiration)
+    roots = soil_water_transpiration(state.soil.sh2o, params.soil, grid, params.roots, options.transpiration)
     inputs = SurfaceInputs(
         sw_abs_veg=rad.sav_wm2, sw_abs_grd=rad.sag_wm2, par_sunlit=rad.par_sunlit_wm2, par_shade=rad.par_shade_wm2,
         lai_sunlit=rad.lai_sunlit, lai_shade=rad.lai_shade, emissivity_veg=emis.canopy, emissivity_grd=emis.ground,

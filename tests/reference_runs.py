@@ -18,7 +18,6 @@ from dam.physics.station import (
     SnowState,
     StationForcing,
     StationOptions,
-    StationParams,
     StationState,
     run_station,
 )
@@ -54,11 +53,7 @@ class Reference:
             latitude_deg=s["location"]["latitude_as_used_deg"],
         )  # fmt: skip
         d = self.site
-        self.params = StationParams(
-            soil=P.soil_params(d), phenology=P.phenology_params(d), snow_cover=P.snow_cover_params(d),
-            radiation=P.radiation_params(d), canopy=P.canopy_water_params(d), surface=P.surface_params(d),
-            atmos=P.atmos_params(d), snowpack=P.snowpack_params(d),
-        )  # fmt: skip
+        self.params = P.station_params(d)
         self.grid = SoilGrid(zsoil=_a(s["soil_layers"]["bottom_depth_m"]), zbot=s["deep_soil_temperature_depth_m"])
         self.options = StationOptions()
         self.state0 = self._state(s["initial_state_key"])

@@ -11,6 +11,10 @@ BEXP at its truth value (a trial with BEXP x 1.3 as well ended with SMCMAX withi
 along that valley, at an RMSE of 6e-4 m3 m-3).
 """
 
+import dataclasses
+
+import equinox as eqx
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -119,6 +123,33 @@ def test_synthetic_truth_recovery_and_gradient_beats_latin_hypercube(synthetic):
     assert hist["loss"].min() < lhs.history["loss"].min()
     # the calibrated parameters also fit better in a forward run over the window
     assert evaluate(setup, res.params, obs)["rmse"] < evaluate(setup, None, obs)["rmse"]
+
+
+def test_sites_with_other_sensors_and_root_zones_share_one_compiled_gradient(synthetic):
+    """A site's calibration problem is padded (sensors, observation periods) and its root zone is an array, so a
+    site with two daily sensors and two root layers runs the gradient compiled for four half-hourly sensors and
+    three root layers; the padding leaves the loss as it was (round-off)."""
+    from dam.calibration import _problem
+    from dam.coupling.calibration import _value_and_grad, loss_value, make_problem, value_and_grad
+    from dam.coupling.losses import PhysicsLoss
+
+    setup, truth, obs = synthetic
+    loss = PhysicsLoss(data="rmse")
+    other = dataclasses.replace(setup, params=eqx.tree_at(lambda p: p.roots.n_root, setup.params, jnp.asarray(2)))
+    daily = obs.isel(sm_depth=[0, 2]).resample(time="1D", closed="right", label="right").mean().isel(time=slice(1, -1))
+    latent = initial_latent(setup.params, SPECS)
+    value_and_grad(latent, _problem(setup, obs, SPECS, loss, None, None, None, 1))
+    compiled = _value_and_grad._cached._cache_size()
+    prob = _problem(other, daily, SPECS, loss, None, None, None, 1)
+    assert prob.target.values.shape == (setup.forcing.t_air_k.shape[0], 4)
+    value, _, grad = value_and_grad(latent, prob)
+    assert _value_and_grad._cached._cache_size() == compiled
+    assert np.isfinite(float(value)) and all(np.all(np.isfinite(g)) for g in grad.values())
+    target = prepare_observations(other, daily)
+    bare = make_problem(other.state0, other.forcing, other.params, other.grid, other.options, target, SPECS, loss)
+    np.testing.assert_allclose(float(loss_value(latent, bare)), float(value), rtol=1e-13)
+    with pytest.raises(ValueError, match="pad"):
+        target.padded(target.n_obs - 1, 4)
 
 
 @pytest.mark.slow  # the line search's gradient program compiles (~3 min on 2 cores)

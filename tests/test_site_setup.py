@@ -340,7 +340,7 @@ def test_noahpys_twenty_layer_column_at_half_hourly_steps(bondville):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the NROOT note for a non-standard grid
         setup = setup_station(dataclasses.replace(bondville, meta=meta), start="1998-06-01", end="1998-06-06")
-    assert setup.grid.n_layers == 20 and setup.options.transpiration.n_root == 3
+    assert setup.grid.n_layers == 20 and int(setup.params.roots.n_root) == 3
     np.testing.assert_array_equal(np.asarray(setup.state0.soil.smc), np.asarray(setup.params.soil.smcref))
     states, fluxes = _run_checked(setup)
     assert np.abs(np.diff(states.soil.t[:, 0])).max() > 0.1 and fluxes.transpiration_mmps.max() > 0
@@ -358,7 +358,7 @@ def test_an_eight_layer_split_of_bondville_matches_the_four_layer_column(bondvil
     split = [0.1, 0.2, 0.3, 0.4, 0.6, 1.0, 1.5, 2.0]
     fine = setup_station(_summer(bondville, parameters={"vegetation": {"NROOT": 6}}), start=start, end=end,
                          layer_bottoms_m=split)  # fmt: skip
-    assert fine.options.transpiration.n_root == 6 and fine.grid.n_layers == 8
+    assert int(fine.params.roots.n_root) == 6 and fine.grid.n_layers == 8
     np.testing.assert_array_equal(
         np.asarray(fine.state0.soil.smc), np.asarray(base.state0.soil.smc)[[0, 1, 1, 1, 2, 2, 3, 3]]
     )

@@ -33,7 +33,12 @@ from dam.physics.ground_heat import ground_heat, ground_thermal_properties
 from dam.physics.precip_heat import precipitation_heat_advect
 from dam.physics.snow_types import SnowpackOptions, SnowState, layer_mask
 from dam.physics.soil_water import soil_water
-from dam.physics.transpiration import TranspirationOptions, soil_water_transpiration, transpiration_water_loss
+from dam.physics.transpiration import (
+    RootParams,
+    TranspirationOptions,
+    soil_water_transpiration,
+    transpiration_water_loss,
+)
 from dam.physics.types import SoilGrid, SoilState
 from dam.physics.water_main import ground_water
 
@@ -170,9 +175,7 @@ def replay(ref):
             ref["canopy_params"],
             DT,
         )
-        factors = soil_water_transpiration(
-            ref["soil_prev"].sh2o, params, grid, TranspirationOptions(n_root=ref["n_root"])
-        )
+        factors = soil_water_transpiration(ref["soil_prev"].sh2o, params, grid, RootParams(jnp.asarray(ref["n_root"])))
         # The column's heat step melts snow (layers and thin snow), then the snowpack's water step.
         ghf = _col(ref, "bnd_G_soiltop_Wm2")
         snow0 = ref["snow_prev"]
@@ -443,9 +446,31 @@ def test_float32_jit_vmap(ref, replay):
 
 def test_transpiration_options_are_validated(ref):
     with pytest.raises(ValueError, match="n_root"):
-        TranspirationOptions(n_root=0)
+        RootParams(jnp.asarray(0))
+    with pytest.raises(ValueError, match="n_root"):
+        RootParams(jnp.asarray(2.0))
     with pytest.raises(ValueError, match="scheme"):
         TranspirationOptions(scheme="clm")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="exceeds"):
         soil_water_transpiration(jnp.zeros(2), ref["case"].params, SoilGrid(zsoil=jnp.asarray([-0.1, -0.4])),
-                                 TranspirationOptions(n_root=3))  # fmt: skip
+                                 RootParams(jnp.asarray(3)))  # fmt: skip
+
+
+def test_root_layers_are_traced_and_match_noahmp_loop(ref):
+    """One compiled function serves every number of root layers (vmapped over it here), with the factors of
+    Noah-MP's loop over the root layers only, bit for bit."""
+    params, grid = ref["case"].params, ref["case"].grid
+    sh2o = np.array([0.18, 0.27, 0.33, 0.21])
+    counts = jnp.arange(1, 5)
+    got = jax.jit(jax.vmap(lambda n: soil_water_transpiration(jnp.asarray(sh2o), params, grid, RootParams(n))))(counts)
+    zsoil, dz = np.asarray(grid.zsoil), np.asarray(grid.dz)
+    wlt, fc = np.asarray(params.smcwlt), np.asarray(params.smcref)
+    for i, nr in enumerate(np.asarray(counts)):  # SoilWaterTranspiration: DO IZ = 1, NumSoilLayerRoot
+        facs = [max(1e-6, dz[k] / -zsoil[nr - 1] * min(1.0, max(0.0, (sh2o[k] - wlt[k]) / (fc[k] - wlt[k]))))
+                for k in range(nr)]  # fmt: skip
+        total = 0.0
+        for f in facs:
+            total += f
+        btran = max(1e-6, total)
+        assert float(got.btran[i]) == btran
+        np.testing.assert_array_equal(np.asarray(got.root_fac[i]), [f / btran for f in facs] + [0.0] * (4 - nr))
