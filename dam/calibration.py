@@ -48,12 +48,12 @@ from .coupling.calibration import (
     loss_value,
     make_problem,
     make_specs,
-    moisture_kind,
     score,
     value_and_grad,
     values_row,
 )
 from .coupling.losses import PhysicsLoss
+from .coupling.targets import moisture_kind
 from .physics.station import StationParams
 from .site_run import StationSetup
 from .training import fit, per_member
