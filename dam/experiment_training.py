@@ -209,12 +209,8 @@ def calibration_window(data: SiteData, c: CalibrationConfig):
     w0 = max(0, n_train - c.window_steps)
     s0 = max(0, w0 - c.warmup_steps)
     state = setup.state0
-    if s0 > 0:
-        from .physics.station import run_station
-
-        head = jax.tree_util.tree_map(lambda x: jnp.asarray(x[:s0]), setup.forcing)
-        state = eqx.filter_jit(run_station)(state, head, setup.params, setup.grid, setup.options,
-                                            observe=None)[0]  # fmt: skip
+    if s0 > 0:  # in the blocks of the site's run: the program physics_default compiled, whatever s0 is
+        state = jax.tree_util.tree_map(lambda x: jnp.asarray(x[-1]), run_blocks(setup, steps=s0, progress=False)[0])
     short = dataclasses.replace(
         setup, state0=state, times=setup.times[s0:n_train],
         forcing=jax.tree_util.tree_map(lambda x: np.asarray(x)[s0:n_train], setup.forcing),

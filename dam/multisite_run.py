@@ -109,9 +109,7 @@ class MultiSiteExperiment:
             elif model in DPL_MODELS:
                 dpl_folds(self.run_dir, cfg, sites, fold_of, keys, preds, timings, self.failures)
             else:
-                for n in names:
-                    self._site_stage(model, sites[n], keys[n], preds[n], timings)
-                jax.clear_caches()  # the programs the sites shared: XLA:CPU runs out of memory maps with too many
+                self._per_site_stage(model, sites, names, keys, preds, timings)
         table = pd.concat([score(sites[n], preds[n]).assign(fold=fold_of[n]) for n in names], ignore_index=True)
         plausible = _plausibility(sites, preds)
         write_tables(self.run_dir, table, plausible)
@@ -133,6 +131,19 @@ class MultiSiteExperiment:
         index["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         io_safety.write_text(self.run_dir / "models" / ms.INDEX, json.dumps(index, indent=1))
         return table
+
+    def _per_site_stage(self, model: str, sites: dict[str, SiteData], names: list[str], keys: dict, preds: dict,
+                        timings: dict) -> None:  # fmt: skip
+        """A per-site stage at every site, the sites grouped by their options (time step, snow layers), which with
+        the run length decide the compiled programs: a group's sites share them, and they are cleared after each
+        group (XLA:CPU runs out of memory maps with too many alive)."""
+        groups: dict = {}
+        for n in names:
+            groups.setdefault(sites[n].setup.options, []).append(n)
+        for group in groups.values():
+            for n in group:
+                self._site_stage(model, sites[n], keys[n], preds[n], timings)
+            jax.clear_caches()
 
     def _site_stage(self, model: str, data: SiteData, site_key: str, preds: dict, timings: dict) -> None:
         """A per-site stage, computed by :class:`dam.experiment.Experiment` (or read back)."""
@@ -156,8 +167,6 @@ class MultiSiteExperiment:
                 return
             pred.seconds = time.perf_counter() - t0
             save_prediction(self.run_dir, data, pred, key)
-            if model != "physics_default":  # its compiled programs serve the next site (same options: no compile)
-                jax.clear_caches()
             print(f"[{data.name}] {model}: computed in {pred.seconds:.1f} s", flush=True)
         preds[model] = pred
         timings[f"{data.name}/{model}"] = pred.seconds

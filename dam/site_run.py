@@ -337,11 +337,12 @@ def spin_up(setup: StationSetup, cycles: int = 1, steps: int | None = None) -> S
     return dataclasses.replace(setup, state0=state)
 
 
-def run_blocks(setup: StationSetup, *, block_steps: int = 4096, progress: bool = True):
-    """Run the whole record in blocks of ``block_steps`` (one compilation; the last block padded), returning the
-    stacked (states, fluxes) as numpy pytrees."""
-    n = len(setup.times)
-    block = min(block_steps, n)
+def run_blocks(setup: StationSetup, *, block_steps: int = 4096, steps: int | None = None, progress: bool = True):
+    """Run the whole record (or its first ``steps``) in blocks of ``block_steps`` (or of the record, if shorter:
+    one compilation for the site, whatever ``steps``; the last block padded), returning the stacked (states,
+    fluxes) as numpy pytrees."""
+    block = min(block_steps, len(setup.times))
+    n = len(setup.times) if steps is None else int(steps)
     state = setup.state0
     outs = []
     bar = tqdm(total=n, unit="step", desc=f"{setup.site.meta.name}", disable=not progress)

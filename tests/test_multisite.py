@@ -476,6 +476,30 @@ def test_ensemble_pretrained_networks_in_a_leave_sites_out_run(sites, tmp_path, 
         _config(sites, out, models=["hlstm_constrained_multisite"])
 
 
+def test_calibration_windows_start_from_the_default_run_without_compiling_per_site(sites):
+    """The state entering a calibration window is the default run's (bit for bit), reached in the padded blocks
+    of the site's run: whatever the window's start, nothing compiles beyond physics_default's program."""
+    import equinox as eqx
+
+    from dam import site_run
+    from dam.experiment_config import CalibrationConfig
+    from dam.experiment_training import calibration_window
+    from dam.physics.station import run_station
+
+    c = CalibrationConfig(window_steps=120, warmup_steps=30)
+    a, b = (prepare_site(str(sites / "train" / n), spinup_cycles=0) for n in ("hyy_a", "hyy_b"))
+    site_run.run_blocks(a.setup, progress=False)  # physics_default's run (one block: the record, 426 days)
+    compiled = site_run._run._cached._cache_size()
+    (short_a, first_a), _ = calibration_window(a, c), calibration_window(b, c)
+    assert site_run._run._cached._cache_size() == compiled and first_a == 30 and len(short_a.times) == 150
+    s0 = int(np.searchsorted(a.step_day, a.test.start)) - 150
+    head = jax.tree_util.tree_map(lambda x: x[:s0], a.setup.forcing)
+    alone = eqx.filter_jit(run_station)(a.setup.state0, head, a.setup.params, a.setup.grid, a.setup.options,
+                                        observe=None)[0]  # fmt: skip
+    for x, y in zip(jax.tree_util.tree_leaves(alone), jax.tree_util.tree_leaves(short_a.state0), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
 @pytest.mark.slow  # the station model's gradient compiles (about 2 min on 2 cores)
 def test_dpl_regionalisation_in_a_leave_sites_out_run(sites, tmp_path):
     """physics_dpl: one network per fold from attributes to soil parameters, trained through the physics at the
