@@ -134,15 +134,18 @@ class MultiSiteExperiment:
 
     def _per_site_stage(self, model: str, sites: dict[str, SiteData], names: list[str], keys: dict, preds: dict,
                         timings: dict) -> None:  # fmt: skip
-        """A per-site stage at every site, the sites grouped by their options (time step, snow layers), which with
-        the run length decide the compiled programs: a group's sites share them, and they are cleared after each
-        group (XLA:CPU runs out of memory maps with too many alive)."""
+        """A per-site stage at every site. The physics' programs are decided by the options (time step, snow
+        layers) and the run length, so the sites are grouped by options, share them within a group, and they are
+        cleared after each group; a single-site network's are the site's own, cleared after each site (XLA:CPU runs
+        out of memory maps with too many alive)."""
         groups: dict = {}
         for n in names:
             groups.setdefault(sites[n].setup.options, []).append(n)
         for group in groups.values():
             for n in group:
                 self._site_stage(model, sites[n], keys[n], preds[n], timings)
+                if model not in ("physics_default", "physics_calibrated"):
+                    jax.clear_caches()
             jax.clear_caches()
 
     def _site_stage(self, model: str, data: SiteData, site_key: str, preds: dict, timings: dict) -> None:

@@ -343,6 +343,8 @@ def run_blocks(setup: StationSetup, *, block_steps: int = 4096, steps: int | Non
     fluxes) as numpy pytrees."""
     block = min(block_steps, len(setup.times))
     n = len(setup.times) if steps is None else int(steps)
+    if not 0 < n <= len(setup.times):
+        raise ValueError(f"steps={steps} is not within the record's {len(setup.times)} steps")
     state = setup.state0
     outs = []
     bar = tqdm(total=n, unit="step", desc=f"{setup.site.meta.name}", disable=not progress)
