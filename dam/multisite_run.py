@@ -45,6 +45,9 @@ from .run_folder import (
 )
 from .scoring import plausibility, score, summary, write_tables
 
+#: Per-site stages whose programs depend only on the options and the run length (shared by a group's sites).
+STATION_MODELS = ("physics_default", "physics_calibrated")
+
 
 def _mesh():
     """A 1-D device mesh when there is more than one device (members sharded over it), else None."""
@@ -144,7 +147,7 @@ class MultiSiteExperiment:
         for group in groups.values():
             for n in group:
                 self._site_stage(model, sites[n], keys[n], preds[n], timings)
-                if model not in ("physics_default", "physics_calibrated"):
+                if model not in STATION_MODELS:
                     jax.clear_caches()
             jax.clear_caches()
 

@@ -301,7 +301,7 @@ def setup_station(
     params = P.station_params(desc)
     forcing, times = station_forcing(site, pd.DatetimeIndex(forcing_ds["time"].values))
     dt = float(meta.time_step_s)
-    _warn_root_zone(site, grid, P.n_root_layers(desc))
+    _warn_root_zone(site, grid, int(params.roots.n_root))
     snow = SnowpackOptions(layers="noahmp" if dt <= MAX_SNOW_LAYER_STEP_S else "none")
     options = StationOptions(soil=SoilOptions(dt_s=dt), snow=snow)
     state0 = initial_state(site, grid, params, forcing, snow_layers=snow.layers == "noahmp")
