@@ -185,11 +185,12 @@ class MultiSiteExperiment:
         pretrain = kind.endswith(("_ensemble", "_constrained"))  # the constrained one: as hlstm_constrained
         kind = kind.removesuffix("_ensemble").removesuffix("_constrained")
         physics, usable = None, set(fold_of)
-        if model in PHYSICS_GUIDED_MODELS:
+        guided = model in PHYSICS_GUIDED_MODELS
+        if guided or cfg.multisite_plain_level == "physics":  # physics_default listed before (checked by the config)
             kind = kind.removesuffix("_physics")
-            physics = {n: preds[n]["physics_default"] for n in fold_of}  # listed before (checked by the config)
+            physics = {n: preds[n]["physics_default"] for n in fold_of}
             usable = {n for n, p in physics.items() if p.layer_total is not None}  # not where the physics failed
-        level = cfg.multisite_level if physics is not None else "learned"
+        level = cfg.multisite_level if guided else "physics_mean" if physics is not None else "learned"
         constrained = model in CONSTRAINED_MULTISITE_MODELS
         # physics_default is listed before the constrained model (checked by the config)
         ice_free = {n: _ice_free(sites[n], preds[n]) for n in fold_of} if constrained else None
@@ -215,11 +216,12 @@ class MultiSiteExperiment:
                 if pretrain:  # each site's ensemble runs once per run, each fold's pretraining once
                     from .multisite_pretrain import pretrain_fold
 
-                    memo = (kind, tuple(train), physics is not None)
-                    if memo not in self.pretrained:
+                    memo = (kind, tuple(train), guided)
+                    if memo not in self.pretrained:  # a plain network's pretraining is plain whatever its level
                         self.pretrained[memo] = pretrain_fold(
                             kind, [sites[n] for n in train], self.ensembles, cfg, checkpoints / "pretrain",
-                            mesh=_mesh(), store=inside(self.run_dir, "ensembles"), keys=keys, physics=physics,
+                            mesh=_mesh(), store=inside(self.run_dir, "ensembles"), keys=keys,
+                            physics=physics if guided else None,
                         )  # fmt: skip
                     init = self.pretrained[memo]
                 net, history = ms.train_multisite(
