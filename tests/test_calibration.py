@@ -19,6 +19,7 @@ import numpy as np
 import optax
 import pytest
 import xarray as xr
+from jax_events import compiled_functions
 
 from dam.calibration import (
     calibrate,
@@ -130,7 +131,7 @@ def test_sites_with_other_sensors_and_root_zones_share_one_compiled_gradient(syn
     site with two daily sensors and two root layers runs the gradient compiled for four half-hourly sensors and
     three root layers; the padding leaves the loss as it was (round-off)."""
     from dam.calibration import _problem
-    from dam.coupling.calibration import _value_and_grad, loss_value, make_problem, value_and_grad
+    from dam.coupling.calibration import loss_value, make_problem, value_and_grad
     from dam.coupling.losses import PhysicsLoss
 
     setup, truth, obs = synthetic
@@ -138,12 +139,14 @@ def test_sites_with_other_sensors_and_root_zones_share_one_compiled_gradient(syn
     other = dataclasses.replace(setup, params=eqx.tree_at(lambda p: p.roots.n_root, setup.params, jnp.asarray(2)))
     daily = obs.isel(sm_depth=[0, 2]).resample(time="1D", closed="right", label="right").mean().isel(time=slice(1, -1))
     latent = initial_latent(setup.params, SPECS)
-    value_and_grad(latent, _problem(setup, obs, SPECS, loss, None, None, None, 1))
-    compiled = _value_and_grad._cached._cache_size()
+    with compiled_functions() as first:
+        value_and_grad(latent, _problem(setup, obs, SPECS, loss, None, None, None, 1))
+    assert "jit(_loss)" in first  # the gradient program (the listener sees it)
     prob = _problem(other, daily, SPECS, loss, None, None, None, 1)
     assert prob.target.values.shape == (setup.forcing.t_air_k.shape[0], 4)
-    value, _, grad = value_and_grad(latent, prob)
-    assert _value_and_grad._cached._cache_size() == compiled
+    with compiled_functions() as second:
+        value, _, grad = value_and_grad(latent, prob)
+    assert "jit(_loss)" not in second
     assert np.isfinite(float(value)) and all(np.all(np.isfinite(g)) for g in grad.values())
     target = prepare_observations(other, daily)
     bare = make_problem(other.state0, other.forcing, other.params, other.grid, other.options, target, SPECS, loss)

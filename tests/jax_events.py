@@ -1,0 +1,23 @@
+"""Which functions XLA compiles inside a block, read from JAX's public monitoring events (not a private cache)."""
+
+import contextlib
+
+import jax
+
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@contextlib.contextmanager
+def compiled_functions():
+    """Yield a list that collects the name (``jit(<function>)``) of every program XLA compiles in the block."""
+    names: list[str] = []
+
+    def listen(event: str, duration: float, **kwargs) -> None:
+        if event == COMPILE_EVENT:
+            names.append(kwargs.get("fun_name", "?"))
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        yield names
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
