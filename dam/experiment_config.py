@@ -38,8 +38,6 @@ MULTISITE_MODELS = ("lstm_multisite", "hlstm_multisite", "lstm_physics_multisite
 PHYSICS_GUIDED_MODELS = ("lstm_physics_multisite", "hlstm_physics_multisite", "hlstm_physics_ensemble_multisite")
 #: The multi-site networks with physics-in-AI loss terms (their water balance needs physics_default's ice).
 CONSTRAINED_MULTISITE_MODELS = ("hlstm_constrained_multisite",)
-#: The multi-site networks that do not read the physics run (their level: ``multisite_plain_level``).
-PLAIN_MULTISITE_MODELS = tuple(m for m in MULTISITE_MODELS if m not in PHYSICS_GUIDED_MODELS)
 #: Physics with parameters regionalised across sites (dam.multisite_dpl): one network from site attributes to soil
 #: parameters, trained through the physics at the training sites.
 DPL_MODELS = ("physics_dpl",)
@@ -221,13 +219,6 @@ class ExperimentConfig(Strict):
         "the variation of its correction (transfers to sites never seen); learned also corrects the level "
         "(a sensor's offset: pays off only at sites trained on)",
     )
-    multisite_plain_level: Literal["learned", "physics"] = Field(
-        "learned",
-        description="the multi-site networks that do not read the physics run (lstm_multisite, hlstm_multisite, "
-        "hlstm_ensemble_multisite, hlstm_constrained_multisite): learned predicts each site's level from its "
-        "attributes; physics takes it from the site's physics_default run (its mean over the days predicted; list "
-        "physics_default first) and the network gives only the variation about it",
-    )
     pretrain: PretrainConfig = Field(PretrainConfig(), description="ensemble pretraining")
     constraints: ConstraintConfig = Field(ConstraintConfig(), description="physics-in-AI loss weights")
     calibration: CalibrationConfig = Field(CalibrationConfig(), description="gradient calibration")
@@ -254,10 +245,6 @@ class ExperimentConfig(Strict):
         for i, m in enumerate(self.models):
             if m in PHYSICS_GUIDED_MODELS and "physics_default" not in self.models[:i]:
                 raise ValueError(f"models: {m} corrects the physics_default run: list physics_default before it")
-            if (m in PLAIN_MULTISITE_MODELS and self.multisite_plain_level == "physics"
-                    and "physics_default" not in self.models[:i]):  # fmt: skip
-                raise ValueError(f"models: with multisite_plain_level: physics, {m} takes its level from the "
-                                 "physics_default run: list physics_default before it")  # fmt: skip
             if m in CONSTRAINED_MULTISITE_MODELS and "physics_default" not in self.models[:i]:
                 raise ValueError(f"models: {m} checks its water balance on the days the physics_default run has no "
                                  "ice: list physics_default before it")  # fmt: skip
@@ -291,15 +278,13 @@ class ExperimentConfig(Strict):
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (lists for tuples), as written to the run folder's ``config.yaml``. ``split`` and
         ``folds`` appear only for a leave-sites-out split, ``multisite_level`` only with a physics-guided multi-site
-        network, and ``multisite_plain_level`` and ``phase_change_gradient`` only where they are not the default, so
-        that the run folders and stage fingerprints of experiments made before these keys existed stay valid."""
+        network, and ``phase_change_gradient`` only where it is not the default, so that the run folders and stage
+        fingerprints of experiments made before these keys existed stay valid."""
         d = json.loads(json.dumps(self.model_dump(mode="json")))
         if self.split == "chronological":
             del d["split"], d["folds"]
         if not set(self.models) & set(PHYSICS_GUIDED_MODELS):  # the key means nothing without these models
             del d["multisite_level"]
-        if self.multisite_plain_level == "learned":
-            del d["multisite_plain_level"]
         for section in ("calibration", "hybrid"):  # the default derivative: keys absent, as before they existed
             if d[section]["phase_change_gradient"] == "implicit":
                 del d[section]["phase_change_gradient"]

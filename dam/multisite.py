@@ -62,7 +62,7 @@ from .sequences import Normaliser, window_starts
 from .training import fit
 
 INDEX = "index.json"
-Level = Literal["learned", "physics", "physics_mean"]
+Level = Literal["learned", "physics"]
 
 
 def assign_folds(names: list[str] | tuple[str, ...], folds: int, seed: int) -> dict[str, int]:
@@ -79,23 +79,13 @@ def assign_folds(names: list[str] | tuple[str, ...], folds: int, seed: int) -> d
 class MultiSiteModel(eqx.Module):
     """A sequence network on normalised daily inputs (T, F) (:func:`site_inputs`) and normalised site attributes
     (A,) predicting soil moisture (T, len(LAYERS)) in m3 m-3 on the standard column, or with physics inputs its
-    correction to the physics run; ``at_sensors`` maps it to a site's sensors and adds the base.
-
-    ``level`` says where a site's level comes from: ``learned``, the network's output added to the base (zero, or
-    the physics run it corrects); ``physics``, a network that reads the physics run adds only the variation of
-    its correction (zero mean over the days predicted); ``physics_mean``, a network that does not read the
-    physics run gives the variation and the run's mean over the days predicted gives the level."""
+    correction to the physics run; ``at_sensors`` maps it to a site's sensors and adds the base."""
 
     net: eqx.Module
     x_norm: Normaliser
     a_norm: Normaliser
     y_norm: Normaliser  # one mean and std for all layers (pooled training observations, or residuals of physics)
     level: Level = eqx.field(static=True, default="learned")
-
-    @property
-    def reads_physics(self) -> bool:
-        """Whether the physics run's layers are among the network's inputs (appended to the forcing)."""
-        return self.x_norm.mean.shape[-1] > len(FEATURES)
 
     def __call__(self, x: jax.Array, attributes: jax.Array) -> jax.Array:
         a = jnp.nan_to_num(self.a_norm.apply(attributes))
@@ -104,34 +94,26 @@ class MultiSiteModel(eqx.Module):
     def at_sensors(self, x: jax.Array, attributes: jax.Array, weights: jax.Array, base: jax.Array,
                    days: jax.Array | None = None) -> jax.Array:  # fmt: skip
         """Daily moisture the sensors read (T, S), given their layer ``weights`` (S, len(LAYERS)) and the ``base``
-        (T, S) (zero, or the physics run at the sensors; see ``level``). ``days`` (T,) marks the days whose mean
-        sets the level (default all; padding excluded)."""
+        (T, S) the network's output adds to (zero, or the physics run at the sensors). With ``level="physics"``
+        the output has zero mean over the T days (over those ``days`` (T,) marks, if given: not the padding of a
+        shorter site): the base keeps its level, the network adds its variation."""
         out = self(x, attributes) @ weights.T
-        if self.level == "learned":
-            return out + base
-        w = jnp.ones(out.shape[0]) if days is None else days.astype(out.dtype)
-        mean = lambda v: (w @ v / jnp.maximum(jnp.sum(w), 1.0))[None, :]  # noqa: E731
-        out = out - mean(out)
-        return out + (base if self.level == "physics" else mean(base))
-
-
-def reads_physics(physics: bool, level: Level) -> bool:
-    """Whether a network given the physics run (``physics``) reads it as inputs: all but ``physics_mean`` ones,
-    which take only its level."""
-    return physics and level != "physics_mean"
+        if self.level == "physics":
+            w = jnp.ones(out.shape[0], out.dtype) if days is None else days.astype(out.dtype)
+            out = out - (w @ out / jnp.maximum(jnp.sum(w), 1.0))[None, :]
+        return out + base
 
 
 def build_model(kind: str, cfg: NetworkConfig, seed: int, norms: dict[str, Normaliser] | None = None,
                 physics: bool = False, level: Level = "learned"):  # fmt: skip
-    """A freshly initialised :class:`MultiSiteModel` (``kind``: ``lstm`` or ``hlstm``; ``physics``: it is given
-    the physics run, which it reads unless ``level`` is ``physics_mean``; ``level``: see :class:`MultiSiteModel`);
-    ``norms`` the fitted normalisers (default placeholders of the right shapes, e.g. to load a saved model into)."""
-    if level != "learned" and not physics:
-        raise ValueError(f"level={level!r} needs the physics run (physics=True)")
-    reads = reads_physics(physics, level)
-    n_in, n_attr = len(FEATURES) + (2 * len(LAYERS) if reads else 0), len(ATTRIBUTES)
+    """A freshly initialised :class:`MultiSiteModel` (``kind``: ``lstm`` or ``hlstm``; ``physics``: it reads the
+    physics run too; ``level``: see :class:`MultiSiteModel`); ``norms`` the fitted normalisers (default
+    placeholders of the right shapes, e.g. to load a saved model into)."""
+    if level == "physics" and not physics:
+        raise ValueError("level='physics' needs a network that reads the physics run (physics=True)")
+    n_in, n_attr = len(FEATURES) + (2 * len(LAYERS) if physics else 0), len(ATTRIBUTES)
     net = _make_net(kind, n_in, len(LAYERS), cfg, jax.random.PRNGKey(seed), n_attr)
-    if reads:  # heads start at zero: the untrained network is the physics run (plus the mean residual)
+    if physics:  # heads start at zero: the untrained network is the physics run (plus the mean residual)
         heads = (lambda n: [n.head]) if hasattr(net, "head") else (lambda n: list(n.heads))
         net = eqx.tree_at(lambda n: [x for h in heads(n) for x in (h.weight, h.bias)], net, replace_fn=jnp.zeros_like)
     if norms is None:
@@ -159,11 +141,10 @@ class Batch:
     days: np.ndarray | None = None
 
     @classmethod
-    def of(cls, sites: list[SiteData], physics: dict[str, Prediction] | None = None, reads: bool = True) -> Batch:
-        """``physics`` (site name -> physics_default's prediction) gives the base, and inputs when ``reads``."""
+    def of(cls, sites: list[SiteData], physics: dict[str, Prediction] | None = None) -> Batch:
         n, d = len(sites), max(len(s.days) for s in sites)
         s_max = max(s.n_sensors for s in sites)
-        inputs = [site_inputs(s, None if physics is None else physics[s.name], reads) for s in sites]
+        inputs = [site_inputs(s, None if physics is None else physics[s.name]) for s in sites]
         forcing = np.zeros((n, d, inputs[0][0].shape[1]))
         base = np.zeros((n, d, s_max))
         targets = np.full((n, d, s_max), np.nan)
@@ -245,23 +226,17 @@ def train_multisite(
     ``cfg.warmup_days`` are not scored. ``init`` continues from a trained model (its normalisers kept; its level
     becomes ``level``).
     ``physics`` (site name -> physics_default's prediction) makes it a network that corrects the physics run,
-    ``level="physics"`` one that keeps the run's level, ``level="physics_mean"`` one that does not read the run
-    and takes only its mean level (:class:`MultiSiteModel`). ``constraints`` adds the
+    ``level="physics"`` one that keeps the run's level (:class:`MultiSiteModel`). ``constraints`` adds the
     physics-in-AI loss terms (:class:`Constraint`; ``ice_free``: site name -> (D,) days its water balance is
     checked, :func:`dam.physics_in_ai.ice_free_days`)."""
     if not sites:
         raise ValueError("train_multisite needs at least one site")
-    if level != "learned" and physics is None:
-        raise ValueError(f"level={level!r} needs the physics run (physics=...)")
-    reads = reads_physics(physics is not None, level)
-    if init is not None and init.reads_physics != reads:
-        does = "reads" if init.reads_physics else "does not read"
-        raise ValueError(f"init {does} the physics run; level={level!r} {'with' if physics else 'without'} it needs "
-                         f"a network that {'reads' if reads else 'does not'}")  # fmt: skip
-    b = Batch.of(sites, physics, reads)
+    b = Batch.of(sites, physics)
     if init is None:
         init = initial_model(kind, sites, b, cfg, seed, physics, level)
     elif init.level != level:  # e.g. pretrained with a learned level on ensemble members whose levels differ
+        if level == "physics" and physics is None:
+            raise ValueError("level='physics' needs a network that reads the physics run (physics=...)")
         init = MultiSiteModel(init.net, init.x_norm, init.a_norm, init.y_norm, level=level)
     return fit_batch(
         init,
@@ -283,13 +258,9 @@ def initial_model(
     physics: dict[str, Prediction] | None = None, level: Level = "learned",
 ) -> MultiSiteModel:  # fmt: skip
     """An untrained network for :func:`train_multisite` with normalisers fitted on the training days of ``sites``
-    (stacked in ``b``): inputs, attributes, and the targets pooled over sensors (minus the physics base where the
-    network corrects it)."""
-    reads = reads_physics(physics is not None, level)
-    fit_x = np.concatenate([site_inputs(s, None if physics is None else physics[s.name], reads)[0][s.train]
-                            for s in sites])  # fmt: skip
-    base = b.base if reads else np.zeros_like(b.base)
-    pooled = np.concatenate([(training_targets(s) - base[i, : len(s.days), : s.n_sensors])[s.train].ravel()
+    (stacked in ``b``): inputs, attributes, and the targets pooled over sensors (minus the physics base)."""
+    fit_x = np.concatenate([site_inputs(s, None if physics is None else physics[s.name])[0][s.train] for s in sites])
+    pooled = np.concatenate([(training_targets(s) - b.base[i, : len(s.days), : s.n_sensors])[s.train].ravel()
                              for i, s in enumerate(sites)])[:, None]  # fmt: skip
     norms = {"x_norm": Normaliser.fit(fit_x), "a_norm": Normaliser.fit(b.attributes), "y_norm": Normaliser.fit(pooled)}
     return build_model(kind, cfg, seed, norms, physics=physics is not None, level=level)
@@ -356,8 +327,8 @@ def fit_batch(
 
 def predict_site(model: MultiSiteModel, data: SiteData, physics: Prediction | None = None) -> np.ndarray:
     """Daily soil moisture at the site's sensors (D, S), m3 m-3, over its whole record (``physics``: the site's
-    physics_default prediction, for a network that corrects it or takes its level)."""
-    x, base = site_inputs(data, physics, model.reads_physics)
+    physics_default prediction, for a network that corrects it)."""
+    x, base = site_inputs(data, physics)
     a, w = jnp.asarray(site_attributes(data)), jnp.asarray(layer_weights(data))
     return np.asarray(model.at_sensors(jnp.asarray(np.nan_to_num(x)), a, w, jnp.asarray(base)))
 

@@ -46,16 +46,13 @@ def standard_layers(values: np.ndarray, bottoms_m) -> np.ndarray:
     return np.asarray(values) @ (overlap / overlap.sum(1, keepdims=True)).T
 
 
-def site_inputs(data: SiteData, physics: Prediction | None = None, reads: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def site_inputs(data: SiteData, physics: Prediction | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A site's network inputs (D, F) and the base its predictions add to at the sensors (D, S): the daily
-    forcing and zero, or with the ``physics`` run (physics_default's prediction with its layer series) its
-    moisture at the sensors as base and, where the network ``reads`` it, also the run's total and liquid moisture
-    on the standard column as inputs. Missing inputs stay NaN (the normalisers ignore them; the networks read
-    them as 0)."""
+    forcing and zero, or with the ``physics`` run (physics_default's prediction with its layer series) also the
+    run's total and liquid moisture on the standard column as inputs and its moisture at the sensors as base.
+    Missing inputs stay NaN (the normalisers ignore them; the networks read them as 0)."""
     if physics is None:
         return data.forcing, np.zeros(data.observed.shape)
-    if not reads:
-        return data.forcing, np.nan_to_num(physics.daily)
     if physics.layer_total is None or physics.layer_liquid is None:
         raise ValueError(f"{data.name}: the physics run has no layer series (rerun physics_default)")
     bottoms = -np.asarray(data.setup.grid.zsoil, float)

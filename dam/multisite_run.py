@@ -185,12 +185,11 @@ class MultiSiteExperiment:
         pretrain = kind.endswith(("_ensemble", "_constrained"))  # the constrained one: as hlstm_constrained
         kind = kind.removesuffix("_ensemble").removesuffix("_constrained")
         physics, usable = None, set(fold_of)
-        guided = model in PHYSICS_GUIDED_MODELS
-        if guided or cfg.multisite_plain_level == "physics":  # physics_default listed before (checked by the config)
+        if model in PHYSICS_GUIDED_MODELS:
             kind = kind.removesuffix("_physics")
-            physics = {n: preds[n]["physics_default"] for n in fold_of}
+            physics = {n: preds[n]["physics_default"] for n in fold_of}  # listed before (checked by the config)
             usable = {n for n, p in physics.items() if p.layer_total is not None}  # not where the physics failed
-        level = cfg.multisite_level if guided else "physics_mean" if physics is not None else "learned"
+        level = cfg.multisite_level if physics is not None else "learned"
         constrained = model in CONSTRAINED_MULTISITE_MODELS
         # physics_default is listed before the constrained model (checked by the config)
         ice_free = {n: _ice_free(sites[n], preds[n]) for n in fold_of} if constrained else None
@@ -216,12 +215,11 @@ class MultiSiteExperiment:
                 if pretrain:  # each site's ensemble runs once per run, each fold's pretraining once
                     from .multisite_pretrain import pretrain_fold
 
-                    memo = (kind, tuple(train), guided)
-                    if memo not in self.pretrained:  # a plain network's pretraining is plain whatever its level
+                    memo = (kind, tuple(train), physics is not None)
+                    if memo not in self.pretrained:
                         self.pretrained[memo] = pretrain_fold(
                             kind, [sites[n] for n in train], self.ensembles, cfg, checkpoints / "pretrain",
-                            mesh=_mesh(), store=inside(self.run_dir, "ensembles"), keys=keys,
-                            physics=physics if guided else None,
+                            mesh=_mesh(), store=inside(self.run_dir, "ensembles"), keys=keys, physics=physics,
                         )  # fmt: skip
                     init = self.pretrained[memo]
                 net, history = ms.train_multisite(

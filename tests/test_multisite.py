@@ -169,43 +169,19 @@ def test_physics_guided_network_corrects_the_physics(tiny_data):
     phys_anomaly = np.sqrt(np.nanmean(((phys := physics[d.name].daily) - phys.mean(0) - (d.observed -
                                        np.nanmean(d.observed, 0))) ** 2))  # fmt: skip
     assert anomaly < 0.95 * phys_anomaly  # it corrects the variation (the fake physics has half the amplitude)
-    with pytest.raises(ValueError, match="needs the physics run"):
+    # the level is the mean over the days marked: the padding of a shorter site (zero inputs and base) is not
+    x, base = (jax.numpy.asarray(np.nan_to_num(v)) for v in MS.site_inputs(d, physics[d.name]))
+    a, w = jax.numpy.asarray(MS.site_attributes(d)), jax.numpy.asarray(MS.layer_weights(d))
+    pad = lambda v: jax.numpy.concatenate([v, jax.numpy.zeros((90, v.shape[1]))])  # noqa: E731
+    days = jax.numpy.arange(len(d.days) + 90) < len(d.days)
+    np.testing.assert_allclose(np.asarray(kept.at_sensors(pad(x), a, w, pad(base), days))[: len(d.days)], whole,
+                               atol=1e-12)  # fmt: skip
+    assert np.abs(np.asarray(kept.at_sensors(pad(x), a, w, pad(base)))[: len(d.days)] - whole).max() > 1e-6
+    with pytest.raises(ValueError, match="needs a network that reads the physics"):
         MS.build_model("lstm", cfg, 0, level="physics")
     for kind in ("lstm", "hlstm"):  # untrained, a physics-guided network is the physics run itself
         fresh = MS.build_model(kind, cfg, 0, physics=True, level="physics")
         np.testing.assert_allclose(MS.predict_site(fresh, d, physics[d.name]), physics[d.name].daily, atol=1e-12)
-
-
-def test_plain_network_takes_only_the_physics_mean_level(tiny_data):
-    """level="physics_mean": a network that does not read the physics run gives the variation, the run's mean over
-    the days predicted gives the level; padding days do not count in that mean."""
-    physics = {d.name: _fake_physics(d, 0.25) for d in tiny_data}
-    cfg = ExperimentConfig().network.model_copy(update={**TINY, "epochs": 3, "learning_rate": 0.01})
-    model, hist = MS.train_multisite("lstm", tiny_data, cfg, seed=0, physics=physics, level="physics_mean")
-    assert not model.reads_physics and model.level == "physics_mean"
-    assert hist["train_loss"][-1] < hist["train_loss"][0]
-    d = tiny_data[2]
-    phys = physics[d.name].daily
-    pred = MS.predict_site(model, d, physics[d.name])
-    np.testing.assert_allclose(pred.mean(axis=0), phys.mean(axis=0), atol=1e-12)
-    # only the run's mean counts: a run with the same mean and other variation gives the same prediction
-    flat = dataclasses.replace(physics[d.name], daily=np.broadcast_to(phys.mean(axis=0), phys.shape).copy())
-    np.testing.assert_allclose(MS.predict_site(model, d, flat), pred, atol=1e-12)
-    plain = MS.MultiSiteModel(model.net, model.x_norm, model.a_norm, model.y_norm)  # the same network, learned
-    variation = MS.predict_site(plain, d)
-    np.testing.assert_allclose(pred - pred.mean(0), variation - variation.mean(0), atol=1e-12)
-    # the level is the mean over the days marked; padding (zero base, zero inputs) changes nothing
-    x, base = (jax.numpy.asarray(np.nan_to_num(v)) for v in MS.site_inputs(d, physics[d.name], reads=False))
-    a, w = jax.numpy.asarray(MS.site_attributes(d)), jax.numpy.asarray(MS.layer_weights(d))
-    pad = lambda v: jax.numpy.concatenate([v, jax.numpy.zeros((90, v.shape[1]))])  # noqa: E731
-    days = np.arange(len(d.days) + 90) < len(d.days)
-    padded = model.at_sensors(pad(x), a, w, pad(base), jax.numpy.asarray(days))
-    np.testing.assert_allclose(np.asarray(padded)[: len(d.days)], pred, atol=1e-12)
-    with pytest.raises(ValueError, match="needs the physics run"):
-        MS.train_multisite("lstm", tiny_data, cfg, seed=0, level="physics_mean")
-    guided = MS.build_model("lstm", cfg, 0, physics=True, level="learned")
-    with pytest.raises(ValueError, match="reads the physics run"):
-        MS.train_multisite("lstm", tiny_data, cfg, seed=0, init=guided, physics=physics, level="physics_mean")
 
 
 @pytest.mark.slow
@@ -368,33 +344,26 @@ def test_chronological_multisite_run_trains_once_on_every_sites_training_days(si
 
 
 def test_physics_guided_multisite_run_and_predict(sites, tmp_path):
-    """A leave-sites-out run of the physics-guided network, and of a plain one that takes its level from the
-    physics (``multisite_plain_level: physics``), on the real physics: ``dam predict`` runs the physics at a new site
-    for them and fine-tuning there keeps the network's level; a configuration without physics_default before them
-    is refused."""
+    """A leave-sites-out run of the physics-guided network on the real physics: ``dam predict`` runs the physics
+    at a new site for it and fine-tuning there keeps the network's level; a configuration without physics_default
+    before it is refused."""
     out = tmp_path / "run"
-    models = ["physics_default", "lstm_physics_multisite", "lstm_multisite"]
-    cfg = _config(sites, out, models=models, network={**TINY, "epochs": 1}, multisite_plain_level="physics")
-    table = run_multisite(cfg)
+    models = ["physics_default", "lstm_physics_multisite"]
+    table = run_multisite(_config(sites, out, models=models, network={**TINY, "epochs": 1}))
     assert set(table["model"]) == set(models) and np.isfinite(table["rmse"]).all()
     spec = yaml.safe_load((out / "models" / "lstm_physics_multisite" / "fold0.json").read_text())
     assert spec["physics"] is True and spec["kind"] == "lstm" and spec["level"] == "physics"
-    plain = yaml.safe_load((out / "models" / "lstm_multisite" / "fold0.json").read_text())
-    assert plain["physics"] is True and plain["kind"] == "lstm" and plain["level"] == "physics_mean"
     with xr.open_dataset(out / "predictions" / "hyy_a" / "physics_default.nc") as ds:
         assert ds["layer_total_soil_moisture"].shape[1] == 4 and (ds["layer"].values > 0).all()
     result, got = predict_run(out, [str(sites / "new" / "hyy_new")], finetune=1)
     preds = got["hyy_new"][1]
     assert np.isfinite(preds["lstm_physics_multisite"].daily).all() and "lstm_physics_multisite+finetune" in preds
     # fine-tuning keeps the network's level: both follow the physics run's mean over the days
-    level = preds["lstm_physics_multisite"].daily.mean(axis=0)
-    for m in ("lstm_physics_multisite+finetune", "lstm_multisite", "lstm_multisite+finetune"):
-        np.testing.assert_allclose(preds[m].daily.mean(axis=0), level, atol=1e-12)
+    np.testing.assert_allclose(preds["lstm_physics_multisite+finetune"].daily.mean(axis=0),
+                               preds["lstm_physics_multisite"].daily.mean(axis=0), atol=1e-12)  # fmt: skip
     assert np.isfinite(result["rmse"]).all()
     with pytest.raises(ConfigError, match="list physics_default before it"):
         _config(sites, out, models=["lstm_physics_multisite", "physics_default"])
-    with pytest.raises(ConfigError, match="takes its level from the physics_default run"):
-        _config(sites, out, models=["lstm_multisite", "physics_default"], multisite_plain_level="physics")
 
 
 def test_constraint_terms_shape_the_multisite_network(tiny_data):
@@ -484,7 +453,7 @@ def test_ensemble_pretraining_learns_the_physics_response_to_soil_attributes(tin
     d = tiny_data[2]
     whole = MS.predict_site(kept, d, physics[d.name])
     np.testing.assert_allclose(whole.mean(axis=0), physics[d.name].daily.mean(axis=0), atol=1e-12)
-    with pytest.raises(ValueError, match="needs the physics run"):
+    with pytest.raises(ValueError, match="needs a network that reads the physics"):
         MS.train_multisite("lstm", sites, cfg, seed=0, init=g8, level="physics")
 
 
