@@ -102,8 +102,11 @@ def dpl_folds(run_dir: Path, cfg, sites: dict[str, SiteData], fold_of: dict[str,
                 {"fold": fold, "key": key, "train_sites": train, "test_sites": test, "train_loss": loss,
                  "validation_sites": held, "validation_loss": [float(v) for v in val], "best_step": result.best_step,
                  "train_values": trained, "seconds": seconds}, indent=1))  # fmt: skip
+            step = result.best_step
+            returned = ("the last step" if step is None else f"step {step} (best at the validation sites)" if step >= 0
+                        else "the table parameters (no step helped the validation sites)")  # fmt: skip
             print(f"[{MODEL} fold{fold}] trained at {len(train)} sites in {seconds:.1f} s (loss {loss[0]:.4f} -> "
-                  f"{min(loss):.4f}; step returned {result.best_step})", flush=True)  # fmt: skip
+                  f"{min(loss):.4f}); returned {returned}", flush=True)  # fmt: skip
         for n in test:
             preds[n][MODEL] = got[n]
             timings[f"{n}/{MODEL}"] = got[n].seconds

@@ -21,3 +21,15 @@ def compiled_functions():
         yield names
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
+
+
+def sees_compiles() -> bool:
+    """Whether :func:`compiled_functions` sees a compilation (a positive control that does not depend on which
+    programs earlier tests compiled): a new function is compiled inside it."""
+
+    def _probe(x):
+        return x + 1
+
+    with compiled_functions() as names:
+        jax.jit(_probe)(1.0)
+    return "jit(_probe)" in names

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 import pytest
 import xarray as xr
-from jax_events import compiled_functions
+from jax_events import compiled_functions, sees_compiles
 
 from dam.calibration import (
     calibrate,
@@ -139,18 +139,20 @@ def test_sites_with_other_sensors_and_root_zones_share_one_compiled_gradient(syn
     other = dataclasses.replace(setup, params=eqx.tree_at(lambda p: p.roots.n_root, setup.params, jnp.asarray(2)))
     daily = obs.isel(sm_depth=[0, 2]).resample(time="1D", closed="right", label="right").mean().isel(time=slice(1, -1))
     latent = initial_latent(setup.params, SPECS)
-    with compiled_functions() as first:
-        value_and_grad(latent, _problem(setup, obs, SPECS, loss, None, None, None, 1))
-    assert "jit(_loss)" in first  # the gradient program (the listener sees it)
+    value_and_grad(latent, _problem(setup, obs, SPECS, loss, None, None, None, 1))  # compiled here or before
     prob = _problem(other, daily, SPECS, loss, None, None, None, 1)
     assert prob.target.values.shape == (setup.forcing.t_air_k.shape[0], 4)
     with compiled_functions() as second:
         value, _, grad = value_and_grad(latent, prob)
-    assert "jit(_loss)" not in second
+    assert sees_compiles() and "jit(_loss)" not in second
     assert np.isfinite(float(value)) and all(np.all(np.isfinite(g)) for g in grad.values())
     target = prepare_observations(other, daily)
     bare = make_problem(other.state0, other.forcing, other.params, other.grid, other.options, target, SPECS, loss)
     np.testing.assert_allclose(float(loss_value(latent, bare)), float(value), rtol=1e-13)
+    more = obs.isel(sm_depth=[0, 1]).assign_coords(sm_depth=obs["sm_depth"].values[:2] + 0.01)
+    six = xr.concat([obs, more], "sm_depth")  # more sensors than a block: the next multiple of 4
+    assert six.sizes["sm_depth"] == 6
+    assert _problem(setup, six, SPECS, loss, None, None, None, 1).target.values.shape[1] == 8
     with pytest.raises(ValueError, match="pad"):
         target.padded(target.n_obs - 1, 4)
 
