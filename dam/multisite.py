@@ -91,16 +91,13 @@ class MultiSiteModel(eqx.Module):
         a = jnp.nan_to_num(self.a_norm.apply(attributes))
         return self.y_norm.invert(self.net(jnp.nan_to_num(self.x_norm.apply(x)), a))
 
-    def at_sensors(self, x: jax.Array, attributes: jax.Array, weights: jax.Array, base: jax.Array,
-                   days: jax.Array | None = None) -> jax.Array:  # fmt: skip
+    def at_sensors(self, x: jax.Array, attributes: jax.Array, weights: jax.Array, base: jax.Array) -> jax.Array:
         """Daily moisture the sensors read (T, S), given their layer ``weights`` (S, len(LAYERS)) and the ``base``
         (T, S) the network's output adds to (zero, or the physics run at the sensors). With ``level="physics"``
-        the output has zero mean over the T days (over those ``days`` (T,) marks, if given: not the padding of a
-        shorter site): the base keeps its level, the network adds its variation."""
+        the output has zero mean over the T days: the base keeps its level, the network adds its variation."""
         out = self(x, attributes) @ weights.T
         if self.level == "physics":
-            w = jnp.ones(out.shape[0], out.dtype) if days is None else days.astype(out.dtype)
-            out = out - (w @ out / jnp.maximum(jnp.sum(w), 1.0))[None, :]
+            out = out - jnp.mean(out, axis=0, keepdims=True)
         return out + base
 
 
@@ -128,7 +125,7 @@ class Batch:
     """Sites stacked for training (padded to the longest record and the most sensors; padding is NaN in the
     targets and zero weight, so it never counts): inputs (n, D, F) and base (n, D, S) of :func:`site_inputs`,
     attributes (n, A), targets (n, D, S), validation targets (n, D, S) (NaN outside each site's validation days),
-    weights (n, S, L), scale (n, S), and the days (n, D) that are not padding (None: all)."""
+    weights (n, S, L), scale (n, S)."""
 
     names: tuple[str, ...]
     forcing: np.ndarray
@@ -138,7 +135,6 @@ class Batch:
     val_targets: np.ndarray
     weights: np.ndarray
     scale: np.ndarray
-    days: np.ndarray | None = None
 
     @classmethod
     def of(cls, sites: list[SiteData], physics: dict[str, Prediction] | None = None) -> Batch:
@@ -163,8 +159,7 @@ class Batch:
                 sd = np.nanstd(y[s.train], axis=0)
             scale[i, : s.n_sensors] = np.where(np.isfinite(sd), sd, 0.0) + SCALE_FLOOR
         attributes = np.stack([site_attributes(s) for s in sites])
-        days = np.arange(d)[None, :] < np.array([len(s.days) for s in sites])[:, None]
-        return cls(tuple(s.name for s in sites), forcing, base, attributes, targets, val, weights, scale, days)
+        return cls(tuple(s.name for s in sites), forcing, base, attributes, targets, val, weights, scale)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,8 +308,7 @@ def fit_batch(
         return jax.vmap(one)(*batch)
 
     v_all = jnp.asarray(b.val_targets)
-    d_all = jnp.asarray(np.ones(b.targets.shape[:2], bool) if b.days is None else b.days)
-    predict_all = eqx.filter_jit(lambda m: jax.vmap(m.at_sensors)(x_all, a_all, w_all, base_all, d_all))
+    predict_all = eqx.filter_jit(lambda m: jax.vmap(m.at_sensors)(x_all, a_all, w_all, base_all))
 
     def val_fn(m):
         return float(_loss(predict_all(m), v_all, s_all[:, None, :]))

@@ -81,11 +81,10 @@ def ensemble_batch(
             base[i, : len(s.days)] = ensembles[s.name][0][0]
         targets[i, s.train], val[i, s.val] = y[s.train], y[s.val]
     scale = np.nanstd(targets - base, axis=1) + SCALE_FLOOR
-    days = np.arange(d)[None, :] < np.array([len(s.days) for s, _, _, _ in rows])[:, None]
     batch = Batch(
         names=tuple(f"{s.name}/member{m}" for s, m, _, _ in rows), forcing=forcing, base=base,
         attributes=np.stack([a for _, _, _, a in rows]), targets=targets,
-        val_targets=val, weights=np.repeat(np.eye(n_layers)[None], n, axis=0), scale=scale, days=days,
+        val_targets=val, weights=np.repeat(np.eye(n_layers)[None], n, axis=0), scale=scale,
     )  # fmt: skip
     return batch, [s.train for s, _, _, _ in rows]
 
