@@ -66,6 +66,13 @@ class NetworkConfig(Strict):
     attention: Literal["none", "temporal", "layers", "both"] = Field("temporal", description="attention blocks")
     attention_window: int = Field(14, ge=1, description="days the temporal attention looks back")
     patience: int = Field(10, ge=1, description="epochs without validation improvement before stopping")
+    validation_sites: int = Field(
+        0,
+        ge=0,
+        description="multi-site networks, split leave_sites_out: training sites of each fold held out of "
+        "training (and pretraining) to choose the epoch at sites the network never saw, scored on their training "
+        "and validation days; 0: the epoch of the lowest loss on the training sites' validation days",
+    )
 
 
 class PretrainConfig(Strict):
@@ -253,6 +260,11 @@ class ExperimentConfig(Strict):
     @model_validator(mode="after")
     def _split_fits(self) -> ExperimentConfig:
         if self.split != "leave_sites_out":
+            if self.network.validation_sites:
+                raise ValueError(
+                    "network.validation_sites holds sites out of training: it needs split: "
+                    "leave_sites_out (a chronological split tests every site on its own later days)"
+                )
             return self
         per_site = [m for m in self.models if m not in LEAVE_SITES_OUT_MODELS]
         if per_site:
@@ -261,6 +273,12 @@ class ExperimentConfig(Strict):
                 f"saw; with split: leave_sites_out use {list(LEAVE_SITES_OUT_MODELS)}"
             )
         n_sites = len(expand_sites(self.sites))
+        fewest_train = n_sites - -(-n_sites // self.folds)  # beside the largest fold
+        if self.network.validation_sites and self.network.validation_sites >= fewest_train:
+            raise ValueError(
+                f"network.validation_sites: {self.network.validation_sites} held out of each fold's "
+                f"training sites leaves none to train on ({n_sites} sites in {self.folds} folds)"
+            )
         if self.folds > n_sites:
             raise ValueError(f"folds: {self.folds} folds need at least as many sites, got {n_sites}")
         return self
@@ -278,8 +296,8 @@ class ExperimentConfig(Strict):
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (lists for tuples), as written to the run folder's ``config.yaml``. ``split`` and
         ``folds`` appear only for a leave-sites-out split, ``multisite_level`` only with a physics-guided multi-site
-        network, and ``phase_change_gradient`` only where it is not the default, so that the run folders and stage
-        fingerprints of experiments made before these keys existed stay valid."""
+        network, and ``phase_change_gradient`` and ``network.validation_sites`` only where they are not the default,
+        so that the run folders and stage fingerprints of experiments made before these keys existed stay valid."""
         d = json.loads(json.dumps(self.model_dump(mode="json")))
         if self.split == "chronological":
             del d["split"], d["folds"]
@@ -288,6 +306,8 @@ class ExperimentConfig(Strict):
         for section in ("calibration", "hybrid"):  # the default derivative: keys absent, as before they existed
             if d[section]["phase_change_gradient"] == "implicit":
                 del d[section]["phase_change_gradient"]
+        if not self.network.validation_sites:
+            del d["network"]["validation_sites"]
         return d
 
     def replace(self, **changes: Any) -> ExperimentConfig:

@@ -75,6 +75,14 @@ def assign_folds(names: list[str] | tuple[str, ...], folds: int, seed: int) -> d
     return {names[j]: i % folds for i, j in enumerate(order)}
 
 
+def held_out(n_train: int, n_held: int, seed: int, what: str) -> list[int]:
+    """Indices of the ``n_held`` of ``n_train`` training sites held out of training to choose when to stop (a
+    permutation drawn with ``seed``); ``what`` names the setting in the error when none would be left to train."""
+    if n_held >= n_train:
+        raise ValueError(f"{what} = {n_held} leaves none of the {n_train} training sites to train on")
+    return np.random.default_rng(seed).permutation(n_train)[:n_held].tolist()
+
+
 # ------------------------------------------------------------------------------------------ the network
 class MultiSiteModel(eqx.Module):
     """A sequence network on normalised daily inputs (T, F) (:func:`site_inputs`) and normalised site attributes
@@ -91,13 +99,19 @@ class MultiSiteModel(eqx.Module):
         a = jnp.nan_to_num(self.a_norm.apply(attributes))
         return self.y_norm.invert(self.net(jnp.nan_to_num(self.x_norm.apply(x)), a))
 
-    def at_sensors(self, x: jax.Array, attributes: jax.Array, weights: jax.Array, base: jax.Array) -> jax.Array:
+    def at_sensors(self, x: jax.Array, attributes: jax.Array, weights: jax.Array, base: jax.Array,
+                   days: jax.Array | None = None) -> jax.Array:  # fmt: skip
         """Daily moisture the sensors read (T, S), given their layer ``weights`` (S, len(LAYERS)) and the ``base``
         (T, S) the network's output adds to (zero, or the physics run at the sensors). With ``level="physics"``
-        the output has zero mean over the T days: the base keeps its level, the network adds its variation."""
+        the output has zero mean over the T days (or over the ``days`` (T,) marked True, e.g. a padded record's
+        real days): the base keeps its level, the network adds its variation."""
         out = self(x, attributes) @ weights.T
         if self.level == "physics":
-            out = out - jnp.mean(out, axis=0, keepdims=True)
+            if days is None:
+                out = out - jnp.mean(out, axis=0, keepdims=True)
+            else:
+                w = days.astype(out.dtype)
+                out = out - (w @ out)[None] / jnp.maximum(jnp.sum(w), 1.0)
         return out + base
 
 
@@ -124,8 +138,9 @@ def build_model(kind: str, cfg: NetworkConfig, seed: int, norms: dict[str, Norma
 class Batch:
     """Sites stacked for training (padded to the longest record and the most sensors; padding is NaN in the
     targets and zero weight, so it never counts): inputs (n, D, F) and base (n, D, S) of :func:`site_inputs`,
-    attributes (n, A), targets (n, D, S), validation targets (n, D, S) (NaN outside each site's validation days),
-    weights (n, S, L), scale (n, S)."""
+    attributes (n, A), targets (n, D, S), validation targets (n, D, S) (NaN outside each site's validation days,
+    or for sites held out of training outside its training and validation days), weights (n, S, L), scale (n, S),
+    days (n, D) True on each site's real (not padded) days."""
 
     names: tuple[str, ...]
     forcing: np.ndarray
@@ -135,9 +150,12 @@ class Batch:
     val_targets: np.ndarray
     weights: np.ndarray
     scale: np.ndarray
+    days: np.ndarray
 
     @classmethod
-    def of(cls, sites: list[SiteData], physics: dict[str, Prediction] | None = None) -> Batch:
+    def of(cls, sites: list[SiteData], physics: dict[str, Prediction] | None = None, held_out: bool = False) -> Batch:
+        """``held_out``: the sites validate a network not trained on them (validation targets on their
+        :attr:`~dam.experiment_data.SiteData.fit_days`)."""
         n, d = len(sites), max(len(s.days) for s in sites)
         s_max = max(s.n_sensors for s in sites)
         inputs = [site_inputs(s, None if physics is None else physics[s.name]) for s in sites]
@@ -147,19 +165,21 @@ class Batch:
         val = np.full((n, d, s_max), np.nan)
         weights = np.zeros((n, s_max, len(LAYERS)))
         scale = np.ones((n, s_max))
+        days = np.zeros((n, d), bool)
         for i, s in enumerate(sites):
             y = training_targets(s)
             forcing[i, : len(s.days)] = np.nan_to_num(inputs[i][0])
             base[i, : len(s.days), : s.n_sensors] = inputs[i][1]
             targets[i, s.train, : s.n_sensors] = y[s.train]
-            val[i, s.val, : s.n_sensors] = y[s.val]
+            val[i, s.fit_days if held_out else s.val, : s.n_sensors] = y[s.fit_days if held_out else s.val]
+            days[i, : len(s.days)] = True
             weights[i, : s.n_sensors] = layer_weights(s)
             with warnings.catch_warnings():  # a sensor without training data: NaN, then the floor only
                 warnings.simplefilter("ignore", RuntimeWarning)
                 sd = np.nanstd(y[s.train], axis=0)
             scale[i, : s.n_sensors] = np.where(np.isfinite(sd), sd, 0.0) + SCALE_FLOOR
         attributes = np.stack([site_attributes(s) for s in sites])
-        return cls(tuple(s.name for s in sites), forcing, base, attributes, targets, val, weights, scale)
+        return cls(tuple(s.name for s in sites), forcing, base, attributes, targets, val, weights, scale, days)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,16 +234,19 @@ def train_multisite(
     level: Level = "learned",
     constraints: ConstraintConfig | None = None,
     ice_free: dict[str, np.ndarray] | None = None,
+    validation: list[SiteData] | None = None,
 ) -> tuple[MultiSiteModel, dict]:
-    """Train one network on the training days of ``sites`` (validated on their validation days, best epoch
-    kept); returns the model and :func:`dam.training.fit`'s history. Members are (site, window) pairs; windows of
-    ``cfg.window_days`` (at most the shortest training period) start every ``cfg.stride_days`` and their first
-    ``cfg.warmup_days`` are not scored. ``init`` continues from a trained model (its normalisers kept; its level
+    """Train one network on the training days of ``sites`` (validated on their validation days, or with
+    ``validation`` on those sites' training and validation days; best epoch kept); returns the model and
+    :func:`dam.training.fit`'s history. Members are (site, window) pairs; windows of ``cfg.window_days`` (at most
+    the shortest training period) start every ``cfg.stride_days`` and their first ``cfg.warmup_days`` are not
+    scored. ``init`` continues from a trained model (its normalisers kept; its level
     becomes ``level``).
     ``physics`` (site name -> physics_default's prediction) makes it a network that corrects the physics run,
     ``level="physics"`` one that keeps the run's level (:class:`MultiSiteModel`). ``constraints`` adds the
     physics-in-AI loss terms (:class:`Constraint`; ``ice_free``: site name -> (D,) days its water balance is
-    checked, :func:`dam.physics_in_ai.ice_free_days`)."""
+    checked, :func:`dam.physics_in_ai.ice_free_days`). ``validation``: sites held out of training that choose the
+    epoch by how the network does at sites it never saw."""
     if not sites:
         raise ValueError("train_multisite needs at least one site")
     b = Batch.of(sites, physics)
@@ -245,6 +268,7 @@ def train_multisite(
         mesh=mesh,
         desc=f"{kind} x {len(sites)} sites",
         constraint=None if constraints is None else Constraint.of(sites, ice_free, constraints, b),
+        val=Batch.of(validation, physics, held_out=True) if validation else None,
     )
 
 
@@ -274,10 +298,13 @@ def fit_batch(
     mesh=None,
     desc: str = "",
     constraint: Constraint | None = None,
+    val: Batch | None = None,
 ) -> tuple[MultiSiteModel, dict]:
     """Train ``init`` on the rows of ``b`` over the days ``spans`` (one per row; validated on ``b.val_targets``,
     best epoch kept) by :func:`dam.training.fit`; members are (row, window) pairs (see :func:`train_multisite`).
-    ``constraint`` adds its loss terms on every member's whole window (validation stays the observation loss)."""
+    ``constraint`` adds its loss terms on every member's whole window (validation stays the observation loss).
+    ``val``: held-out sites validating instead (their real days only set a physics-level output's mean; on ``b``
+    the mean runs over the padded length, which acts as early stopping: docs/experiment.md)."""
     length = min(cfg.window_days, min(sp.stop - sp.start for sp in spans))
     pairs = np.array([(i, st) for i, sp in enumerate(spans) for st in window_starts(sp, length, cfg.stride_days)])
     warm = min(cfg.warmup_days, length // 2)
@@ -307,11 +334,14 @@ def fit_batch(
 
         return jax.vmap(one)(*batch)
 
-    v_all = jnp.asarray(b.val_targets)
-    predict_all = eqx.filter_jit(lambda m: jax.vmap(m.at_sensors)(x_all, a_all, w_all, base_all))
+    v = b if val is None else val
+    v_in = tuple(jnp.asarray(a) for a in (v.forcing, v.attributes, v.weights, v.base))
+    v_days = None if val is None else jnp.asarray(v.days)
+    v_obs, v_scale = jnp.asarray(v.val_targets), jnp.asarray(v.scale)[:, None, :]
+    predict_all = eqx.filter_jit(lambda m: jax.vmap(m.at_sensors)(*v_in, v_days))
 
     def val_fn(m):
-        return float(_loss(predict_all(m), v_all, s_all[:, None, :]))
+        return float(_loss(predict_all(m), v_obs, v_scale))
 
     return fit(init, loss_fn, None, n_members=len(pairs), batch_fn=batch_fn, epochs=epochs,
                batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, val_fn=val_fn, validate_initial=True,

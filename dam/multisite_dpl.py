@@ -25,6 +25,7 @@ from .calibration_dpl import DPLResult, calibrate_dpl
 from .experiment_config import CalibrationConfig
 from .experiment_data import SiteData
 from .experiment_training import calibration_window, physics_daily
+from .multisite import held_out
 from .multisite_inputs import site_attributes
 from .physics.guards import PlausibilityError
 from .predictions import Prediction, load_prediction, save_prediction
@@ -38,15 +39,12 @@ def train_dpl(train: list[SiteData], c: CalibrationConfig, *, seed: int, progres
     """The dPL network of the ``train`` sites (see the module docs); ``c.dpl_validation_sites`` of them (a
     permutation drawn with ``seed``) are held out to choose its step."""
     windows = [calibration_window(d, c) for d in train]
-    if c.dpl_validation_sites >= len(train):
-        raise ValueError(f"calibration.dpl_validation_sites = {c.dpl_validation_sites} leaves none of the "
-                         f"{len(train)} training sites to train physics_dpl on")  # fmt: skip
-    held = np.random.default_rng(seed).permutation(len(train))[: c.dpl_validation_sites]
+    held = held_out(len(train), c.dpl_validation_sites, seed, "calibration.dpl_validation_sites")
     setups = [s.with_phase_change_gradient(c.phase_change_gradient) for s, _ in windows]
     return calibrate_dpl(
         setups, None, np.stack([site_attributes(d) for d in train]), c.parameters, seed=seed,
         windows=[(first, None) for _, first in windows], steps=c.steps, learning_rate=c.learning_rate,
-        checkpoint_every=c.checkpoint_every, residual=True, validation=held.tolist(), progress=progress,
+        checkpoint_every=c.checkpoint_every, residual=True, validation=held, progress=progress,
         checkpoint_dir=checkpoint_dir,
     )  # fmt: skip
 

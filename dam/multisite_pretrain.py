@@ -75,16 +75,18 @@ def ensemble_batch(
     forcing = np.zeros((n, d, inputs[sites[0].name].shape[1]))
     base = np.zeros((n, d, n_layers))
     targets, val = np.full((n, d, n_layers), np.nan), np.full((n, d, n_layers), np.nan)
+    days = np.zeros((n, d), bool)
     for i, (s, _, y, _) in enumerate(rows):
         forcing[i, : len(s.days)] = np.nan_to_num(inputs[s.name])
         if physics is not None:
             base[i, : len(s.days)] = ensembles[s.name][0][0]
         targets[i, s.train], val[i, s.val] = y[s.train], y[s.val]
+        days[i, : len(s.days)] = True
     scale = np.nanstd(targets - base, axis=1) + SCALE_FLOOR
     batch = Batch(
         names=tuple(f"{s.name}/member{m}" for s, m, _, _ in rows), forcing=forcing, base=base,
         attributes=np.stack([a for _, _, _, a in rows]), targets=targets,
-        val_targets=val, weights=np.repeat(np.eye(n_layers)[None], n, axis=0), scale=scale,
+        val_targets=val, weights=np.repeat(np.eye(n_layers)[None], n, axis=0), scale=scale, days=days,
     )  # fmt: skip
     return batch, [s.train for s, _, _, _ in rows]
 

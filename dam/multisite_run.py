@@ -199,8 +199,12 @@ class MultiSiteExperiment:
             train = sorted(n for n, f in fold_of.items() if f != fold) if cfg.split == "leave_sites_out" else test
             train = [n for n in train if n in usable]
             failed = [n for n in test if n not in usable]  # in the key: retried once their physics runs
-            key = fingerprint({"model": model, "train": train, "test": test, **({"failed": failed} if failed else {})},
-                              {n: keys[n] for n in (*train, *test)})  # fmt: skip
+            k = cfg.network.validation_sites  # only under leave_sites_out (checked by the config)
+            held = [train[i] for i in ms.held_out(len(train), k, cfg.seed, "network.validation_sites")] if k else []
+            train = [n for n in train if n not in held]
+            key = fingerprint({"model": model, "train": train, "test": test, **({"failed": failed} if failed else {}),
+                               **({"validation": held} if held else {})},
+                              {n: keys[n] for n in (*train, *held, *test)})  # fmt: skip
             tag = f"fold{fold}"
             folder = inside(self.run_dir, "models", model)
             got = {n: load_prediction(self.run_dir, sites[n], model, key) for n in test}
@@ -226,9 +230,11 @@ class MultiSiteExperiment:
                     kind, [sites[n] for n in train], cfg.network, seed=cfg.seed, progress=cfg.progress,
                     checkpoint_dir=checkpoints / "train", mesh=_mesh(), physics=physics, init=init, level=level,
                     constraints=cfg.constraints if constrained else None, ice_free=ice_free,
+                    validation=[sites[n] for n in held],
                 )  # fmt: skip
                 seconds = time.perf_counter() - t0
-                info = {"fold": fold, "train_sites": train, "best_epoch": int(history["best_epoch"]),
+                info = {"fold": fold, "train_sites": train, "validation_sites": held,
+                        "best_epoch": int(history["best_epoch"]),
                         "train_loss": [float(v) for v in history["train_loss"]],
                         "val_loss": [float(v) for v in [history["initial_val"], *history["val_loss"]]]}  # fmt: skip
                 ms.save_trained(folder, tag, net, {"kind": kind, "physics": physics is not None, "level": level,
@@ -255,7 +261,8 @@ class MultiSiteExperiment:
             for n in test:
                 preds[n][model] = got[n]
                 timings[f"{n}/{model}"] = got[n].seconds
-            saved.append({"fold": fold, "file": f"{model}/{tag}.eqx", "train_sites": train, "test_sites": test})
+            saved.append({"fold": fold, "file": f"{model}/{tag}.eqx", "train_sites": train, "validation_sites": held,
+                          "test_sites": test})  # fmt: skip
         return saved
 
 

@@ -59,7 +59,8 @@ def predict_run(
 
     Each site gets the networks that never saw it: under ``leave_sites_out`` a site of the run gets its own
     fold's network, any other site the mean of all folds' networks; under ``chronological`` a site of the run
-    was seen on its training days (``seen`` in the table). With ``finetune`` > 0 every network is also trained
+    was seen on its training days (``seen`` in the table; so was a site held out to choose a network's epoch,
+    ``network.validation_sites``). With ``finetune`` > 0 every network is also trained
     that many more epochs on the site's training days (chronological split of the run's fractions), as model
     ``<name>+finetune``. Scores: over ``all`` days and over the ``test`` days (the last fraction).
 
@@ -94,7 +95,7 @@ def predict_run(
             own = [x for x in entries if data.name in x[0]["test_sites"]]
             if index["split"] == "leave_sites_out" and own:
                 entries = own
-            seen = any(data.name in e["train_sites"] for e, _, _ in entries)
+            seen = any(data.name in e["train_sites"] + e.get("validation_sites", []) for e, _, _ in entries)
             daily = np.mean([predict_site(net, data, phys(spec)) for _, net, spec in entries], axis=0)
             info = {"folds": [e["fold"] for e, _, _ in entries], "seen": seen}
             preds[m] = Prediction(m, daily, 0.0, info)

@@ -358,6 +358,56 @@ def test_physics_guided_multisite_run_and_predict(sites, tmp_path):
         _config(sites, out, models=["lstm_physics_multisite", "physics_default"])
 
 
+def test_sites_held_out_choose_the_epoch(tiny_data, sites):
+    """``validation``: sites not trained on choose the epoch, scored on their training and validation days; a
+    physics-level network's mean at a shorter (padded) validation site runs over its real days, as when it
+    predicts that site alone."""
+    short = prepare_site(str(sites / "train" / "hyy_d"), spinup_cycles=0, end="2006-10-31")
+    held = [tiny_data[2], short]
+    assert len(short.days) < len(held[0].days)
+    physics = {d.name: _fake_physics(d, 0.25) for d in [*tiny_data, short]}
+    cfg = ExperimentConfig().network.model_copy(update={**TINY, "epochs": 4, "learning_rate": 0.01})
+    model, hist = MS.train_multisite("lstm", tiny_data[:2], cfg, seed=0, physics=physics, level="physics",
+                                     validation=held)  # fmt: skip
+    vb = MS.Batch.of(held, physics, held_out=True)
+    assert vb.days[1].sum() == len(short.days) and np.isnan(vb.val_targets[1, len(short.days) :]).all()
+    sq, n = 0.0, 0
+    for i, d in enumerate(held):  # the returned model's loss, each site predicted over its own record
+        err = (MS.predict_site(model, d, physics[d.name]) - MS.training_targets(d)) / vb.scale[i, : d.n_sensors]
+        sq, n = sq + np.nansum(err[d.fit_days] ** 2), n + np.isfinite(err[d.fit_days]).sum()
+    assert n > np.isfinite(MS.training_targets(held[0])[held[0].val]).sum()  # more than the validation days
+    np.testing.assert_allclose(sq / n, min(hist["initial_val"], *hist["val_loss"]), rtol=1e-9)
+
+
+def test_validation_sites_are_held_out_of_training(sites, tmp_path, monkeypatch):
+    """``network.validation_sites``: each fold's network trains on the other training sites and is validated at
+    the held-out ones (recorded in its spec and the models' index); the key is not written at its default (older
+    runs keep their fingerprints); the configuration refuses a chronological split and a count that leaves no site
+    to train on."""
+    calls: list[tuple[set, set]] = []
+    real = MS.train_multisite
+
+    def spy(kind, data, *args, validation=None, **kw):
+        calls.append(({d.name for d in data}, {d.name for d in validation}))
+        return real(kind, data, *args, validation=validation, **kw)
+
+    monkeypatch.setattr(MS, "train_multisite", spy)
+    out = tmp_path / "run"
+    run_multisite(_config(sites, out, network={**TINY, "epochs": 1, "validation_sites": 1}))
+    folds = dict(np.loadtxt(out / "folds.csv", delimiter=",", skiprows=1, dtype=str))
+    index = yaml.safe_load((out / "models" / "index.json").read_text())["models"]["lstm_multisite"]
+    assert len(calls) == 2
+    for (train, held), entry in zip(calls, index, strict=True):
+        test = {n for n, f in folds.items() if int(f) == entry["fold"]}
+        assert len(held) == 1 and not held & (train | test) and train | held | test == set(folds)
+        assert set(entry["validation_sites"]) == held and set(entry["train_sites"]) == train
+    assert "validation_sites" not in _config(sites, out).to_dict()["network"]  # older runs' fingerprints hold
+    with pytest.raises(ConfigError, match="leave_sites_out"):
+        _config(sites, out, split="chronological", network={**TINY, "validation_sites": 1})
+    with pytest.raises(ConfigError, match="leaves none to train on"):
+        _config(sites, out, network={**TINY, "validation_sites": 2})
+
+
 def test_constraint_terms_shape_the_multisite_network(tiny_data):
     """hlstm_constrained_multisite's loss terms: per-site targets stacked like the batch (padded sensors keep
     0..1, around the zero the network gives them), and each term moves the trained network: an upper bound below
