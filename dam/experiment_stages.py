@@ -61,7 +61,7 @@ def physics_default(exp: Experiment, data: SiteData, preds) -> Prediction:
 @stage("physics_calibrated")
 def physics_calibrated(exp: Experiment, data: SiteData, preds) -> Prediction:
     params, info = calibrate_site(data, exp.config.calibration, seed=exp.config.seed,
-                                  progress=exp.config.progress)  # fmt: skip
+                                  progress=exp.config.progress, memo=exp.cache)  # fmt: skip
     pred = physics_daily(data, params=params)[0]
     return dataclasses.replace(pred, model="physics_calibrated", info=info)
 

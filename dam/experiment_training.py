@@ -201,16 +201,23 @@ def train_site_hybrid(
     return res.net, info
 
 
-def calibration_window(data: SiteData, c: CalibrationConfig):
+def calibration_window(data: SiteData, c: CalibrationConfig, memo: dict | None = None):
     """A short set-up for calibration: it starts ``warmup_steps`` before the scored window (the state there from
-    a default run) and ends with the training period; returns (setup, first scored step)."""
+    a default run) and ends with the training period; returns (setup, first scored step). ``memo``: a run's dict
+    that keeps each site's state at the window's start, so the stages and folds after the first do not run the
+    default run's first years again."""
     setup = data.setup
     n_train = int(np.searchsorted(data.step_day, data.test.start))
     w0 = max(0, n_train - c.window_steps)
     s0 = max(0, w0 - c.warmup_steps)
     state = setup.state0
-    if s0 > 0:  # in the blocks of the site's run: the program physics_default compiled, whatever s0 is
+    key = (data.name, "calibration_window_state", s0)
+    if memo is not None and key in memo:
+        state = memo[key]
+    elif s0 > 0:  # in the blocks of the site's run: the program physics_default compiled, whatever s0 is
         state = jax.tree_util.tree_map(lambda x: jnp.asarray(x[-1]), run_blocks(setup, steps=s0, progress=False)[0])
+    if memo is not None:
+        memo[key] = state
     short = dataclasses.replace(
         setup, state0=state, times=setup.times[s0:n_train],
         forcing=jax.tree_util.tree_map(lambda x: np.asarray(x)[s0:n_train], setup.forcing),
@@ -218,14 +225,15 @@ def calibration_window(data: SiteData, c: CalibrationConfig):
     return short, w0 - s0
 
 
-def calibrate_site(data: SiteData, c: CalibrationConfig, *, seed: int, progress: bool):
+def calibrate_site(data: SiteData, c: CalibrationConfig, *, seed: int, progress: bool, memo: dict | None = None):
     """Gradient calibration of ``c.parameters`` (squashed into their physical ranges) against the site's
-    reliable soil moisture sensors, plus the Latin-hypercube baseline with the same number of model runs."""
+    reliable soil moisture sensors, plus the Latin-hypercube baseline with the same number of model runs
+    (``memo``: see :func:`calibration_window`)."""
     from .calibration import calibrate, latin_hypercube_search
     from .coupling.calibration import make_specs
 
     specs = make_specs(c.parameters)
-    short, first = calibration_window(data, c)
+    short, first = calibration_window(data, c, memo)
     short = short.with_phase_change_gradient(c.phase_change_gradient)
     obs = data.site.observations
     res = calibrate(short, obs, specs, start=first, steps=c.steps, learning_rate=c.learning_rate,

@@ -35,10 +35,11 @@ MODEL = "physics_dpl"
 
 
 def train_dpl(train: list[SiteData], c: CalibrationConfig, *, seed: int, progress: bool = False,
-              checkpoint_dir: Path | None = None) -> DPLResult:  # fmt: skip
+              checkpoint_dir: Path | None = None, memo: dict | None = None) -> DPLResult:  # fmt: skip
     """The dPL network of the ``train`` sites (see the module docs); ``c.dpl_validation_sites`` of them (a
-    permutation drawn with ``seed``) are held out to choose its step."""
-    windows = [calibration_window(d, c) for d in train]
+    permutation drawn with ``seed``) are held out to choose its step (``memo``:
+    :func:`dam.experiment_training.calibration_window`'s)."""
+    windows = [calibration_window(d, c, memo) for d in train]
     held = held_out(len(train), c.dpl_validation_sites, seed, "calibration.dpl_validation_sites")
     setups = [s.with_phase_change_gradient(c.phase_change_gradient) for s, _ in windows]
     return calibrate_dpl(
@@ -60,10 +61,11 @@ def predict_dpl(result: DPLResult, data: SiteData) -> Prediction:
 
 
 def dpl_folds(run_dir: Path, cfg, sites: dict[str, SiteData], fold_of: dict[str, int], keys: dict, preds: dict,
-              timings: dict, failures: list[dict]) -> None:  # fmt: skip
+              timings: dict, failures: list[dict], memo: dict | None = None) -> None:  # fmt: skip
     """Train (or read back) the network of every fold and predict its test sites into ``preds``; the network's
     values at the training sites and its loss history go to ``models/physics_dpl/fold<k>.json``. A test site
-    whose physics a guard stops is reported in ``failures`` and scored as missing (retried on resume)."""
+    whose physics a guard stops is reported in ``failures`` and scored as missing (retried on resume); ``memo``
+    keeps the sites' calibration windows between folds (:func:`dam.experiment_training.calibration_window`)."""
     for fold in sorted(set(fold_of.values())):
         test = sorted(n for n, f in fold_of.items() if f == fold)
         train = sorted(n for n, f in fold_of.items() if f != fold) if cfg.split == "leave_sites_out" else test
@@ -79,6 +81,7 @@ def dpl_folds(run_dir: Path, cfg, sites: dict[str, SiteData], fold_of: dict[str,
                 seed=cfg.seed,
                 progress=cfg.progress,
                 checkpoint_dir=inside(run_dir, "checkpoints", "multisite", MODEL, f"fold{fold}", key),
+                memo=memo,
             )
             seconds = time.perf_counter() - t0
             loss = [float(v) for v in result.history["loss"]]

@@ -110,7 +110,7 @@ class MultiSiteExperiment:
             if model in MULTISITE_MODELS:
                 index["models"][model] = self._multisite_stage(model, sites, fold_of, keys, preds, timings)
             elif model in DPL_MODELS:
-                dpl_folds(self.run_dir, cfg, sites, fold_of, keys, preds, timings, self.failures)
+                dpl_folds(self.run_dir, cfg, sites, fold_of, keys, preds, timings, self.failures, self.per_site.cache)
             else:
                 self._per_site_stage(model, sites, names, keys, preds, timings)
         table = pd.concat([score(sites[n], preds[n]).assign(fold=fold_of[n]) for n in names], ignore_index=True)

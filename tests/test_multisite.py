@@ -527,11 +527,12 @@ def test_ensemble_pretrained_networks_in_a_leave_sites_out_run(sites, tmp_path, 
         _config(sites, out, models=["hlstm_constrained_multisite"])
 
 
-def test_calibration_windows_start_from_the_default_run_without_compiling_per_site(sites):
+def test_calibration_windows_start_from_the_default_run_without_compiling_per_site(sites, monkeypatch):
     """The state entering a calibration window is the default run's (bit for bit), reached in the padded blocks
     of the site's run: whatever the window's start, nothing compiles beyond physics_default's program."""
     import equinox as eqx
 
+    from dam import experiment_training as training
     from dam import site_run
     from dam.experiment_config import CalibrationConfig
     from dam.experiment_training import calibration_window
@@ -548,6 +549,14 @@ def test_calibration_windows_start_from_the_default_run_without_compiling_per_si
     alone = eqx.filter_jit(run_station)(a.setup.state0, head, a.setup.params, a.setup.grid, a.setup.options,
                                         observe=None)[0]  # fmt: skip
     for x, y in zip(jax.tree_util.tree_leaves(alone), jax.tree_util.tree_leaves(short_a.state0), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # a run's memo keeps the state: the stages and folds after the first get the same window without running again
+    memo: dict = {}
+    calibration_window(a, c, memo)
+    monkeypatch.setattr(training, "run_blocks", lambda *args, **kw: pytest.fail("the default run ran again"))
+    again, first = calibration_window(a, c, memo)
+    assert first == first_a and len(again.times) == len(short_a.times)
+    for x, y in zip(jax.tree_util.tree_leaves(again.state0), jax.tree_util.tree_leaves(short_a.state0), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
