@@ -70,10 +70,12 @@ def report(
     seconds: float,
     failures: list[dict] = (),
     plausible: pd.DataFrame | None = None,
+    peaks: dict[str, float | None] | None = None,
 ) -> str:
     """The Markdown report of a multi-site run: split, folds, per-site skill (mean over reliable sensors),
     medians, pooled skill, how often each model beats physics_default in RMSE (and, chronological, the single-site
-    networks in r) and the networks' physical plausibility (``plausible``, :func:`dam.scoring.plausibility` rows)."""
+    networks in r) and the networks' physical plausibility (``plausible``, :func:`dam.scoring.plausibility` rows);
+    ``peaks``: the process's peak memory (GiB) after reading the sites and after each model's stage."""
     summ = summary(table)
     per_site = summ.pivot(index="site", columns="model", values=["r", "rmse"])
     per_site.columns = [f"{metric} {model}" for metric, model in per_site.columns]
@@ -82,6 +84,9 @@ def report(
            "it)" if cfg.split == "leave_sites_out" else " (every site's last days test)")  # fmt: skip
     lines = [f"# Multi-site experiment `{cfg.name}`", "",
              f"Split: **{cfg.split}**{how}; {len(folds)} sites; {seconds:.0f} s.", ""]  # fmt: skip
+    if peaks and None not in peaks.values():
+        lines += ["Peak memory of this process (resident, GiB) after reading the sites and after each stage: "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items()) + ".", ""]  # fmt: skip
     if cfg.split == "leave_sites_out":
         lines += [
             "Folds:",

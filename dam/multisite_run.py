@@ -6,6 +6,7 @@ report and the trained networks' index that ``dam predict`` reads. The splits an
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,16 @@ from .scoring import plausibility, score, summary, write_tables
 
 #: Per-site stages whose programs depend only on the options and the run length (shared by a group's sites).
 STATION_MODELS = ("physics_default", "physics_calibrated")
+
+
+def peak_memory_gib() -> float | None:
+    """The process's peak resident memory so far, GiB (None where the platform does not report it)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
+    return peak / 2**30 if sys.platform == "darwin" else peak / 2**20
 
 
 def _mesh():
@@ -95,6 +106,7 @@ class MultiSiteExperiment:
             if data.name in sites:
                 raise RunFolderError(f"two sites are named {data.name!r} ({entry}): site names must differ")
             sites[data.name] = data
+        peaks = {"sites": peak_memory_gib()}  # after each stage: the stage that raised the run's peak
         names = sorted(sites)
         if cfg.split == "leave_sites_out":
             fold_of = ms.assign_folds(names, cfg.folds, cfg.seed)
@@ -113,6 +125,7 @@ class MultiSiteExperiment:
                 dpl_folds(self.run_dir, cfg, sites, fold_of, keys, preds, timings, self.failures, self.per_site.cache)
             else:
                 self._per_site_stage(model, sites, names, keys, preds, timings)
+            peaks[model] = peak_memory_gib()
         table = pd.concat([score(sites[n], preds[n]).assign(fold=fold_of[n]) for n in names], ignore_index=True)
         plausible = _plausibility(sites, preds)
         write_tables(self.run_dir, table, plausible)
@@ -126,10 +139,11 @@ class MultiSiteExperiment:
 
         plot_skill_by_site(self.run_dir / "figures" / "skill_by_site.png", summary(table), tuple(cfg.models))
         seconds = time.perf_counter() - t_start
-        text = report(cfg, table, pooled, folds, seconds, self.failures, plausible)
+        text = report(cfg, table, pooled, folds, seconds, self.failures, plausible, peaks)
         io_safety.write_text(self.run_dir / "multisite.md", text)
         io_safety.write_text(self.run_dir / "timings.json",
-                             json.dumps({"total_seconds": seconds, "stages": timings}, indent=1))  # fmt: skip
+                             json.dumps({"total_seconds": seconds, "stages": timings, "peak_memory_gib": peaks},
+                                        indent=1))  # fmt: skip
         index["folds"] = {n: fold_of[n] for n in names}
         index["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         io_safety.write_text(self.run_dir / "models" / ms.INDEX, json.dumps(index, indent=1))

@@ -234,6 +234,9 @@ def test_leave_sites_out_never_trains_on_a_test_site(finished_run):
     for name in ("multisite.md", "pooled.csv", "metrics.md", "figures/skill_by_site.png", "models/index.json"):
         assert (out / name).is_file(), name
     assert "leave_sites_out" in (out / "multisite.md").read_text()
+    peaks = yaml.safe_load((out / "timings.json").read_text())["peak_memory_gib"]  # what raised the peak, per stage
+    assert list(peaks) == ["sites", "lstm_multisite"] and 0.1 < peaks["sites"] <= peaks["lstm_multisite"] < 64
+    assert "Peak memory of this process" in (out / "multisite.md").read_text()
     plausible = pd.read_csv(out / "plausibility.csv")  # the network's plausibility at every site it predicted
     assert sorted(plausible["site"]) == sorted(folds) and set(plausible["model"]) == {"lstm_multisite"}
     assert (plausible["bound_violations"] >= 0).all() and np.isfinite(plausible["water_created_mm"]).all()
