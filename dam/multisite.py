@@ -240,8 +240,7 @@ def train_multisite(
     ``validation`` on those sites' training and validation days; best epoch kept); returns the model and
     :func:`dam.training.fit`'s history. Members are (site, window) pairs; windows of ``cfg.window_days`` (at most
     the shortest training period) start every ``cfg.stride_days`` and their first ``cfg.warmup_days`` are not
-    scored. ``init`` continues from a trained model (its normalisers kept; its level
-    becomes ``level``).
+    scored. ``init`` continues from a trained model (its normalisers kept; its level becomes ``level``).
     ``physics`` (site name -> physics_default's prediction) makes it a network that corrects the physics run,
     ``level="physics"`` one that keeps the run's level (:class:`MultiSiteModel`). ``constraints`` adds the
     physics-in-AI loss terms (:class:`Constraint`; ``ice_free``: site name -> (D,) days its water balance is
