@@ -107,7 +107,7 @@ class MultiSiteModel(eqx.Module):
         real days): the base keeps its level, the network adds its variation."""
         out = self(x, attributes) @ weights.T
         if self.level == "physics":
-            if days is None:
+            if days is None:  # jnp.mean, not the weighted form below: the shipped results' round-off
                 out = out - jnp.mean(out, axis=0, keepdims=True)
             else:
                 w = days.astype(out.dtype)
@@ -171,7 +171,8 @@ class Batch:
             forcing[i, : len(s.days)] = np.nan_to_num(inputs[i][0])
             base[i, : len(s.days), : s.n_sensors] = inputs[i][1]
             targets[i, s.train, : s.n_sensors] = y[s.train]
-            val[i, s.fit_days if held_out else s.val, : s.n_sensors] = y[s.fit_days if held_out else s.val]
+            scored = s.fit_days if held_out else s.val
+            val[i, scored, : s.n_sensors] = y[scored]
             days[i, : len(s.days)] = True
             weights[i, : s.n_sensors] = layer_weights(s)
             with warnings.catch_warnings():  # a sensor without training data: NaN, then the floor only
