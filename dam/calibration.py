@@ -60,6 +60,7 @@ from .training import fit, per_member
 
 __all__ = [
     "CalibrationResult",
+    "NoObservationsError",
     "SearchResult",
     "calibrate",
     "calibrate_problem",
@@ -76,6 +77,10 @@ SENSOR_BLOCK = 4  # calibration targets are padded to a multiple of this many se
 
 
 # --------------------------------------------------------------------------------------------------- targets
+class NoObservationsError(ValueError):
+    """The scored window of a calibration holds no observation: its loss would be 0 whatever the parameters."""
+
+
 def sees_liquid(setup: StationSetup) -> str:
     """The water the site's soil moisture sensors see: ``"liquid"``, ``"total"`` or ``"both"`` (sensors differ;
     ``soil_moisture_measures`` in ``site.yaml``)."""
@@ -112,11 +117,12 @@ def prepare_observations(
     steps ``[start, end]`` of ``setup`` (dates, or step indices with ``end`` exclusive).
 
     Sensors: ``sensors`` (depths, m) if given, else all, without those flagged unreliable in ``site.yaml`` when
-    ``skip_unreliable``. Time: :meth:`~dam.coupling.calibration.ObservationTarget.aligned`.
+    ``skip_unreliable``. Time: :meth:`~dam.coupling.calibration.ObservationTarget.aligned`. A window without any
+    observation raises :class:`NoObservationsError` (its loss would be 0 for every parameter set).
     """
     obs = setup.site.observations if observations is None else observations
     if obs is None:
-        raise ValueError(f"site {setup.site.meta.name}: no observations to calibrate against")
+        raise NoObservationsError(f"site {setup.site.meta.name}: no observations to calibrate against")
     da = obs[variable] if hasattr(obs, "data_vars") else obs
     ddim = next(d for d in da.dims if d != "time")
     depths = np.asarray(da[ddim].values, float)
@@ -130,11 +136,18 @@ def prepare_observations(
     da = da.isel({ddim: np.flatnonzero(keep)})
     depths = depths[keep]
     mapping = setup.site.sensor_mapping(variable, setup.layer_bottoms_m, depths)  # read at the sensors' depths
-    return ObservationTarget.aligned(
+    i0, i1 = _window(setup.times, start, end)
+    target = ObservationTarget.aligned(
         np.asarray(da.transpose("time", ddim).values, float), pd.DatetimeIndex(da["time"].values).values,
-        setup.times.values, setup.options.dt_s, _window(setup.times, start, end), mapping.layer_index,
+        setup.times.values, setup.options.dt_s, (i0, i1), mapping.layer_index,
         depths, sensor_weights, layer_weights=mapping.weights, liquid=setup.site.sees_liquid(variable, depths),
     )  # fmt: skip
+    if not np.isfinite(np.asarray(target.values)).any():
+        raise NoObservationsError(
+            f"site {setup.site.meta.name}: no {variable} observation (sensors at {depths.tolist()} m) in the scored "
+            f"window {setup.times[i0]} .. {setup.times[i1 - 1]}: choose a window with observations"
+        )
+    return target
 
 
 def _problem(setup, observations, specs, loss, start, end, truncation_steps, checkpoint_every, **target_kw):

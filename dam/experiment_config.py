@@ -66,6 +66,14 @@ class NetworkConfig(Strict):
     attention: Literal["none", "temporal", "layers", "both"] = Field("temporal", description="attention blocks")
     attention_window: int = Field(14, ge=1, description="days the temporal attention looks back")
     patience: int = Field(10, ge=1, description="epochs without validation improvement before stopping")
+    site_balance: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="multi-site networks: how far each site's weight in the training and validation losses is "
+        "evened out; a site weighs its number of windows (validation: observations) to the power 1 - "
+        "site_balance (0: every window weighs the same, so sites with long records dominate; 1: every site the same)",
+    )
     validation_sites: int = Field(
         0,
         ge=0,
@@ -296,8 +304,9 @@ class ExperimentConfig(Strict):
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (lists for tuples), as written to the run folder's ``config.yaml``. ``split`` and
         ``folds`` appear only for a leave-sites-out split, ``multisite_level`` only with a physics-guided multi-site
-        network, and ``phase_change_gradient`` and ``network.validation_sites`` only where they are not the default,
-        so that the run folders and stage fingerprints of experiments made before these keys existed stay valid."""
+        network, and ``phase_change_gradient``, ``network.site_balance`` and ``network.validation_sites`` only where
+        they are not the default, so that the run folders and stage fingerprints of experiments made before these
+        keys existed stay valid."""
         d = json.loads(json.dumps(self.model_dump(mode="json")))
         if self.split == "chronological":
             del d["split"], d["folds"]
@@ -306,8 +315,9 @@ class ExperimentConfig(Strict):
         for section in ("calibration", "hybrid"):  # the default derivative: keys absent, as before they existed
             if d[section]["phase_change_gradient"] == "implicit":
                 del d[section]["phase_change_gradient"]
-        if not self.network.validation_sites:
-            del d["network"]["validation_sites"]
+        for key in ("site_balance", "validation_sites"):
+            if not d["network"][key]:
+                del d["network"][key]
         return d
 
     def replace(self, **changes: Any) -> ExperimentConfig:

@@ -28,7 +28,7 @@ from .experiment_training import (
     train_site_hybrid,
 )
 from .physics_in_ai import ice_free_days, physics_constraint
-from .predictions import Prediction
+from .predictions import Prediction, UpstreamFailedError
 from .scoring import DRY_FACTOR, plausibility, score
 
 if TYPE_CHECKING:
@@ -152,6 +152,8 @@ def _pretrained(exp: Experiment, data: SiteData, net_cfg: NetworkConfig) -> tupl
 def _physics_base(exp: Experiment, data: SiteData, preds) -> Prediction:
     """The physics model the physics-guided networks build on: calibrated when that stage ran."""
     base = preds.get("physics_calibrated") or preds.get("physics_default")
+    if base is not None and "failed" in base.info:  # a many-site run went on past it (dam.multisite_run)
+        raise UpstreamFailedError(f"site {data.name}: it builds on {base.model}, which failed ({base.info['failed']})")
     if base is None:
         key = (data.name, "physics_default")
         if key not in exp.cache:

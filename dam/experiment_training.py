@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .calibration import NoObservationsError
 from .coupling.losses import masked_mse
 from .experiment_config import CalibrationConfig, HybridConfig, NetworkConfig
 from .experiment_data import SiteData
@@ -124,12 +125,19 @@ def train_sequence_model(
     base: np.ndarray | None = None,
 ) -> SequenceModel:
     """Train on windows of the training days (the first ``warmup_days`` of each window are not scored),
-    validate on the validation tail (run from the start of the record), keep the best epoch.
-    ``extra_loss(pred, days)``, if given, adds a term for each window: its prediction (W, S) and its days (W,),
-    indices into the record (e.g. :func:`physics_constraint`)."""
+    validate on the validation tail (run from the start of the record), keep the best epoch; without a validation
+    observation, the last epoch. ``extra_loss(pred, days)``, if given, adds a term for each window: its prediction
+    (W, S) and its days (W,), indices into the record (e.g. :func:`physics_constraint`). A site without an
+    observation on its training days raises :class:`~dam.calibration.NoObservationsError`."""
     y = data.observed if targets is None else targets
     fit_days = fit_days or data.train
     val_days = val_days or data.val
+    if not np.isfinite(y[fit_days]).any():
+        raise NoObservationsError(f"site {data.name}: no soil moisture observation on the training days "
+                                  f"{data.days[fit_days][0].date()} .. {data.days[fit_days][-1].date()}")  # fmt: skip
+    validated = bool(np.isfinite(y[val_days]).any())
+    if not validated:
+        print(f"[{data.name}] no soil moisture observation on the validation days: the last epoch is kept", flush=True)
     x_norm = Normaliser.fit(inputs[fit_days])
     y_norm = Normaliser.fit((y if base is None else y - base)[fit_days])
     key = jax.random.PRNGKey(seed)
@@ -160,7 +168,7 @@ def train_sequence_model(
         return float(_masked_mse(m(x_all, s_all, b_all)[val_days], y_all[val_days], scale))
 
     trained, _ = fit(model, loss_fn, None, n_members=len(starts), batch_fn=batch_fn, epochs=cfg.epochs,
-                     batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, val_fn=val_fn,
+                     batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, val_fn=val_fn if validated else None,
                      patience=cfg.patience, seed=seed, checkpoint_dir=checkpoint_dir, progress=progress)  # fmt: skip
     return trained
 

@@ -32,6 +32,7 @@ import dataclasses
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -75,12 +76,18 @@ def assign_folds(names: list[str] | tuple[str, ...], folds: int, seed: int) -> d
     return {names[j]: i % folds for i, j in enumerate(order)}
 
 
-def held_out(n_train: int, n_held: int, seed: int, what: str) -> list[int]:
-    """Indices of the ``n_held`` of ``n_train`` training sites held out of training to choose when to stop (a
-    permutation drawn with ``seed``); ``what`` names the setting in the error when none would be left to train."""
+def held_out(n_train: int, n_held: int, seed: int, what: str, usable: Sequence[bool] | None = None) -> list[int]:
+    """Indices of the ``n_held`` of ``n_train`` training sites held out of training to choose when to stop (the
+    first ``usable`` ones of a permutation drawn with ``seed``: only sites with observations can tell one epoch
+    from another); ``what`` names the setting in the error when none would be left to train or too few can
+    validate."""
     if n_held >= n_train:
         raise ValueError(f"{what} = {n_held} leaves none of the {n_train} training sites to train on")
-    return np.random.default_rng(seed).permutation(n_train)[:n_held].tolist()
+    usable = np.ones(n_train, bool) if usable is None else np.asarray(usable, bool)
+    if usable.sum() < n_held:
+        raise ValueError(f"{what} = {n_held}: only {usable.sum()} of the {n_train} training sites have observations "
+                         "on their training days to validate on")  # fmt: skip
+    return [int(i) for i in np.random.default_rng(seed).permutation(n_train) if usable[i]][:n_held]
 
 
 # ------------------------------------------------------------------------------------------ the network
@@ -216,8 +223,8 @@ class Constraint:
         return tuple(jnp.asarray(a) for a in (self.lower, self.upper, self.precip_mm, self.ice_free, self.top_layer_m))
 
 
-def _loss(pred: jax.Array, obs: jax.Array, scale: jax.Array) -> jax.Array:
-    return masked_mse((pred - obs) / scale, 0.0)
+def _loss(pred: jax.Array, obs: jax.Array, scale: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    return masked_mse((pred - obs) / scale, 0.0, weights)
 
 
 def train_multisite(
@@ -285,6 +292,12 @@ def initial_model(
     return build_model(kind, cfg, seed, norms, physics=physics is not None, level=level)
 
 
+def row_weights(count: np.ndarray, balance: float) -> np.ndarray:
+    """Weight of one item of each row holding ``count`` items, so that a row weighs ``count ** (1 - balance)`` in
+    all (0: every item the same; 1: every row the same); rows without items 0."""
+    return np.where(count > 0, np.maximum(count, 1) ** -float(balance), 0.0)
+
+
 def fit_batch(
     init: MultiSiteModel,
     b: Batch,
@@ -301,7 +314,8 @@ def fit_batch(
     val: Batch | None = None,
 ) -> tuple[MultiSiteModel, dict]:
     """Train ``init`` on the rows of ``b`` over the days ``spans`` (one per row; validated on ``b.val_targets``,
-    best epoch kept) by :func:`dam.training.fit`; members are (row, window) pairs (see :func:`train_multisite`).
+    best epoch kept) by :func:`dam.training.fit`; members are (row, window) pairs (see :func:`train_multisite`),
+    a row's members and validation observations weighed by ``cfg.site_balance`` (:func:`row_weights`).
     ``constraint`` adds its loss terms on every member's whole window (validation stays the observation loss).
     ``val``: held-out sites validating instead (their real days only set a physics-level output's mean; on ``b``
     the mean runs over the padded length, which acts as early stopping: docs/experiment.md)."""
@@ -312,18 +326,22 @@ def fit_batch(
     w_all, s_all, base_all = jnp.asarray(b.weights), jnp.asarray(b.scale), jnp.asarray(b.base)
 
     c = None if constraint is None else constraint.arrays()
+    member_weight = row_weights(np.bincount(pairs[:, 0], minlength=len(spans)), cfg.site_balance)[pairs[:, 0]]
+    member_weight = jnp.asarray(member_weight / member_weight.mean())  # mean 1: the learning rate keeps its scale
 
     def batch_fn(_, idx):
         site, start = pairs[idx, 0], pairs[idx, 1]
         rows = start[:, None] + np.arange(length)[None, :]
         members = (x_all[site[:, None], rows], a_all[site], y_all[site[:, None], rows], w_all[site], s_all[site],
                    base_all[site[:, None], rows])  # fmt: skip
-        if c is None:
-            return members
-        lo, hi, precip, ice, top = c
-        return (*members, lo[site], hi[site], precip[site[:, None], rows], ice[site[:, None], rows], top[site])
+        if c is not None:
+            lo, hi, precip, ice, top = c
+            members += (lo[site], hi[site], precip[site[:, None], rows], ice[site[:, None], rows], top[site])
+        return member_weight[idx], members
 
     def loss_fn(m, batch):
+        weight, members = batch
+
         def one(x, a, y, w, sc, base, *target):
             pred = m.at_sensors(x, a, w, base)
             loss = _loss(pred[warm:], y[warm:], sc)
@@ -332,21 +350,26 @@ def fit_batch(
                 loss = loss + constraint_penalty(pred, jnp.arange(length), SensorTarget(*target), wts.bounds, wts.water)
             return loss
 
-        return jax.vmap(one)(*batch)
+        return weight * jax.vmap(one)(*members)
 
     v = b if val is None else val
     v_in = tuple(jnp.asarray(a) for a in (v.forcing, v.attributes, v.weights, v.base))
     v_days = None if val is None else jnp.asarray(v.days)
     v_obs, v_scale = jnp.asarray(v.val_targets), jnp.asarray(v.scale)[:, None, :]
     predict_all = eqx.filter_jit(lambda m: jax.vmap(m.at_sensors)(*v_in, v_days))
+    # each row's validation observations weigh as its training windows do
+    v_weight = jnp.asarray(row_weights(np.isfinite(v.val_targets).sum(axis=(1, 2)), cfg.site_balance))[:, None, None]
 
     def val_fn(m):
-        return float(_loss(predict_all(m), v_obs, v_scale))
+        return float(_loss(predict_all(m), v_obs, v_scale, v_weight))
 
+    validated = bool(np.isfinite(v.val_targets).any())  # else the last epoch: a loss of 0 would keep the first
+    if not validated:
+        print(f"[{desc}] no observation on the validation days: the last epoch is kept", flush=True)
     return fit(init, loss_fn, None, n_members=len(pairs), batch_fn=batch_fn, epochs=epochs,
-               batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, val_fn=val_fn, validate_initial=True,
-               patience=cfg.patience, seed=seed, checkpoint_dir=checkpoint_dir, progress=progress, mesh=mesh,
-               desc=desc)  # fmt: skip
+               batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, val_fn=val_fn if validated else None,
+               validate_initial=True, patience=cfg.patience, seed=seed, checkpoint_dir=checkpoint_dir,
+               progress=progress, mesh=mesh, desc=desc)  # fmt: skip
 
 
 def predict_site(model: MultiSiteModel, data: SiteData, physics: Prediction | None = None) -> np.ndarray:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import io_safety
+from .calibration import NoObservationsError, prepare_observations
 from .calibration_dpl import DPLResult, calibrate_dpl
 from .experiment_config import CalibrationConfig
 from .experiment_data import SiteData
@@ -50,6 +51,16 @@ def train_dpl(train: list[SiteData], c: CalibrationConfig, *, seed: int, progres
     )  # fmt: skip
 
 
+def _scored(data: SiteData, c: CalibrationConfig, memo: dict | None) -> bool:
+    """Whether the site's calibration window holds an observation to score the physics against."""
+    short, first = calibration_window(data, c, memo)
+    try:
+        prepare_observations(short, start=first)
+    except NoObservationsError:
+        return False
+    return True
+
+
 def predict_dpl(result: DPLResult, data: SiteData) -> Prediction:
     """The physics over the site's record with the parameters the network gives for its attributes."""
     from .coupling.calibration import apply_parameters
@@ -69,6 +80,11 @@ def dpl_folds(run_dir: Path, cfg, sites: dict[str, SiteData], fold_of: dict[str,
     for fold in sorted(set(fold_of.values())):
         test = sorted(n for n, f in fold_of.items() if f == fold)
         train = sorted(n for n, f in fold_of.items() if f != fold) if cfg.split == "leave_sites_out" else test
+        unscored = [n for n in train if not _scored(sites[n], cfg.calibration, memo)]
+        if unscored:  # their loss would be 0 whatever the network gives them: they would only dilute the others'
+            print(f"[{MODEL} fold{fold}] not trained at {', '.join(unscored)}: no observation in the calibration "
+                  "window", flush=True)  # fmt: skip
+            train = [n for n in train if n not in unscored]
         key = fingerprint({"model": MODEL, "train": train, "test": test}, {n: keys[n] for n in (*train, *test)})
         got = {n: load_prediction(run_dir, sites[n], MODEL, key) for n in test}
         if all(p is not None for p in got.values()):
@@ -100,7 +116,8 @@ def dpl_folds(run_dir: Path, cfg, sites: dict[str, SiteData], fold_of: dict[str,
             held = [train[i] for i in result.validation]
             val = [result.history.attrs["initial_val_loss"], *result.history["val_loss"]] if held else []
             io_safety.write_text(inside(run_dir, "models", MODEL, f"fold{fold}.json"), json.dumps(
-                {"fold": fold, "key": key, "train_sites": train, "test_sites": test, "train_loss": loss,
+                {"fold": fold, "key": key, "train_sites": train, "unscored_sites": unscored, "test_sites": test,
+                 "train_loss": loss,
                  "validation_sites": held, "validation_loss": [float(v) for v in val], "best_step": result.best_step,
                  "train_values": trained, "seconds": seconds}, indent=1))  # fmt: skip
             step = result.best_step

@@ -95,7 +95,8 @@ def report(
             "",
         ]
     if failures:
-        lines += ["Stages stopped by a physics guard (scored as missing; retried when the run is resumed):", "",
+        lines += ["Stages that failed at a site (a physics guard, no observations to fit; scored as missing, retried "
+                  "when the run is resumed):", "",
                   pd.DataFrame(list(failures)).to_markdown(index=False), ""]  # fmt: skip
     lines += ["Median over sites (per site: mean over reliable sensors):", "",
               with_units(med).to_markdown(index=False, floatfmt=".3f"), ""]  # fmt: skip

@@ -18,6 +18,7 @@ import yaml
 
 from . import io_safety
 from . import multisite as ms  # through the module: tests replace ms.train_multisite
+from .calibration import NoObservationsError
 from .experiment import Experiment, _check_resume, _core
 from .experiment_config import (
     CONSTRAINED_MULTISITE_MODELS,
@@ -33,7 +34,7 @@ from .multisite_dpl import dpl_folds
 from .multisite_inputs import ATTRIBUTES, LAYERS
 from .physics.guards import PlausibilityError
 from .physics_in_ai import ice_free_days
-from .predictions import Prediction, load_prediction, save_prediction
+from .predictions import Prediction, UpstreamFailedError, load_prediction, save_prediction
 from .run_folder import (
     RunFolderError,
     RunLock,
@@ -45,6 +46,9 @@ from .run_folder import (
     write_manifest,
 )
 from .scoring import plausibility, score, summary, write_tables
+
+#: What one site's stage may fail with without ending a many-site run (reported, scored as missing, retried on resume).
+SITE_FAILURES = (PlausibilityError, NoObservationsError, UpstreamFailedError)
 
 #: Per-site stages whose programs depend only on the options and the run length (shared by a group's sites).
 STATION_MODELS = ("physics_default", "physics_calibrated")
@@ -77,7 +81,7 @@ class MultiSiteExperiment:
         self.config = config.replace(sites=expand_sites(config.sites))
         self.run_dir = Path(config.output_dir).expanduser().resolve()
         self.per_site = Experiment(self.config)  # runs the per-site stages (same methods, same run folder)
-        self.failures: list[dict] = []  # per-site stages stopped by a physics guard
+        self.failures: list[dict] = []  # per-site stages that failed (SITE_FAILURES)
         self.ensembles: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # site -> pretraining ensemble
         self.pretrained: dict[tuple, ms.MultiSiteModel] = {}  # (kind, training sites) -> pretrained network
 
@@ -179,7 +183,7 @@ class MultiSiteExperiment:
             exp._key = key
             try:
                 pred = STAGES[model](exp, data, preds)
-            except PlausibilityError as err:  # one site's physics must not end a many-site run: reported, retried
+            except SITE_FAILURES as err:
                 self.failures.append({"site": data.name, "model": model, "error": str(err)})
                 print(f"[{data.name}] {model}: FAILED ({err}); scored as missing, retried when the run is resumed")
                 pred = Prediction(model, np.full(data.observed.shape, np.nan), 0.0, {"failed": str(err)})
@@ -214,7 +218,9 @@ class MultiSiteExperiment:
             train = [n for n in train if n in usable]
             failed = [n for n in test if n not in usable]  # in the key: retried once their physics runs
             k = cfg.network.validation_sites  # only under leave_sites_out (checked by the config)
-            held = [train[i] for i in ms.held_out(len(train), k, cfg.seed, "network.validation_sites")] if k else []
+            observed = [np.isfinite(ms.training_targets(sites[n])[sites[n].fit_days]).any() for n in train]
+            held = [train[i] for i in (ms.held_out(len(train), k, cfg.seed, "network.validation_sites", observed)
+                                       if k else [])]  # fmt: skip
             train = [n for n in train if n not in held]
             key = fingerprint({"model": model, "train": train, "test": test, **({"failed": failed} if failed else {}),
                                **({"validation": held} if held else {})},

@@ -30,6 +30,10 @@ class Prediction:
     layer_total: np.ndarray | None = None  # (D, N) daily total moisture of every model layer (physics models)
 
 
+class UpstreamFailedError(RuntimeError):
+    """A stage builds on the prediction of a stage that failed at the site (``info["failed"]``)."""
+
+
 _LIQUID = {"standard_name": "volume_fraction_of_liquid_water_in_soil", "units": "m3 m-3"}
 _TOTAL = {"standard_name": "volume_fraction_of_condensed_water_in_soil", "units": "m3 m-3"}
 _EXTRAS = {  # Prediction field -> netCDF variable, its second dimension and attributes

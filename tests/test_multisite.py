@@ -75,6 +75,52 @@ def test_folds_cover_every_site_once():
         MS.assign_folds(names[:2], 3, seed=0)
 
 
+def test_held_out_sites_are_drawn_among_those_that_can_validate():
+    everyone = MS.held_out(8, 3, seed=1, what="x")
+    assert len(set(everyone)) == 3 and MS.held_out(8, 3, seed=1, what="x", usable=[True] * 8) == everyone
+    usable = [i != everyone[0] for i in range(8)]  # the first site drawn has no observations: the next is taken
+    assert MS.held_out(8, 3, seed=1, what="x", usable=usable) == [*everyone[1:], MS.held_out(8, 4, 1, "x")[3]]
+    with pytest.raises(ValueError, match="x = 2: only 1 of the 8 training sites have observations"):
+        MS.held_out(8, 2, seed=1, what="x", usable=[i == 0 for i in range(8)])
+    with pytest.raises(ValueError, match="leaves none of the 3 training sites"):
+        MS.held_out(3, 3, seed=1, what="x")
+
+
+def test_dpl_is_not_trained_at_sites_without_observations_in_their_window(sites, tmp_path, monkeypatch):
+    """A site whose calibration window holds no observation would score 0 whatever its parameters: calibration
+    refuses it with the site and window named, and a dPL fold leaves it out of training (and validation)."""
+    from dam import multisite_dpl
+    from dam.calibration import NoObservationsError, prepare_observations
+    from dam.experiment_config import CalibrationConfig
+    from dam.experiment_training import calibration_window
+
+    blank = tiny_site(tmp_path, "hyy_c")
+    with xr.open_dataset(blank / "observations.nc") as ds:
+        obs = ds.load()
+    obs["soil_moisture"] = obs["soil_moisture"].where(obs["time"] < np.datetime64("2004-08-01"))
+    obs.to_netcdf(blank / "observations.nc")
+    c = CalibrationConfig(window_steps=120, warmup_steps=30)
+    data = {d.name: d for d in (prepare_site(str(p), spinup_cycles=0) for p in (sites / "train" / "hyy_a", blank))}
+    short, first = calibration_window(data["hyy_c"], c)
+    with pytest.raises(NoObservationsError, match=r"site hyy_c: no soil_moisture observation .* in the scored window"):
+        prepare_observations(short, start=first)
+    assert multisite_dpl._scored(data["hyy_a"], c, None) and not multisite_dpl._scored(data["hyy_c"], c, None)
+
+    class Trained(Exception):
+        pass
+
+    def train_dpl(train, *args, **kw):
+        raise Trained([d.name for d in train])
+
+    monkeypatch.setattr(multisite_dpl, "train_dpl", train_dpl)
+    cfg = _config(sites, tmp_path / "run", split="chronological", models=["physics_default", "physics_dpl"],
+                  calibration={"window_steps": 120, "warmup_steps": 30})  # fmt: skip
+    with pytest.raises(Trained) as trained:
+        multisite_dpl.dpl_folds(tmp_path / "run", cfg, data, {"hyy_a": 0, "hyy_c": 0}, {"hyy_a": "a", "hyy_c": "c"},
+                                {"hyy_a": {}, "hyy_c": {}}, {}, [])  # fmt: skip
+    assert trained.value.args[0] == ["hyy_a"]
+
+
 def test_config_validation(sites, tmp_path):
     pattern = str(sites / "train" / "*")
     assert len(expand_sites((pattern,))) == 4
@@ -307,11 +353,48 @@ def test_cli_resume_reads_back_and_a_failed_physics_site_is_reported(finished_ru
     assert "FAILED" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in (out / "models").rglob("*.eqx")} == before
     report = (out / "multisite.md").read_text()
-    assert "stopped by a physics guard" in report and "hyy_a" in report
+    assert "Stages that failed at a site" in report and "hyy_a" in report
     summ = np.genfromtxt(out / "summary.csv", delimiter=",", names=True, dtype=None, encoding=None)
     rmse = {(s, m): v for s, m, v in zip(summ["site"], summ["model"], summ["rmse"], strict=True)}
     assert np.isnan(rmse[("hyy_a", "physics_default")]) and rmse[("hyy_b", "physics_default")] > 0
     assert (out / "models" / "index.json").is_file()
+
+
+def test_a_site_without_observations_to_fit_is_reported_with_what_builds_on_it(sites, tmp_path, monkeypatch):
+    """A calibration without observations in its window fails at that site (the physics are stubs here), the
+    network built on the calibrated physics there is reported as failed with it, and the other site goes on; a
+    network without a training observation refuses to train."""
+    from dam.calibration import NoObservationsError
+    from dam.experiment_stages import STAGES
+    from dam.experiment_training import train_sequence_model
+
+    def stub(model):
+        def physics(exp, data, preds):
+            if model == "physics_calibrated" and data.name == "hyy_a":
+                raise NoObservationsError("site hyy_a: no soil_moisture observation in the scored window")
+            daily = np.nan_to_num(data.observed, nan=0.3) + 0.01
+            bexp = float(np.ravel(data.setup.params.soil.bexp)[0])  # "calibrated" to its table value
+            return Prediction(model, daily, 0.0, {"values": {"soil.bexp": bexp}}, liquid=daily, total=daily)
+
+        return physics
+
+    for model in ("physics_default", "physics_calibrated"):
+        monkeypatch.setitem(STAGES, model, stub(model))
+    names = [str(sites / "train" / n) for n in ("hyy_a", "hyy_b")]
+    out = tmp_path / "run"
+    models = ["physics_default", "physics_calibrated", "hlstm_physics"]
+    table = run_multisite(_config(sites, out, sites=names, split="chronological", models=models,
+                                  calibration={"parameters": ["soil.bexp"]}))  # fmt: skip
+    report = (out / "multisite.md").read_text()
+    assert "hyy_a  | hlstm_physics      | site hyy_a: it builds on physics_calibrated, which failed" in report
+    rmse = table.groupby(["site", "model"])["rmse"].mean()
+    assert np.isnan(rmse[("hyy_a", "hlstm_physics")]) and np.isfinite(rmse[("hyy_b", "hlstm_physics")])
+
+    data = prepare_site(names[0], spinup_cycles=0)
+    cfg = ExperimentConfig().network.model_copy(update=TINY)
+    with pytest.raises(NoObservationsError, match="site hyy_a: no soil moisture observation on the training days"):
+        train_sequence_model(data, "lstm", data.forcing, cfg, seed=0, checkpoint_dir=tmp_path / "ck", progress=False,
+                             targets=np.full_like(data.observed, np.nan))  # fmt: skip
 
 
 def test_chronological_multisite_run_trains_once_on_every_sites_training_days(sites, tmp_path, monkeypatch):
@@ -380,6 +463,38 @@ def test_sites_held_out_choose_the_epoch(tiny_data, sites):
         sq, n = sq + np.nansum(err[d.fit_days] ** 2), n + np.isfinite(err[d.fit_days]).sum()
     assert n > np.isfinite(MS.training_targets(held[0])[held[0].val]).sum()  # more than the validation days
     np.testing.assert_allclose(sq / n, min(hist["initial_val"], *hist["val_loss"]), rtol=1e-9)
+
+
+def test_site_balance_weighs_every_site_the_same(tiny_data, sites, monkeypatch):
+    """``site_balance: 1``: a site with a short record weighs as much as a long one, in the training members (each
+    site's member weights sum to the same) and in the validation loss (the mean of the sites' own losses); 0: every
+    window and every validation observation weighs the same."""
+    short = prepare_site(str(sites / "train" / "hyy_d"), spinup_cycles=0, end="2006-10-31")
+    data = [tiny_data[0], short]
+    captured = {}
+    monkeypatch.setattr(MS, "fit", lambda model, *a, **kw: captured.update(model=model, **kw) or (model, {}))
+    for balance in (0.0, 1.0, 0.5):
+        cfg = ExperimentConfig().network.model_copy(update={**TINY, "stride_days": 10, "site_balance": balance})
+        MS.train_multisite("lstm", data, cfg, seed=0)
+        weight, members = captured["batch_fn"](None, np.arange(captured["n_members"]))
+        site = np.where((np.asarray(members[1]) == np.asarray(members[1][0])).all(axis=1), 0, 1)  # by attributes
+        counts = np.bincount(site)
+        assert counts[0] > 1.5 * counts[1]  # the short site has fewer windows
+        totals = np.bincount(site, weights=np.asarray(weight))
+        np.testing.assert_allclose(totals / totals.sum(), counts ** (1 - balance) / np.sum(counts ** (1 - balance)))
+        assert np.asarray(weight).mean() == pytest.approx(1.0)
+
+        b = MS.Batch.of(data)
+        per_site = []
+        for i, d in enumerate(data):
+            err = (MS.predict_site(captured["model"], d) - MS.training_targets(d)) / b.scale[i, : d.n_sensors]
+            per_site.append((np.nansum(err[d.val] ** 2), np.isfinite(err[d.val]).sum()))
+        (sq_a, n_a), (sq_b, n_b) = per_site
+        w_a, w_b = n_a**-balance, n_b**-balance
+        expected = (w_a * sq_a + w_b * sq_b) / (w_a * n_a + w_b * n_b)
+        np.testing.assert_allclose(captured["val_fn"](captured["model"]), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="site_balance"):
+        ExperimentConfig.from_dict({"network": {"site_balance": 1.5}})
 
 
 def test_validation_sites_are_held_out_of_training(sites, tmp_path, monkeypatch):
