@@ -395,6 +395,22 @@ def test_a_site_without_observations_to_fit_is_reported_with_what_builds_on_it(s
     with pytest.raises(NoObservationsError, match="site hyy_a: no soil moisture observation on the training days"):
         train_sequence_model(data, "lstm", data.forcing, cfg, seed=0, checkpoint_dir=tmp_path / "ck", progress=False,
                              targets=np.full_like(data.observed, np.nan))  # fmt: skip
+    # without a validation observation a loss of 0 would keep the first epoch: the last one is kept instead
+    from dam import experiment_training
+
+    captured = {}
+    fake_fit = lambda model, *a, **kw: captured.update(kw) or (model, {})  # noqa: E731
+    monkeypatch.setattr(experiment_training, "fit", fake_fit)
+    monkeypatch.setattr(MS, "fit", fake_fit)
+    no_val = data.observed.copy()
+    no_val[data.val] = np.nan
+    train_sequence_model(data, "lstm", data.forcing, cfg, seed=0, checkpoint_dir=tmp_path / "ck", progress=False,
+                         targets=no_val)  # fmt: skip
+    assert captured.pop("val_fn") is None
+    MS.train_multisite("lstm", [dataclasses.replace(data, observed=no_val)], cfg, seed=0)
+    assert captured.pop("val_fn") is None
+    MS.train_multisite("lstm", [data], cfg, seed=0)
+    assert captured.pop("val_fn") is not None
 
 
 def test_chronological_multisite_run_trains_once_on_every_sites_training_days(sites, tmp_path, monkeypatch):
