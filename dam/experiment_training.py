@@ -211,15 +211,24 @@ def train_site_hybrid(
 
 def calibration_window(data: SiteData, c: CalibrationConfig, memo: dict | None = None):
     """A short set-up for calibration: it starts ``warmup_steps`` before the scored window (the state there from
-    a default run) and ends with the training period; returns (setup, first scored step). ``memo``: a run's dict
-    that keeps each site's state at the window's start, so the stages and folds after the first do not run the
-    default run's first years again."""
+    a default run) and ends with the training period, or where that window holds no observation, with the last
+    training day that has one (announced); returns (setup, first scored step). ``memo``: a run's dict that keeps
+    each site's state at the window's start, so the stages and folds after the first do not run the default run's
+    first years again."""
     setup = data.setup
     n_train = int(np.searchsorted(data.step_day, data.test.start))
+    reliable = np.where(data.reliable, data.observed, np.nan)[: data.test.start]
+    observed = np.flatnonzero(np.isfinite(reliable).any(axis=1))  # training days with an observation
+    moved = observed.size and observed[-1] <= data.step_day[max(0, n_train - c.window_steps)]  # e.g. a record
+    if moved:  # that stops before the training period does (the window's first day may not be whole: not counted)
+        n_train = int(np.searchsorted(data.step_day, observed[-1] + 1))
     w0 = max(0, n_train - c.window_steps)
     s0 = max(0, w0 - c.warmup_steps)
     state = setup.state0
     key = (data.name, "calibration_window_state", s0)
+    if moved and (memo is None or key not in memo):  # once per run
+        print(f"[{data.name}] no observation in the calibration window at the end of the training period: it ends "
+              f"on {data.days[observed[-1]].date()}, the last training day with one", flush=True)  # fmt: skip
     if memo is not None and key in memo:
         state = memo[key]
     elif s0 > 0:  # in the blocks of the site's run: the program physics_default compiled, whatever s0 is

@@ -52,7 +52,8 @@ def train_dpl(train: list[SiteData], c: CalibrationConfig, *, seed: int, progres
 
 
 def _scored(data: SiteData, c: CalibrationConfig, memo: dict | None) -> bool:
-    """Whether the site's calibration window holds an observation to score the physics against."""
+    """Whether the site's calibration window holds an observation to score the physics against (none on its
+    training days: :func:`dam.experiment_training.calibration_window` moves back to the last observed day)."""
     short, first = calibration_window(data, c, memo)
     try:
         prepare_observations(short, start=first)
@@ -82,8 +83,8 @@ def dpl_folds(run_dir: Path, cfg, sites: dict[str, SiteData], fold_of: dict[str,
         train = sorted(n for n, f in fold_of.items() if f != fold) if cfg.split == "leave_sites_out" else test
         unscored = [n for n in train if not _scored(sites[n], cfg.calibration, memo)]
         if unscored:  # their loss would be 0 whatever the network gives them: they would only dilute the others'
-            print(f"[{MODEL} fold{fold}] not trained at {', '.join(unscored)}: no observation in the calibration "
-                  "window", flush=True)  # fmt: skip
+            print(f"[{MODEL} fold{fold}] not trained at {', '.join(unscored)}: no training observation to score",
+                  flush=True)  # fmt: skip
             train = [n for n in train if n not in unscored]
         key = fingerprint({"model": MODEL, "train": train, "test": test}, {n: keys[n] for n in (*train, *test)})
         got = {n: load_prediction(run_dir, sites[n], MODEL, key) for n in test}
@@ -117,9 +118,8 @@ def dpl_folds(run_dir: Path, cfg, sites: dict[str, SiteData], fold_of: dict[str,
             val = [result.history.attrs["initial_val_loss"], *result.history["val_loss"]] if held else []
             io_safety.write_text(inside(run_dir, "models", MODEL, f"fold{fold}.json"), json.dumps(
                 {"fold": fold, "key": key, "train_sites": train, "unscored_sites": unscored, "test_sites": test,
-                 "train_loss": loss,
-                 "validation_sites": held, "validation_loss": [float(v) for v in val], "best_step": result.best_step,
-                 "train_values": trained, "seconds": seconds}, indent=1))  # fmt: skip
+                 "train_loss": loss, "validation_sites": held, "validation_loss": [float(v) for v in val],
+                 "best_step": result.best_step, "train_values": trained, "seconds": seconds}, indent=1))  # fmt: skip
             step = result.best_step
             returned = ("the last step" if step is None else f"step {step} (best at the validation sites)" if step >= 0
                         else "the table parameters (no step helped the validation sites)")  # fmt: skip

@@ -86,21 +86,37 @@ def test_held_out_sites_are_drawn_among_those_that_can_validate():
         MS.held_out(3, 3, seed=1, what="x")
 
 
-def test_dpl_is_not_trained_at_sites_without_observations_in_their_window(sites, tmp_path, monkeypatch):
-    """A site whose calibration window holds no observation would score 0 whatever its parameters: calibration
-    refuses it with the site and window named, and a dPL fold leaves it out of training (and validation)."""
+def _cut_record(root: Path, name: str, keep) -> Path:
+    """A tiny site whose soil moisture is kept only where ``keep(time)`` holds."""
+    folder = tiny_site(root, name)
+    with xr.open_dataset(folder / "observations.nc") as ds:
+        obs = ds.load()
+    obs["soil_moisture"] = obs["soil_moisture"].where(keep(obs["time"]))
+    obs.to_netcdf(folder / "observations.nc")
+    return folder
+
+
+def test_calibration_windows_need_observations(sites, tmp_path, monkeypatch, capsys):
+    """A record that stops before the training period does moves the calibration window back to its last
+    observed day (announced); a site without a training observation would score 0 whatever its parameters:
+    calibration refuses it with the site and window named, and a dPL fold leaves it out of training (and
+    validation)."""
     from dam import multisite_dpl
     from dam.calibration import NoObservationsError, prepare_observations
     from dam.experiment_config import CalibrationConfig
     from dam.experiment_training import calibration_window
 
-    blank = tiny_site(tmp_path, "hyy_c")
-    with xr.open_dataset(blank / "observations.nc") as ds:
-        obs = ds.load()
-    obs["soil_moisture"] = obs["soil_moisture"].where(obs["time"] < np.datetime64("2004-08-01"))
-    obs.to_netcdf(blank / "observations.nc")
     c = CalibrationConfig(window_steps=120, warmup_steps=30)
-    data = {d.name: d for d in (prepare_site(str(p), spinup_cycles=0) for p in (sites / "train" / "hyy_a", blank))}
+    stops = prepare_site(str(_cut_record(tmp_path / "a", "hyy_c", lambda t: t < np.datetime64("2004-08-01"))),
+                         spinup_cycles=0)  # fmt: skip
+    short, first = calibration_window(stops, c)
+    assert "it ends on 2004-07-31, the last training day with one" in capsys.readouterr().out
+    assert short.times[-1].date().isoformat() == "2004-07-31" and first == 30
+    assert np.isfinite(np.asarray(prepare_observations(short, start=first).values)).sum() > 100
+
+    none = _cut_record(tmp_path / "b", "hyy_c", lambda t: t >= np.datetime64("2004-12-06"))  # test days only
+    data = {d.name: d for d in (prepare_site(str(p), spinup_cycles=0) for p in (sites / "train" / "hyy_a", none))}
+    assert not np.isfinite(data["hyy_c"].observed[: data["hyy_c"].test.start]).any()
     short, first = calibration_window(data["hyy_c"], c)
     with pytest.raises(NoObservationsError, match=r"site hyy_c: no soil_moisture observation .* in the scored window"):
         prepare_observations(short, start=first)
