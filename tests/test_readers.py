@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 import yaml
 
 from dam.readers import convert, load_metadata, read
@@ -134,6 +135,11 @@ def test_sites_listing_shows_shipped_and_converted(tmp_path: Path) -> None:
     row = table.set_index("site").loc["CN-HaM"]
     assert row["step_s"] == 3600 and row["forcing"] == "disaggregated daily"
     assert "sensor_depths_m.soil_moisture" in row["assumed"]
+    with xr.open_dataset(tmp_path / "CN-HaM" / "observations.nc") as obs:
+        seen = np.isfinite(obs["soil_moisture"].values).any(axis=1)
+        t = pd.DatetimeIndex(obs["time"].values)[seen]
+    assert row["SM record"] == f"{t[0]:%Y-%m-%d} .. {t[-1]:%Y-%m-%d}, {100 * seen.mean():.0f} %"
+    assert table.set_index("site").loc["tanggula_forcing_only", "SM record"] == ""  # no soil moisture observed
 
 
 def test_cli_convert_and_sites(tmp_path: Path, capsys) -> None:

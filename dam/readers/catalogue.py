@@ -94,6 +94,16 @@ def _depths(v: Any) -> str:
     return ", ".join(f"{float(x):g}" for x in v) if v else ""
 
 
+def _record(sm: xr.DataArray) -> str:
+    """First and last time with a soil moisture value, and the share of the observation times that have one (a
+    record that stops before the forcing does shows here: calibration and training need observations)."""
+    seen = np.isfinite(sm.values.reshape(sm.shape[0], -1)).any(axis=1)
+    if not seen.any():
+        return "none"
+    t = pd.DatetimeIndex(sm["time"].values)[seen]
+    return f"{t[0]:%Y-%m-%d} .. {t[-1]:%Y-%m-%d}, {100 * seen.mean():.0f} %"
+
+
 def site_summary(folder: Path) -> dict[str, Any]:
     """One row of :func:`site_table` from the folder's site.yaml and netCDF headers."""
     try:
@@ -114,10 +124,12 @@ def site_summary(folder: Path) -> dict[str, Any]:
             row["forcing"] = "disaggregated daily" if source_step else "as measured"
     except (OSError, ValueError, KeyError) as exc:
         row["period (UTC)"] = f"unreadable forcing.nc ({type(exc).__name__})"
-    obs = []
+    obs, record = [], ""
     if (folder / "observations.nc").is_file():
         with xr.open_dataset(folder / "observations.nc") as o:
             obs = [str(v) for v in o.data_vars]
+            if "soil_moisture" in o:
+                record = _record(o["soil_moisture"])
     short = {"soil_moisture": "SM", "soil_temperature": "ST", "sensible_heat_flux": "H", "latent_heat_flux": "LE",
              "ground_heat_flux": "G", "net_radiation": "Rn"}  # fmt: skip
     row["observations"] = " ".join(short.get(v, v) for v in obs if v in short) + (
@@ -125,6 +137,7 @@ def site_summary(folder: Path) -> dict[str, Any]:
     )
     depths = meta.get("sensor_depths_m") or {}
     row["SM depths m"] = _depths(depths.get("soil_moisture"))
+    row["SM record"] = record
     row["ST depths m"] = _depths(depths.get("soil_temperature"))
     igbp = (meta.get("vegetation") or {}).get("igbp_type")
     row["veg"] = f"{igbp} {_IGBP_NAMES.get(igbp, '')}".strip()
