@@ -13,7 +13,7 @@ import pandas as pd
 from .experiment_config import MULTISITE_MODELS, NetworkConfig, expand_sites
 from .experiment_data import SiteData, prepare_site
 from .experiment_training import physics_daily
-from .multisite import INDEX, load_trained, predict_site, train_multisite
+from .multisite import INDEX, load_trained, predict_site, train_multisite, training_targets
 from .predictions import Prediction
 from .run_folder import RunFolderError
 from .scoring import score
@@ -60,9 +60,9 @@ def predict_run(
     Each site gets the networks that never saw it: under ``leave_sites_out`` a site of the run gets its own
     fold's network, any other site the mean of all folds' networks; under ``chronological`` a site of the run
     was seen on its training days (``seen`` in the table; so was a site held out to choose a network's epoch,
-    ``network.validation_sites``). With ``finetune`` > 0 every network is also trained
-    that many more epochs on the site's training days (chronological split of the run's fractions), as model
-    ``<name>+finetune``. Scores: over ``all`` days and over the ``test`` days (the last fraction).
+    ``network.validation_sites``). With ``finetune`` > 0 every network is also trained that many more epochs on
+    the site's training days (chronological split of the run's fractions), as model ``<name>+finetune`` (not at a
+    site without a training observation). Scores: over ``all`` days and over the ``test`` days (the last fraction).
 
     Returns
     -------
@@ -90,6 +90,9 @@ def predict_run(
         def phys(spec: dict, physics=physics) -> Prediction | None:
             return physics if spec.get("physics") else None
 
+        tune = finetune and bool(np.isfinite(training_targets(data)[data.train]).any())
+        if finetune and not tune:
+            print(f"[{data.name}] no soil moisture observation on its training days: not fine-tuned", flush=True)
         preds: dict[str, Prediction] = {}
         for m, entries in nets.items():
             own = [x for x in entries if data.name in x[0]["test_sites"]]
@@ -99,7 +102,7 @@ def predict_run(
             daily = np.mean([predict_site(net, data, phys(spec)) for _, net, spec in entries], axis=0)
             info = {"folds": [e["fold"] for e, _, _ in entries], "seen": seen}
             preds[m] = Prediction(m, daily, 0.0, info)
-            if finetune:
+            if tune:
                 tuned = [(train_multisite(spec["kind"], [data], NetworkConfig(**spec["network"]), seed=spec["seed"],
                                           init=net, level=net.level, epochs=finetune, progress=progress,
                                           physics=None if phys(spec) is None else {data.name: physics})[0], spec)

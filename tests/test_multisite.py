@@ -320,6 +320,12 @@ def test_predict_unseen_site_and_refuse_unfinished(finished_run, sites, tmp_path
     assert (tmp_path / "p" / "metrics.csv").is_file()
     assert (tmp_path / "p" / "predictions" / "hyy_new" / "lstm_multisite+finetune.nc").is_file()
     assert fold_a in (0, 1)
+    capsys.readouterr()
+    untrainable = _cut_record(tmp_path / "cut", "hyy_new", lambda t: t >= np.datetime64("2008-12-06"))  # test days
+    table, _ = predict_run(out, [str(untrainable)], finetune=1)
+    assert "hyy_new] no soil moisture observation on its training days: not fine-tuned" in capsys.readouterr().out
+    assert not table["model"].str.endswith("+finetune").any()
+    assert np.isfinite(table.query("days == 'test'")["rmse"]).all()  # scored on its test days
 
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
