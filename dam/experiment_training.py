@@ -19,6 +19,7 @@ from .calibration import NoObservationsError
 from .coupling.losses import masked_mse
 from .experiment_config import CalibrationConfig, HybridConfig, NetworkConfig
 from .experiment_data import SiteData
+from .multisite_inputs import training_targets
 from .predictions import Prediction
 from .sequences import Normaliser, window_starts
 from .site_run import run_blocks
@@ -217,8 +218,7 @@ def calibration_window(data: SiteData, c: CalibrationConfig, memo: dict | None =
     first years again."""
     setup = data.setup
     n_train = int(np.searchsorted(data.step_day, data.test.start))
-    reliable = np.where(data.reliable, data.observed, np.nan)[: data.test.start]
-    observed = np.flatnonzero(np.isfinite(reliable).any(axis=1))  # training days with an observation
+    observed = np.flatnonzero(np.isfinite(training_targets(data)[data.fit_days]).any(axis=1))  # observed training days
     moved = observed.size and observed[-1] <= data.step_day[max(0, n_train - c.window_steps)]  # e.g. a record
     if moved:  # that stops before the training period does (the window's first day may not be whole: not counted)
         n_train = int(np.searchsorted(data.step_day, observed[-1] + 1))

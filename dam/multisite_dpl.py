@@ -78,10 +78,11 @@ def dpl_folds(run_dir: Path, cfg, sites: dict[str, SiteData], fold_of: dict[str,
     values at the training sites and its loss history go to ``models/physics_dpl/fold<k>.json``. A test site
     whose physics a guard stops is reported in ``failures`` and scored as missing (retried on resume); ``memo``
     keeps the sites' calibration windows between folds (:func:`dam.experiment_training.calibration_window`)."""
+    unscorable = {n for n in fold_of if not _scored(sites[n], cfg.calibration, memo)}  # once, not per fold
     for fold in sorted(set(fold_of.values())):
         test = sorted(n for n, f in fold_of.items() if f == fold)
         train = sorted(n for n, f in fold_of.items() if f != fold) if cfg.split == "leave_sites_out" else test
-        unscored = [n for n in train if not _scored(sites[n], cfg.calibration, memo)]
+        unscored = [n for n in train if n in unscorable]
         if unscored:  # their loss would be 0 whatever the network gives them: they would only dilute the others'
             print(f"[{MODEL} fold{fold}] not trained at {', '.join(unscored)}: no training observation to score",
                   flush=True)  # fmt: skip

@@ -217,10 +217,10 @@ class MultiSiteExperiment:
             train = sorted(n for n, f in fold_of.items() if f != fold) if cfg.split == "leave_sites_out" else test
             train = [n for n in train if n in usable]
             failed = [n for n in test if n not in usable]  # in the key: retried once their physics runs
-            k = cfg.network.validation_sites  # only under leave_sites_out (checked by the config)
-            observed = [np.isfinite(ms.training_targets(sites[n])[sites[n].fit_days]).any() for n in train]
-            held = [train[i] for i in (ms.held_out(len(train), k, cfg.seed, "network.validation_sites", observed)
-                                       if k else [])]  # fmt: skip
+            held = []
+            if k := cfg.network.validation_sites:  # only under leave_sites_out (checked by the config)
+                observed = [np.isfinite(ms.training_targets(sites[n])[sites[n].fit_days]).any() for n in train]
+                held = [train[i] for i in ms.held_out(len(train), k, cfg.seed, "network.validation_sites", observed)]
             train = [n for n in train if n not in held]
             key = fingerprint({"model": model, "train": train, "test": test, **({"failed": failed} if failed else {}),
                                **({"validation": held} if held else {})},

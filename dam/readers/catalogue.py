@@ -97,7 +97,7 @@ def _depths(v: Any) -> str:
 def _record(sm: xr.DataArray) -> str:
     """First and last time with a soil moisture value, and the share of the observation times that have one (a
     record that stops before the forcing does shows here: calibration and training need observations)."""
-    seen = np.isfinite(sm.values.reshape(sm.shape[0], -1)).any(axis=1)
+    seen = sm.notnull().any([d for d in sm.dims if d != "time"]).values
     if not seen.any():
         return "none"
     t = pd.DatetimeIndex(sm["time"].values)[seen]
