@@ -22,7 +22,6 @@ import json
 import time
 from pathlib import Path
 
-import jax
 import pandas as pd
 import yaml
 
@@ -39,6 +38,7 @@ from .experiment_config import (
 )
 from .experiment_data import SiteData, prepare_site
 from .experiment_stages import STAGES
+from .memory import release_memory
 from .plots import plot_metric_bars, plot_site
 from .predictions import Prediction, load_prediction, prediction_path, save_prediction
 from .run_folder import (
@@ -139,7 +139,7 @@ class Experiment:
                     pred = STAGES[model](self, data, preds)
                     pred.seconds = time.perf_counter() - t0
                     save_prediction(self.run_dir, data, pred, key)
-                    jax.clear_caches()  # compiled code of finished stages: a long experiment would exhaust memory
+                    release_memory()  # compiled code and compile transients of finished stages
                     status = f"computed in {pred.seconds:.1f} s"
                 else:
                     path = prediction_path(self.run_dir, data.name, model)

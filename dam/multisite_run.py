@@ -6,7 +6,6 @@ report and the trained networks' index that ``dam predict`` reads. The splits an
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from .experiment_config import (
 )
 from .experiment_data import FEATURES, SiteData, prepare_site
 from .experiment_stages import STAGES
+from .memory import peak_memory_gib, release_memory
 from .multisite_dpl import dpl_folds
 from .multisite_inputs import ATTRIBUTES, LAYERS
 from .physics.guards import PlausibilityError
@@ -52,16 +52,6 @@ SITE_FAILURES = (PlausibilityError, NoObservationsError, UpstreamFailedError)
 
 #: Per-site stages whose programs depend only on the options and the run length (shared by a group's sites).
 STATION_MODELS = ("physics_default", "physics_calibrated")
-
-
-def peak_memory_gib() -> float | None:
-    """The process's peak resident memory so far, GiB (None where the platform does not report it)."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
-    return peak / 2**30 if sys.platform == "darwin" else peak / 2**20
 
 
 def _mesh():
@@ -110,6 +100,7 @@ class MultiSiteExperiment:
             if data.name in sites:
                 raise RunFolderError(f"two sites are named {data.name!r} ({entry}): site names must differ")
             sites[data.name] = data
+        release_memory()  # the spin-ups' programs
         peaks = {"sites": peak_memory_gib()}  # after each stage: the stage that raised the run's peak
         names = sorted(sites)
         if cfg.split == "leave_sites_out":
@@ -127,6 +118,7 @@ class MultiSiteExperiment:
                 index["models"][model] = self._multisite_stage(model, sites, fold_of, keys, preds, timings)
             elif model in DPL_MODELS:
                 dpl_folds(self.run_dir, cfg, sites, fold_of, keys, preds, timings, self.failures, self.per_site.cache)
+                release_memory()  # after the last fold: the folds share the gradient programs of equal windows
             else:
                 self._per_site_stage(model, sites, names, keys, preds, timings)
             peaks[model] = peak_memory_gib()
@@ -166,8 +158,9 @@ class MultiSiteExperiment:
             for n in group:
                 self._site_stage(model, sites[n], keys[n], preds[n], timings)
                 if model not in STATION_MODELS:
-                    jax.clear_caches()
-            jax.clear_caches()
+                    release_memory()
+            if model in STATION_MODELS:
+                release_memory()
 
     def _site_stage(self, model: str, data: SiteData, site_key: str, preds: dict, timings: dict) -> None:
         """A per-site stage, computed by :class:`dam.experiment.Experiment` (or read back)."""
@@ -275,7 +268,7 @@ class MultiSiteExperiment:
                     pred = Prediction(model, daily, seconds / len(test), info)
                     save_prediction(self.run_dir, sites[n], pred, key)
                     got[n] = pred
-                jax.clear_caches()
+                release_memory()
                 print(f"[{model} {tag}] trained on {len(train)} sites in {seconds:.1f} s (best epoch "
                       f"{info['best_epoch']})", flush=True)  # fmt: skip
             for n in test:
