@@ -228,11 +228,13 @@ class ExperimentConfig(Strict):
     train_frac: float = Field(0.8, gt=0, lt=1, description="first fraction of the days for training (rest: test)")
     val_frac: float = Field(0.1, gt=0, lt=1, description="last fraction of the training days for validation")
     network: NetworkConfig = Field(NetworkConfig(), description="networks")
-    multisite_level: Literal["physics", "learned"] = Field(
+    multisite_level: Literal["physics", "learned", "input"] = Field(
         "physics",
         description="the _physics_multisite networks: physics keeps the physics run's mean level and learns only "
         "the variation of its correction (transfers to sites never seen); learned also corrects the level "
-        "(a sensor's offset: pays off only at sites trained on)",
+        "(a sensor's offset: pays off only at sites trained on); input reads the physics run as an input only and "
+        "predicts the moisture itself (it follows the physics where that helps, and can leave it where its "
+        "timing is poor)",
     )
     pretrain: PretrainConfig = Field(PretrainConfig(), description="ensemble pretraining")
     constraints: ConstraintConfig = Field(ConstraintConfig(), description="physics-in-AI loss weights")

@@ -63,7 +63,7 @@ from .sequences import Normaliser, window_starts
 from .training import fit
 
 INDEX = "index.json"
-Level = Literal["learned", "physics"]
+Level = Literal["learned", "physics", "input"]
 
 
 def assign_folds(names: list[str] | tuple[str, ...], folds: int, seed: int) -> dict[str, int]:
@@ -94,7 +94,10 @@ def held_out(n_train: int, n_held: int, seed: int, what: str, usable: Sequence[b
 class MultiSiteModel(eqx.Module):
     """A sequence network on normalised daily inputs (T, F) (:func:`site_inputs`) and normalised site attributes
     (A,) predicting soil moisture (T, len(LAYERS)) in m3 m-3 on the standard column, or with physics inputs its
-    correction to the physics run; ``at_sensors`` maps it to a site's sensors and adds the base."""
+    correction to the physics run; ``at_sensors`` maps it to a site's sensors and adds the base. ``level``:
+    ``learned`` (the network's output is the moisture, or the whole correction), ``physics`` (the correction keeps
+    the physics run's mean level) or ``input`` (the network reads the physics run but predicts the moisture
+    itself: the base is not added)."""
 
     net: eqx.Module
     x_norm: Normaliser
@@ -113,6 +116,8 @@ class MultiSiteModel(eqx.Module):
         the output has zero mean over the T days (or over the ``days`` (T,) marked True, e.g. a padded record's
         real days): the base keeps its level, the network adds its variation."""
         out = self(x, attributes) @ weights.T
+        if self.level == "input":
+            return out
         if self.level == "physics":
             if days is None:  # jnp.mean, not the weighted form below: the shipped results' round-off
                 out = out - jnp.mean(out, axis=0, keepdims=True)
@@ -127,11 +132,13 @@ def build_model(kind: str, cfg: NetworkConfig, seed: int, norms: dict[str, Norma
     """A freshly initialised :class:`MultiSiteModel` (``kind``: ``lstm`` or ``hlstm``; ``physics``: it reads the
     physics run too; ``level``: see :class:`MultiSiteModel`); ``norms`` the fitted normalisers (default
     placeholders of the right shapes, e.g. to load a saved model into)."""
-    if level == "physics" and not physics:
-        raise ValueError("level='physics' needs a network that reads the physics run (physics=True)")
+    if level in ("physics", "input") and not physics:
+        raise ValueError(f"level={level!r} needs a network that reads the physics run (physics=True)")
     n_in, n_attr = len(FEATURES) + (2 * len(LAYERS) if physics else 0), len(ATTRIBUTES)
     net = _make_net(kind, n_in, len(LAYERS), cfg, jax.random.PRNGKey(seed), n_attr)
-    if physics:  # heads start at zero: the untrained network is the physics run (plus the mean residual)
+    if (
+        physics and level != "input"
+    ):  # heads start at zero: the untrained network is the physics run (plus the mean residual)
         heads = (lambda n: [n.head]) if hasattr(net, "head") else (lambda n: list(n.heads))
         net = eqx.tree_at(lambda n: [x for h in heads(n) for x in (h.weight, h.bias)], net, replace_fn=jnp.zeros_like)
     if norms is None:
@@ -260,8 +267,10 @@ def train_multisite(
     if init is None:
         init = initial_model(kind, sites, b, cfg, seed, physics, level)
     elif init.level != level:  # e.g. pretrained with a learned level on ensemble members whose levels differ
-        if level == "physics" and physics is None:
-            raise ValueError("level='physics' needs a network that reads the physics run (physics=...)")
+        if level in ("physics", "input") and physics is None:
+            raise ValueError(f"level={level!r} needs a network that reads the physics run (physics=...)")
+        if "input" in (level, init.level):  # its output normaliser is of moisture, the others' of corrections
+            raise ValueError(f"a network of level {init.level!r} cannot continue as level {level!r}")
         init = MultiSiteModel(init.net, init.x_norm, init.a_norm, init.y_norm, level=level)
     return fit_batch(
         init,
@@ -284,9 +293,11 @@ def initial_model(
     physics: dict[str, Prediction] | None = None, level: Level = "learned",
 ) -> MultiSiteModel:  # fmt: skip
     """An untrained network for :func:`train_multisite` with normalisers fitted on the training days of ``sites``
-    (stacked in ``b``): inputs, attributes, and the targets pooled over sensors (minus the physics base)."""
+    (stacked in ``b``): inputs, attributes, and the targets pooled over sensors (minus the physics base, but for
+    ``level="input"``)."""
     fit_x = np.concatenate([site_inputs(s, None if physics is None else physics[s.name])[0][s.train] for s in sites])
-    pooled = np.concatenate([(training_targets(s) - b.base[i, : len(s.days), : s.n_sensors])[s.train].ravel()
+    base = np.zeros_like(b.base) if level == "input" else b.base
+    pooled = np.concatenate([(training_targets(s) - base[i, : len(s.days), : s.n_sensors])[s.train].ravel()
                              for i, s in enumerate(sites)])[:, None]  # fmt: skip
     norms = {"x_norm": Normaliser.fit(fit_x), "a_norm": Normaliser.fit(b.attributes), "y_norm": Normaliser.fit(pooled)}
     return build_model(kind, cfg, seed, norms, physics=physics is not None, level=level)

@@ -103,16 +103,20 @@ def pretrain_multisite(
     progress: bool = False,
     mesh=None,
     physics: dict[str, Prediction] | None = None,
+    level: str = "learned",
 ) -> MultiSiteModel:
     """A fresh network (``kind``) trained ``epochs`` epochs on the ensembles (:func:`site_ensemble`) of ``sites``:
     normalisers fitted on their training days, the members' attributes and simulated moisture (with ``physics``, a
-    physics-guided network: see :func:`ensemble_batch`; its level is learned, the members' levels differ)."""
+    physics-guided network: see :func:`ensemble_batch`; its level is learned, the members' levels differ, or with
+    ``level="input"`` it reads the physics run and predicts the members' moisture itself)."""
     b, spans = ensemble_batch(sites, ensembles, physics)
     x = np.concatenate([site_inputs(s, None if physics is None else physics[s.name])[0][s.train] for s in sites])
-    y = np.concatenate([(row - base)[sp] for row, base, sp in zip(b.targets, b.base, spans, strict=True)])
+    base = np.zeros_like(b.base) if level == "input" else b.base
+    y = np.concatenate([(row - row_base)[sp] for row, row_base, sp in zip(b.targets, base, spans, strict=True)])
     norms = {"x_norm": Normaliser.fit(x), "a_norm": Normaliser.fit(b.attributes),
              "y_norm": Normaliser.fit(y.reshape(-1, 1))}  # fmt: skip
-    init = build_model(kind, cfg, seed, norms, physics=physics is not None)
+    level = "input" if level == "input" else "learned"
+    init = build_model(kind, cfg, seed, norms, physics=physics is not None, level=level)
     model, _ = fit_batch(init, b, spans, cfg, seed=seed, epochs=epochs, checkpoint_dir=checkpoint_dir,
                          progress=progress, mesh=mesh, desc=f"pretrain {kind} x {len(b.names)} members")  # fmt: skip
     return model
@@ -120,7 +124,7 @@ def pretrain_multisite(
 
 def pretrain_fold(kind: str, train: list[SiteData], ensembles: dict, cfg, checkpoint_dir: Path, mesh=None,
                   store: Path | None = None, keys: dict[str, str] | None = None,
-                  physics: dict[str, Prediction] | None = None):  # fmt: skip
+                  physics: dict[str, Prediction] | None = None, level: str = "learned"):  # fmt: skip
     """:func:`pretrain_multisite` on the ``train`` sites of an experiment (configuration ``cfg``: its ``pretrain``
     and ``network``), running the ensembles of the sites not yet in ``ensembles`` (site name -> ensemble); with a
     ``store`` folder each ensemble is also saved there and read back by a resumed run (:func:`stored_ensemble`;
@@ -132,7 +136,7 @@ def pretrain_fold(kind: str, train: list[SiteData], ensembles: dict, cfg, checkp
             ensembles[data.name] = stored_ensemble(data, cfg.pretrain.members, cfg.seed, path, key)
     return pretrain_multisite(kind, train, ensembles, cfg.network, seed=cfg.seed, epochs=cfg.pretrain.epochs,
                               checkpoint_dir=checkpoint_dir, progress=cfg.progress, mesh=mesh,
-                              physics=physics)  # fmt: skip
+                              physics=physics, level=level)  # fmt: skip
 
 
 def stored_ensemble(data: SiteData, members: int, seed: int, path: Path | None, key: str):

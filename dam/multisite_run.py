@@ -232,11 +232,12 @@ class MultiSiteExperiment:
                 if pretrain:  # each site's ensemble runs once per run, each fold's pretraining once
                     from .multisite_pretrain import pretrain_fold
 
-                    memo = (kind, tuple(train), physics is not None)
+                    memo = (kind, tuple(train), physics is not None, level)
                     if memo not in self.pretrained:
                         self.pretrained[memo] = pretrain_fold(
                             kind, [sites[n] for n in train], self.ensembles, cfg, checkpoints / "pretrain",
                             mesh=_mesh(), store=inside(self.run_dir, "ensembles"), keys=keys, physics=physics,
+                            level=level,
                         )  # fmt: skip
                     init = self.pretrained[memo]
                 net, history = ms.train_multisite(

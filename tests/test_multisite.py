@@ -238,6 +238,34 @@ def test_physics_guided_network_corrects_the_physics(tiny_data):
         np.testing.assert_allclose(MS.predict_site(fresh, d, physics[d.name]), physics[d.name].daily, atol=1e-12)
 
 
+def test_physics_as_input_only(tiny_data):
+    """level="input": the network reads the physics run but predicts the moisture itself. The base is not added,
+    the untrained network is not the physics run, its output normaliser is of moisture (not of corrections), and
+    it learns the observations whatever the physics' level; it cannot continue a network of corrections."""
+    physics = {d.name: _fake_physics(d, 0.25) for d in tiny_data}  # a level 0.25 m3 m-3 too wet
+    cfg = ExperimentConfig().network.model_copy(update={**TINY, "epochs": 15, "patience": 20, "learning_rate": 0.01})
+    d = tiny_data[2]
+    fresh = MS.build_model("lstm", cfg, 0, physics=True, level="input")
+    x, base = (jax.numpy.asarray(np.nan_to_num(v)) for v in MS.site_inputs(d, physics[d.name]))
+    a, w = jax.numpy.asarray(MS.site_attributes(d)), jax.numpy.asarray(MS.layer_weights(d))
+    np.testing.assert_array_equal(fresh.at_sensors(x, a, w, base), fresh.at_sensors(x, a, w, 0 * base))
+    assert not np.allclose(MS.predict_site(fresh, d, physics[d.name]), physics[d.name].daily, atol=1e-3)
+    model, hist = MS.train_multisite("lstm", tiny_data, cfg, seed=0, physics=physics, level="input")
+    assert model.level == "input" and hist["train_loss"][-1] < 0.7 * hist["train_loss"][0]
+    observed = np.concatenate([MS.training_targets(s)[s.train].ravel() for s in tiny_data])
+    np.testing.assert_allclose(model.y_norm.mean, np.nanmean(observed), rtol=1e-12)  # moisture, not residuals
+    obs, phys = d.observed[d.test], physics[d.name].daily[d.test]
+    pred = MS.predict_site(model, d, physics[d.name])[d.test]
+    assert np.sqrt(np.nanmean((pred - obs) ** 2)) < 0.8 * np.sqrt(np.nanmean((phys - obs) ** 2))
+    assert abs(np.nanmean(pred - obs)) < 0.5 * abs(np.nanmean(phys - obs))  # not held to the physics' level
+    with pytest.raises(ValueError, match="needs a network that reads the physics"):
+        MS.build_model("lstm", cfg, 0, level="input")
+    corrections, _ = MS.train_multisite("lstm", tiny_data, cfg.model_copy(update={"epochs": 1}), seed=0,
+                                        physics=physics)  # fmt: skip
+    with pytest.raises(ValueError, match="cannot continue as level 'input'"):
+        MS.train_multisite("lstm", tiny_data, cfg, seed=0, init=corrections, physics=physics, level="input")
+
+
 @pytest.mark.slow
 def test_hierarchical_multisite_network_trains(tiny_data):
     cfg = ExperimentConfig().network.model_copy(update={**TINY, "epochs": 6, "learning_rate": 0.01})
@@ -653,6 +681,13 @@ def test_ensemble_pretraining_learns_the_physics_response_to_soil_attributes(tin
     np.testing.assert_allclose(whole.mean(axis=0), physics[d.name].daily.mean(axis=0), atol=1e-12)
     with pytest.raises(ValueError, match="needs a network that reads the physics"):
         MS.train_multisite("lstm", sites, cfg, seed=0, init=g8, level="physics")
+    # physics as input only: pretrained on the members' moisture itself, continued at the same level
+    gi = pretrain_multisite("lstm", sites, ens, cfg, seed=0, epochs=1, physics=physics, level="input")
+    members = np.concatenate([y[s.train].ravel() for s in sites for y in ens[s.name][0]])
+    assert gi.level == "input" and np.isclose(float(gi.y_norm.mean[0]), members.mean(), rtol=1e-12)
+    tuned, _ = MS.train_multisite("lstm", sites, cfg.model_copy(update={"epochs": 1}), seed=0, init=gi,
+                                  physics=physics, level="input")  # fmt: skip
+    assert tuned.level == "input" and np.isfinite(MS.predict_site(tuned, d, physics[d.name])).all()
 
 
 @pytest.mark.slow  # ensembles at four sites and a hierarchical pretraining (about 2 min on 2 cores)
