@@ -5,7 +5,7 @@ For each configuration (number of columns x checkpoint segment length) a fresh s
 ``jax.grad`` of a scalar loss of the Bondville year (17,472 steps of 1800 s, float64) with respect to the
 parameters, reads XLA's buffer assignment (``compiled.memory_analysis()``: temporaries, arguments,
 outputs), runs the gradient and reports wall times and the process's peak resident memory
-(``resource.getrusage``; one process per configuration, so peaks do not mix). Several columns are one
+(:func:`dam.memory.peak_memory_gib`; one process per configuration, so peaks do not mix). Several columns are one
 batch (per-column parameters with a spread in ``dksat`` and ``bexp``, the forcing broadcast to every
 column). A configuration whose XLA temporaries would not fit in the available memory is compiled and
 reported but not run.
@@ -25,17 +25,12 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 REFERENCE = Path(__file__).resolve().parents[1] / "dam" / "data" / "bondville_soil"  # the shipped copy
-
-
-def _maxrss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
 
 
 def _child(case_dir: str, n_columns: int, checkpoint_every: int, n_steps: int | None, memory_fraction: float):
@@ -51,6 +46,7 @@ def _child(case_dir: str, n_columns: int, checkpoint_every: int, n_steps: int | 
     import psutil
 
     from dam.cases import read_case
+    from dam.memory import peak_memory_gib
     from dam.physics import run
 
     case = read_case(case_dir)
@@ -101,7 +97,7 @@ def _child(case_dir: str, n_columns: int, checkpoint_every: int, n_steps: int | 
         "xla_output_bytes": int(mem.output_size_in_bytes),
         "xla_generated_code_bytes": int(mem.generated_code_size_in_bytes),
         "rss_after_setup_bytes": int(rss_setup),
-        "peak_rss_after_compile_bytes": _maxrss_bytes(),
+        "peak_rss_after_compile_bytes": round(peak_memory_gib() * 2**30),
     }
     available = psutil.virtual_memory().available
     if mem.temp_size_in_bytes > memory_fraction * available:
@@ -117,7 +113,7 @@ def _child(case_dir: str, n_columns: int, checkpoint_every: int, n_steps: int | 
     t0 = time.perf_counter()
     value, grad = jax.block_until_ready(compiled(params))
     result["run_s"] = round(time.perf_counter() - t0, 3)
-    result["peak_rss_bytes"] = _maxrss_bytes()
+    result["peak_rss_bytes"] = round(peak_memory_gib() * 2**30)
     result["loss"] = float(value)
     result["grad"] = {f: np.asarray(getattr(grad, f)).ravel().tolist() for f in grad.__dataclass_fields__}
     result["finite"] = bool(all(np.all(np.isfinite(v)) for v in result["grad"].values()))
