@@ -136,9 +136,8 @@ def build_model(kind: str, cfg: NetworkConfig, seed: int, norms: dict[str, Norma
         raise ValueError(f"level={level!r} needs a network that reads the physics run (physics=True)")
     n_in, n_attr = len(FEATURES) + (2 * len(LAYERS) if physics else 0), len(ATTRIBUTES)
     net = _make_net(kind, n_in, len(LAYERS), cfg, jax.random.PRNGKey(seed), n_attr)
-    if (
-        physics and level != "input"
-    ):  # heads start at zero: the untrained network is the physics run (plus the mean residual)
+    # heads start at zero: the untrained network is the physics run (plus the mean residual)
+    if physics and level != "input":
         heads = (lambda n: [n.head]) if hasattr(net, "head") else (lambda n: list(n.heads))
         net = eqx.tree_at(lambda n: [x for h in heads(n) for x in (h.weight, h.bias)], net, replace_fn=jnp.zeros_like)
     if norms is None:

@@ -29,6 +29,7 @@ from .multisite import (
     LAYERS,
     SCALE_FLOOR,
     Batch,
+    Level,
     MultiSiteModel,
     build_model,
     fit_batch,
@@ -103,20 +104,21 @@ def pretrain_multisite(
     progress: bool = False,
     mesh=None,
     physics: dict[str, Prediction] | None = None,
-    level: str = "learned",
+    level: Level = "learned",
 ) -> MultiSiteModel:
     """A fresh network (``kind``) trained ``epochs`` epochs on the ensembles (:func:`site_ensemble`) of ``sites``:
     normalisers fitted on their training days, the members' attributes and simulated moisture (with ``physics``, a
-    physics-guided network: see :func:`ensemble_batch`; its level is learned, the members' levels differ, or with
-    ``level="input"`` it reads the physics run and predicts the members' moisture itself)."""
+    physics-guided network: see :func:`ensemble_batch`; its level is learned, the members' levels differ, whatever
+    the ``level`` it is trained at next, but for ``level="input"``: it reads the physics run and predicts the
+    members' moisture itself)."""
     b, spans = ensemble_batch(sites, ensembles, physics)
     x = np.concatenate([site_inputs(s, None if physics is None else physics[s.name])[0][s.train] for s in sites])
     base = np.zeros_like(b.base) if level == "input" else b.base
     y = np.concatenate([(row - row_base)[sp] for row, row_base, sp in zip(b.targets, base, spans, strict=True)])
     norms = {"x_norm": Normaliser.fit(x), "a_norm": Normaliser.fit(b.attributes),
              "y_norm": Normaliser.fit(y.reshape(-1, 1))}  # fmt: skip
-    level = "input" if level == "input" else "learned"
-    init = build_model(kind, cfg, seed, norms, physics=physics is not None, level=level)
+    init = build_model(kind, cfg, seed, norms, physics=physics is not None,
+                       level="input" if level == "input" else "learned")  # fmt: skip
     model, _ = fit_batch(init, b, spans, cfg, seed=seed, epochs=epochs, checkpoint_dir=checkpoint_dir,
                          progress=progress, mesh=mesh, desc=f"pretrain {kind} x {len(b.names)} members")  # fmt: skip
     return model
@@ -124,7 +126,7 @@ def pretrain_multisite(
 
 def pretrain_fold(kind: str, train: list[SiteData], ensembles: dict, cfg, checkpoint_dir: Path, mesh=None,
                   store: Path | None = None, keys: dict[str, str] | None = None,
-                  physics: dict[str, Prediction] | None = None, level: str = "learned"):  # fmt: skip
+                  physics: dict[str, Prediction] | None = None, level: Level = "learned"):  # fmt: skip
     """:func:`pretrain_multisite` on the ``train`` sites of an experiment (configuration ``cfg``: its ``pretrain``
     and ``network``), running the ensembles of the sites not yet in ``ensembles`` (site name -> ensemble); with a
     ``store`` folder each ensemble is also saved there and read back by a resumed run (:func:`stored_ensemble`;
