@@ -324,9 +324,9 @@ def run_problem(site: str, n_params: int, kind: str, seeds, steps: int, lr: floa
         log(f"{site} {kind} {z0.size} parameters, seed {seed}: done")
     for row in rows:
         row["compile_s_gradient"], row["compile_s_search"] = compile_s["gradient"], compile_s["search"]
-    import jax
+    from dam.memory import release_memory
 
-    jax.clear_caches()  # every problem compiles new programs: without this a long run exhausts the JIT's mappings
+    release_memory()  # every problem compiles new programs: without this a long run exhausts the JIT's mappings
     return rows, traces
 
 

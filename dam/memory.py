@@ -7,6 +7,8 @@ import functools
 import gc
 import sys
 
+import jax
+
 
 def peak_memory_gib() -> float | None:
     """The process's peak resident memory so far, GiB (None where the platform does not report it)."""
@@ -36,8 +38,6 @@ def release_memory() -> None:
     ``malloc_trim`` a run of many stages kept each stage's compile transient (about 3 GiB for a station model's
     gradient) resident, and the next stage's transient came on top of it.
     """
-    import jax
-
     jax.clear_caches()
     gc.collect()
     if (trim := _malloc_trim()) is not None:
