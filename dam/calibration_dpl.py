@@ -93,20 +93,20 @@ def _dpl_network(n_attr: int, start, width: int, depth: int, seed: int, dtype, s
 
 
 def _dpl_grad_fn(probs: Sequence[CalibrationProblem], a_norm: jax.Array, offsets: jax.Array, template, specs,
-                 labels: Sequence[int]):  # fmt: skip
+                 labels: Sequence[int], scales: Sequence[float]):  # fmt: skip
     """The gradient of the mean site loss with respect to the network: each site's latent gradient pulled back
     through the network (one compiled gradient per site shape); ``offsets`` (n_sites, n_latent) are added to
-    the network's output (zero, or each site's own latents for a residual network); each site's loss is reported
-    as ``site<label>``."""
+    the network's output (zero, or each site's own latents for a residual network); each site's loss is divided
+    by its entry of ``scales`` and reported as ``site<label>``."""
 
     def grad_fn(network, _):
         site_losses, net_grad = [], None
         for i, prob in enumerate(probs):
             vec, pullback = eqx.filter_vjp(lambda m, x=a_norm[i], o=offsets[i]: m(x) + o, network)
             value, _, g_lat = value_and_grad(latent_from_vector(vec, template, specs), prob)
-            (g_net,) = pullback(latent_vector(g_lat, specs) / len(probs))
+            (g_net,) = pullback(latent_vector(g_lat, specs) / (len(probs) * scales[i]))
             net_grad = g_net if net_grad is None else jax.tree_util.tree_map(jnp.add, net_grad, g_net)
-            site_losses.append(float(value))
+            site_losses.append(float(value) / scales[i])
         return float(np.mean(site_losses)), net_grad, {f"site{k}": v for k, v in zip(labels, site_losses, strict=True)}
 
     return grad_fn
@@ -132,6 +132,7 @@ def calibrate_dpl(
     variable: str = "soil_moisture",
     skip_unreliable: bool = True,
     residual: bool = False,
+    relative: bool = False,
     validation: Sequence[int] = (),
     patience: int | None = None,
     progress: bool = True,
@@ -151,6 +152,11 @@ def calibrate_dpl(
     windows : per-site loss windows ``(start, end)``; default the whole set-up.
     residual : the network gives the change of each site's latents from its own set-up's values (every site
         starts from its own table parameters; new sites need theirs, :meth:`DPLResult.predict`).
+    relative : each site's loss (training and validation) is divided by its loss with the untrained network (with
+        ``residual``: its table parameters; a forward run each), so the network minimises the mean relative
+        change of the sites' losses. Without it a few sites far from their observations (e.g. a sensor that reads
+        0.3 m3 m-3 above what any parameter set gives) dominate the mean loss, and the network learns to move
+        them at the cost of the sites the table parameters already fit.
     validation : indices of sites held out of training (early stopping on sites): the network is trained on
         the others and the step returned is the one whose mean loss at these sites (a forward run each) is
         lowest, the untrained network included (with ``residual``: every site's table parameters). Empty: the
@@ -181,18 +187,22 @@ def calibrate_dpl(
         network = _dpl_network(attributes.shape[1], start, width, depth, seed, dtype, 0.0 if residual else 0.01)
     a_norm = jnp.asarray((attributes - mean) / std)
     trained = [i for i in range(n_sites) if i not in held]
+
+    def site_loss(net, i: int) -> float:
+        return float(loss_value(latent_from_vector(net(a_norm[i]) + offsets[i], template, specs), probs[i]))
+
+    scales = [site_loss(network, i) if relative else 1.0 for i in range(n_sites)]
+    scales = [v if v > 0 else 1.0 for v in scales]  # a site fitted exactly from the start: its absolute loss
     val_fn = None
     if held:
 
         def val_fn(net):
-            vecs = [net(a_norm[i]) + offsets[i] for i in held]
-            return np.mean([float(loss_value(latent_from_vector(v, template, specs), probs[i]))
-                            for v, i in zip(vecs, held, strict=True)])  # fmt: skip
+            return np.mean([site_loss(net, i) / scales[i] for i in held])
 
     network, history = fit(
         network, None, None, n_members=1, batch_size=1, batch_fn=_single_batch, epochs=steps,
         grad_fn=_dpl_grad_fn([probs[i] for i in trained], a_norm[jnp.asarray(trained)],
-                             offsets[jnp.asarray(trained)], template, specs, trained),
+                             offsets[jnp.asarray(trained)], template, specs, trained, [scales[i] for i in trained]),
         optimizer=optimizer or optax.adam(learning_rate), select="val" if held else "train", val_fn=val_fn,
         validate_initial=bool(held), patience=patience if held else None, shuffle=False,
         checkpoint_dir=checkpoint_dir, progress=progress, desc="calibrate_dpl",

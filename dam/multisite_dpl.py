@@ -46,8 +46,8 @@ def train_dpl(train: list[SiteData], c: CalibrationConfig, *, seed: int, progres
     return calibrate_dpl(
         setups, None, np.stack([site_attributes(d) for d in train]), c.parameters, seed=seed,
         windows=[(first, None) for _, first in windows], steps=c.steps, learning_rate=c.learning_rate,
-        checkpoint_every=c.checkpoint_every, residual=True, validation=held, progress=progress,
-        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=c.checkpoint_every, residual=True, relative=c.dpl_loss == "relative", validation=held,
+        progress=progress, checkpoint_dir=checkpoint_dir,
     )  # fmt: skip
 
 

@@ -224,5 +224,14 @@ def test_dpl_validation_sites_choose_the_step(synthetic):
             for values in res.values:  # exactly the tables' values (no latent round trip)
                 for name, table_value in current_values(setup.params, SPECS).items():
                     np.testing.assert_array_equal(values[name], table_value)
+    # relative: every site's loss in units of its table parameters' loss, the held-out site's too
+    rel = calibrate_dpl([setup] * 3, [obs, table, obs], [[0.0], [1.0], [0.5]], SPECS, steps=2, learning_rate=0.01,
+                        residual=True, relative=True, validation=[2], progress=False)  # fmt: skip
+    first = rel.history.iloc[0]
+    assert rel.history.attrs["initial_val_loss"] == pytest.approx(1.0, rel=1e-12)
+    assert first["site0"] == pytest.approx(1.0, rel=1e-12)
+    assert first["site1"] == 0.0  # its table run is its observation: loss 0, kept absolute
+    assert first["loss"] == pytest.approx(0.5, rel=1e-12)
+    assert rel.history["site1"].iloc[1] > 0 and rel.history["site0"].iloc[1] < 1
     with pytest.raises(ValueError, match="validation"):
         calibrate_dpl([setup] * 2, [obs, obs], [[0.0], [1.0]], SPECS, steps=1, validation=[0, 1], progress=False)
