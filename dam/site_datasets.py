@@ -37,6 +37,12 @@ def _time_index(times: Any) -> pd.DatetimeIndex:
     return idx.as_unit("ns")
 
 
+def _utc(t: Any) -> str:
+    """A time of the UTC axis for a message, labelled so that nobody reads it as a file's local stamp."""
+    t = pd.Timestamp(t)
+    return t.strftime("%Y-%m-%d %H:%M:%S" if t.second else "%Y-%m-%d %H:%M") + " UTC"
+
+
 def _check_time(times: pd.DatetimeIndex, what: str, step_s: float | None = None) -> float:
     """Check monotonic, unique and (if ``step_s``) regular time stamps; returns the step [s]."""
     if len(times) < 2:
@@ -44,14 +50,16 @@ def _check_time(times: pd.DatetimeIndex, what: str, step_s: float | None = None)
     dt = np.diff(times.as_unit("ns").asi8) / 1e9
     if (dt == 0).any():
         i = int(np.argmax(dt == 0))
-        raise SiteError(f"{what}: duplicated time stamp {times[i + 1]}")
+        raise SiteError(f"{what}: duplicated time stamp {_utc(times[i + 1])}")
     if (dt < 0).any():
         i = int(np.argmax(dt < 0))
-        raise SiteError(f"{what}: time is not monotonic increasing ({times[i]} is followed by {times[i + 1]})")
+        raise SiteError(
+            f"{what}: time is not monotonic increasing ({_utc(times[i])} is followed by {_utc(times[i + 1])})"
+        )
     if step_s is not None and not np.all(dt == step_s):
         i = int(np.argmax(dt != step_s))
         raise SiteError(
-            f"{what}: time step is not regular {step_s:g} s ({times[i]} -> {times[i + 1]}: {dt[i]:g} s); "
+            f"{what}: time step is not regular {step_s:g} s ({_utc(times[i])} -> {_utc(times[i + 1])}: {dt[i]:g} s); "
             "missing records must be present as NaN, not absent"
         )
     return float(dt[0])
@@ -67,8 +75,19 @@ def _nan_runs(x: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _fill_series(
-    name: str, x: np.ndarray, times: pd.DatetimeIndex, method: str, max_gap: int | None
+    name: str,
+    x: np.ndarray,
+    times: pd.DatetimeIndex,
+    method: str,
+    max_gap: int | None,
+    utc_offset_hours: float = 0.0,
 ) -> tuple[np.ndarray, int]:
+    """Fill the gaps (NaN) of one series by ``method``; returns the series and the number filled.
+
+    ``times`` are UTC (messages label them so); ``utc_offset_hours`` shifts them to the local standard time whose
+    calendar month and time of day ``climatology`` groups by (a site's weather follows its local clock and
+    months, not UTC's).
+    """
     runs = _nan_runs(x)
     if not runs:
         return x, 0
@@ -76,7 +95,7 @@ def _fill_series(
     longest = max(length for _, length in runs)
     hint = (
         f"forcing variable {name!r} has {n_missing} missing value(s) in {len(runs)} gap(s) "
-        f"(longest {longest} steps, first at {times[runs[0][0]]})"
+        f"(longest {longest} steps, first at {_utc(times[runs[0][0]])})"
     )
     if method == "error":
         raise SiteError(
@@ -84,7 +103,7 @@ def _fill_series(
         )
     if method in ("interpolate", "previous") and max_gap is not None and longest > max_gap:
         start = next(s for s, length in runs if length == longest)
-        raise SiteError(hint + f"; the gap at {times[start]} is longer than max_gap={max_gap} steps")
+        raise SiteError(hint + f"; the gap at {_utc(times[start])} is longer than max_gap={max_gap} steps")
     y = x.copy()
     good = ~np.isnan(x)
     if method == "interpolate":
@@ -98,8 +117,9 @@ def _fill_series(
         last = np.maximum.accumulate(np.where(good, np.arange(x.size), 0))
         y = x[last]
     elif method == "climatology":
-        # Mean of the valid values with the same calendar month and time of day (daily data: month only).
-        key = pd.Series(times.month * 100000 + times.hour * 3600 + times.minute * 60 + times.second)
+        # Mean of the valid values with the same local calendar month and time of day (daily data: month only).
+        local = times + pd.Timedelta(hours=utc_offset_hours)
+        key = pd.Series(local.month * 100000 + local.hour * 3600 + local.minute * 60 + local.second)
         clim = pd.Series(x).groupby(key.to_numpy()).transform("mean").to_numpy()
         if np.isnan(clim[~good]).any():
             raise SiteError(hint + "; some gaps have no valid value of the same month and time of day")
@@ -142,7 +162,7 @@ def _standardise_variable(da: xr.DataArray, name: str, spec: VarSpec) -> tuple[x
         first = np.unravel_index(flat[0], values.shape)
         where = ""
         if "time" in da.dims:
-            where = f" first at {pd.Timestamp(da['time'].values[first[da.dims.index('time')]])}"
+            where = f" first at {_utc(da['time'].values[first[da.dims.index('time')]])}"
         v = values[first]
         kind = "negative" if v < 0 <= spec.valid_min else "out of range"
         raise SiteError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -237,6 +238,26 @@ CASES = [
      r"no column for T_air_night \(rule: conversion.disaggregation.temperature='day_night' needs it"),
     ("wrong site", DD, "US-Me5.yaml", None, lambda m: m.pop("file", None), SiteError,
      r"the file is site CN-HaM but .* says site_id US-Me5"),
+    # Gap and range messages label their (UTC) times and say how to find the file's stamp; row 28 is the local day
+    # 2002-03-01 (UTC+8), which starts at 2002-02-28 16:00 UTC.
+    ("gap time labelled UTC", DD, "CN-HaM.yaml", _set("VPD_F", "-9999", slice(28, 29)), None, SiteError,
+     r"FLX_CN-HaM.*column VPD_F.*first at 2002-02-28 16:00 UTC\).*times in UTC; the file's stamps are local "
+     r"standard time UTC\+8"),
+    ("BASE shortwave below the clipped offset", BASE, "US-CRT_BASE.yaml", _set("SW_IN", "-25", slice(0, 1)), None,
+     SiteError, r"AMF_US-CRT_BASE_HH_2-5.csv: variable 'sw_down': 1 value\(s\) negative \[0, 1400\] W m-2 \(e.g. -25\) "
+     r"first at 2011-07-01 05:30 UTC \(column SW_IN\); times in UTC; the file's stamps are local standard time UTC-5"),
+    ("BASE forcing column of another name", BASE, "US-CRT_BASE.yaml", _rename("TA", "TA_MEAN"), None, SiteError,
+     r"AMF_US-CRT.*missing required forcing column TA \(T_air; rule: BASE forcing needs it.*TA_1_1_1 or TA_PI_F; "
+     r"choose a column of another name with conversion.forcing_columns: \{T_air: <column>\}"),
+    ("BASE replicate-average soil column unlisted", BASE, "US-CRT_BASE.yaml",
+     lambda df: df.assign(SWC_1_1_A=df["SWC"], TS_1_1_A=df["TS_1_1_1"]), None, SiteError,
+     r"AMF_US-CRT.*soil_moisture column\(s\) \['SWC_1_1_A'\] have no depth in .*rule: AmeriFlux BASE files give no"),
+    ("one data row", HH, "fluxnet_hh/metadata.yaml", lambda df: df.iloc[:1], None, SiteError,
+     r"FLX_US-CRT.*: only 1 data row; the file is too short \(at least two rows are needed"),
+    ("one data row BASE", BASE, "US-CRT_BASE.yaml", lambda df: df.iloc[:1], None, SiteError,
+     r"AMF_US-CRT_BASE_HH_2-5.csv: only 1 data row; the file is too short"),
+    ("unsorted daily rows", DD, "CN-HaM.yaml", lambda df: df.iloc[[0, 2, 1, *range(3, len(df))]], None, SiteError,
+     r"FLX_CN-HaM.*data row 3 \(TIMESTAMP 20020202\) does not follow row 2 \(TIMESTAMP 20020203\)"),
 ]  # fmt: skip
 
 
@@ -276,3 +297,178 @@ def test_coarse_fluxnet_files_refused(tmp_path: Path) -> None:
     shutil.copy(DD, ww)
     with pytest.raises(SiteError, match=re.escape(f"{ww.name}: WW files are too coarse")):
         read(ww, load_metadata(META / "CN-HaM.yaml"))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Robustness: replicate QC, encodings, local time, raw shortwave, names and short or empty inputs
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _copy(tmp_path: Path, data: Path, edit=None, name: str | None = None) -> Path:
+    """A copy of a test slice (edited with :func:`_edit_csv`) alone in a fresh folder."""
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    path = src / (name or data.name)
+    shutil.copy(data, path)
+    if edit is not None:
+        _edit_csv(path, edit)
+    return path
+
+
+def _meta_file(tmp_path: Path, meta: Path, edit) -> Path:
+    m = yaml.safe_load(meta.read_text())
+    edit(m)
+    out = tmp_path / "meta.yaml"
+    out.write_text(yaml.safe_dump(m))
+    return out
+
+
+def test_replicate_soil_sensors_apply_each_columns_qc(tmp_path: Path) -> None:
+    """Two replicates listed as one sensor: each column's own QC applies before the mean (a failing replicate is
+    missing, the other carries the day; NaN only where none passes), and qc_dropped counts both columns' drops."""
+
+    def replicate(df):
+        s1 = df["SWC_F_MDS_1"].astype(float)
+        df["SWC_F_MDS_2"] = np.where(s1 == -9999, -9999.0, s1 + 2.0).astype(str)
+        df["SWC_F_MDS_2_QC"] = "1.0"
+        df.loc[df.index[40:45], "SWC_F_MDS_1_QC"] = "0.2"  # _1 fails: _2 alone
+        df.loc[df.index[50:55], "SWC_F_MDS_2_QC"] = "0.1"  # _2 fails with absurd values: _1 alone
+        df.loc[df.index[50:55], "SWC_F_MDS_2"] = "90"
+        df.loc[df.index[60:62], ["SWC_F_MDS_1_QC", "SWC_F_MDS_2_QC"]] = "0.1"  # both fail: NaN
+        return df
+
+    path = _copy(tmp_path, DD, replicate)
+    meta = _meta_file(
+        tmp_path,
+        META / "CN-HaM.yaml",
+        lambda m: m["sensors"].update(soil_moisture=[{"column": ["SWC_F_MDS_1", "SWC_F_MDS_2"], "depth_m": 0.05}]),
+    )
+    site = read(path, load_metadata(meta))
+    raw = _raw(path)
+    v1 = raw["SWC_F_MDS_1"].where(raw["SWC_F_MDS_1_QC"] >= 0.5)
+    v2 = raw["SWC_F_MDS_2"].where(raw["SWC_F_MDS_2_QC"] >= 0.5)
+    sm = site.observations["soil_moisture"]
+    np.testing.assert_allclose(sm.values[:, 0], pd.concat([v1, v2], axis=1).mean(axis=1) / 100.0, rtol=1e-12)
+    np.testing.assert_allclose(sm.values[40:45, 0], raw["SWC_F_MDS_2"][40:45] / 100.0)
+    np.testing.assert_allclose(sm.values[50:55, 0], raw["SWC_F_MDS_1"][50:55] / 100.0)
+    assert np.isnan(sm.values[60:62, 0]).all() and not np.isnan(sm.values[40:55, 0]).any()
+    dropped = int((v1.isna() & raw["SWC_F_MDS_1"].notna()).sum() + (v2.isna() & raw["SWC_F_MDS_2"].notna()).sum())
+    assert sm.attrs["qc_dropped"] == str(dropped) and dropped >= 5 + 5 + 2 * 2
+
+
+def test_table_replicates_apply_each_columns_flag(tmp_path: Path) -> None:
+    """The table reader goes the same way: a second moisture column with its own flag column carries the
+    half-hours that the first one's flag drops."""
+    src = tmp_path / "table"
+    shutil.copytree(DATA / "table", src)
+    meteo = src / "Svartberget_meteo_2019.csv"
+    df = pd.read_csv(meteo, sep=";", dtype=str, keep_default_na=False)
+    df["Wliq2"] = (df["Wliq"].astype(float) + 1.0).astype(str)
+    df["Wliq2_flag"] = "0"
+    df.to_csv(meteo, sep=";", index=False)
+
+    def edit(m):
+        m["sensors"]["soil_moisture"] = [{"column": ["Wliq", "Wliq2"], "depth_m": 0.05}]
+        m["table"]["sensor_flags"]["Wliq2"] = "Wliq2_flag"
+
+    sm = read(src, load_metadata(_meta_file(tmp_path, META / "SE-Svb.yaml", edit))).observations["soil_moisture"]
+    raw = pd.read_csv(meteo, sep=";")
+    interpolated = raw["Wliq_flag"].to_numpy() == 1
+    np.testing.assert_allclose(sm.values[interpolated, 0], raw["Wliq2"][interpolated] / 100.0)
+    np.testing.assert_allclose(sm.values[~interpolated, 0], (raw["Wliq"] + 0.5)[~interpolated] / 100.0)
+    assert sm.attrs["qc_dropped"] == str(int(interpolated.sum()))
+
+
+def test_base_zip_member_not_utf8_reads_like_the_plain_file(tmp_path: Path) -> None:
+    """A Latin-1 byte in a comment line of the zipped CSV: read as the plain file is, not a UnicodeDecodeError;
+    a bad byte among the data is a SiteError naming the file."""
+    meta = load_metadata(META / "US-CRT_BASE.yaml")
+    data = BASE.read_bytes().replace(b"# Site: US-CRT", b"# Site: Curtice, \xe9t\xe9 2011")
+    z = tmp_path / "AMF_US-CRT_BASE-BADM_2-5.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr(BASE.name, data)
+    np.testing.assert_array_equal(read(z, meta).forcing["T_air"].values, read(BASE, meta).forcing["T_air"].values)
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr(BASE.name, data.replace(b",19.33521,", b",19.3\xe9,", 1))
+    with pytest.raises(SiteError, match=f"{BASE.name}: cannot be read as a table"):
+        read(z, meta)
+
+
+def test_climatology_fills_from_the_local_month(tmp_path: Path) -> None:
+    """PA_F missing on the local day 2002-03-01 of a UTC+8 daily file: filled with the mean of the local March
+    days (that day starts on 2002-02-28 in UTC; a UTC month would take February's mean)."""
+    path = _copy(tmp_path, DD, _set("PA_F", "-9999", slice(28, 29)))
+    meta = _meta_file(tmp_path, META / "CN-HaM.yaml", lambda m: m.update(conversion={"gaps": "climatology"}))
+    site = read(path, load_metadata(meta))
+    raw = _raw(DD)
+    march = raw["TIMESTAMP"].astype(str).str[:6].eq("200203").to_numpy().copy()
+    march[28] = False
+    p = site.forcing["p_sfc"]
+    assert p.attrs["gap_fill_method"] == "climatology" and p.attrs["gap_fill_count"] == 1
+    day = p.values[28 * 24 : 29 * 24]  # hourly, constant through the day
+    np.testing.assert_allclose(day, raw["PA_F"][march].mean() * 1000.0, rtol=1e-12)
+    utc_february = raw["PA_F"][1:28].mean() * 1000.0  # the local days 02-02 .. 02-28 (and the gap) in UTC
+    assert abs(day[0] - utc_february) > 2.0  # Pa (the check above is to 1e-12)
+
+
+def test_base_small_negative_shortwave_clipped_and_counted(tmp_path: Path) -> None:
+    """Raw BASE SW_IN with a night-time offset (-1.3 and -19.5 W m-2) becomes 0, counted in the attributes."""
+
+    def offset(df):
+        night = df["SW_IN"].astype(float).eq(0.0)
+        df.loc[night, "SW_IN"] = "-1.3"
+        df.loc[df.index[night.to_numpy()][:2], "SW_IN"] = "-19.5"
+        return df
+
+    path = _copy(tmp_path, BASE, offset)
+    meta = load_metadata(META / "US-CRT_BASE.yaml")
+    sw = read(path, meta).forcing["sw_down"]
+    raw = _raw(path)
+    n = int((raw["SW_IN"] < 0).sum())
+    assert n > 100 and sw.attrs["clipped_count"] == n
+    assert sw.attrs["comment"] == f"negative values down to -20 W m-2 set to 0: {n}"
+    assert float(sw.min()) == 0.0 and (sw.values[(raw["SW_IN"] < 0).to_numpy()] == 0.0).all()
+    np.testing.assert_array_equal(sw.values, read(BASE, meta).forcing["sw_down"].values)  # the file had 0 there
+
+
+def test_ameriflux_fluxnet_product_name_and_unrecognised_files(tmp_path: Path) -> None:
+    """AmeriFlux's ONEFlux product is a FLUXNET file (found in a folder too); a folder with no recognised name
+    lists its CSV files."""
+    name = "AMF_US-CRT_FLUXNET_FULLSET_HH_2011-2011_3-5.csv"
+    path = _copy(tmp_path, HH, name=name)
+    meta = load_metadata(DATA / "fluxnet_hh" / "metadata.yaml")
+    site = read(path.parent, meta)
+    assert site.forcing.attrs["source_format"] == "FLUXNET HH" and site.forcing.attrs["source_files"] == name
+    np.testing.assert_array_equal(site.forcing["T_air"].values, read(HH, meta).forcing["T_air"].values)
+    path.rename(path.with_name("US-CRT_halfhourly.csv"))
+    with pytest.raises(SiteError, match=r"0 candidate data files \(none; not a FLUXNET or AmeriFlux BASE file name: "
+                       r"US-CRT_halfhourly.csv \(known: .*AMF_<ID>_FLUXNET_FULLSET_"):  # fmt: skip
+        read(path.parent, meta)
+
+
+@pytest.mark.parametrize(
+    ("columns", "chosen"),
+    [(["TA_PI_F"], "TA_PI_F"), (["TA_1_1_A"], "TA_1_1_A"), (["TA_1"], "TA_1"), (["TA_1_1_1", "TA_1_1_A"], None)],
+)
+def test_base_qualified_forcing_columns(tmp_path: Path, columns: list[str], chosen: str | None) -> None:
+    """A forcing column with AmeriFlux qualifiers is taken where it is the only one; several need a choice."""
+    path = _copy(tmp_path, BASE, lambda df: df.drop(columns=["TA"]).assign(**{c: df["TA"] for c in columns}))
+    meta = load_metadata(META / "US-CRT_BASE.yaml")
+    if chosen is None:
+        with pytest.raises(SiteError, match=r"several columns for T_air: \['TA_1_1_1', 'TA_1_1_A'\]"):
+            read(path, meta)
+        return
+    t = read(path, meta).forcing["T_air"]
+    assert t.attrs["source_column"] == chosen
+    np.testing.assert_array_equal(t.values, read(BASE, meta).forcing["T_air"].values)
+
+
+def test_daily_day_temperature_all_missing_names_the_column(tmp_path: Path) -> None:
+    """TA_F_DAY without any value on days with a sunrise: the file and column are named, no numpy warning."""
+    path = _copy(tmp_path, DD, _set("TA_F_DAY", "-9999"))
+    meta = load_metadata(META / "CN-HaM.yaml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(SiteError, match=rf"{DD.name}: column TA_F_DAY \(T_air_day\) has no values \(rule: "
+                           r"conversion.disaggregation.temperature='day_night' .*mean_range"):  # fmt: skip
+            read(path, meta)

@@ -4,7 +4,8 @@ folder of docs/site_format.md.
 ==================  =========================================================================================
 format              files
 ==================  =========================================================================================
-``fluxnet``         FLUXNET2015 / ONEFlux / ICOS / Warm Winter FULLSET ``HH``, ``HR``, ``DD`` (:mod:`.fluxnet`)
+``fluxnet``         FLUXNET2015 / ONEFlux (also AmeriFlux's ``AMF_<ID>_FLUXNET_FULLSET``) / ICOS / Warm Winter
+                    FULLSET ``HH``, ``HR``, ``DD`` (:mod:`.fluxnet`)
 ``ameriflux_base``  AmeriFlux BASE ``HH``/``HR`` (not gap-filled), also inside the BASE-BADM zip (:mod:`.ameriflux`)
 ``table``           any delimited text described column by column in the metadata (:mod:`.table`)
 ==================  =========================================================================================
@@ -48,9 +49,9 @@ def detect(source: str | Path, meta: SiteMetadata) -> tuple[str, Path]:
                 p for p in src.iterdir() if (is_fluxnet_file(p) or is_ameriflux_file(p)) and _wanted(p, meta)
             )
             if len(found) != 1:
-                listing = ", ".join(p.name for p in found) or "none"
                 raise SiteError(
-                    f"{source}: {len(found)} candidate data files ({listing}); name one with 'file' in the metadata"
+                    f"{source}: {len(found)} candidate data files ({_listing(src, found, meta)}); name one with "
+                    "'file' in the metadata"
                 )
             src = found[0]
     if meta.format is not None:
@@ -60,6 +61,22 @@ def detect(source: str | Path, meta: SiteMetadata) -> tuple[str, Path]:
     if is_ameriflux_file(src):
         return "ameriflux_base", src
     raise SiteError(f"{src.name}: not a FLUXNET or AmeriFlux BASE file name; set 'format' in the metadata")
+
+
+def _listing(folder: Path, found: list[Path], meta: SiteMetadata) -> str:
+    """The candidates, or where there are none the CSV and zip files the folder does hold (a name the readers do not
+    recognise is then visible, instead of "none")."""
+    if found:
+        return ", ".join(p.name for p in found)
+    others = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".csv", ".zip"))
+    if not others:
+        return "none"
+    names = {"fluxnet": "FLUXNET", "ameriflux_base": "AmeriFlux BASE"}
+    kind = names.get(meta.format or "", "FLUXNET or AmeriFlux BASE")
+    return (
+        f"none; not a {kind} file name: {', '.join(others)} (known: FLX_<ID>_..._HH_....csv, ICOSETC_<ID>_..., "
+        "AMF_<ID>_FLUXNET_FULLSET_..., AMF_<ID>_BASE_HH_....csv, AMF_<ID>_BASE-BADM_....zip; HR and DD alike)"
+    )
 
 
 def _wanted(p: Path, meta: SiteMetadata) -> bool:

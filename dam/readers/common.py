@@ -82,6 +82,7 @@ class Columns:
     soil_qc: Callable[[str], Source | None] | None = None  # sensor column -> QC source (or None)
     daily_temperature: dict[str, Source] = field(default_factory=dict)  # T_air_day/night/min/max (daily files)
     extra_series: dict[str, tuple[Source, dict[str, str]]] = field(default_factory=dict)  # kept as they are
+    clip_negative: dict[str, float] = field(default_factory=dict)  # forcing -> lowest value (source units) set to 0
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -101,11 +102,25 @@ def read_csv(source: Path | Any, missing: list[str | float], name: str | None = 
     return frame
 
 
+def check_two_rows(name: str, n_rows: int) -> None:
+    """Refuse a file of fewer than two rows: the time step comes from the stamps, so one row has none (without
+    this the step check reports 'steps []')."""
+    if n_rows < 2:
+        raise SiteError(
+            f"{name}: only {n_rows} data row; the file is too short (at least two rows are needed: the time step "
+            "comes from the stamps)"
+        )
+
+
+def mean_present(cols: np.ndarray) -> np.ndarray:
+    """Mean over the first axis of the finite values; NaN where none is (without numpy's empty-slice warning)."""
+    present = np.isfinite(cols).sum(axis=0)
+    return np.where(present > 0, np.nansum(cols, axis=0) / np.maximum(present, 1), np.nan)
+
+
 def values(table: Table, src: Source, what: str, rule: str) -> tuple[np.ndarray, int]:
     """The source's values (replicate columns averaged) with QC drops as NaN; also the number dropped by QC."""
-    cols = np.stack([table.column(c, what, rule) for c in src.columns])
-    present = np.isfinite(cols).sum(axis=0)
-    x = np.where(present > 0, np.nansum(cols, axis=0) / np.maximum(present, 1), np.nan)  # mean of the present
+    x = mean_present(np.stack([table.column(c, what, rule) for c in src.columns]))
     n_qc = 0
     if src.qc is not None and src.qc_rule is not None and src.qc in table.frame:
         drop = src.qc_rule[1](table.frame[src.qc].to_numpy(np.float64)) & np.isfinite(x)
@@ -129,6 +144,11 @@ def to_units(x: np.ndarray, units: str, canonical: str, name: str, step_s: float
 _CANONICAL = {"T_air": "K", "p_sfc": "Pa", "wind": "m s-1", "sw_down": "W m-2", "lw_down": "W m-2"}
 
 
+def utc_note(meta: SiteMetadata) -> str:
+    """Messages give times of the UTC axis: say how they map to the file's stamps, so the row can be found."""
+    return f"times in UTC; the file's stamps are local standard time UTC{meta.time.utc_offset_hours:+g}"
+
+
 def apply_gap_policy(
     table: Table, name: str, src: Source, x: np.ndarray, times: pd.DatetimeIndex, meta: SiteMetadata, n_qc: int
 ) -> tuple[np.ndarray, int]:
@@ -138,13 +158,20 @@ def apply_gap_policy(
     if np.isnan(x).all():
         raise table.fail(f"forcing column {'+'.join(src.columns)} ({name}): all values missing")
     try:
-        return _fill_series(name, x, times, method, conv.max_gap)
+        return _fill_series(name, x, times, method, conv.max_gap, meta.time.utc_offset_hours)
     except SiteError as exc:
         why = f"; {n_qc} of them set missing by the rule {src.qc_rule[0]}" if n_qc and src.qc_rule else ""
         raise table.fail(
             f"column {'+'.join(src.columns)}: {exc}{why} (gap policy: conversion.gaps={method!r}, "
-            f"max_gap={conv.max_gap} steps)"
+            f"max_gap={conv.max_gap} steps; {utc_note(meta)})"
         ) from None
+
+
+def clip_small_negative(x: np.ndarray, lowest: float) -> tuple[np.ndarray, int]:
+    """Values in ``[lowest, 0)`` set to 0 (a pyranometer's night-time thermal offset), and their number; values
+    below ``lowest`` are kept, for the range check to refuse as errors of the data."""
+    small = (x < 0.0) & (x >= lowest)
+    return np.where(small, 0.0, x), int(small.sum())
 
 
 def _humidity(kind: str, h: np.ndarray, t_k: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, int]:
@@ -169,6 +196,8 @@ def forcing_arrays(table: Table, cols: Columns, meta: SiteMetadata, times: pd.Da
     attrs: dict[str, dict[str, Any]] = {}
     for name, src in cols.forcing.items():
         raw, n_qc = values(table, src, f"forcing {name}", f"{table.format} forcing needs {name}")
+        lowest = cols.clip_negative.get(name)
+        raw, n_neg = clip_small_negative(raw, lowest) if lowest is not None else (raw, 0)
         filled, n_fill = apply_gap_policy(table, name, src, raw, times, meta, n_qc)
         canonical = _CANONICAL.get(name)
         if name == "precip":
@@ -186,6 +215,9 @@ def forcing_arrays(table: Table, cols: Columns, meta: SiteMetadata, times: pd.Da
         if n_fill:
             a["gap_fill_method"] = meta.conversion.gap_method("q_air" if name == "humidity" else name)
             a["gap_fill_count"] = n_fill
+        if lowest is not None:  # named like the site readers' clipping (bondville: sw_down)
+            a["comment"] = f"negative values down to {lowest:g} {src.units} set to 0: {n_neg}"
+            a["clipped_count"] = n_neg
         attrs[name] = a
     q, n_clip = _humidity(cols.humidity_kind, out.pop("humidity"), out["T_air"], out["p_sfc"])
     out["q_air"] = q
@@ -199,9 +231,11 @@ def _fill_daily_offset(offset: np.ndarray, days: pd.DatetimeIndex) -> tuple[np.n
     if not bad.any():
         return offset, 0
     clim = pd.Series(offset).groupby(days.month.to_numpy()).transform("mean").to_numpy()
-    if np.isnan(clim[bad]).any():
+    if np.isnan(clim[bad]).any() and not bad.all():
         clim = np.where(np.isnan(clim), np.nanmean(offset), clim)
-    return np.where(bad, clim, offset), int(bad.sum())
+    # A column without any value stays NaN: polar-night days do not need it, and disaggregation reports the others.
+    filled = np.where(bad, clim, offset)
+    return filled, int((bad & np.isfinite(filled)).sum())
 
 
 def daily_forcing(table: Table, cols: Columns, meta: SiteMetadata):
@@ -246,7 +280,17 @@ def daily_forcing(table: Table, cols: Columns, meta: SiteMetadata):
         t_min_k=extra.get("T_air_min"),
         t_max_k=extra.get("T_air_max"),
     )
-    times, out, dis_attrs = disaggregate(daily, meta.latitude, meta.longitude, meta.time.utc_offset_hours, opt)
+    try:
+        times, out, dis_attrs = disaggregate(daily, meta.latitude, meta.longitude, meta.time.utc_offset_hours, opt)
+    except SiteError as exc:
+        empty = [f"{'+'.join(cols.daily_temperature[k].columns)} ({k})" for k in need if np.isnan(extra[k]).all()]
+        if empty:  # the cause, not the symptom (a singular day/night system)
+            raise table.fail(
+                f"column {', '.join(empty)} has no values (rule: conversion.disaggregation.temperature="
+                f"{opt.temperature!r} needs them on days with a sunrise and a sunset; choose temperature: mean_range "
+                "with temperature_range_K)"
+            ) from None
+        raise table.fail(str(exc)) from None
     dis_attrs["disaggregation_temperature_days_filled"] = n_filled
     dis_attrs["source_time_step_s"] = 86400
     return times, out, attrs, dis_attrs
@@ -259,6 +303,24 @@ def specific_humidity_to_vapour_pressure(q: np.ndarray, p: np.ndarray) -> np.nda
 # --------------------------------------------------------------------------------------------------------------
 # Observations
 # --------------------------------------------------------------------------------------------------------------
+
+
+def _replicate_mean(
+    table: Table, cols: Columns, columns: list[str], units: str, kind: str
+) -> tuple[np.ndarray, int, list[str]]:
+    """The mean of one sensor's replicate columns, each column's own QC rule applied first: a replicate that fails
+    counts as missing and the others carry the mean (a single QC for all would drop good replicates or average bad
+    ones in). Also the number of values QC dropped and the rules used."""
+    parts, n_qc, rules = [], 0, []
+    for c in columns:
+        qc = cols.soil_qc(c) if cols.soil_qc else None
+        src = Source([c], units) if qc is None else Source([c], units, qc.qc, qc.qc_rule)
+        x, n = values(table, src, kind, "")
+        parts.append(x)
+        n_qc += n
+        if src.qc_rule and src.qc_rule[0] not in rules:
+            rules.append(src.qc_rule[0])
+    return mean_present(np.stack(parts)), n_qc, rules
 
 
 def soil_series(table: Table, cols: Columns, meta: SiteMetadata, kind: str, meta_path: str):
@@ -284,10 +346,6 @@ def soil_series(table: Table, cols: Columns, meta: SiteMetadata, kind: str, meta
     canonical = "m3 m-3" if kind == "soil_moisture" else "K"
     series, n_qc = [], []
     for s in sensors:
-        src = Source(s.columns, units)
-        qc = cols.soil_qc(s.columns[0]) if cols.soil_qc else None
-        if qc is not None:
-            src = Source(s.columns, units, qc.qc, qc.qc_rule)
         what = f"{kind} sensor at {s.depth_m:g} m"
         raw = np.stack([table.column(c, what, f"{meta_path} sensors") for c in s.columns])
         if np.isnan(raw).all():
@@ -295,11 +353,11 @@ def soil_series(table: Table, cols: Columns, meta: SiteMetadata, kind: str, meta
                 f"{kind} column {'+'.join(s.columns)} (sensor at {s.depth_m:g} m): all {raw.shape[1]} values are "
                 f"missing (rule: every listed sensor needs data; remove it or move it to sensors.exclude)"
             )
-        x, n = values(table, src, kind, "")
+        x, n, rules = _replicate_mean(table, cols, s.columns, units, kind)
         if np.isnan(x).all():
             raise table.fail(
                 f"{kind} column {'+'.join(s.columns)}: no value passes the quality rule "
-                f"{src.qc_rule[0] if src.qc_rule else ''} (conversion.quality; {n} values dropped)"
+                f"{', '.join(rules)} (conversion.quality; {n} values dropped)"
             )
         series.append(to_units(x, units, canonical, kind, 1))
         n_qc.append(n)
@@ -460,7 +518,8 @@ def build_site(table: Table, cols: Columns, meta: SiteMetadata, meta_path: str) 
     except SiteError as exc:  # name the file and its column, not only dam's variable
         found = re.search(r"variable '(\w+)'", str(exc))
         source = cols.forcing.get(found.group(1)) if found else None
-        raise table.fail(f"{exc}" + (f" (column {'/'.join(source.columns)})" if source else "")) from None
+        column = f" (column {'/'.join(source.columns)})" if source else ""
+        raise table.fail(f"{exc}{column}" + (f"; {utc_note(meta)}" if " UTC" in str(exc) else "")) from None
     obs = observations(table, cols, meta, ends_utc, meta_path)
     depths = {}
     if obs is not None:

@@ -1,4 +1,5 @@
-"""FLUXNET2015 / ONEFlux FULLSET files (also the ICOS and Warm Winter 2020 releases in FLUXNET format).
+"""FLUXNET2015 / ONEFlux FULLSET files (also the ICOS and Warm Winter 2020 releases in FLUXNET format, and
+AmeriFlux's ONEFlux product ``AMF_<ID>_FLUXNET_FULLSET_<res>_<years>_<ver>.csv``).
 
 Half-hourly (``HH``), hourly (``HR``) and daily (``DD``) files. Forcing: the consolidated ``*_F`` variables
 (measured, MDS gap-filled, ERA-downscaled where the tower was off): ``TA_F`` degC, ``VPD_F`` hPa, ``PA_F`` kPa,
@@ -20,12 +21,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dam.readers.common import Columns, Source, Table, build_site, read_csv
+from dam.readers.common import Columns, Source, Table, build_site, check_two_rows, read_csv
 from dam.readers.metadata import SiteMetadata
 from dam.sites import Site, SiteError
 
 STEPS = {"HH": 1800, "HR": 3600, "DD": 86400}
-FILE_PATTERN = re.compile(r"^(?:FLX|ICOSETC)_([A-Z]{2}-[A-Za-z0-9]{3})_.*?_(HH|HR|DD|WW|MM|YY)_.*\.csv$")
+# FLX_ (FLUXNET2015), ICOSETC_ (ICOS), AMF_..._FLUXNET_FULLSET/SUBSET_ (AmeriFlux's ONEFlux product; the lookahead
+# keeps AmeriFlux BASE files, AMF_<ID>_BASE_..., out)
+FILE_PATTERN = re.compile(
+    r"^(?:FLX_|ICOSETC_|AMF_(?=[A-Z]{2}-[A-Za-z0-9]{3}_FLUXNET_(?:FULLSET|SUBSET)_))"
+    r"([A-Z]{2}-[A-Za-z0-9]{3})_.*?_(HH|HR|DD|WW|MM|YY)_.*\.csv$"
+)
 FORCING = {
     "T_air": ("TA_F", "degC"),
     "humidity": ("VPD_F", "hPa"),
@@ -81,12 +87,15 @@ def read_table(path: Path) -> Table:
         i = int(np.argmax(ends.isna().to_numpy()))
         raise SiteError(f"{path.name}: time stamp in data row {i + 1} is not a valid date")
     ends = pd.DatetimeIndex(ends)
+    check_two_rows(path.name, len(ends))
     back = np.flatnonzero(np.diff(ends.as_unit("ns").asi8) <= 0)
-    if back.size:  # duplicated or unsorted rows: name the first, not a "rows missing?" guess
+    if back.size:  # duplicated or unsorted rows: name the first (by the file's own stamps), not a "rows missing?"
         i = int(back[0])
-        raise SiteError(f"{path.name}: time stamps must increase; data row {i + 2} ({ends[i + 1]}) does not follow "
-                        f"row {i + 1} ({ends[i]}): duplicated or unsorted rows")  # fmt: skip
-    steps = np.unique(np.diff(ends.as_unit("ns").asi8) // 10**9) if len(ends) > 1 else np.array([])
+        col = "TIMESTAMP_END" if "TIMESTAMP_END" in frame else "TIMESTAMP"
+        stamp = frame[col].to_numpy()
+        raise SiteError(f"{path.name}: time stamps must increase; data row {i + 2} ({col} {stamp[i + 1]}) does not "
+                        f"follow row {i + 1} ({col} {stamp[i]}): duplicated or unsorted rows")  # fmt: skip
+    steps = np.unique(np.diff(ends.as_unit("ns").asi8) // 10**9)
     if len(steps) != 1:
         raise SiteError(f"{path.name}: the time stamps are not regular (steps {steps[:5].tolist()} s); rows missing?")
     step = int(steps[0])
