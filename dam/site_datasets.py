@@ -207,7 +207,12 @@ def _check_annual_precipitation(da: xr.DataArray, step_s: float) -> None:
 
 
 def standardise_forcing(
-    ds: xr.Dataset, *, step_s: float | None = None, gaps: str = "error", max_gap: int | None = DEFAULT_MAX_GAP
+    ds: xr.Dataset,
+    *,
+    step_s: float | None = None,
+    gaps: str = "error",
+    max_gap: int | None = DEFAULT_MAX_GAP,
+    utc_offset_hours: float = 0.0,
 ) -> xr.Dataset:
     """Validate a forcing Dataset and return it with canonical names, SI units, float64 and bounds.
 
@@ -225,9 +230,11 @@ def standardise_forcing(
     gaps
         ``"error"`` (default), ``"interpolate"`` (linear, runs of at most ``max_gap`` steps), ``"previous"``
         (repeat the last valid value, at most ``max_gap`` steps) or ``"climatology"`` (mean of the valid values
-        of the same calendar month and time of day).
+        of the same calendar month and time of day, in local standard time).
     max_gap
         Longest run of missing steps that ``interpolate``/``previous`` may fill; ``None``: no limit.
+    utc_offset_hours
+        The site's local standard time = UTC + offset (the months and hours ``climatology`` groups by).
     """
     if gaps not in GAP_METHODS:
         raise SiteError(f"gaps must be one of {GAP_METHODS}, got {gaps!r}")
@@ -249,7 +256,7 @@ def standardise_forcing(
             raise SiteError(f"variable {name!r}: dims {da.dims} (expected ('time',))")
         da, n_codes = _standardise_variable(da, name, spec)
         codes_total += n_codes
-        values, n_filled = _fill_series(name, da.values, times, gaps, max_gap)
+        values, n_filled = _fill_series(name, da.values, times, gaps, max_gap, utc_offset_hours)
         da = da.copy(data=values)
         if n_filled:
             counts[name] = n_filled

@@ -309,7 +309,9 @@ def load_site(path: str | os.PathLike, *, gaps: str = "error", max_gap: int | No
     if not fpath.is_file():
         raise SiteError(f"{p}: missing forcing.nc")
     try:
-        forcing = standardise_forcing(_open_nc(fpath), step_s=meta.time_step_s, gaps=gaps, max_gap=max_gap)
+        forcing = standardise_forcing(
+            _open_nc(fpath), step_s=meta.time_step_s, gaps=gaps, max_gap=max_gap, utc_offset_hours=meta.utc_offset_hours
+        )
     except SiteError as exc:
         raise SiteError(f"{fpath}: {exc}") from None
     opath = p / "observations.nc"

@@ -499,6 +499,17 @@ def test_gap_methods() -> None:
     same_tod = [k for k in range(144) if k % 48 == 10 and k != 10]
     assert clim.T_air.values[10] == pytest.approx(x[same_tod].mean())
     assert clim.T_air.attrs["gap_fill_method"] == "climatology"
+    # months in local standard time: 20:00 UTC on 31 January is 04:00 on 1 February at UTC+8
+    month_end = _gappy(slice(0, 0), n=48 * 5).assign_coords(time=pd.date_range("2001-01-29T00:30", periods=240,
+                                                                                freq="30min"))  # fmt: skip
+    month_end["T_air"] = month_end["T_air"] + np.arange(240) // 48  # a different day, a different value
+    at = int(np.flatnonzero(month_end.time.values == np.datetime64("2001-01-31T20:00"))[0])
+    month_end["T_air"][at] = np.nan
+    same = month_end["T_air"].values[[at - 96, at - 48, at + 48, at + 96]]  # 20:00 UTC of Jan 29, 30, Feb 1, 2
+    utc = standardise_forcing(month_end, gaps="climatology")
+    local = standardise_forcing(month_end, gaps="climatology", utc_offset_hours=8)
+    assert utc.T_air.values[at] == pytest.approx(same[:2].mean())
+    assert local.T_air.values[at] == pytest.approx(same[2:].mean())
     with pytest.raises(SiteError, match="start or end"):
         standardise_forcing(_gappy(slice(0, 2)), gaps="interpolate")
     with pytest.raises(SiteError, match="gaps must be one of"):
