@@ -191,14 +191,9 @@ def calibrate_dpl(
     def site_loss(net, i: int) -> float:
         return float(loss_value(latent_from_vector(net(a_norm[i]) + offsets[i], template, specs), probs[i]))
 
-    scales = [site_loss(network, i) if relative else 1.0 for i in range(n_sites)]
-    scales = [v if v > 0 else 1.0 for v in scales]  # a site fitted exactly from the start: its absolute loss
-    val_fn = None
-    if held:
-
-        def val_fn(net):
-            return np.mean([site_loss(net, i) / scales[i] for i in held])
-
+    # a site fitted exactly from the start keeps its absolute loss
+    scales = [(site_loss(network, i) or 1.0) if relative else 1.0 for i in range(n_sites)]
+    val_fn = (lambda net: np.mean([site_loss(net, i) / scales[i] for i in held])) if held else None
     network, history = fit(
         network, None, None, n_members=1, batch_size=1, batch_fn=_single_batch, epochs=steps,
         grad_fn=_dpl_grad_fn([probs[i] for i in trained], a_norm[jnp.asarray(trained)],

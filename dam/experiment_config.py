@@ -130,6 +130,11 @@ class CalibrationConfig(Strict):
         0, ge=0, description="physics_dpl: training sites of each fold held out to choose the network's step (the "
         "lowest mean loss at them, the table parameters included); 0: the step of the lowest training loss",
     )  # fmt: skip
+    dpl_learning_rate: float = Field(
+        3e-3, gt=0, description="physics_dpl: Adam step size of the network's weights (each moves by about this "
+        "much per step, the network's output by up to its width + 1 times as much: 0.1 moved the parameters of "
+        "every site to their bounds in a few steps)",
+    )  # fmt: skip
     dpl_loss: Literal["absolute", "relative"] = Field(
         "absolute", description="physics_dpl: the mean of the training sites' losses, or of each site's loss divided "
         "by its loss with its table parameters (every site counts by its relative change)",
@@ -310,7 +315,7 @@ class ExperimentConfig(Strict):
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (lists for tuples), as written to the run folder's ``config.yaml``. ``split`` and
         ``folds`` appear only for a leave-sites-out split, ``multisite_level`` only with a physics-guided multi-site
-        network, and ``phase_change_gradient``, ``calibration.dpl_loss``, ``network.site_balance`` and
+        network, and ``phase_change_gradient``, ``calibration.dpl_*``, ``network.site_balance`` and
         ``network.validation_sites`` only where they are not the default, so that the run folders and stage
         fingerprints of experiments made before these keys existed stay valid."""
         d = json.loads(json.dumps(self.model_dump(mode="json")))
@@ -321,8 +326,9 @@ class ExperimentConfig(Strict):
         for section in ("calibration", "hybrid"):  # the default derivative: keys absent, as before they existed
             if d[section]["phase_change_gradient"] == "implicit":
                 del d[section]["phase_change_gradient"]
-        if d["calibration"]["dpl_loss"] == "absolute":
-            del d["calibration"]["dpl_loss"]
+        for key, default in (("dpl_loss", "absolute"), ("dpl_learning_rate", 3e-3)):
+            if d["calibration"][key] == default:
+                del d["calibration"][key]
         for key in ("site_balance", "validation_sites"):
             if not d["network"][key]:
                 del d["network"][key]

@@ -6,8 +6,9 @@ values, trained through the physics at all the fold's training sites together
 (:func:`dam.calibration_dpl.calibrate_dpl` with ``residual=True``: before training every site has its table
 parameters, i.e. ``physics_default``). Each site is scored on its calibration window (the last
 ``calibration.window_steps`` steps of its training period after ``calibration.warmup_steps``, as
-``physics_calibrated``), for ``calibration.steps`` Adam steps of ``calibration.learning_rate``. The fold's test sites
-then run the physics over their record with the parameters the network gives for their attributes: a site's
+``physics_calibrated``), for ``calibration.steps`` Adam steps of ``calibration.dpl_learning_rate`` (with
+``calibration.dpl_loss: relative`` on the sites' losses relative to their table parameters' losses). The fold's test
+sites then run the physics over their record with the parameters the network gives for their attributes: a site's
 parameters come from sites it never saw. Under the chronological split the one network is trained at all sites.
 """
 
@@ -44,8 +45,8 @@ def train_dpl(train: list[SiteData], c: CalibrationConfig, *, seed: int, progres
     held = held_out(len(train), c.dpl_validation_sites, seed, "calibration.dpl_validation_sites")
     setups = [s.with_phase_change_gradient(c.phase_change_gradient) for s, _ in windows]
     return calibrate_dpl(
-        setups, None, np.stack([site_attributes(d) for d in train]), c.parameters, seed=seed,
-        windows=[(first, None) for _, first in windows], steps=c.steps, learning_rate=c.learning_rate,
+        setups, None, np.stack([site_attributes(d) for d in train]), c.parameters, seed=seed, steps=c.steps,
+        windows=[(first, None) for _, first in windows], learning_rate=c.dpl_learning_rate,
         checkpoint_every=c.checkpoint_every, residual=True, relative=c.dpl_loss == "relative", validation=held,
         progress=progress, checkpoint_dir=checkpoint_dir,
     )  # fmt: skip

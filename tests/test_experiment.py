@@ -62,6 +62,30 @@ def test_config_is_validated_naming_the_key(data, message):
     assert message in str(info.value)
 
 
+def test_dpl_keys_keep_old_fingerprints_and_reach_the_dpl_training(monkeypatch):
+    """``calibration.dpl_learning_rate`` and ``dpl_loss`` are written only where not the default (run folders made
+    before them stay valid) and are what the dPL network trains with."""
+    from dam import multisite_dpl
+
+    assert not {"dpl_learning_rate", "dpl_loss"} & set(ExperimentConfig.from_dict({}).to_dict()["calibration"])
+    chosen = ExperimentConfig.from_dict({"calibration": {"dpl_learning_rate": 0.01, "dpl_loss": "relative"}})
+    written = chosen.to_dict()["calibration"]
+    assert written["dpl_learning_rate"] == 0.01 and written["dpl_loss"] == "relative"
+    seen = {}
+    monkeypatch.setattr(multisite_dpl, "calibrate_dpl", lambda *a, **kw: seen.update(kw))
+    monkeypatch.setattr(multisite_dpl, "calibration_window", lambda d, c, memo: (d, 0))
+    monkeypatch.setattr(multisite_dpl, "site_attributes", lambda d: np.zeros(2))
+
+    class Site:
+        def with_phase_change_gradient(self, _):
+            return self
+
+    multisite_dpl.train_dpl([Site(), Site()], chosen.calibration, seed=0)
+    assert seen["learning_rate"] == 0.01 and seen["relative"] and seen["residual"]
+    with pytest.raises(ConfigError, match="dpl_loss"):
+        ExperimentConfig.from_dict({"calibration": {"dpl_loss": "median"}})
+
+
 def test_phase_change_gradient_reaches_the_gradient_runs_and_keeps_old_fingerprints():
     """The YAML key chooses the derivative of soil freezing of calibration and hybrid training (the values the
     physics accepts); left at the default it is not written, so run folders made before the key stay valid."""

@@ -758,7 +758,7 @@ def test_dpl_regionalisation_in_a_leave_sites_out_run(sites, tmp_path):
     gives them, which differ from the table values and between sites. One of each fold's two training sites is
     held out to choose the step (the lowest loss there, before training included)."""
     out = tmp_path / "run"
-    calibration = {"steps": 3, "window_steps": 120, "warmup_steps": 30, "learning_rate": 0.3,
+    calibration = {"steps": 3, "window_steps": 120, "warmup_steps": 30, "dpl_learning_rate": 0.3,
                    "parameters": ["soil.bexp", "soil.smcmax"], "dpl_validation_sites": 1}  # fmt: skip
     table = run_multisite(_config(sites, out, models=["physics_default", "physics_dpl"], calibration=calibration))
     assert set(table["model"]) == {"physics_default", "physics_dpl"} and np.isfinite(table["rmse"]).all()
