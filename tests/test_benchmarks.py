@@ -280,3 +280,20 @@ def test_cores_benchmark_splits_the_same_columns_over_pinned_processes(tmp_path)
     )
     assert rows["1 core"]["x_one_core"] == 1.0
     assert set(result["target"]["measured"]) == {"native"} and out.with_suffix(".png").exists()
+
+
+@pytest.mark.slow  # compiles the soil column's forward and three gradients (about a minute on 2 cores)
+def test_gradient_cost_benchmark_rows(tmp_path):
+    """``benchmarks/gradient_cost.py`` on a tiny workload: the forward and the three rematerialisation settings,
+    each timed against the forward of the same run, with the machine recorded."""
+    out = tmp_path / "cost.json"
+    cmd = [sys.executable, str(BENCHMARKS / "gradient_cost.py"), "--columns", "8", "--steps", "4", "--dtypes",
+           "float64", "--json", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["machine"]["cpu_count"] >= 1
+    rows = {r["function"]: r for r in result["rows"]}
+    assert list(rows) == ["forward", "gradient_stored", "gradient_per_step", "gradient_segments_8"]
+    assert rows["forward"]["over_forward"] == 1.0
+    assert all(_positive(r["seconds"]) and r["over_forward"] > 0 and r["temp_mib"] >= 0 for r in rows.values())

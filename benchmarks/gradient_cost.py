@@ -1,0 +1,70 @@
+"""Gradient cost of the soil column by rematerialisation setting, as ratios to the forward measured in the same run.
+
+The value and gradient (parameters and initial state) of a scalar of the final state, with every intermediate
+stored (``checkpoint_every=None``), with per-step checkpoints (1) and with segments (8), over the forward alone:
+whether recomputation is what keeps the gradient above 3x the forward (issue 17). Also XLA's temporaries.
+
+Usage::
+
+    python benchmarks/gradient_cost.py                          # 1e4 columns x 24 steps, float64 and float32
+    python benchmarks/gradient_cost.py --columns 1000 --steps 48 --dtypes float32 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import jax
+import jax.numpy as jnp
+from _common import best_time, machine_info, make_columns
+
+from dam import physics
+
+jax.config.update("jax_enable_x64", True)
+SETTINGS = {"stored": None, "per_step": 1, "segments_8": 8}
+
+
+def measure(n_columns: int, n_steps: int, dtype: str) -> list[dict]:
+    """One row per function: seconds, ratio to the forward and XLA temporaries (MiB)."""
+    params, state, forcing, grid = make_columns(n_columns, n_steps, getattr(jnp, dtype))
+    options = physics.SoilOptions(dt_s=1800.0)
+
+    def final(p, s, f, every=None):
+        return physics.run(s, f, p, grid, options, observe=None, finite_check=False, checkpoint_every=every)[0]
+
+    def loss(p, s, f, every):
+        out = final(p, s, f, every)
+        return jnp.sum(out.smc) + 1e-3 * jnp.sum(out.t)
+
+    functions = {"forward": final}
+    for name, every in SETTINGS.items():
+        functions[f"gradient_{name}"] = lambda p, s, f, e=every: jax.value_and_grad(loss, (0, 1))(p, s, f, e)
+    rows, forward_s = [], None
+    for name, fn in functions.items():
+        compiled = jax.jit(fn).lower(params, state, forcing).compile()
+        seconds, _ = best_time(compiled, params, state, forcing, repeats=5, budget_s=20.0, min_time_s=0.2)
+        forward_s = forward_s or seconds
+        temp = compiled.memory_analysis().temp_size_in_bytes / 2**20
+        rows.append({"function": name, "dtype": dtype, "columns": n_columns, "steps": n_steps, "seconds": seconds,
+                     "over_forward": seconds / forward_s, "temp_mib": temp})  # fmt: skip
+        print(f"{dtype} {n_columns} x {n_steps}: {name:22s} {seconds:.4f} s  x{seconds / forward_s:.2f}  "
+              f"temporaries {temp:.0f} MiB", flush=True)  # fmt: skip
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--columns", type=int, default=10_000)
+    p.add_argument("--steps", type=int, default=24, help="steps of 1800 s")
+    p.add_argument("--dtypes", nargs="+", choices=("float64", "float32"), default=["float64", "float32"])
+    p.add_argument("--json", help="write the machine and the rows here")
+    args = p.parse_args(argv)
+    rows = [r for d in args.dtypes for r in measure(args.columns, args.steps, d)]
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine_info(), "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
