@@ -244,3 +244,24 @@ def test_every_model_is_a_registered_stage():
     assert tuple(STAGES) == MODELS
     with pytest.raises(ValueError, match="registered twice"):
         stage("lstm")(lambda exp, data, preds: None)
+
+
+def test_an_undefined_score_is_a_note_not_a_warning():
+    """A sensor without test observations scores NaN with the reason in ``note``; no RuntimeWarning per series
+    (a many-site run would print one for every model and sensor)."""
+    import dataclasses
+    import warnings
+
+    from dam.experiment_data import prepare_site
+    from dam.predictions import Prediction
+    from dam.scoring import score
+
+    data = prepare_site("bondville_1998", spinup_cycles=0)
+    observed = data.observed.copy()
+    observed[data.test] = np.nan
+    blind = dataclasses.replace(data, observed=observed)
+    pred = Prediction("physics_default", np.full(observed.shape, 0.3), 0.0, {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        table = score(blind, {"physics_default": pred})
+    assert table["rmse"].isna().all() and table["note"].str.contains("valid pairs").all()
