@@ -411,24 +411,36 @@ def test_climatology_fills_from_the_local_month(tmp_path: Path) -> None:
     assert abs(day[0] - utc_february) > 2.0  # Pa (the check above is to 1e-12)
 
 
-def test_base_small_negative_shortwave_clipped_and_counted(tmp_path: Path) -> None:
-    """Raw BASE SW_IN with a night-time offset (-1.3 and -19.5 W m-2) becomes 0, counted in the attributes."""
+@pytest.mark.parametrize(
+    ("data", "meta_file", "column"),
+    [(BASE, META / "US-CRT_BASE.yaml", "SW_IN"), (HH, DATA / "fluxnet_hh" / "metadata.yaml", "SW_IN_F")],
+)
+def test_small_negative_shortwave_clipped_and_counted(tmp_path: Path, data: Path, meta_file: Path, column: str):
+    """Shortwave with a night-time offset (-1.3 and -19.5 W m-2; raw BASE SW_IN, or an ICOS/ONEFlux SW_IN_F) becomes
+    0, counted in the attributes."""
 
     def offset(df):
-        night = df["SW_IN"].astype(float).eq(0.0)
-        df.loc[night, "SW_IN"] = "-1.3"
-        df.loc[df.index[night.to_numpy()][:2], "SW_IN"] = "-19.5"
+        night = df[column].astype(float).eq(0.0)
+        df.loc[night, column] = "-1.3"
+        df.loc[df.index[night.to_numpy()][:2], column] = "-19.5"
         return df
 
-    path = _copy(tmp_path, BASE, offset)
-    meta = load_metadata(META / "US-CRT_BASE.yaml")
+    path = _copy(tmp_path, data, offset)
+    meta = load_metadata(meta_file)
     sw = read(path, meta).forcing["sw_down"]
     raw = _raw(path)
-    n = int((raw["SW_IN"] < 0).sum())
+    n = int((raw[column] < 0).sum())
     assert n > 100 and sw.attrs["clipped_count"] == n
     assert sw.attrs["comment"] == f"negative values down to -20 W m-2 set to 0: {n}"
-    assert float(sw.min()) == 0.0 and (sw.values[(raw["SW_IN"] < 0).to_numpy()] == 0.0).all()
-    np.testing.assert_array_equal(sw.values, read(BASE, meta).forcing["sw_down"].values)  # the file had 0 there
+    assert float(sw.min()) == 0.0 and (sw.values[(raw[column] < 0).to_numpy()] == 0.0).all()
+    np.testing.assert_array_equal(sw.values, read(data, meta).forcing["sw_down"].values)  # the file had 0 there
+
+
+def test_small_negative_daily_shortwave_clipped_before_disaggregation(tmp_path: Path) -> None:
+    """A daily SW_IN_F of -0.5 W m-2 (a polar-night offset) is a day without sunlight, not a refused file."""
+    path = _copy(tmp_path, DD, lambda df: df.assign(SW_IN_F=df["SW_IN_F"].where(df.index != 5, "-0.5")))
+    sw = read(path, load_metadata(META / "CN-HaM.yaml")).forcing["sw_down"]
+    assert sw.attrs["clipped_count"] == 1 and float(sw.min()) == 0.0
 
 
 def test_ameriflux_fluxnet_product_name_and_unrecognised_files(tmp_path: Path) -> None:

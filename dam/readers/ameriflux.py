@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dam.readers.common import Columns, Source, Table, build_site, check_two_rows, read_csv
+from dam.readers.common import SW_CLIP_LOWEST, Columns, Source, Table, build_site, check_two_rows, read_csv
 from dam.readers.metadata import SiteMetadata
 from dam.sites import Site, SiteError
 
@@ -43,7 +43,6 @@ QUALIFIER = r"(?:_\d+_\d+_(?:\d+|A)|_\d+)?"  # _H_V_R, _H_V_A (replicate average
 PI_QUALIFIER = rf"(?:_PI|_PI_F)?{QUALIFIER}"  # the PI's version (_F: gap-filled by the PI), possibly with a position
 SOIL = {"soil_moisture": (rf"SWC{PI_QUALIFIER}", "%"), "soil_temperature": (rf"TS{PI_QUALIFIER}", "degC")}
 MISSING = [-9999, "-9999", "-9999.0"]
-SW_CLIP_LOWEST = -20.0  # W m-2: negative night-time SW_IN down to this (thermal offset) is set to 0
 
 
 def is_ameriflux_file(path: Path) -> bool:

@@ -36,6 +36,7 @@ from dam.sites import (
 
 READER_VERSION = "dam.readers 1"
 QcRule = Callable[[np.ndarray], np.ndarray]  # QC values -> True where the value is to be dropped
+SW_CLIP_LOWEST = -20.0  # W m-2: negative shortwave down to this (a pyranometer's night-time offset) is set to 0
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dam.readers.common import Columns, Source, Table, build_site, check_two_rows, read_csv
+from dam.readers.common import SW_CLIP_LOWEST, Columns, Source, Table, build_site, check_two_rows, read_csv
 from dam.readers.metadata import SiteMetadata
 from dam.sites import Site, SiteError
 
@@ -144,6 +144,7 @@ def columns(table: Table, meta: SiteMetadata) -> Columns:
             name: (Source([col], "W m-2"), {"units": "W m-2", "long_name": long})
             for name, (col, long) in CORRECTED.items()
         },
+        clip_negative={"sw_down": SW_CLIP_LOWEST},  # ICOS and ONEFlux files can carry a night-time offset
     )
 
 
