@@ -40,7 +40,7 @@ from .experiment_data import SiteData, prepare_site
 from .experiment_stages import STAGES
 from .memory import release_memory
 from .plots import plot_metric_bars, plot_site
-from .predictions import Prediction, load_prediction, prediction_path, save_prediction
+from .predictions import Prediction, load_prediction, prediction_path, save_prediction, stage_key
 from .run_folder import (
     RunFolderError,
     RunLock,
@@ -130,7 +130,7 @@ class Experiment:
             self.cache[(data.name, "key")] = site_key
             keys: list[str] = [site_key]
             for model in cfg.models:
-                key = fingerprint({"model": model}, {"after": ",".join(keys)})
+                key = stage_key(model, {}, {"after": ",".join(keys)})
                 keys.append(key)
                 pred = load_prediction(self.run_dir, data, model, key)
                 if pred is None:

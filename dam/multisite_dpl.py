@@ -30,8 +30,8 @@ from .experiment_training import calibration_window, physics_daily
 from .multisite import held_out
 from .multisite_inputs import site_attributes
 from .physics.guards import PlausibilityError
-from .predictions import Prediction, load_prediction, save_prediction
-from .run_folder import fingerprint, inside
+from .predictions import Prediction, load_prediction, save_prediction, stage_key
+from .run_folder import inside
 
 MODEL = "physics_dpl"
 
@@ -88,7 +88,7 @@ def dpl_folds(run_dir: Path, cfg, sites: dict[str, SiteData], fold_of: dict[str,
             print(f"[{MODEL} fold{fold}] not trained at {', '.join(unscored)}: no training observation to score",
                   flush=True)  # fmt: skip
             train = [n for n in train if n not in unscored]
-        key = fingerprint({"model": MODEL, "train": train, "test": test}, {n: keys[n] for n in (*train, *test)})
+        key = stage_key(MODEL, {"train": train, "test": test}, {n: keys[n] for n in (*train, *test)})
         got = {n: load_prediction(run_dir, sites[n], MODEL, key) for n in test}
         if all(p is not None for p in got.values()):
             print(f"[{MODEL} fold{fold}] read back ({len(test)} test sites)", flush=True)

@@ -34,7 +34,7 @@ from .multisite_dpl import dpl_folds
 from .multisite_inputs import ATTRIBUTES, LAYERS
 from .physics.guards import PlausibilityError
 from .physics_in_ai import ice_free_days
-from .predictions import Prediction, UpstreamFailedError, load_prediction, save_prediction
+from .predictions import Prediction, UpstreamFailedError, load_prediction, save_prediction, stage_key
 from .run_folder import (
     RunFolderError,
     RunLock,
@@ -166,7 +166,7 @@ class MultiSiteExperiment:
         """A per-site stage, computed by :class:`dam.experiment.Experiment` (or read back)."""
         exp = self.per_site
         exp.cache[(data.name, "key")] = site_key
-        key = fingerprint({"model": model}, {"after": ",".join(self._chain[data.name])})
+        key = stage_key(model, {}, {"after": ",".join(self._chain[data.name])})
         self._chain[data.name].append(key)
         pred = load_prediction(self.run_dir, data, model, key)
         if pred is not None and model == "physics_default" and pred.layer_total is None:
@@ -215,9 +215,9 @@ class MultiSiteExperiment:
                 observed = [np.isfinite(ms.training_targets(sites[n])[sites[n].fit_days]).any() for n in train]
                 held = [train[i] for i in ms.held_out(len(train), k, cfg.seed, "network.validation_sites", observed)]
             train = [n for n in train if n not in held]
-            key = fingerprint({"model": model, "train": train, "test": test, **({"failed": failed} if failed else {}),
-                               **({"validation": held} if held else {})},
-                              {n: keys[n] for n in (*train, *held, *test)})  # fmt: skip
+            key = stage_key(model, {"train": train, "test": test, **({"failed": failed} if failed else {}),
+                                    **({"validation": held} if held else {})},
+                             {n: keys[n] for n in (*train, *held, *test)})  # fmt: skip
             tag = f"fold{fold}"
             folder = inside(self.run_dir, "models", model)
             got = {n: load_prediction(self.run_dir, sites[n], model, key) for n in test}

@@ -12,7 +12,24 @@ import xarray as xr
 
 from . import io_safety
 from .experiment_data import SiteData
-from .run_folder import inside
+from .run_folder import fingerprint, inside
+
+#: Changes of dam that changed what a model computes from the same configuration and data (absent: none since run
+#: folders began). A model's revision is part of its stages' fingerprints, so a run folder resumed by a newer dam
+#: computes the model again instead of reading back what the older code made; the configuration alone would not
+#: tell when a default changed (defaults of new keys are left out of it, ``ExperimentConfig.to_dict``). Bump a
+#: model's entry, with a comment, whenever a change alters its results.
+MODEL_REVISIONS: dict[str, int] = {
+    "physics_dpl": 1,  # the network's own step size, calibration.dpl_learning_rate 0.003 (was the calibration's 0.1)
+}
+
+
+def stage_key(model: str, spec: dict, inputs: dict[str, str]) -> str:
+    """The fingerprint of one model's stage: ``spec`` (what it is trained and scored on), the stage keys or content
+    hashes it builds on (``inputs``) and the model's revision (:data:`MODEL_REVISIONS`; none for a model at
+    revision 0, so its older run folders stay valid)."""
+    revision = MODEL_REVISIONS.get(model, 0)
+    return fingerprint({"model": model, **spec, **({"revision": revision} if revision else {})}, inputs)
 
 
 @dataclasses.dataclass

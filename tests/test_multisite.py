@@ -18,6 +18,7 @@ from dam import multisite as MS
 from dam.cli import main
 from dam.experiment_config import ConstraintConfig, ExperimentConfig, expand_sites
 from dam.experiment_data import prepare_site
+from dam.experiment_stages import STAGES
 from dam.multisite_run import run_multisite
 from dam.predict import predict_run
 from dam.predictions import Prediction
@@ -775,3 +776,32 @@ def test_dpl_regionalisation_in_a_leave_sites_out_run(sites, tmp_path):
     untrained = next(f for f in folds if "hyy_a" in f["test_sites"])["best_step"] == -1  # then the table values
     same = float(np.ravel(values["soil.smcmax"])[0]) == float(np.ravel(default.smcmax)[0])
     assert same == untrained
+
+
+def test_a_model_whose_code_changed_is_not_read_back(sites, tmp_path, monkeypatch):
+    """A run folder resumed after physics_dpl's revision changed (a newer dam computes it differently, e.g. a changed
+    default left out of the configuration) trains the network again; at the same revision it is read back, and
+    so is physics_default, whose revision did not change. (The dPL training is a stand-in: only the keys matter.)"""
+    import types
+
+    import dam.multisite_dpl as dpl
+    from dam import predictions
+
+    trained = []
+
+    def train_dpl(train, c, **kwargs):
+        trained.append(train)
+        history = pd.DataFrame({"loss": [1.0]})
+        return types.SimpleNamespace(history=history, values=[{}] * len(train), validation=(), best_step=None)
+
+    monkeypatch.setattr(dpl, "train_dpl", train_dpl)
+    monkeypatch.setattr(dpl, "predict_dpl", lambda result, data: Prediction("physics_dpl", data.observed + 0.0, 0.0))
+    cfg = _config(sites, tmp_path / "run", models=["physics_default", "physics_dpl"])
+    run_multisite(cfg)
+    assert len(trained) == 2  # a network per fold
+    monkeypatch.setitem(STAGES, "physics_default", lambda *a: pytest.fail("physics_default was computed again"))
+    run_multisite(cfg)
+    assert len(trained) == 2  # read back
+    monkeypatch.setitem(predictions.MODEL_REVISIONS, "physics_dpl", predictions.MODEL_REVISIONS["physics_dpl"] + 1)
+    run_multisite(cfg)
+    assert len(trained) == 4
