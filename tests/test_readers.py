@@ -258,6 +258,9 @@ CASES = [
      r"AMF_US-CRT_BASE_HH_2-5.csv: only 1 data row; the file is too short"),
     ("unsorted daily rows", DD, "CN-HaM.yaml", lambda df: df.iloc[[0, 2, 1, *range(3, len(df))]], None, SiteError,
      r"FLX_CN-HaM.*data row 3 \(TIMESTAMP 20020202\) does not follow row 2 \(TIMESTAMP 20020203\)"),
+    ("duplicated BASE row", BASE, "US-CRT_BASE.yaml", lambda df: df.iloc[[0, 1, 1, *range(2, len(df))]], None,
+     SiteError, r"AMF_US-CRT_BASE_HH_2-5.csv: time stamps must increase; data row 3 \(TIMESTAMP_END \d{12}\) does "
+     r"not follow row 2"),
 ]  # fmt: skip
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dam.readers.common import SW_CLIP_LOWEST, Columns, Source, Table, build_site, check_two_rows, read_csv
+from dam.readers.common import SW_CLIP_LOWEST, Columns, Source, Table, build_site, read_csv, time_steps
 from dam.readers.metadata import SiteMetadata
 from dam.sites import Site, SiteError
 
@@ -77,8 +77,7 @@ def read_table(path: Path) -> Table:
     ends = pd.DatetimeIndex(pd.to_datetime(frame["TIMESTAMP_END"], format="%Y%m%d%H%M", errors="coerce"))
     if ends.isna().any():
         raise SiteError(f"{name}: invalid TIMESTAMP_END in data row {int(np.argmax(ends.isna())) + 1}")
-    check_two_rows(name, len(ends))
-    steps = np.unique(np.diff(ends.as_unit("ns").asi8) // 10**9)
+    steps = time_steps(name, ends, frame["TIMESTAMP_END"])
     if len(steps) != 1 or int(steps[0]) not in (1800, 3600):
         raise SiteError(f"{name}: rows are not a regular 30 or 60 min series (steps {steps[:5].tolist()} s)")
     return Table(Path(name) if path.suffix == ".zip" else path, frame, ends, int(steps[0]), "AmeriFlux BASE")

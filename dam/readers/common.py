@@ -102,14 +102,26 @@ def read_csv(source: Path | Any, missing: list[str | float], name: str | None = 
     return frame
 
 
-def check_two_rows(name: str, n_rows: int) -> None:
-    """Refuse a file of fewer than two rows: the time step comes from the stamps, so one row has none (without
-    this the step check reports 'steps []')."""
-    if n_rows < 2:
+def time_steps(name: str, stamps: pd.DatetimeIndex, raw: pd.Series | None = None) -> np.ndarray:
+    """The distinct steps between the rows' time stamps (s), each reader checking them against its format's rule;
+    refuses a file of fewer than two rows (its step cannot be known) and stamps that do not increase, naming the
+    first such row by the file's own text (``raw``: its time-stamp column, else the stamps)."""
+    if len(stamps) < 2:
         raise SiteError(
-            f"{name}: only {n_rows} data row; the file is too short (at least two rows are needed: the time step "
-            "comes from the stamps)"
+            f"{name}: only {len(stamps)} data row; the file is too short (at least two rows are needed: the time "
+            "step comes from the stamps)"
         )
+    ns = stamps.as_unit("ns").asi8
+    back = np.flatnonzero(np.diff(ns) <= 0)
+    if back.size:  # duplicated or unsorted rows: name the first, not a "rows missing?"
+        i = int(back[0])
+        if raw is None:
+            label, shown = "time", [f"{t:%Y-%m-%d %H:%M}" for t in stamps[i : i + 2]]
+        else:
+            label, shown = raw.name, raw.to_numpy()[i : i + 2]
+        raise SiteError(f"{name}: time stamps must increase; data row {i + 2} ({label} {shown[1]}) does not follow "
+                        f"row {i + 1} ({label} {shown[0]}): duplicated or unsorted rows")  # fmt: skip
+    return np.unique(np.diff(ns) // 10**9)
 
 
 def mean_present(cols: np.ndarray) -> np.ndarray:
@@ -144,9 +156,14 @@ def to_units(x: np.ndarray, units: str, canonical: str, name: str, step_s: float
 _CANONICAL = {"T_air": "K", "p_sfc": "Pa", "wind": "m s-1", "sw_down": "W m-2", "lw_down": "W m-2"}
 
 
+def local_time(meta: SiteMetadata) -> str:
+    """The file's time zone, as messages and the forcing's ``source_time_zone`` name it."""
+    return f"local standard time UTC{meta.time.utc_offset_hours:+g}"
+
+
 def utc_note(meta: SiteMetadata) -> str:
     """Messages give times of the UTC axis: say how they map to the file's stamps, so the row can be found."""
-    return f"times in UTC; the file's stamps are local standard time UTC{meta.time.utc_offset_hours:+g}"
+    return f"times in UTC; the file's stamps are {local_time(meta)}"
 
 
 def apply_gap_policy(
@@ -404,7 +421,7 @@ def build_site(table: Table, cols: Columns, meta: SiteMetadata, meta_path: str) 
     fills = {k: a["gap_fill_count"] for k, a in var_attrs.items() if "gap_fill_count" in a}
     attrs = {
         "title": f"{meta.title or meta.name} forcing",
-        "source_time_zone": f"local standard time UTC{meta.time.utc_offset_hours:+g}; converted to UTC",
+        "source_time_zone": f"{local_time(meta)}; converted to UTC",
         **_history(table),
         **dis_attrs,
     }

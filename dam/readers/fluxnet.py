@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dam.readers.common import SW_CLIP_LOWEST, Columns, Source, Table, build_site, check_two_rows, read_csv
+from dam.readers.common import SW_CLIP_LOWEST, Columns, Source, Table, build_site, read_csv, time_steps
 from dam.readers.metadata import SiteMetadata
 from dam.sites import Site, SiteError
 
@@ -87,15 +87,7 @@ def read_table(path: Path) -> Table:
         i = int(np.argmax(ends.isna().to_numpy()))
         raise SiteError(f"{path.name}: time stamp in data row {i + 1} is not a valid date")
     ends = pd.DatetimeIndex(ends)
-    check_two_rows(path.name, len(ends))
-    back = np.flatnonzero(np.diff(ends.as_unit("ns").asi8) <= 0)
-    if back.size:  # duplicated or unsorted rows: name the first (by the file's own stamps), not a "rows missing?"
-        i = int(back[0])
-        col = "TIMESTAMP_END" if "TIMESTAMP_END" in frame else "TIMESTAMP"
-        stamp = frame[col].to_numpy()
-        raise SiteError(f"{path.name}: time stamps must increase; data row {i + 2} ({col} {stamp[i + 1]}) does not "
-                        f"follow row {i + 1} ({col} {stamp[i]}): duplicated or unsorted rows")  # fmt: skip
-    steps = np.unique(np.diff(ends.as_unit("ns").asi8) // 10**9)
+    steps = time_steps(path.name, ends, frame["TIMESTAMP_END" if "TIMESTAMP_END" in frame else "TIMESTAMP"])
     if len(steps) != 1:
         raise SiteError(f"{path.name}: the time stamps are not regular (steps {steps[:5].tolist()} s); rows missing?")
     step = int(steps[0])

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dam.readers.common import Columns, Source, Table, build_site, check_two_rows, read_csv
+from dam.readers.common import Columns, Source, Table, build_site, read_csv, time_steps
 from dam.readers.metadata import SiteMetadata, TableColumn
 from dam.sites import Site, SiteError
 
@@ -53,8 +53,7 @@ def read_table(folder: Path, meta: SiteMetadata, meta_path: str) -> Table:
             raise SiteError(f"{path.name}: its time axis differs from {spec.files[0].path} (rule: one time axis)")
         frames.append(frame.drop(columns=list(spec.time_columns.values())))
         times = t
-    check_two_rows(spec.files[0].path, len(times))
-    steps = np.unique(np.diff(times.as_unit("ns").asi8) // 10**9)
+    steps = time_steps(spec.files[0].path, times)
     if len(steps) != 1 or int(steps[0]) != spec.step_s:
         raise SiteError(f"{spec.files[0].path}: rows are not a regular {spec.step_s} s series (steps {steps[:5]})")
     shift = {"start": spec.step_s, "middle": spec.step_s / 2, "end": 0}[meta.time.stamp]
