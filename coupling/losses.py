@@ -91,6 +91,21 @@ def masked_rmse(pred: Values, obs: Values, weights: Values | None = None, axis=N
     return _safe_sqrt(masked_mse(pred, obs, weights, axis))
 
 
+def masked_ubrmse(pred: Values, obs: Values, weights: Values | None = None, axis=None) -> Values:
+    """:func:`masked_rmse` after removing each series' mean error: the unbiased RMSE, blind to a sensor's level.
+
+    A series runs along axis 0 (time; e.g. (T, sensors)); its mean error is taken over its finite pairs. For sensors
+    whose calibration offset no model parameter should absorb, e.g. a loss that must carry over to sites not
+    trained on (dPL). Other conventions as :func:`masked_mse`.
+    """
+    pred, obs = jnp.broadcast_arrays(jnp.asarray(pred), jnp.asarray(obs))
+    mask = jnp.isfinite(obs) & jnp.isfinite(pred)
+    diff = jnp.where(mask, pred - jnp.where(mask, obs, 0.0), 0.0)
+    count = jnp.sum(mask, axis=0, keepdims=True)
+    bias = jnp.sum(diff, axis=0, keepdims=True) / jnp.maximum(count, 1)
+    return masked_rmse(pred - bias, obs, weights, axis)
+
+
 def masked_mae(pred: Values, obs: Values, weights: Values | None = None, axis=None) -> Values:
     """Mean absolute error over the finite pairs (same conventions as :func:`masked_mse`)."""
     pred, obs = jnp.broadcast_arrays(jnp.asarray(pred), jnp.asarray(obs))
@@ -99,6 +114,9 @@ def masked_mae(pred: Values, obs: Values, weights: Values | None = None, axis=No
     diff = jnp.where(mask, pred - jnp.where(mask, obs, 0.0), 0.0)
     wsum = jnp.sum(w, axis=axis)
     return jnp.sum(w * jnp.abs(diff), axis=axis) / jnp.where(wsum > 0, wsum, 1.0)
+
+
+DATA_TERMS = {"mse": masked_mse, "rmse": masked_rmse, "ubrmse": masked_ubrmse, "mae": masked_mae}
 
 
 # --------------------------------------------------------------------------------------------------- water
@@ -296,7 +314,8 @@ class PhysicsLoss(eqx.Module):
     """Weights and scales of the physics-informed loss ``total = data + w_water * water + w_bounds * bounds +
     w_heat * heat`` (static: a change recompiles).
 
-    ``data`` is ``"mse"``, ``"rmse"`` or ``"mae"`` of the prediction against observations (NaN = missing).
+    ``data`` is ``"mse"``, ``"rmse"``, ``"ubrmse"`` (:func:`masked_ubrmse`) or ``"mae"`` of the prediction against
+    observations (NaN = missing).
     Each physics term is the mean square of its residual divided by a scale (``water_scale_mm`` mm per step,
     ``bounds_scale`` m3 m-3, ``heat_scale_wm2`` W m-2), so the weights are dimensionless and a weight of 1
     gives a residual of one scale the cost of a data misfit of 1 (choose the scales near the tolerated error).
@@ -305,14 +324,14 @@ class PhysicsLoss(eqx.Module):
     w_water: float = eqx.field(static=True, default=0.0)
     w_bounds: float = eqx.field(static=True, default=0.0)
     w_heat: float = eqx.field(static=True, default=0.0)
-    data: Literal["mse", "rmse", "mae"] = eqx.field(static=True, default="mse")
+    data: Literal["mse", "rmse", "ubrmse", "mae"] = eqx.field(static=True, default="mse")
     water_scale_mm: float = eqx.field(static=True, default=1.0)
     bounds_scale: float = eqx.field(static=True, default=0.01)
     heat_scale_wm2: float = eqx.field(static=True, default=10.0)
 
     def __check_init__(self) -> None:
-        if self.data not in ("mse", "rmse", "mae"):
-            raise ValueError(f"PhysicsLoss.data must be 'mse', 'rmse' or 'mae', got {self.data!r}")
+        if self.data not in DATA_TERMS:
+            raise ValueError(f"PhysicsLoss.data must be one of {sorted(DATA_TERMS)}, got {self.data!r}")
         for name in ("w_water", "w_bounds", "w_heat"):
             if getattr(self, name) < 0:
                 raise ValueError(f"PhysicsLoss.{name} must be >= 0, got {getattr(self, name)}")
@@ -321,8 +340,7 @@ class PhysicsLoss(eqx.Module):
                 raise ValueError(f"PhysicsLoss.{name} must be > 0, got {getattr(self, name)}")
 
     def data_term(self, pred: jax.Array, obs: jax.Array, weights: jax.Array | None = None, axis=None) -> jax.Array:
-        fn = {"mse": masked_mse, "rmse": masked_rmse, "mae": masked_mae}[self.data]
-        return fn(pred, obs, weights, axis)
+        return DATA_TERMS[self.data](pred, obs, weights, axis)
 
     def __call__(
         self,

@@ -6,10 +6,11 @@ values, trained through the physics at all the fold's training sites together
 (:func:`dam.calibration_dpl.calibrate_dpl` with ``residual=True``: before training every site has its table
 parameters, i.e. ``physics_default``). Each site is scored on its calibration window (the last
 ``calibration.window_steps`` steps of its training period after ``calibration.warmup_steps``, as
-``physics_calibrated``), for ``calibration.steps`` Adam steps of ``calibration.dpl_learning_rate`` (with
-``calibration.dpl_loss: relative`` on the sites' losses relative to their table parameters' losses). The fold's test
-sites then run the physics over their record with the parameters the network gives for their attributes: a site's
-parameters come from sites it never saw. Under the chronological split the one network is trained at all sites.
+``physics_calibrated``; the RMSE of its sensors, or with ``calibration.dpl_metric: ubrmse`` their unbiased RMSE), for
+``calibration.steps`` Adam steps of ``calibration.dpl_learning_rate`` (with ``calibration.dpl_loss: relative`` on the
+sites' losses relative to their table parameters' losses). The fold's test sites then run the physics over their
+record with the parameters the network gives for their attributes: a site's parameters come from sites it never
+saw. Under the chronological split the one network is trained at all sites.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from . import io_safety
 from .calibration import NoObservationsError, prepare_observations
 from .calibration_dpl import DPLResult, calibrate_dpl
+from .coupling.losses import PhysicsLoss
 from .experiment_config import CalibrationConfig
 from .experiment_data import SiteData
 from .experiment_training import calibration_window, physics_daily
@@ -48,6 +50,7 @@ def train_dpl(train: list[SiteData], c: CalibrationConfig, *, seed: int, progres
         setups, None, np.stack([site_attributes(d) for d in train]), c.parameters, seed=seed, steps=c.steps,
         windows=[(first, None) for _, first in windows], learning_rate=c.dpl_learning_rate,
         checkpoint_every=c.checkpoint_every, residual=True, relative=c.dpl_loss == "relative", validation=held,
+        loss=PhysicsLoss(data=c.dpl_metric),
         progress=progress, checkpoint_dir=checkpoint_dir,
     )  # fmt: skip
 

@@ -63,14 +63,18 @@ def test_config_is_validated_naming_the_key(data, message):
 
 
 def test_dpl_keys_keep_old_fingerprints_and_reach_the_dpl_training(monkeypatch):
-    """``calibration.dpl_learning_rate`` and ``dpl_loss`` are written only where not the default (run folders made
-    before them stay valid) and are what the dPL network trains with."""
+    """``calibration.dpl_learning_rate``, ``dpl_loss`` and ``dpl_metric`` are written only where not the default
+    (run folders made before them stay valid) and are what the dPL network trains with."""
     from dam import multisite_dpl
 
-    assert not {"dpl_learning_rate", "dpl_loss"} & set(ExperimentConfig.from_dict({}).to_dict()["calibration"])
-    chosen = ExperimentConfig.from_dict({"calibration": {"dpl_learning_rate": 0.01, "dpl_loss": "relative"}})
+    keys = {"dpl_learning_rate", "dpl_loss", "dpl_metric"}
+    assert not keys & set(ExperimentConfig.from_dict({}).to_dict()["calibration"])
+    chosen = ExperimentConfig.from_dict(
+        {"calibration": {"dpl_learning_rate": 0.01, "dpl_loss": "relative", "dpl_metric": "ubrmse"}}
+    )
     written = chosen.to_dict()["calibration"]
     assert written["dpl_learning_rate"] == 0.01 and written["dpl_loss"] == "relative"
+    assert written["dpl_metric"] == "ubrmse"
     seen = {}
     monkeypatch.setattr(multisite_dpl, "calibrate_dpl", lambda *a, **kw: seen.update(kw))
     monkeypatch.setattr(multisite_dpl, "calibration_window", lambda d, c, memo: (d, 0))
@@ -81,7 +85,7 @@ def test_dpl_keys_keep_old_fingerprints_and_reach_the_dpl_training(monkeypatch):
             return self
 
     multisite_dpl.train_dpl([Site(), Site()], chosen.calibration, seed=0)
-    assert seen["learning_rate"] == 0.01 and seen["relative"] and seen["residual"]
+    assert seen["learning_rate"] == 0.01 and seen["relative"] and seen["residual"] and seen["loss"].data == "ubrmse"
     with pytest.raises(ConfigError, match="dpl_loss"):
         ExperimentConfig.from_dict({"calibration": {"dpl_loss": "median"}})
 

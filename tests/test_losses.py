@@ -14,6 +14,7 @@ from dam.coupling.losses import (
     masked_mae,
     masked_mse,
     masked_rmse,
+    masked_ubrmse,
     surface_energy_residual,
     water_balance_residual,
 )
@@ -152,6 +153,33 @@ def test_masked_metrics_and_combined_loss():
         PhysicsLoss(data="huber")
     with pytest.raises(ValueError):
         PhysicsLoss(w_water=-1.0)
+
+
+def test_unbiased_rmse_ignores_each_sensors_level():
+    """masked_ubrmse: dam.metrics.ubrmse per sensor (NaN skipped), blind to a constant added to a sensor's series,
+    pooled over sensors with weights; its gradient sums to zero along each series (no pull on the level) and
+    is finite at a perfect fit."""
+    from dam.metrics import ubrmse
+
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(0.1, 0.4, (30, 2))
+    obs[[3, 11], 0] = np.nan
+    pred = obs + rng.normal(0.0, 0.02, obs.shape) + np.array([0.05, -0.1])
+    pred[5, 1] = np.nan  # a gap in the model series drops the pair as well
+    for j in range(2):
+        assert float(masked_ubrmse(pred[:, j], obs[:, j])) == pytest.approx(float(ubrmse(pred[:, j], obs[:, j])))
+    assert float(masked_ubrmse(pred + np.array([0.3, -0.2]), obs)) == pytest.approx(float(masked_ubrmse(pred, obs)))
+    assert float(masked_ubrmse(pred, obs)) < float(masked_rmse(pred, obs))
+    per_sensor = masked_ubrmse(pred, obs, axis=0)
+    assert float(masked_ubrmse(pred, obs, weights=jnp.array([1.0, 0.0]))) == pytest.approx(float(per_sensor[0]))
+    x = jnp.asarray(np.nan_to_num(pred, nan=0.2))
+    g = np.asarray(jax.grad(lambda p: masked_ubrmse(p, obs))(x))
+    np.testing.assert_allclose(g.sum(axis=0), 0.0, atol=1e-12)
+    assert np.abs(g).max() > 0.0
+    exact = np.round(obs * 1024) / 1024  # + 0.5 is exact: a perfect fit but for the level
+    g = jax.grad(lambda p: masked_ubrmse(p, exact))(jnp.asarray(np.nan_to_num(exact, nan=0.2)) + 0.5)
+    assert np.all(np.isfinite(g)) and float(jnp.abs(g).max()) == 0.0
+    assert float(PhysicsLoss(data="ubrmse")(pred, obs).total) == pytest.approx(float(masked_ubrmse(pred, obs)))
 
 
 def test_sensor_constraints_count_what_the_loss_penalises():
