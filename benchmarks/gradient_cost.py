@@ -4,6 +4,11 @@ The value and gradient (parameters and initial state) of a scalar of the final s
 stored (``checkpoint_every=None``), with per-step checkpoints (1) and with segments (8), over the forward alone:
 whether recomputation is what keeps the gradient above 3x the forward (issue 17). Also XLA's temporaries.
 
+Then the parts of one step (thermal properties, heat conduction, heat with phase change, the water step, the whole
+step), each compiled alone: its value and gradient over its forward, with nothing rematerialised around it. With
+per-step checkpoints a run's gradient costs about a forward plus a step's value and gradient per step, so a part
+already above 2x here cannot fit a 3x run.
+
 Usage::
 
     python benchmarks/gradient_cost.py                          # 1e4 columns x 24 steps, float64 and float32
@@ -53,6 +58,47 @@ def measure(n_columns: int, n_steps: int, dtype: str) -> list[dict]:
     return rows
 
 
+def measure_parts(n_columns: int, dtype: str) -> list[dict]:
+    """One row per part of the first step: seconds of its forward and of its value and gradient (parameters and
+    state, of the sum of its outputs), and their ratio."""
+    from dam.physics.column import soil_heat, soil_step
+    from dam.physics.soil_temperature import heat_diffusion
+    from dam.physics.soil_thermal_properties import soil_thermal_properties
+    from dam.physics.soil_water import soil_water
+
+    params, state, forcing, grid = make_columns(n_columns, 1, getattr(jnp, dtype))
+    f0 = jax.tree_util.tree_map(lambda x: x[0], forcing)
+    options = physics.SoilOptions(dt_s=1800.0)
+    g, c = grid.astype(getattr(jnp, dtype)), options.const
+
+    def properties(s, p):
+        return soil_thermal_properties(s, p, g, c, options.dt_s)
+
+    def conduction(s, p):
+        capacity, conductivity, _ = properties(s, p)
+        return heat_diffusion(s.t, capacity, conductivity, f0.ghf_wm2, p, g, options)
+
+    parts = {
+        "thermal properties": properties,
+        "heat conduction (with properties)": conduction,
+        "heat with phase change": lambda s, p: soil_heat(s, f0.ghf_wm2, p, g, options)[0],
+        "water (3 or 6 sub-steps)": lambda s, p: soil_water(s.smc, s.sh2o, f0, p, g, options)[:2],
+        "whole step": lambda s, p: soil_step(s, f0, p, g, options)[0],
+    }
+    rows = []
+    for name, fn in parts.items():
+        total = lambda s, p, fn=fn: sum(jnp.sum(x) for x in jax.tree_util.tree_leaves(fn(s, p)))  # noqa: E731
+        forward = jax.jit(fn).lower(state, params).compile()
+        gradient = jax.jit(jax.value_and_grad(total, (0, 1))).lower(state, params).compile()
+        t_f, _ = best_time(forward, state, params, repeats=7, budget_s=10.0, min_time_s=0.1)
+        t_g, _ = best_time(gradient, state, params, repeats=7, budget_s=10.0, min_time_s=0.1)
+        rows.append({"part": name, "dtype": dtype, "columns": n_columns, "forward_s": t_f, "gradient_s": t_g,
+                     "over_forward": t_g / t_f})  # fmt: skip
+        print(f"{dtype} {n_columns} columns: {name:34s} forward {t_f * 1e3:.2f} ms, value and gradient "
+              f"{t_g * 1e3:.2f} ms  x{t_g / t_f:.2f}", flush=True)  # fmt: skip
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--columns", type=int, default=10_000)
@@ -61,9 +107,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", help="write the machine and the rows here")
     args = p.parse_args(argv)
     rows = [r for d in args.dtypes for r in measure(args.columns, args.steps, d)]
+    parts = [r for d in args.dtypes for r in measure_parts(args.columns, d)]
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine_info(), "rows": rows}, f, indent=1)
+            json.dump({"machine": machine_info(), "rows": rows, "parts": parts}, f, indent=1)
 
 
 if __name__ == "__main__":
