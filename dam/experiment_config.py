@@ -139,10 +139,10 @@ class CalibrationConfig(Strict):
         "absolute", description="physics_dpl: the mean of the training sites' losses, or of each site's loss divided "
         "by its loss with its table parameters (every site counts by its relative change)",
     )  # fmt: skip
-    dpl_metric: Literal["rmse", "ubrmse"] = Field(
-        "rmse", description="physics_dpl: each site's loss, the RMSE of its sensors or their unbiased RMSE (each "
-        "sensor's mean error removed: a sensor's calibration offset, which no attribute of a new site tells, is not "
-        "learned)",
+    dpl_metric: Literal["ubrmse", "rmse"] = Field(
+        "ubrmse", description="physics_dpl: each site's loss, the unbiased RMSE of its sensors (each sensor's mean "
+        "error removed: a sensor's calibration offset, which no attribute of a new site tells, is not learned) or "
+        "their RMSE",
     )  # fmt: skip
     checkpoint_every: int | None = Field(1, ge=1, description="rematerialisation segment of the gradient, steps")
     phase_change_gradient: PhaseChangeGradient = Field("implicit", description=PHASE_CHANGE_GRADIENT_HELP)
@@ -331,7 +331,7 @@ class ExperimentConfig(Strict):
         for section in ("calibration", "hybrid"):  # the default derivative: keys absent, as before they existed
             if d[section]["phase_change_gradient"] == "implicit":
                 del d[section]["phase_change_gradient"]
-        for key, default in (("dpl_loss", "absolute"), ("dpl_learning_rate", 3e-3), ("dpl_metric", "rmse")):
+        for key, default in (("dpl_loss", "absolute"), ("dpl_learning_rate", 3e-3), ("dpl_metric", "ubrmse")):
             if d["calibration"][key] == default:
                 del d["calibration"][key]
         for key in ("site_balance", "validation_sites"):

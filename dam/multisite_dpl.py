@@ -6,7 +6,7 @@ values, trained through the physics at all the fold's training sites together
 (:func:`dam.calibration_dpl.calibrate_dpl` with ``residual=True``: before training every site has its table
 parameters, i.e. ``physics_default``). Each site is scored on its calibration window (the last
 ``calibration.window_steps`` steps of its training period after ``calibration.warmup_steps``, as
-``physics_calibrated``; the RMSE of its sensors, or with ``calibration.dpl_metric: ubrmse`` their unbiased RMSE), for
+``physics_calibrated``; the unbiased RMSE of its sensors, or their RMSE with ``calibration.dpl_metric: rmse``), for
 ``calibration.steps`` Adam steps of ``calibration.dpl_learning_rate`` (with ``calibration.dpl_loss: relative`` on the
 sites' losses relative to their table parameters' losses). The fold's test sites then run the physics over their
 record with the parameters the network gives for their attributes: a site's parameters come from sites it never

@@ -70,11 +70,11 @@ def test_dpl_keys_keep_old_fingerprints_and_reach_the_dpl_training(monkeypatch):
     keys = {"dpl_learning_rate", "dpl_loss", "dpl_metric"}
     assert not keys & set(ExperimentConfig.from_dict({}).to_dict()["calibration"])
     chosen = ExperimentConfig.from_dict(
-        {"calibration": {"dpl_learning_rate": 0.01, "dpl_loss": "relative", "dpl_metric": "ubrmse"}}
+        {"calibration": {"dpl_learning_rate": 0.01, "dpl_loss": "relative", "dpl_metric": "rmse"}}
     )
     written = chosen.to_dict()["calibration"]
     assert written["dpl_learning_rate"] == 0.01 and written["dpl_loss"] == "relative"
-    assert written["dpl_metric"] == "ubrmse"
+    assert written["dpl_metric"] == "rmse"
     seen = {}
     monkeypatch.setattr(multisite_dpl, "calibrate_dpl", lambda *a, **kw: seen.update(kw))
     monkeypatch.setattr(multisite_dpl, "calibration_window", lambda d, c, memo: (d, 0))
@@ -85,7 +85,7 @@ def test_dpl_keys_keep_old_fingerprints_and_reach_the_dpl_training(monkeypatch):
             return self
 
     multisite_dpl.train_dpl([Site(), Site()], chosen.calibration, seed=0)
-    assert seen["learning_rate"] == 0.01 and seen["relative"] and seen["residual"] and seen["loss"].data == "ubrmse"
+    assert seen["learning_rate"] == 0.01 and seen["relative"] and seen["residual"] and seen["loss"].data == "rmse"
     with pytest.raises(ConfigError, match="dpl_loss"):
         ExperimentConfig.from_dict({"calibration": {"dpl_loss": "median"}})
 
