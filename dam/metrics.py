@@ -158,13 +158,18 @@ def kge(sim, obs, axis: int | None = None, min_pairs: int = DEFAULT_MIN_PAIRS) -
 METRICS = {"r": pearson_r, "bias": bias, "rmse": rmse, "ubrmse": ubrmse, "nse": nse, "kge": kge}
 
 
-def all_metrics(sim, obs, axis: int | None = None, min_pairs: int = DEFAULT_MIN_PAIRS) -> dict[str, jax.Array]:
-    """Every metric of :data:`METRICS` plus ``n`` (the number of valid pairs), as a dict of arrays."""
+def all_metrics(
+    sim, obs, axis: int | None = None, min_pairs: int = DEFAULT_MIN_PAIRS, *, warn: bool = True
+) -> dict[str, jax.Array]:
+    """Every metric of :data:`METRICS` plus ``n`` (the number of valid pairs), as a dict of arrays; one
+    ``RuntimeWarning`` for series with too few pairs unless ``warn=False`` (callers that report the NaN's reason
+    themselves, e.g. in a table's ``note``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         out = {k: f(sim, obs, axis, min_pairs) for k, f in METRICS.items()}
     n = _moments(sim, obs, axis)["n"]
-    _finish(jnp.zeros(n.shape), n, min_pairs, "metrics", sim, obs)
+    if warn:
+        _finish(jnp.zeros(n.shape), n, min_pairs, "metrics", sim, obs)
     return {"n": n, **out}
 
 
@@ -281,9 +286,7 @@ def metrics_table(
         mod = _to_observation_times(mod, times, step)
         sim_a = np.asarray(mod.transpose(*obs.dims).values, dtype=np.float64)
         obs_a = np.asarray(obs.values, dtype=np.float64)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            res = {k: np.asarray(v) for k, v in all_metrics(sim_a, obs_a, axis=0, min_pairs=min_pairs).items()}
+        res = {k: np.asarray(v) for k, v in all_metrics(sim_a, obs_a, 0, min_pairs, warn=False).items()}
         rows += _metric_rows(name, obs, sim_a, obs_a, res, mapping if name in SOIL_VARIABLES else None, site,
                              min_pairs)  # fmt: skip
     columns = ["variable", "depth_m", "layer", "n", *METRICS, "units", "unreliable", "note"]

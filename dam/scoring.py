@@ -3,7 +3,6 @@ tables (CSV and Markdown with units) of the run folder."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -36,9 +35,8 @@ def score(data: SiteData, preds: dict[str, Prediction]) -> pd.DataFrame:
     for model, pred in preds.items():
         sim = pred.daily[data.test]
         for s in range(data.n_sensors):
-            with warnings.catch_warnings():  # an undefined metric is NaN with its reason in "note", not a warning
-                warnings.simplefilter("ignore", RuntimeWarning)
-                m = M.all_metrics(jnp.asarray(sim[:, s]), jnp.asarray(obs[:, s]))
+            # an undefined metric is NaN with its reason in "note", not a warning
+            m = M.all_metrics(jnp.asarray(sim[:, s]), jnp.asarray(obs[:, s]), warn=False)
             rows.append(
                 {
                     "site": data.name,
