@@ -55,14 +55,12 @@ def soil_series(table: Table, cols: Columns, meta: SiteMetadata, kind: str, meta
     canonical = "m3 m-3" if kind == "soil_moisture" else "K"
     series, n_qc = [], []
     for s in sensors:
-        what = f"{kind} sensor at {s.depth_m:g} m"
-        raw = np.stack([table.column(c, what, f"{meta_path} sensors") for c in s.columns])
-        if np.isnan(raw).all():
+        x, n, rules = _replicate_mean(table, cols, s.columns, units, kind)
+        if np.isnan(x).all() and n == 0:  # nothing was there for QC to drop
             raise table.fail(
-                f"{kind} column {'+'.join(s.columns)} (sensor at {s.depth_m:g} m): all {raw.shape[1]} values are "
+                f"{kind} column {'+'.join(s.columns)} (sensor at {s.depth_m:g} m): all {x.size} values are "
                 f"missing (rule: every listed sensor needs data; remove it or move it to sensors.exclude)"
             )
-        x, n, rules = _replicate_mean(table, cols, s.columns, units, kind)
         if np.isnan(x).all():
             raise table.fail(
                 f"{kind} column {'+'.join(s.columns)}: no value passes the quality rule "
