@@ -6,8 +6,8 @@ whether recomputation is what keeps the gradient above 3x the forward (issue 17)
 
 Then the parts of one step (thermal properties, heat conduction, heat with phase change, the water step, the whole
 step), each compiled alone: its value and gradient over its forward, with nothing rematerialised around it. With
-per-step checkpoints a run's gradient costs about a forward plus a step's value and gradient per step, so a part
-already above 2x here cannot fit a 3x run.
+per-step checkpoints a run's gradient measured about one such step value and gradient per step, so a run within 3x
+needs a step, and a costliest part, within about 3x here.
 
 Usage::
 
