@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pandas as pd
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -300,3 +301,36 @@ def test_gradient_cost_benchmark_rows(tmp_path):
     parts = {r["part"]: r for r in result["parts"]}
     assert len(parts) == 5 and "whole step" in parts
     assert all(_positive(r["forward_s"]) and _positive(r["gradient_s"]) for r in parts.values())
+
+
+def test_sensor_level_ceilings(tmp_path):
+    """``benchmarks/sensor_level.py``: the leave-one-out level regression recovers an exact linear relation, the
+    shifted RMSE is the ubRMSE when the shift is the bias, and the counts follow the metrics table they read."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import sensor_level as SL
+
+    x = np.linspace(0.0, 1.0, 6)[:, None]
+    assert np.allclose(SL.loo_predictions(0.1 - 0.2 * x[:, 0], x, ridge=0.0), 0.1 - 0.2 * x[:, 0])
+    assert np.allclose(SL.loo_predictions(np.r_[1.0, 2.0, 3.0], np.zeros((3, 0))), [2.5, 2.0, 1.5])  # the others' mean
+
+    names = ["bondville_1998", "hyytiala_2000_2010", "tanggula_forcing_only"]
+    rows = []
+    bias = np.array([0.05, 0.0, -0.05])  # the physics' level error at each site, of either sign
+    for i, site in enumerate(names):  # two sensors per site
+        for depth in (0.05, 0.2):
+            rows.append((site, "physics_default", depth, bias[i], 0.04))
+            rows.append((site, "net", depth, 0.1, 0.03 if i < 2 else 0.05))  # better timing at two sites
+    metrics = pd.DataFrame(rows, columns=["site", "model", "depth_m", "bias", "ubrmse"]).assign(reliable=True)
+    metrics["rmse"] = np.hypot(metrics["bias"], metrics["ubrmse"])
+    shifted = SL.shifted_rmse(metrics[metrics.model == "physics_default"], pd.Series(bias, names))
+    assert np.allclose(shifted, 0.04)
+    run = tmp_path / "run"
+    run.mkdir()
+    metrics.to_csv(run / "metrics.csv", index=False)
+    (run / "config.yaml").write_text(f"sites: {names}\n")
+    r = SL.analyse(run, tmp_path)
+    assert r["sites"] == names and r["timing_with_physics_level"] == {"net": 2}
+    # the others' mean (-0.025, 0, 0.025) moves the outer sites' level further off and leaves the middle one
+    assert r["level_mean_shift"]["sites_lower"] == 0 and r["subsets_tried"] == 129
+    assert set(r["attributes"]["bondville_1998"]) == set(SL.ATTRIBUTES)
+    assert "| net | 2 of 3 |" in SL.report(r)
