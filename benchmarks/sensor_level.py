@@ -42,7 +42,8 @@ BASELINE = "physics_default"
 
 
 def site_attributes(path: str) -> dict[str, float]:
-    """The :data:`ATTRIBUTES` of one site folder (or shipped site name)."""
+    """The :data:`ATTRIBUTES` of one site folder (or shipped site name), from its files alone (the networks' own
+    attributes, :func:`dam.multisite_inputs.site_attributes`, need the prepared site of an experiment)."""
     from dam.sites import load_site
     from dam.soil_table import stas_parameters
 
@@ -90,7 +91,8 @@ def analyse(run: Path, root: Path) -> dict:
     attrs = pd.DataFrame({n: site_attributes(folders[n]) for n in names}).T
     bias = phys.groupby("site")["bias"].mean().loc[names].to_numpy()
     # the physics' own RMSE by the same formula as every shifted one: an unchanged model compares equal, not lower
-    rmse = shifted_rmse(phys, pd.Series(0.0, index=names)).loc[names]
+    no_shift = pd.Series(0.0, index=names)
+    rmse = shifted_rmse(phys, no_shift).loc[names]
 
     def shift(cols) -> pd.Series:
         x = attrs.loc[names, list(cols)].to_numpy() if cols else np.zeros((len(names), 0))
@@ -113,8 +115,9 @@ def analyse(run: Path, root: Path) -> dict:
         return counted(shifted_rmse(phys, level, by_sensor.loc[model].reindex(sensors).to_numpy()))["sites_lower"]
 
     models = [m for m in metrics["model"].unique() if m != BASELINE]
-    timing = {m: with_timing(m, pd.Series(0.0, index=names)) for m in models}
-    both = {m: with_timing(m, shift(tuple(best["attributes"]))) for m in models}
+    best_level = shift(tuple(best["attributes"]))  # one leave-one-out fit, shared by every model
+    timing = {m: with_timing(m, no_shift) for m in models}
+    both = {m: with_timing(m, best_level) for m in models}
     return {
         "run": str(run),
         "sites": names,
