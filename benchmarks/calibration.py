@@ -13,7 +13,10 @@ Methods, all in the same latent space (a sigmoid onto each parameter's bounds, l
   the optimiser is L-BFGS (``optax.lbfgs``, zoom line search on exact gradients); its line-search trials (a
   gradient each) count as evaluations too. L-BFGS with ``--starts K`` runs K independent L-BFGS optimisations
   side by side (:func:`dam.training.per_member`: each start its own line search, the batched search runs until
-  every start's has ended; each trial counts K evaluations).
+  every start's has ended; each trial counts K evaluations). With ``--validation F`` the last fraction F of the
+  training period is held out of the gradient's loss and scored by a forward run after every step (early
+  stopping, ``--patience``): the parameters of its lowest loss are returned, each validation run counts as an
+  evaluation, and the row's training RMSE is that of the whole training period (the searches' window).
 - ``cmaes``: CMA-ES of the ``cma`` package (Hansen), step size 1 in latent units, default population; each
   population is evaluated in one call of the forward run vmapped over parameter sets.
 - ``sceua``: SCE-UA (Duan et al. 1992) of ``spotpy`` on the unit box of the bounds, evaluated one by one.
@@ -223,16 +226,25 @@ def run_lhs(objective, template, specs, budget: int, seed: int, **stop) -> Trace
 
 
 def run_gradient(setup, obs, specs, train_end, steps: int, lr: float, starts: int = 1, truncation: int | None = None,
-                 optimizer: str = "adam") -> tuple[Trace, dict, int]:  # fmt: skip
+                 optimizer: str = "adam", validation: float | None = None,
+                 patience: int | None = None) -> tuple[Trace, dict, int]:  # fmt: skip
     """Adam (or L-BFGS) through the station model (``starts`` side by side, gradient windows of ``truncation``
     steps: :func:`dam.calibration.calibrate`); the trace has one entry per step (the best start's loss) and no
     latents (the result carries the values); the last item counts the model evaluations (line-search trials
-    included)."""
+    and validation runs included). With ``validation`` that last fraction of the training period is held out of
+    the gradient's loss and scores every step (early stopping, ``patience``): the parameters of its lowest loss
+    are returned."""
     from dam.calibration import calibrate
 
     opt = _lbfgs() if optimizer == "lbfgs" else None
-    res = calibrate(setup, obs, specs, end=train_end, steps=steps, learning_rate=lr, starts=starts,
-                    truncation_steps=truncation, optimizer=opt, progress=False)  # fmt: skip
+    end, window = train_end, None
+    if validation:
+        n_train = int(setup.times.searchsorted(train_end, side="right"))
+        split = int(round((1.0 - validation) * n_train))
+        end, window = split, (split, n_train)  # step indices, end exclusive
+    res = calibrate(setup, obs, specs, end=end, steps=steps, learning_rate=lr, starts=starts,
+                    truncation_steps=truncation, optimizer=opt, progress=False, validation=window,
+                    patience=patience)  # fmt: skip
     trace = Trace()
     trace.seconds = list(np.cumsum(np.asarray(res.history["seconds"], float)))
     trace.losses = [float(v) for v in res.history["loss"]]
@@ -265,19 +277,20 @@ def _searches(objective, z0, template, specs, budget: int, seed: int, **stop):
     yield "lhs", run_lhs(objective, template, specs, budget, seed, **stop)
 
 
-def _score(setup, obs, specs, values, truth, test_start) -> dict:
+def _score(setup, obs, specs, values, truth, test_start, test_end=None) -> dict:
     from dam.calibration import evaluate
     from dam.coupling.calibration import apply_parameters
 
     params = apply_parameters(setup.params, specs, values)
-    out = {"test_rmse": evaluate(setup, params, obs, start=test_start)["rmse"]}
+    out = {"test_rmse": evaluate(setup, params, obs, start=test_start, end=test_end)["rmse"]}
     if truth is not None:
         out["recovery_error"] = _recovery(values, truth)
     return out
 
 
 def run_problem(site: str, n_params: int, kind: str, seeds, steps: int, lr: float, log, starts: int = 1,
-                truncation: int | None = None, optimizer: str = "adam") -> tuple[list, dict]:  # fmt: skip
+                truncation: int | None = None, optimizer: str = "adam", validation: float | None = None,
+                patience: int | None = None) -> tuple[list, dict]:  # fmt: skip
     """Every method on one site, parameter count and kind ("synthetic" or "real"), for each seed: result rows
     and the traces of the first seed (for the figure)."""
     setup, specs, train_end = _setup(site, n_params)
@@ -288,7 +301,7 @@ def run_problem(site: str, n_params: int, kind: str, seeds, steps: int, lr: floa
         objective, z0, template = _search_objective(setup, obs, specs, train_end)
         if not compile_s:  # compile every program once, outside the timed runs
             t = time.perf_counter()
-            run_gradient(setup, obs, specs, train_end, 1, lr, starts, truncation, optimizer)
+            run_gradient(setup, obs, specs, train_end, 1, lr, starts, truncation, optimizer, validation)
             compile_s["gradient"] = time.perf_counter() - t
             t = time.perf_counter()
             for k in {1, LHS_BATCH, _popsize(z0.size)}:
@@ -296,15 +309,20 @@ def run_problem(site: str, n_params: int, kind: str, seeds, steps: int, lr: floa
             compile_s["search"] = time.perf_counter() - t
         if gradient is None or kind == "synthetic":  # from the defaults, deterministic: once per real problem
             grad_trace, grad_values, evaluations = run_gradient(setup, obs, specs, train_end, steps, lr, starts,
-                                                                truncation, optimizer)  # fmt: skip
+                                                                truncation, optimizer, validation,
+                                                                patience)  # fmt: skip
             score = _score(setup, obs, specs, grad_values, truth, test_start)
+            if validation:  # its trace scores a shorter window: the training RMSE of the whole training period
+                score["train_rmse_full"] = _score(setup, obs, specs, grad_values, None, setup.times[0],
+                                                  train_end)["test_rmse"]  # fmt: skip
             gradient = (grad_trace, grad_values, evaluations, score)
         grad_trace, grad_values, evaluations, grad_score = gradient  # every start's runs count
         seconds = grad_trace.seconds[-1]
         base = {"site": Path(site).name, "kind": kind, "n_params": int(z0.size), "seed": seed}
+        train_loss = grad_score.get("train_rmse_full", min(grad_trace.losses))
         rows.append({**base, "method": "gradient", "optimizer": optimizer, "starts": starts,
-                     "truncation_steps": truncation, "evaluations": evaluations, "seconds": seconds,
-                     "train_loss": min(grad_trace.losses), **grad_score})  # fmt: skip
+                     "truncation_steps": truncation, "validation": validation, "evaluations": evaluations,
+                     "seconds": seconds, "train_loss": train_loss, **grad_score})  # fmt: skip
         budget = SEARCH_FACTOR * evaluations
         stop = {"limit_s": seconds, "min_evaluations": evaluations}  # what the rows use; no need to search beyond
         for method, trace in _searches(objective, z0, template, specs, budget, seed, **stop):
@@ -394,12 +412,19 @@ def main(argv=None) -> None:
     ap.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam",
                     help="gradient optimiser: Adam (cosine-decayed --learning-rate) or L-BFGS (optax.lbfgs, zoom line "
                     "search on exact gradients: no --truncation; with --starts a line search per start)")  # fmt: skip
+    ap.add_argument("--validation", type=float, default=None,
+                    help="hold this last fraction of the training period out of the gradient's loss and return the "
+                    "parameters of its lowest loss (early stopping; the searches use the whole period)")  # fmt: skip
+    ap.add_argument("--patience", type=int, default=None, help="with --validation: stop after this many steps "
+                    "without a lower validation loss")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="bondville_1998, 4 parameters, 1 seed, 10 steps")
     ap.add_argument("--output", default=str(HERE / "results" / "calibration.json"))
     ap.add_argument("--resume", action="store_true", help="keep the problems already in --output (same settings)")
     args = ap.parse_args(argv)
     if args.optimizer == "lbfgs" and args.truncation:
         ap.error("--optimizer lbfgs takes exact gradients (no --truncation)")
+    if args.validation is not None and not (0.0 < args.validation < 1.0 and args.starts == 1):
+        ap.error("--validation takes a fraction in (0, 1) and a single start")
     if args.quick:
         args.sites, args.params, args.seeds, args.steps = ["bondville_1998"], [4], 1, 10
     from dam.precision import enable_x64
@@ -415,7 +440,8 @@ def main(argv=None) -> None:
                 if (Path(site).name, n, kind) in done:
                     continue
                 new, tr = run_problem(site, n, kind, list(range(args.seeds)), args.steps, args.learning_rate, print,
-                                      args.starts, args.truncation, args.optimizer)  # fmt: skip
+                                      args.starts, args.truncation, args.optimizer, args.validation,
+                                      args.patience)  # fmt: skip
                 rows += new
                 traces[f"{Path(site).name}, {kind}, {new[0]['n_params']} parameters"] = tr
                 result = {"machine": machine_info(), "settings": _settings(vars(args)), "rows": rows,

@@ -44,6 +44,7 @@ from .coupling.calibration import (
     initial_latent,
     latent_from_vector,
     latent_to_values,
+    latent_vector,
     lhs_latents,
     loss_value,
     make_problem,
@@ -213,6 +214,8 @@ def calibrate(
     seed: int = 0,
     progress: bool = True,
     checkpoint_dir: str | Path | None = None,
+    validation: tuple[Any, Any] | None = None,
+    patience: int | None = None,
 ) -> CalibrationResult:
     """Calibrate the parameters ``specs`` of the station model at one site against layered observations.
 
@@ -246,13 +249,29 @@ def calibrate(
     progress : show a progress bar.
     checkpoint_dir : orbax checkpoints of the optimisation (resumed when present; with ``starts > 1`` the best of
         the steps before a resume is not kept, the run continues from the resumed latents).
+    validation : ``(start, end)`` of a validation window (dates or step indices, as ``start``/``end``), scored with
+        the same loss by a forward run before the first step and after every step (early stopping): the parameters
+        returned are those of the lowest validation loss, the starting ones included, not of the lowest training
+        loss. For a true hold-out keep it outside ``[start, end)``, e.g. the last weeks before a test period. Each
+        validation run counts as a model evaluation. Single start only. The history gets ``val_loss`` (of the
+        parameters after each step) and ``attrs`` ``initial_val_loss`` and ``best_step`` (-1: the starting ones).
+    patience : with ``validation``, stop after this many steps without a lower validation loss (None: never).
     """
     specs = make_specs(specs)
-    prob = _problem(setup, observations, specs, loss or PhysicsLoss(data="rmse"), start, end, truncation_steps,
-                    checkpoint_every, variable=variable, sensors=sensors, skip_unreliable=skip_unreliable)  # fmt: skip
+    loss = loss or PhysicsLoss(data="rmse")
+    target_kw = dict(variable=variable, sensors=sensors, skip_unreliable=skip_unreliable)
+    prob = _problem(setup, observations, specs, loss, start, end, truncation_steps, checkpoint_every, **target_kw)
+    val_fn = None
+    if validation is not None:
+        if starts > 1:
+            raise ValueError("validation (early stopping) takes a single start: use starts=1")
+        one, _ = search_objective(setup, observations, specs, start=validation[0], end=validation[1], loss=loss,
+                                  **target_kw)  # fmt: skip
+        val_fn = lambda lat: one(latent_vector(lat, specs))  # noqa: E731  (forward_moisture is the compiled part)
     return calibrate_problem(prob, steps=steps, optimizer=optimizer, learning_rate=learning_rate,
                              init_latent=init_latent, starts=starts, seed=seed, progress=progress,
-                             checkpoint_dir=checkpoint_dir, desc=f"calibrate {setup.site.meta.name}")  # fmt: skip
+                             checkpoint_dir=checkpoint_dir, desc=f"calibrate {setup.site.meta.name}",
+                             val_fn=val_fn, patience=patience)  # fmt: skip
 
 
 def calibrate_problem(
@@ -267,16 +286,20 @@ def calibrate_problem(
     progress: bool = True,
     checkpoint_dir: str | Path | None = None,
     desc: str = "calibrate",
+    val_fn: Any = None,
+    patience: int | None = None,
 ) -> CalibrationResult:
     """:func:`calibrate` on a problem already built (:func:`dam.coupling.calibration.make_problem`: any set-up,
     e.g. a Fortran reference case without a site folder): the parameters ``prob.specs`` of ``prob.params``;
-    arguments as :func:`calibrate`."""
+    arguments as :func:`calibrate`, and ``val_fn(latent) -> loss`` for early stopping (``validation`` there)."""
     specs = prob.specs
     dtype = jnp.asarray(prob.state0.soil.smc).dtype
     latent = dict(init_latent) if init_latent is not None else initial_latent(prob.params, specs)
     latent = {k: jnp.asarray(v, dtype) for k, v in latent.items()}
     optimizer = optimizer or optax.adam(optax.cosine_decay_schedule(learning_rate, max(steps, 1), alpha=0.05))
     if starts > 1:
+        if val_fn is not None:
+            raise ValueError("validation (early stopping) takes a single start: use starts=1")
         return _calibrate_starts(prob, latent, steps, optimizer, starts, seed, progress, checkpoint_dir, desc)
 
     def grad_fn(lat, _):
@@ -285,13 +308,20 @@ def calibrate_problem(
 
     best, history = fit(
         latent, None, None, n_members=1, batch_size=1, batch_fn=_single_batch, grad_fn=grad_fn, epochs=steps,
-        value_fn=jax.tree_util.Partial(_objective, prob), optimizer=optimizer, select="train", shuffle=False,
+        value_fn=jax.tree_util.Partial(_objective, prob), optimizer=optimizer, shuffle=False,
+        val_fn=val_fn, validate_initial=True, select="train" if val_fn is None else "val", patience=patience,
         checkpoint_dir=checkpoint_dir, progress=progress, desc=desc,
     )  # fmt: skip
     values = {k: np.asarray(v) for k, v in latent_to_values(best, specs).items()}
     trials = ["linesearch_steps"] if "linesearch_steps" in history else []
-    frame = _history_frame(history, "step", ["data", *values_row(best, specs), *trials])
-    evaluations = steps + int(sum(history.get("linesearch_steps", [])))
+    validated = [] if val_fn is None else ["val_loss"]
+    frame = _history_frame(history, "step", ["data", *values_row(best, specs), *validated, *trials])
+    if val_fn is not None:
+        frame.attrs.update(initial_val_loss=history["initial_val"], best_step=history["best_epoch"])
+    done = len(history["epoch"])  # fewer than steps after an early stop
+    evaluations = done + int(sum(history.get("linesearch_steps", [])))
+    if val_fn is not None:
+        evaluations += done + 1  # the validation runs, the one before the first step included
     return CalibrationResult(apply_parameters(prob.params, specs, values), values, best, frame, specs, evaluations)
 
 

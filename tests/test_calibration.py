@@ -170,6 +170,31 @@ def test_lbfgs_recovers_the_truth_in_few_steps(synthetic):
     assert (trials >= 1).all() and res.evaluations == 12 + int(trials.sum())
 
 
+def test_validation_window_chooses_the_step_and_stops_early(synthetic):
+    """Early stopping on a validation window: where its sensors read the table parameters' run (training moves away
+    from them) the starting parameters are returned and ``patience`` ends the run; where they read the truth, as
+    the training window does, the parameters of the step with the lowest validation loss are returned."""
+    setup, truth, obs = synthetic
+    split = 200  # of 288 half-hourly steps
+    table = _observed(setup, setup.params)
+    mixed = xr.concat([obs.isel(time=slice(None, split)), table.isel(time=slice(split, None))], "time")
+    res = calibrate(setup, mixed, SPECS, steps=STEPS, learning_rate=0.15, validation=(split, None), patience=2,
+                    progress=False)  # fmt: skip
+    hist = res.history
+    assert hist.attrs["initial_val_loss"] == pytest.approx(0.0, abs=1e-9)  # the table run is its observation
+    assert hist.attrs["best_step"] == -1 and len(hist) == 2 and (hist["val_loss"] > 1e-4).all()
+    assert res.evaluations == 2 + 3  # two gradient steps, three validation runs
+    for name, table_value in current_values(setup.params, SPECS).items():
+        assert float(res.values[name]) == pytest.approx(float(np.ravel(table_value)[0]), rel=1e-9), name
+    res = calibrate(setup, obs, SPECS, steps=4, learning_rate=0.15, validation=(split, None), progress=False)
+    hist = res.history
+    best = int(np.argmin(hist["val_loss"]))
+    assert hist.attrs["best_step"] == best and hist["val_loss"].iloc[best] < hist.attrs["initial_val_loss"]
+    assert evaluate(setup, res.params, obs, start=split)["rmse"] == pytest.approx(hist["val_loss"].iloc[best], rel=1e-9)
+    with pytest.raises(ValueError, match="single start"):
+        calibrate(setup, obs, SPECS, steps=1, starts=2, validation=(split, None), progress=False)
+
+
 @pytest.mark.slow  # two more gradient programs to compile (~3-5 min on 2 cores)
 def test_multi_start_runs_the_starts_side_by_side_and_keeps_the_best(synthetic):
     """Start 0 of a multi-start calibration is the single-start one (the summed objective gives each start its own
