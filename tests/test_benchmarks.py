@@ -223,7 +223,9 @@ def test_calibration_benchmark_targets():
                       "recovery_error": 0.03 + 0.01 * seed}]  # fmt: skip
     goals = cal.targets(rows)
     assert goals["gradient_wins_real_16plus"] == {"by_parameters": {16: {"wins": 2, "sites": 3}},
-                                                  "target": ">= 2 of 3 sites", "met": True}  # fmt: skip
+                                                  "target": ">= 2 of 3 sites", "rule": "lowest_training_loss",
+                                                  "met": True}  # fmt: skip
+    assert "gradient_wins_real_16plus_recent_window" not in goals  # no +recent rows
     # counted per parameter count: losing at two of the three sites with 64 parameters misses the target
     rows += [{"site": site, "seed": 0, "kind": "real", "n_params": 64, "method": m, "test_rmse": v}
              for site, grad in (("a", 0.03), ("b", 0.03), ("c", 0.01))
@@ -232,6 +234,28 @@ def test_calibration_benchmark_targets():
     assert wins["by_parameters"][64] == {"wins": 1, "sites": 3} and wins["met"] is False
     assert goals["synthetic_recovery_16_params"]["median_error"] == pytest.approx(0.035)
     assert goals["synthetic_recovery_16_params"]["met"] is True
+    # the recent-window rule compares "+recent" rows only: the gradient's choice against the searches' choices
+    rows += [{"site": site, "seed": 0, "kind": "real", "n_params": 16, "method": m, "test_rmse": v}
+             for site, grad in (("a", 0.01), ("b", 0.01), ("c", 0.03))
+             for m, v in (("gradient+recent", grad), ("cmaes+recent@equal_time", 0.02),
+                          ("lhs+recent@equal_time", 0.025))]  # fmt: skip
+    both = cal.targets(rows)
+    assert both["gradient_wins_real_16plus_recent_window"]["by_parameters"] == {16: {"wins": 2, "sites": 3}}
+    assert both["gradient_wins_real_16plus"]["by_parameters"][16] == {"wins": 2, "sites": 3}  # unchanged
+
+
+def test_recent_window_rule_scores_each_improvement():
+    """Every evaluation that lowered the best training loss so far is a candidate; the one that fits the recent
+    window best is chosen, among the first n evaluations only."""
+    cal = _benchmark_module("calibration")
+    trace = cal.Trace()
+    trace.losses = [3.0, 2.0, 2.5, 1.0, 1.5]
+    trace.latents = [np.array([float(k)]) for k in range(5)]
+    recent = lambda vecs: (np.asarray(vecs)[:, 0] - 1.0) ** 2  # noqa: E731  (evaluation 1 fits the window)
+    assert cal.recent_choice(trace, 5, recent) == (1, 3)  # candidates: evaluations 0, 1 and 3
+    assert cal.recent_choice(trace, 1, recent) == (0, 1)
+    trace.latents = []  # a multi-start gradient's trace keeps no latents
+    assert cal.recent_choice(trace, 5, recent) == (None, 0)
 
 
 def test_calibration_benchmark_resume_keeps_finished_problems(tmp_path):
@@ -241,7 +265,7 @@ def test_calibration_benchmark_resume_keeps_finished_problems(tmp_path):
 
     cal = _benchmark_module("calibration")
     args = argparse.Namespace(sites=["x"], params=[16], kinds=["real"], seeds=1, steps=60, starts=1,
-                              learning_rate=0.1, truncation=240, optimizer="adam", quick=False,
+                              learning_rate=0.1, truncation=240, optimizer="adam", recent=None, quick=False,
                               output=str(tmp_path / "r.json"), resume=True)  # fmt: skip
     out = tmp_path / "r.json"
     assert cal._resumed(out, args) == ([], {}, set(), 0.0)  # nothing written yet
