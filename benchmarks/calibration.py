@@ -26,6 +26,12 @@ steps; "equal wall-clock" gives each gradient-free method as many evaluations as
 seconds (each search stops once it has run that long and made the gradient's number of evaluations, or after
 ``SEARCH_FACTOR`` times the gradient's evaluations).
 
+With ``--recent F`` every method also gets a row ``<method>+recent`` whose parameters are chosen by their fit of
+the last fraction F of the training period (:func:`recent_choice`: each evaluation that lowered the method's best
+training loss so far is a candidate; the window stays in every method's loss, so this is a rule for choosing among
+iterates, not a hold-out; the candidates' forward runs are charged to no method). The targets are counted for each
+rule: the gradient's choice against the searches' choices under the same rule.
+
 Problems: ``--params 4`` calibrates BEXP, DKSAT, SMCMAX, PSISAT (one value each for all layers); ``16`` the same
 per layer of the site's four layers; ``64`` the same per layer of a 16-layer column (``layer_bottoms_m``).
 Synthetic truth: the truth parameters are drawn per seed in the middle half of each range, the observations
