@@ -263,8 +263,6 @@ def calibrate(
     prob = _problem(setup, observations, specs, loss, start, end, truncation_steps, checkpoint_every, **target_kw)
     val_fn = None
     if validation is not None:
-        if starts > 1:
-            raise ValueError("validation (early stopping) takes a single start: use starts=1")
         one, _ = search_objective(setup, observations, specs, start=validation[0], end=validation[1], loss=loss,
                                   **target_kw)  # fmt: skip
         val_fn = lambda lat: one(latent_vector(lat, specs))  # noqa: E731  (forward_moisture is the compiled part)
