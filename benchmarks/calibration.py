@@ -138,8 +138,8 @@ def _synthetic(setup, specs, seed: int):
 
 
 def _search_objective(setup, obs, specs, train_end, start=None):
-    """(loss of latent vectors (pop, n) over the training window, one forward run vmapped over the population;
-    the default latent vector; the default latents as a dict)."""
+    """(loss of latent vectors (pop, n) over the training window, or over its part from ``start``, one forward run
+    vmapped over the population; the default latent vector; the default latents as a dict)."""
     import jax
     import jax.numpy as jnp
 
@@ -151,6 +151,28 @@ def _search_objective(setup, obs, specs, train_end, start=None):
     batched = jax.jit(jax.vmap(one))
     objective = lambda vecs: np.asarray(batched(jnp.asarray(np.atleast_2d(vecs), dtype)))  # noqa: E731
     return objective, np.asarray(latent_vector(z0, specs)), z0
+
+
+def _search_programs(setup, obs, specs, train_end, recent_start=None):
+    """(objective, default latent vector, default latents, objective over the recent window or None, compile
+    seconds): the searches' objectives for one set of observations, compiled here for every batch size the methods
+    use. Each is a new jitted function, so without this a later seed's would compile inside its searches' timed
+    seconds."""
+    t = time.perf_counter()
+    objective, z0, template = _search_objective(setup, obs, specs, train_end)
+    recent = None if recent_start is None else _search_objective(setup, obs, specs, train_end, recent_start)[0]
+    for k in {1, LHS_BATCH, _popsize(z0.size)}:
+        objective(np.repeat(z0[None], k, axis=0))
+    if recent is not None:
+        recent(np.repeat(z0[None], LHS_BATCH, axis=0))
+    return objective, z0, template, recent, time.perf_counter() - t
+
+
+def _padded(objective, chunk: np.ndarray) -> np.ndarray:
+    """The losses of up to LHS_BATCH latent vectors, evaluated as one batch of LHS_BATCH (the last one repeated), so
+    that every call runs the same compiled program."""
+    padded = np.concatenate([chunk, np.repeat(chunk[-1:], LHS_BATCH - len(chunk), axis=0)])
+    return objective(padded)[: len(chunk)]
 
 
 def _popsize(n: int) -> int:
@@ -222,8 +244,7 @@ def run_lhs(objective, template, specs, budget: int, seed: int, **stop) -> Trace
         if trace.done:
             break
         chunk = vecs[i : i + LHS_BATCH]
-        padded = np.concatenate([chunk, np.repeat(chunk[-1:], LHS_BATCH - len(chunk), axis=0)])
-        for x, f in zip(chunk, objective(padded)[: len(chunk)], strict=True):
+        for x, f in zip(chunk, _padded(objective, chunk), strict=True):
             trace.add(f, x)
     return trace
 
@@ -249,14 +270,9 @@ def run_gradient(setup, obs, specs, train_end, steps: int, lr: float, starts: in
 
 def _history_latents(history, specs) -> list[np.ndarray]:
     """The flat latent vector of every row of a calibration history (its ``name`` / ``name[k]`` value columns)."""
-    rows = []
-    for _, row in history.iterrows():
-        parts = []
-        for s in specs:
-            cols = [c for c in history.columns if c == s.name or c.startswith(f"{s.name}[")]
-            parts.append(np.ravel(s.to_latent(np.asarray([row[c] for c in cols], float))))
-        rows.append(np.concatenate(parts))
-    return rows
+    columns = [(s, [c for c in history.columns if c == s.name or c.startswith(f"{s.name}[")]) for s in specs]
+    return [np.concatenate([np.ravel(s.to_latent(row[cols].to_numpy(float))) for s, cols in columns])
+            for _, row in history.iterrows()]  # fmt: skip
 
 
 @functools.cache
@@ -285,11 +301,7 @@ def recent_choice(trace: Trace, n: int, recent) -> tuple[int | None, int]:
     best_so_far = np.minimum.accumulate(losses)
     improved = np.flatnonzero(np.r_[True, best_so_far[1:] < best_so_far[:-1]] & np.isfinite(losses))
     cands = np.asarray([trace.latents[i] for i in improved])
-    scores = []
-    for i in range(0, len(cands), LHS_BATCH):
-        chunk = cands[i : i + LHS_BATCH]
-        padded = np.concatenate([chunk, np.repeat(chunk[-1:], LHS_BATCH - len(chunk), axis=0)])
-        scores.extend(recent(padded)[: len(chunk)])
+    scores = np.concatenate([_padded(recent, cands[i : i + LHS_BATCH]) for i in range(0, len(cands), LHS_BATCH)])
     scores = np.where(np.isfinite(scores), scores, np.inf)
     return int(improved[int(np.argmin(scores))]), len(cands)
 
@@ -327,21 +339,16 @@ def run_problem(site: str, n_params: int, kind: str, seeds, steps: int, lr: floa
     n_train = int(setup.times.searchsorted(train_end, side="right"))
     test_start = setup.times[n_train]
     recent_start = setup.times[int(round((1.0 - recent) * n_train))] if recent else None
-    rows, traces, compile_s, gradient = [], {}, {}, None
+    rows, traces, compile_s, gradient, programs = [], {}, {}, None, None
     for seed in seeds:
         obs, truth = _synthetic(setup, specs, seed) if kind == "synthetic" else (None, None)
-        objective, z0, template = _search_objective(setup, obs, specs, train_end)
-        recent_objective = _search_objective(setup, obs, specs, train_end, recent_start)[0] if recent else None
-        if not compile_s:  # compile every program once, outside the timed runs
+        if programs is None or kind == "synthetic":  # a real problem's observations are the same for every seed
+            programs = _search_programs(setup, obs, specs, train_end, recent_start)
+        objective, z0, template, recent_objective, search_s = programs
+        if not compile_s:  # compile the gradient once, outside the timed runs (it is shared by every seed's)
             t = time.perf_counter()
             run_gradient(setup, obs, specs, train_end, 1, lr, starts, truncation, optimizer)
-            compile_s["gradient"] = time.perf_counter() - t
-            t = time.perf_counter()
-            for k in {1, LHS_BATCH, _popsize(z0.size)}:
-                objective(np.repeat(z0[None], k, axis=0))
-            if recent:
-                recent_objective(np.repeat(z0[None], LHS_BATCH, axis=0))
-            compile_s["search"] = time.perf_counter() - t
+            compile_s["gradient"], compile_s["search"] = time.perf_counter() - t, search_s
         if gradient is None or kind == "synthetic":  # from the defaults, deterministic: once per real problem
             grad_trace, grad_values, evaluations = run_gradient(setup, obs, specs, train_end, steps, lr, starts,
                                                                 truncation, optimizer)  # fmt: skip
