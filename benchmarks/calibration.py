@@ -44,8 +44,9 @@ Usage::
     python benchmarks/calibration.py --quick                     # one site, 4 parameters, 1 seed (minutes)
     python benchmarks/calibration.py --sites bondville_1998 hyytiala_2000_2010 --params 4 16 64 --seeds 5
 
-The results file is rewritten after every problem (site, parameter count, kind); ``--resume`` continues a run that
-stopped, keeping the problems it finished (the figure then shows the problems of the resumed part).
+The results file is rewritten after every seed of every problem (site, parameter count, kind); ``--resume``
+continues a run that stopped, keeping the seeds it finished (a real problem's gradient, the same for every seed, is
+not rerun: its rows come from the finished seeds, so every seed's searches get the same seconds).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ import argparse
 import functools
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -329,40 +331,49 @@ def _score(setup, obs, specs, values, truth, test_start) -> dict:
 
 
 def run_problem(site: str, n_params: int, kind: str, seeds, steps: int, lr: float, log, starts: int = 1,
-                truncation: int | None = None, optimizer: str = "adam",
-                recent: float | None = None) -> tuple[list, dict]:  # fmt: skip
-    """Every method on one site, parameter count and kind ("synthetic" or "real"), for each seed: result rows
-    and the traces of the first seed (for the figure). With ``recent`` (a fraction), every method also gets a row
-    "<method>+recent" whose parameters are chosen by their fit of that last fraction of the training period
-    (:func:`recent_choice`)."""
+                truncation: int | None = None, optimizer: str = "adam", recent: float | None = None,
+                earlier: list[dict] = ()) -> Iterator[tuple[list, dict]]:  # fmt: skip
+    """Every method on one site, parameter count and kind ("synthetic" or "real"), for each seed: yields each seed's
+    result rows as it finishes, with the traces of seed 0 (for the figure; empty for the other seeds). With
+    ``recent`` (a fraction), every method also gets a row "<method>+recent" whose parameters are chosen by their fit
+    of that last fraction of the training period (:func:`recent_choice`). ``earlier``: the rows of this problem's
+    seeds that an interrupted run finished; a real problem's gradient is deterministic and runs once, so its rows
+    and compile seconds are taken from them, and a resumed seed's searches get the same seconds as the others'."""
     setup, specs, train_end = _setup(site, n_params)
     n_train = int(setup.times.searchsorted(train_end, side="right"))
     test_start = setup.times[n_train]
     recent_start = setup.times[int(round((1.0 - recent) * n_train))] if recent else None
-    rows, traces, compile_s, gradient, programs = [], {}, {}, None, None
+    reused = [r for r in earlier if r["method"] in ("gradient", "gradient+recent")] if kind == "real" else []
+    gradient_rows = [r for r in reused if r["seed"] == reused[0]["seed"]]
+    compile_s = {k: gradient_rows[0][f"compile_s_{k}"] for k in ("gradient", "search")} if gradient_rows else {}
+    programs = None
     for seed in seeds:
         obs, truth = _synthetic(setup, specs, seed) if kind == "synthetic" else (None, None)
         if programs is None or kind == "synthetic":  # a real problem's observations are the same for every seed
             programs = _search_programs(setup, obs, specs, train_end, recent_start)
         objective, z0, template, recent_objective, search_s = programs
+        base = {"site": Path(site).name, "kind": kind, "n_params": int(z0.size), "seed": seed}
         if not compile_s:  # compile the gradient once, outside the timed runs (it is shared by every seed's)
             t = time.perf_counter()
             run_gradient(setup, obs, specs, train_end, 1, lr, starts, truncation, optimizer)
-            compile_s["gradient"], compile_s["search"] = time.perf_counter() - t, search_s
-        if gradient is None or kind == "synthetic":  # from the defaults, deterministic: once per real problem
+            compile_s = {"gradient": time.perf_counter() - t, "search": search_s}
+        traces = {}
+        if not gradient_rows or kind == "synthetic":  # from the defaults, deterministic: once per real problem
             grad_trace, grad_values, evaluations = run_gradient(setup, obs, specs, train_end, steps, lr, starts,
                                                                 truncation, optimizer)  # fmt: skip
-            score = _score(setup, obs, specs, grad_values, truth, test_start)
-            gradient = (grad_trace, grad_values, evaluations, score)
-        grad_trace, grad_values, evaluations, grad_score = gradient  # every start's runs count
-        seconds = grad_trace.seconds[-1]
-        base = {"site": Path(site).name, "kind": kind, "n_params": int(z0.size), "seed": seed}
-        rows.append({**base, "method": "gradient", "optimizer": optimizer, "starts": starts,
-                     "truncation_steps": truncation, "evaluations": evaluations, "seconds": seconds,
-                     "train_loss": min(grad_trace.losses), **grad_score})  # fmt: skip
-        if recent:
-            rows.append(_recent_row(base, "gradient+recent", grad_trace, len(grad_trace.losses), evaluations, seconds,
-                                    recent_objective, setup, obs, specs, truth, test_start))  # fmt: skip
+            seconds = grad_trace.seconds[-1]  # every start's runs count in the evaluations
+            gradient_rows = [{**base, "method": "gradient", "optimizer": optimizer, "starts": starts,
+                              "truncation_steps": truncation, "evaluations": evaluations, "seconds": seconds,
+                              "train_loss": min(grad_trace.losses),
+                              **_score(setup, obs, specs, grad_values, truth, test_start)}]  # fmt: skip
+            if recent:
+                gradient_rows.append(_recent_row(base, "gradient+recent", grad_trace, len(grad_trace.losses),
+                                                 evaluations, seconds, recent_objective, setup, obs, specs, truth,
+                                                 test_start))  # fmt: skip
+            if seed == 0:
+                traces["gradient"] = {"seconds": grad_trace.seconds, "losses": grad_trace.losses}
+        rows = [{**row, **base} for row in gradient_rows]
+        seconds, evaluations = rows[0]["seconds"], rows[0]["evaluations"]
         budget = SEARCH_FACTOR * evaluations
         stop = {"limit_s": seconds, "min_evaluations": evaluations}  # what the rows use; no need to search beyond
         for method, trace in _searches(objective, z0, template, specs, budget, seed, **stop):
@@ -380,17 +391,15 @@ def run_problem(site: str, n_params: int, kind: str, seeds, steps: int, lr: floa
                 rows.append(_recent_row(base, f"{method}+recent@equal_time", trace, n, n,
                                         trace.seconds[n - 1] if n else 0.0, recent_objective, setup, obs, specs,
                                         truth, test_start))  # fmt: skip
-            if seed == seeds[0]:
+            if seed == 0:
                 traces[method] = {"seconds": trace.seconds, "losses": trace.losses}
-        if seed == seeds[0]:
-            traces["gradient"] = {"seconds": grad_trace.seconds, "losses": grad_trace.losses}
+        for row in rows:
+            row["compile_s_gradient"], row["compile_s_search"] = compile_s["gradient"], compile_s["search"]
         log(f"{site} {kind} {z0.size} parameters, seed {seed}: done")
-    for row in rows:
-        row["compile_s_gradient"], row["compile_s_search"] = compile_s["gradient"], compile_s["search"]
+        yield rows, traces
     from dam.memory import release_memory
 
     release_memory()  # every problem compiles new programs: without this a long run exhausts the JIT's mappings
-    return rows, traces
 
 
 def _recent_row(
@@ -464,7 +473,7 @@ def plot(traces: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sites", nargs="+", default=["bondville_1998", "hyytiala_2000_2010"],
                     help="shipped site names or site folders")  # fmt: skip
@@ -484,7 +493,12 @@ def main(argv=None) -> None:
                     "period (rows '<method>+recent'; the window stays in every method's loss)")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="bondville_1998, 4 parameters, 1 seed, 10 steps")
     ap.add_argument("--output", default=str(HERE / "results" / "calibration.json"))
-    ap.add_argument("--resume", action="store_true", help="keep the problems already in --output (same settings)")
+    ap.add_argument("--resume", action="store_true", help="keep the seeds already in --output (same settings)")
+    return ap
+
+
+def main(argv=None) -> None:
+    ap = _parser()
     args = ap.parse_args(argv)
     if args.optimizer == "lbfgs" and args.truncation:
         ap.error("--optimizer lbfgs takes exact gradients (no --truncation)")
@@ -499,19 +513,26 @@ def main(argv=None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     rows, traces, done, spent = _resumed(out, args) if args.resume else ([], {}, set(), 0.0)
     t0 = time.perf_counter() - spent
+    log = functools.partial(print, flush=True)
     for site in args.sites:
         for n in args.params:
             for kind in args.kinds:
-                if (Path(site).name, n, kind) in done:
+                problem = (Path(site).name, n, kind)
+                seeds = [s for s in range(args.seeds) if (*problem, s) not in done]
+                if not seeds:
                     continue
-                new, tr = run_problem(site, n, kind, list(range(args.seeds)), args.steps, args.learning_rate, print,
-                                      args.starts, args.truncation, args.optimizer, args.recent)  # fmt: skip
-                rows += new
-                traces[f"{Path(site).name}, {kind}, {new[0]['n_params']} parameters"] = tr
-                result = {"machine": machine_info(), "settings": _settings(vars(args)), "rows": rows,
-                          "targets": targets(rows), "benchmark_seconds": time.perf_counter() - t0,
-                          "traces": traces}  # fmt: skip
-                out.write_text(json.dumps(result, indent=1, default=float))  # after each problem: kept if killed
+                earlier = [r for r in rows if (r["site"], r["n_params"], r["kind"]) == problem]
+                for new, tr in run_problem(site, n, kind, seeds, args.steps, args.learning_rate, log, args.starts,
+                                           args.truncation, args.optimizer, args.recent, earlier):  # fmt: skip
+                    rows += new
+                    if tr:
+                        traces[f"{problem[0]}, {kind}, {new[0]['n_params']} parameters"] = tr
+                    result = {"machine": machine_info(), "settings": _settings(vars(args)), "rows": rows,
+                              "targets": targets(rows), "benchmark_seconds": time.perf_counter() - t0,
+                              "traces": traces}  # fmt: skip
+                    tmp = out.with_suffix(".tmp")  # after each seed, whole: kept if killed, even while writing
+                    tmp.write_text(json.dumps(result, indent=1, default=float))
+                    tmp.replace(out)
     plot(traces, out.with_suffix(".png"))
     _print_table(rows, targets(rows))
     print(f"wrote {out} and {out.with_suffix('.png')}")
@@ -524,17 +545,18 @@ def _settings(values: dict) -> dict:
 
 
 def _resumed(out: Path, args) -> tuple[list, dict, set, float]:
-    """(rows, traces, finished (site, parameter count, kind) problems, seconds spent) of an earlier run written
+    """(rows, traces, finished (site, parameter count, kind, seed) runs, seconds spent) of an earlier run written
     to ``out`` with the same settings; nothing when there is none."""
     if not out.is_file():
         return [], {}, set(), 0.0
     old = json.loads(out.read_text())
-    theirs = _settings(old["settings"])
+    # an option added after that run is at its default there
+    theirs = _settings({**vars(_parser().parse_args([])), **old["settings"]})
     if theirs != _settings(vars(args)):
         raise SystemExit(f"{out} was written with other settings ({theirs}); drop --resume or choose another --output")
     # a row's n_params is its --params (4, 16 or 64 calibrated entries)
-    done = {(r["site"], r["n_params"], r["kind"]) for r in old["rows"]}
-    print(f"resuming {out}: {len(done)} problems done")
+    done = {(r["site"], r["n_params"], r["kind"], r["seed"]) for r in old["rows"]}
+    print(f"resuming {out}: {len(done)} seeds of problems done")
     return old["rows"], old.get("traces", {}), done, float(old.get("benchmark_seconds", 0.0))
 
 

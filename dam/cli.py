@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -436,7 +437,18 @@ def main(argv: list[str] | None = None) -> int:
         if found is not None and MARK in str(err):  # a guard stopped a run outside dam's drivers
             print(f"dam: error: {found.describe()}", file=sys.stderr)
             return 2
+        message = _in_graph_check(err)
+        if message is not None:  # e.g. a non-finite state: its message, not XLA's page of traceback
+            print(f"dam: error: {message}", file=sys.stderr)
+            return 2
         raise
+
+
+def _in_graph_check(err: BaseException) -> str | None:
+    """The message of the ``eqx.error_if`` check that stopped a run (under ``jax.jit`` or ``eqx.filter_jit``), if
+    one did: both put it after the name of Equinox's runtime error."""
+    found = re.search(r"EquinoxRuntimeError: (.+)", str(err))
+    return found.group(1).strip() if found else None
 
 
 if __name__ == "__main__":

@@ -430,6 +430,27 @@ def test_user_error_is_one_line_with_exit_code_2_and_changes_nothing(label, tmp_
     assert _snapshot(tmp_path) == before, f"{label}: files changed"
 
 
+@pytest.mark.parametrize("jit", ["jax.jit", "eqx.filter_jit"])
+def test_an_in_graph_check_is_one_line_with_exit_code_2(jit, capsys, monkeypatch):
+    """A run stopped by an ``eqx.error_if`` check other than the guards (here the soil state's finite check) reports
+    the check's message on one line, not XLA's traceback."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from dam import cli
+    from dam.physics.column import check_finite
+    from dam.physics.types import SoilState
+
+    wrap = jax.jit if jit == "jax.jit" else eqx.filter_jit
+    nan_state = SoilState(t=jnp.full(4, 280.0), smc=jnp.full(4, jnp.nan), sh2o=jnp.full(4, 0.2))
+    monkeypatch.setattr(cli, "_make_grid", lambda args: wrap(check_finite)(nan_state).smc.block_until_ready())
+    capsys.readouterr()
+    assert main(["make-grid", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert err == "dam: error: soil state became non-finite (NaN or inf): check forcing and parameters\n"
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only folders")
 def test_read_only_output_folder(tmp_path, sources, capsys):
     folder = tmp_path / "ro"

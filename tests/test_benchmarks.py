@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import numpy as np
@@ -269,11 +270,14 @@ def test_calibration_benchmark_resume_keeps_finished_problems(tmp_path):
                               output=str(tmp_path / "r.json"), resume=True)  # fmt: skip
     out = tmp_path / "r.json"
     assert cal._resumed(out, args) == ([], {}, set(), 0.0)  # nothing written yet
-    rows = [{"site": "x", "n_params": 16, "kind": "real", "method": "gradient", "test_rmse": 0.1}]
+    rows = [{"site": "x", "n_params": 16, "kind": "real", "seed": 0, "method": "gradient", "test_rmse": 0.1}]
     traces = {"x, real, 16 parameters": {"gradient": {"seconds": [1.0], "losses": [0.1]}}}
     out.write_text(json.dumps({"settings": {**vars(args), "sites": ["y"]}, "rows": rows, "traces": traces,
                                "benchmark_seconds": 12.5}))  # fmt: skip
-    assert cal._resumed(out, args) == (rows, traces, {("x", 16, "real")}, 12.5)
+    assert cal._resumed(out, args) == (rows, traces, {("x", 16, "real", 0)}, 12.5)
+    older = {k: v for k, v in vars(args).items() if k != "recent"}  # written before --recent existed: its default
+    out.write_text(json.dumps({"settings": older, "rows": rows, "traces": traces, "benchmark_seconds": 12.5}))
+    assert cal._resumed(out, args)[2] == {("x", 16, "real", 0)}
     # a run whose problems are all done computes nothing and still writes its figure and table
     cal.main(["--sites", "x", "--params", "16", "--kinds", "real", "--seeds", "1", "--truncation", "240",
               "--output", str(out), "--resume"])  # fmt: skip
@@ -283,6 +287,57 @@ def test_calibration_benchmark_resume_keeps_finished_problems(tmp_path):
         cal._resumed(out, args)
     with pytest.raises(SystemExit):  # L-BFGS's line search needs the exact gradient
         cal.main(["--optimizer", "lbfgs", "--truncation", "240", "--output", str(out)])
+
+
+def test_calibration_benchmark_resumes_after_the_last_finished_seed(tmp_path, monkeypatch):
+    """A run killed after its first seed keeps that seed's rows; --resume runs only the other seeds, reusing the real
+    problem's gradient rows (the gradient is not run again, so every seed's searches get the same seconds). The model
+    is replaced by a quadratic: this tests the bookkeeping, not the methods."""
+    cal = _benchmark_module("calibration")
+    times = pd.date_range("2000-01-01", periods=50, freq="D")
+    z0 = np.zeros(16)
+    objective = lambda vecs: np.sum((np.atleast_2d(vecs) - 0.5) ** 2, axis=1)  # noqa: E731
+    monkeypatch.setattr(cal, "_setup", lambda site, n: (SimpleNamespace(times=times), [], times[39]))
+    monkeypatch.setattr(cal, "_search_programs", lambda *a: (objective, z0, None, objective, 0.5))
+    monkeypatch.setattr(cal, "_values", lambda latent, setup, specs: {"x": float(objective(latent)[0])})
+    monkeypatch.setattr(cal, "_score", lambda setup, obs, specs, values, *a: {"test_rmse": values["x"]})
+    gradient_runs, kill_at = [], [1]
+
+    def run_gradient(setup, obs, specs, train_end, steps, *rest):
+        gradient_runs.append(steps)
+        trace = cal.Trace()
+        trace.seconds, trace.losses, trace.latents = [0.01, 0.02], [4.0, 3.5], [z0, z0 + 0.1]
+        return trace, {"x": 3.5}, 2
+
+    def searches(objective, z0, template, specs, budget, seed, **stop):
+        if seed in kill_at:
+            raise KeyboardInterrupt
+        trace = cal.Trace(budget, **stop)
+        for x in np.random.default_rng(seed).uniform(size=(4, z0.size)):
+            trace.add(objective(x)[0], x)
+        yield "cmaes", trace
+
+    monkeypatch.setattr(cal, "run_gradient", run_gradient)
+    monkeypatch.setattr(cal, "_searches", searches)
+    out = tmp_path / "r.json"
+    argv = ["--sites", "x", "--params", "16", "--kinds", "real", "--seeds", "3", "--steps", "2", "--recent", "0.2",
+            "--output", str(out)]  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        cal.main(argv)
+    first = json.loads(out.read_text())
+    assert {r["seed"] for r in first["rows"]} == {0} and gradient_runs == [1, 2]  # compiled, then run once
+    kill_at.clear()
+    cal.main([*argv, "--resume"])
+    result = json.loads(out.read_text())
+    assert gradient_runs == [1, 2]  # the resumed seeds took the gradient's rows from seed 0's
+    assert result["rows"][: len(first["rows"])] == first["rows"]
+    by_seed = {s: {r["method"]: r for r in result["rows"] if r["seed"] == s} for s in range(3)}
+    for s in (1, 2):
+        assert set(by_seed[s]) == set(by_seed[0])
+        for method in ("gradient", "gradient+recent"):
+            assert by_seed[s][method] == {**by_seed[0][method], "seed": s}
+    assert set(result["traces"]["x, real, 16 parameters"]) == {"gradient", "cmaes"}  # seed 0's, for the figure
+    assert not out.with_suffix(".tmp").exists()
 
 
 @pytest.mark.slow
