@@ -460,10 +460,12 @@ def plot(traces: dict, path: Path) -> None:
     keys = list(traces)
     fig, axes = plt.subplots(len(keys), 2, figsize=(11, 3.2 * len(keys)), squeeze=False)
     for (ax_n, ax_t), key in zip(axes, keys, strict=True):
-        for method, tr in traces[key].items():
-            best = np.minimum.accumulate(np.asarray(tr["losses"], float))
-            ax_n.plot(np.arange(1, best.size + 1), best, label=method)
-            ax_t.plot(tr["seconds"], best, label=method)
+        for i, method in enumerate(METHODS):  # one colour per method in every panel
+            if method not in traces[key]:
+                continue
+            best = np.minimum.accumulate(np.asarray(traces[key][method]["losses"], float))
+            ax_n.plot(np.arange(1, best.size + 1), best, label=method, color=f"C{i}")
+            ax_t.plot(traces[key][method]["seconds"], best, label=method, color=f"C{i}")
         ax_n.set(xscale="log", yscale="log", xlabel="model evaluations", ylabel="best training RMSE (m3 m-3)",
                  title=key)  # fmt: skip
         ax_t.set(xscale="log", yscale="log", xlabel="run seconds (compilation excluded)", title=key)
