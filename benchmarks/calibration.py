@@ -508,6 +508,7 @@ def main(argv=None) -> None:
         ap.error("--recent takes a fraction in (0, 1) and a single gradient start")
     if args.quick:
         args.sites, args.params, args.seeds, args.steps = ["bondville_1998"], [4], 1, 10
+    from dam.io_safety import write_text
     from dam.precision import enable_x64
 
     enable_x64()
@@ -532,9 +533,7 @@ def main(argv=None) -> None:
                     result = {"machine": machine_info(), "settings": _settings(vars(args)), "rows": rows,
                               "targets": targets(rows), "benchmark_seconds": time.perf_counter() - t0,
                               "traces": traces}  # fmt: skip
-                    tmp = out.with_suffix(".tmp")  # after each seed, whole: kept if killed, even while writing
-                    tmp.write_text(json.dumps(result, indent=1, default=float))
-                    tmp.replace(out)
+                    write_text(out, json.dumps(result, indent=1, default=float))  # after each seed: kept if killed
     plot(traces, out.with_suffix(".png"))
     _print_table(rows, targets(rows))
     print(f"wrote {out} and {out.with_suffix('.png')}")

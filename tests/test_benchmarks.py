@@ -293,6 +293,8 @@ def test_calibration_benchmark_resumes_after_the_last_finished_seed(tmp_path, mo
     """A run killed after its first seed keeps that seed's rows; --resume runs only the other seeds, reusing the real
     problem's gradient rows (the gradient is not run again, so every seed's searches get the same seconds). The model
     is replaced by a quadratic: this tests the bookkeeping, not the methods."""
+    from dam.io_safety import leftover_temporaries
+
     cal = _benchmark_module("calibration")
     times = pd.date_range("2000-01-01", periods=50, freq="D")
     z0 = np.zeros(16)
@@ -337,7 +339,7 @@ def test_calibration_benchmark_resumes_after_the_last_finished_seed(tmp_path, mo
         for method in ("gradient", "gradient+recent"):
             assert by_seed[s][method] == {**by_seed[0][method], "seed": s}
     assert set(result["traces"]["x, real, 16 parameters"]) == {"gradient", "cmaes"}  # seed 0's, for the figure
-    assert not out.with_suffix(".tmp").exists()
+    assert leftover_temporaries(tmp_path) == []  # the results file is written atomically
 
 
 @pytest.mark.slow
