@@ -415,3 +415,22 @@ def test_sensor_level_ceilings(tmp_path):
     assert r["level_mean_shift"]["sites_lower"] == 0 and r["subsets_tried"] == 129
     assert set(r["attributes"]["bondville_1998"]) == set(SL.ATTRIBUTES)
     assert "| net | 2 of 3 |" in SL.report(r)
+
+
+def test_identifiability_summary_counts_the_values_a_fit_cannot_pin_down():
+    """``benchmarks/identifiability.py``: per site, the median profile RMSE of each value over the seeds, the values
+    (median over seeds) below each threshold, and, with an L-BFGS fit, how many values it missed by more than the
+    examined error and how many of those had a profile RMSE below the fit it reached."""
+    sys.path.insert(0, str(BENCHMARKS))
+    summary = importlib.import_module("identifiability").summary
+    profiles = {0: [1e-3, 5e-5, 0.0], 1: [3e-3, 2e-4, 0.0]}  # seed -> profile RMSE of values a, b, c
+    errors = {0: [0.01, 0.3, 2.0], 1: [-0.2, 0.04, 0.1]}  # the fit's relative error of each value
+    rows = [{"site": "s", "seed": seed, "parameter": p, "relative_error": 0.05, "rmse_profile": profiles[seed][i],
+             "fit_rmse": 1e-4 * (1 + seed), "fit_relative_error": errors[seed][i]}
+            for seed in (0, 1) for i, p in enumerate("abc")]  # fmt: skip
+    out = summary(rows, thresholds=(1e-4, 1e-3))["s"]
+    assert out["median_profile_rmse"] == pytest.approx({"a": 2e-3, "b": 1.25e-4, "c": 0.0})
+    assert out["values_below"] == {"0.0001": 1.5, "0.001": 2.0} and out["values"] == 3
+    # missed: b and c of seed 0, a and c of seed 1; below the fit: b (5e-5 < 1e-4), c (0), c (0), not a (3e-3)
+    assert out["lbfgs"]["values_missed"] == 4 and out["lbfgs"]["missed_with_profile_below_fit"] == 3
+    assert out["lbfgs"]["largest_error"] == 2.0 and out["lbfgs"]["fit_rmse"] == {0: 1e-4, 1: 2e-4}
