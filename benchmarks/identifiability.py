@@ -105,8 +105,16 @@ def plot(rows: list[dict], path: Path, relative_error: float) -> None:
             ax.scatter([x[n] for n in g.parameter], np.maximum(g[col], floor), marker=marker, label=label,
                        facecolors="none" if marker == "o" else None, edgecolors="C0" if marker == "o" else None,
                        color=None if marker == "o" else "C3")  # fmt: skip
+        if "fit_rmse" in g:  # the fit L-BFGS reached, and the values it missed by more than the examined error
+            for seed, fit in g.groupby("seed")["fit_rmse"].first().items():
+                ax.axhline(fit, color="0.4", ls="--", lw=1, label=f"L-BFGS fit, seed {seed}")
+            missed = g[np.abs(g.fit_relative_error) > g.relative_error]
+            label = f"missed by L-BFGS (> {relative_error:.0%})"
+            ax.scatter([x[n] for n in missed.parameter], np.maximum(missed.rmse_profile, floor), s=120,
+                       facecolors="none", edgecolors="k", label=label)  # fmt: skip
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
-        title = f"{site}: a {relative_error:.0%} error in one value, at the synthetic truths (all seeds)"
+        truths = g.seed.nunique()
+        title = f"{site}: a {relative_error:.0%} error in one value, at {truths} synthetic truth{'s' * (truths > 1)}"
         ax.set(yscale="log", ylabel="RMSE of the readings (m3 m-3; 0 at 1e-9)", title=title)
         ax.legend(fontsize=8)
     fig.tight_layout()
