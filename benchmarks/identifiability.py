@@ -112,7 +112,7 @@ def plot(rows: list[dict], path: Path, relative_error: float) -> None:
             label = f"missed by L-BFGS (> {relative_error:.0%})"
             ax.scatter([x[n] for n in missed.parameter], np.maximum(missed.rmse_profile, floor), s=120,
                        facecolors="none", edgecolors="k", label=label)  # fmt: skip
-        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", rotation_mode="anchor", fontsize=8)
         truths = g.seed.nunique()
         title = f"{site}: a {relative_error:.0%} error in one value, at {truths} synthetic truth{'s' * (truths > 1)}"
         ax.set(yscale="log", ylabel="RMSE of the readings (m3 m-3; 0 at 1e-9)", title=title)
