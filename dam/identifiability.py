@@ -79,6 +79,8 @@ def identifiability(
     Both RMSEs are linear in the error: they hold for errors small enough that the readings change linearly
     (a few percent), and through freezing they use the model's gradient of freezing (docs/gradients.md).
     """
+    if not relative_error > 0:
+        raise ValueError(f"relative_error must be positive (0.05: 5 %), got {relative_error}")
     specs = make_specs(specs)
     params = setup.params if params is None else params
     target = prepare_observations(setup, observations, start=start, end=end, variable=variable, sensors=sensors,

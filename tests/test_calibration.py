@@ -174,8 +174,8 @@ def test_lbfgs_recovers_the_truth_in_few_steps(synthetic):
 def test_identifiability_sees_what_the_readings_depend_on(synthetic):
     """``identifiability`` at the truth: a value's RMSE alone equals a rerun's with that value off (finite
     difference), PSISAT below the top layer has none (in June it acts only through frozen soil), SMCMAX's shows
-    through the refitted others, refitting never shows more than the value alone, and a value that is not positive
-    is refused before anything compiles."""
+    through the refitted others, refitting never shows more than the value alone, and an error or a value that is
+    not positive is refused before anything compiles."""
     setup, truth, obs = synthetic
     specs = make_specs(["soil.smcmax", "soil.dksat", "soil.bexp", {"name": "soil.psisat", "per_layer": True}])
     params = apply_parameters(setup.params, SPECS, truth)
@@ -191,6 +191,8 @@ def test_identifiability_sees_what_the_readings_depend_on(synthetic):
     smcmax = table.loc["soil.smcmax"]  # identifiable (module docs): the others hide less than 95 % of its error
     assert smcmax.rmse_profile > 0.05 * smcmax.rmse_alone > 1e-6
     assert (table.rmse_profile <= table.rmse_alone * (1 + 1e-9)).all()
+    with pytest.raises(ValueError, match="relative_error"):
+        identifiability(setup, specs, params, obs, relative_error=0.0)
     with pytest.raises(ValueError, match="soil.bexp"):
         identifiability(setup, ["soil.bexp"], apply_parameters(params, make_specs(["soil.bexp"]), {"soil.bexp": 0.0}),
                         obs)  # fmt: skip
