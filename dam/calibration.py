@@ -68,6 +68,7 @@ __all__ = [
     "evaluate",
     "latin_hypercube_search",
     "prepare_observations",
+    "run_to_window_end",
     "search_objective",
     "sees_liquid",
 ]
@@ -149,6 +150,14 @@ def prepare_observations(
             f"window {setup.times[i0]} .. {setup.times[i1 - 1]}: choose a window with observations"
         )
     return target
+
+
+def run_to_window_end(setup: StationSetup, target: ObservationTarget, start, end) -> tuple[Any, ObservationTarget]:
+    """(forcing, target) of a forward run from ``setup.state0`` that stops at the end of the scored window (no step
+    after it can change a score)."""
+    _, i1 = _window(setup.times, start, end)
+    forcing = setup.forcing if i1 == len(setup.times) else jax.tree_util.tree_map(lambda x: x[:i1], setup.forcing)
+    return forcing, eqx.tree_at(lambda t: t.segment, target, target.segment[:i1])
 
 
 def _problem(setup, observations, specs, loss, start, end, truncation_steps, checkpoint_every, **target_kw):
@@ -392,10 +401,8 @@ def search_objective(
     loss = loss or PhysicsLoss(data="rmse")
     target = prepare_observations(setup, observations, start=start, end=end, variable=variable, sensors=sensors,
                                   skip_unreliable=skip_unreliable)  # fmt: skip
-    _, i1 = _window(setup.times, start, end)
     z0 = initial_latent(setup.params, specs)
-    frc = setup.forcing if i1 == len(setup.times) else jax.tree_util.tree_map(lambda x: x[:i1], setup.forcing)
-    target = eqx.tree_at(lambda t: t.segment, target, target.segment[:i1])
+    frc, target = run_to_window_end(setup, target, start, end)
 
     def objective(vec: jax.Array) -> jax.Array:
         params = apply_parameters(setup.params, specs, latent_to_values(latent_from_vector(vec, z0, specs), specs))

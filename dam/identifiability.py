@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from .calibration import SpecLike, _window, prepare_observations
+from .calibration import SpecLike, prepare_observations, run_to_window_end
 from .coupling.calibration import apply_parameters, current_values, forward_moisture, make_specs
 from .physics.station import StationParams
 from .site_run import StationSetup
@@ -38,9 +38,11 @@ def _jacobian(log_values, specs, sizes, params, state0, forcing, grid, options, 
                   for s, v in zip(specs, jnp.split(u, np.cumsum(sizes)[:-1]), strict=True)}  # fmt: skip
         smc = forward_moisture(state0, forcing, apply_parameters(params, specs, values), grid, options,
                                target.moisture)  # fmt: skip
-        return target.model_at_obs(smc)
+        out = target.model_at_obs(smc)
+        return out, out
 
-    return readings(log_values), jax.jacfwd(readings)(log_values)
+    jac, pred = jax.jacfwd(readings, has_aux=True)(log_values)  # the readings come with their tangents: one run
+    return pred, jac
 
 
 def identifiability(
@@ -85,9 +87,7 @@ def identifiability(
     params = setup.params if params is None else params
     target = prepare_observations(setup, observations, start=start, end=end, variable=variable, sensors=sensors,
                                   skip_unreliable=skip_unreliable)  # fmt: skip
-    _, i1 = _window(setup.times, start, end)
-    forcing = jax.tree_util.tree_map(lambda x: x[:i1], setup.forcing)
-    target = eqx.tree_at(lambda t: t.segment, target, target.segment[:i1])
+    forcing, target = run_to_window_end(setup, target, start, end)
     values = current_values(params, specs)
     names = [f"{s.name}[{k}]" if s.per_layer else s.name for s in specs for k in range(np.size(values[s.name]))]
     value = np.concatenate([np.ravel(values[s.name]) for s in specs])
