@@ -364,6 +364,26 @@ def test_cores_benchmark_splits_the_same_columns_over_pinned_processes(tmp_path)
     assert set(result["target"]["measured"]) == {"native"} and out.with_suffix(".png").exists()
 
 
+@pytest.mark.slow
+def test_pow_ceiling_benchmark_rows(tmp_path):
+    """``benchmarks/pow_ceiling.py`` on a tiny workload: the model as it is, the exp-log pow (close to it, not
+    equal) and the free pow, each in a process pinned to one core, with the pow cost the target would allow."""
+    out = tmp_path / "pow.json"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    cmd = [sys.executable, str(BENCHMARKS / "pow_ceiling.py"), "--columns", "16", "--steps", "4", "--repeats", "1"]
+    proc = subprocess.run([*cmd, "--output", str(out)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert list(rows) == ["libm", "exp_log", "free"] and rows["libm"]["x_libm"] == 1.0
+    assert all(_positive(r["seconds"]) and _positive(r["column_steps_per_s"]) for r in rows.values())
+    assert rows["libm"]["final_smc_max_abs_diff"] == 0.0
+    assert rows["exp_log"]["final_smc_max_abs_diff"] < 1e-10  # another pow, not another model
+    assert rows["free"]["final_smc_max_abs_diff"] > 1e-6
+    assert all(_positive(t) for t in result["element_seconds"].values()) and len(result["machine"]["affinity"]) == 1
+    assert _positive(result["target"]["speedup_needed"]) and math.isfinite(result["target"]["pow_seconds_allowed"])
+
+
 @pytest.mark.slow  # compiles the soil column's forward and three gradients (about a minute on 2 cores)
 def test_gradient_cost_benchmark_rows(tmp_path):
     """``benchmarks/gradient_cost.py`` on a tiny workload: the forward and the three rematerialisation settings,
