@@ -2,7 +2,9 @@
 
 The value and gradient (parameters and initial state) of a scalar of the final state, with every intermediate
 stored (``checkpoint_every=None``), with per-step checkpoints (1) and with segments (8), over the forward alone:
-whether recomputation is what keeps the gradient above 3x the forward (issue 17). Also XLA's temporaries.
+whether recomputation is what keeps the gradient above 3x the forward (issue 17). Also XLA's temporaries. These
+rows differentiate the step itself (``derivative_pow="libm"``); the ``_twin`` rows take the derivatives from its
+``exp(y log x)`` twin (the default, :mod:`dam.physics.tangents`).
 
 Then the parts of one step (thermal properties, heat conduction, heat with phase change, the water step, the whole
 step), each compiled alone: its value and gradient over its forward, with nothing rematerialised around it. With
@@ -27,24 +29,32 @@ from _common import best_time, machine_info, make_columns
 from dam import physics
 
 jax.config.update("jax_enable_x64", True)
-SETTINGS = {"stored": None, "per_step": 1, "segments_8": 8}
+# row name: (checkpoint_every, derivative_pow)
+SETTINGS = {
+    "stored": (None, "libm"),
+    "per_step": (1, "libm"),
+    "segments_8": (8, "libm"),
+    "per_step_twin": (1, "exp_log"),
+    "segments_8_twin": (8, "exp_log"),
+}
 
 
 def measure(n_columns: int, n_steps: int, dtype: str) -> list[dict]:
     """One row per function: seconds, ratio to the forward and XLA temporaries (MiB)."""
     params, state, forcing, grid = make_columns(n_columns, n_steps, getattr(jnp, dtype))
-    options = physics.SoilOptions(dt_s=1800.0)
 
-    def final(p, s, f, every=None):
+    def final(p, s, f, every=None, derivative="libm"):
+        options = physics.SoilOptions(dt_s=1800.0, derivative_pow=derivative)
         return physics.run(s, f, p, grid, options, observe=None, finite_check=False, checkpoint_every=every)[0]
 
-    def loss(p, s, f, every):
-        out = final(p, s, f, every)
+    def loss(p, s, f, every, derivative):
+        out = final(p, s, f, every, derivative)
         return jnp.sum(out.smc) + 1e-3 * jnp.sum(out.t)
 
     functions = {"forward": final}
-    for name, every in SETTINGS.items():
-        functions[f"gradient_{name}"] = lambda p, s, f, e=every: jax.value_and_grad(loss, (0, 1))(p, s, f, e)
+    for name, (every, derivative) in SETTINGS.items():
+        grad = jax.value_and_grad(loss, (0, 1))
+        functions[f"gradient_{name}"] = lambda p, s, f, e=every, d=derivative: grad(p, s, f, e, d)
     rows, forward_s = [], None
     for name, fn in functions.items():
         compiled = jax.jit(fn).lower(params, state, forcing).compile()
@@ -68,7 +78,7 @@ def measure_parts(n_columns: int, dtype: str) -> list[dict]:
 
     params, state, forcing, grid = make_columns(n_columns, 1, getattr(jnp, dtype))
     f0 = jax.tree_util.tree_map(lambda x: x[0], forcing)
-    options = physics.SoilOptions(dt_s=1800.0)
+    options = physics.SoilOptions(dt_s=1800.0, derivative_pow="libm")
     g, c = grid.astype(getattr(jnp, dtype)), options.const
 
     def properties(s, p):
@@ -84,6 +94,7 @@ def measure_parts(n_columns: int, dtype: str) -> list[dict]:
         "heat with phase change": lambda s, p: soil_heat(s, f0.ghf_wm2, p, g, options)[0],
         "water (3 or 6 sub-steps)": lambda s, p: soil_water(s.smc, s.sh2o, f0, p, g, options)[:2],
         "whole step": lambda s, p: soil_step(s, f0, p, g, options)[0],
+        "whole step, exp_log twin": lambda s, p: soil_step(s, f0, p, g, physics.SoilOptions(dt_s=1800.0))[0],
     }
     rows = []
     for name, fn in parts.items():

@@ -10,6 +10,7 @@ while heat, phase change, sub-stepping and water bookkeeping stay physical.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -25,6 +26,7 @@ from .phase_change import phase_change
 from .soil_temperature import heat_diffusion
 from .soil_thermal_properties import soil_thermal_properties
 from .soil_water import RICHARDS, AbstractTransport, soil_water
+from .tangents import differentiated_as
 from .types import (
     LAYER_PARAMS,
     HeatDiagnostics,
@@ -82,8 +84,25 @@ def soil_step(
 
     Works on one column or on any leading batch shape (state and forcing (..., N) / (...,); parameters
     broadcast against them; the grid is shared). ``transport`` moves the water within each water sub-step
-    (default Noah-MP's Richards solver; see :class:`~dam.physics.soil_water.AbstractTransport`).
+    (default Noah-MP's Richards solver; see :class:`~dam.physics.soil_water.AbstractTransport`). Derivatives are
+    those of the step with ``options.derivative_pow`` (:mod:`dam.physics.tangents`).
     """
+    twin = options.derivative_options
+    if twin is None:
+        return _soil_step(state, forcing, params, grid, transport, options=options)
+    f, g = partial(_soil_step, options=options), partial(_soil_step, options=twin)
+    return differentiated_as(f, g, state, forcing, params, grid, transport)
+
+
+def _soil_step(
+    state: SoilState,
+    forcing: SoilForcing,
+    params: SoilParams,
+    grid: SoilGrid,
+    transport: AbstractTransport,
+    *,
+    options: SoilOptions,
+) -> tuple[SoilState, SoilFluxes]:
     grid = grid.astype(state.t.dtype)
     heated, heat, _ = soil_heat(state, forcing.ghf_wm2, params, grid, options)
     smc, sh2o, wf = soil_water(heated.smc, heated.sh2o, forcing, params, grid, options, transport)
@@ -119,14 +138,17 @@ def check_finite_forcing(forcing: SoilForcing) -> SoilForcing:
     return eqx.error_if(forcing, bad, "forcing is non-finite (NaN or inf): check the input series")
 
 
-def scan_checkpointed(step: Callable, state0: Any, xs: Any, checkpoint_every: int | None = None) -> tuple[Any, Any]:
+def scan_checkpointed(
+    step: Callable, state0: Any, xs: Any, checkpoint_every: int | None = None, keep_loop_carries: bool = True
+) -> tuple[Any, Any]:
     """``lax.scan(step, state0, xs)``; with ``checkpoint_every``, steps are grouped in segments of that length,
     each rematerialised in the backward pass (``jax.checkpoint``), so reverse-mode memory grows with
     T / checkpoint_every + checkpoint_every steps instead of T. Shared by the soil-column and station runners.
 
-    With ``checkpoint_every=1`` each step also keeps its inner loops' carries (:mod:`dam.physics._remat`): memory
-    is then T states and T x (water sub-steps) sub-step carries. Segments keep nothing else, which would grow
-    with T and undo their purpose."""
+    With ``checkpoint_every=1`` and ``keep_loop_carries`` each step also keeps its inner loops' carries
+    (:mod:`dam.physics._remat`): memory is then T states and T x (water sub-steps) sub-step carries. Segments keep
+    nothing else, which would grow with T and undo their purpose. A step differentiated through a twin
+    (:mod:`dam.physics.tangents`) keeps none: the forward pass would have to run the twin's loops to keep them."""
     n_steps = jax.tree_util.tree_leaves(xs)[0].shape[0]
     if not checkpoint_every or checkpoint_every >= n_steps:
         return lax.scan(step, state0, xs)
@@ -134,7 +156,7 @@ def scan_checkpointed(step: Callable, state0: Any, xs: Any, checkpoint_every: in
     n_seg, rest = divmod(n_steps, seg)
     head = jax.tree_util.tree_map(lambda x: x[: n_seg * seg].reshape(n_seg, seg, *x.shape[1:]), xs)
 
-    @partial(jax.checkpoint, policy=STEP_REMAT_POLICY if seg == 1 else None)
+    @partial(jax.checkpoint, policy=STEP_REMAT_POLICY if seg == 1 and keep_loop_carries else None)
     def segment(state, part):
         return lax.scan(step, state, part)
 
@@ -191,6 +213,7 @@ def run(
             transport=transport, observe=observe, checkpoint_every=checkpoint_every, finite_check=finite_check,
         )  # fmt: skip
     observe = observe or (lambda s, f: None)
+    options = options.for_run(math.prod(state0.t.shape[:-1]), checkpoint_every)
 
     def step(state, xs):
         frc, i = xs
@@ -201,7 +224,8 @@ def run(
             new = guard_soil(new, params, i)
         return new, observe(new, fluxes)
 
-    return scan_checkpointed(step, state0, (forcing, step_numbers(forcing)), checkpoint_every)
+    keep = options.derivative_options is None
+    return scan_checkpointed(step, state0, (forcing, step_numbers(forcing)), checkpoint_every, keep)
 
 
 def _run_in_chunks(

@@ -69,6 +69,7 @@ class Constants:
     koren_min_liquid: float  # Koren99 minimum liquid content, m3 m-3
     soil_imp_para: float = 4.0  # frozen impermeable-fraction parameter (SoilImpPara)
     exp_m_soil_imp: float = math.exp(-4.0)  # exp(-SoilImpPara), glibc as in the Fortran
+    exp_log_pow: bool = False  # x ** y as exp(y log x), not libm's pow (SoilOptions.pow)
     cvfrz: float = 3.0  # Schaake frozen reduction parameter (CVFRZ)
     koren_ck: float = 8.0
     koren_bmax: float = 5.5
@@ -109,8 +110,9 @@ _EXACT = dict(
 )
 
 
-def constants(flavour: LiteralFlavour = "f64") -> Constants:
-    """Return the constants of a Fortran build flavour (see module docstring)."""
+def constants(flavour: LiteralFlavour = "f64", exp_log_pow: bool = False) -> Constants:
+    """Return the constants of a Fortran build flavour (see module docstring), with ``x ** y`` evaluated as
+    ``exp(y log x)`` if ``exp_log_pow``."""
     if flavour == "f64":
         lits = dict(_LITERALS, frzx_ratio=0.412 / 0.468)
     elif flavour == "f32_widened":
@@ -118,4 +120,4 @@ def constants(flavour: LiteralFlavour = "f64") -> Constants:
         lits["frzx_ratio"] = float(np.float32(0.412) / np.float32(0.468))
     else:
         raise ValueError(f"literal flavour must be 'f64' or 'f32_widened', got {flavour!r}")
-    return Constants(**lits, **_EXACT)
+    return Constants(**lits, **_EXACT, exp_log_pow=exp_log_pow)

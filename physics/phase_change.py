@@ -30,7 +30,7 @@ def supercooled_niu06(t: jax.Array, params: SoilParams, const: Constants) -> jax
     below = t < c.tfrz
     ts = safe_where(below, t, c.tfrz - 1.0)
     psi_frz = div(c.lf * (c.tfrz - ts), c.grav * ts)
-    limit = params.smcmax * power(div(psi_frz, params.psisat), div(-1.0, params.bexp))
+    limit = params.smcmax * power(div(psi_frz, params.psisat), div(-1.0, params.bexp), c.exp_log_pow)
     return jnp.where(below, limit, 0.0)
 
 
@@ -60,7 +60,8 @@ def supercooled_koren99(
         liq = smc - x
         liq_ok = liq > 0.0
         liq = safe_where(liq_ok, liq, 1.0)
-        df = jnp.log(div(params.psisat * c.grav, c.lf) * (a * a) * power(div(params.smcmax, liq), bk)) - log_t
+        suction = power(div(params.smcmax, liq), bk, c.exp_log_pow)
+        df = jnp.log(div(params.psisat * c.grav, c.lf) * (a * a) * suction) - log_t
         den = div(2.0 * ck, a) + div(bk, liq)
         xn = clip(x - div(df, den))
         active = conv == 0
@@ -69,7 +70,8 @@ def supercooled_koren99(
 
     x0 = clip(smc - sh2o)
     x, conv = lax.fori_loop(0, c.koren_iterations, body, (x0, jnp.zeros(x0.shape, jnp.int32)))
-    fk = power(div(c.lf, c.grav * (-params.psisat)) * div(ts - c.tfrz, ts), div(-1.0, bk)) * params.smcmax
+    fk = power(div(c.lf, c.grav * (-params.psisat)) * div(ts - c.tfrz, ts), div(-1.0, bk), c.exp_log_pow)
+    fk = fk * params.smcmax
     fallback = jnp.minimum(jnp.maximum(fk, c.koren_min_liquid), smc)
     limit = jnp.where(conv == 0, fallback, smc - x)
     return jnp.where(freezing, limit, smc)

@@ -14,7 +14,8 @@ from .types import SoilParams
 def _powers(moisture: jax.Array, params: SoilParams, const: Constants) -> tuple[jax.Array, jax.Array]:
     """s^(b+2) and s^(2b+3) with s = max(0.01, moisture / smcmax)."""
     s = jnp.maximum(const.min_saturation, div(moisture, params.smcmax))
-    return power(s, params.bexp + 2.0), power(s, 2.0 * params.bexp + 3.0)
+    fast = const.exp_log_pow
+    return power(s, params.bexp + 2.0, fast), power(s, 2.0 * params.bexp + 3.0, fast)
 
 
 def hydraulics_total_moisture(
@@ -38,7 +39,8 @@ def hydraulics_liquid_moisture(
     diffusivity = params.dwsat * pow_d
     ice_max = ice_max[..., None]
     weight = div(1.0, 1.0 + pow_libm(500.0 * ice_max, 3.0))
-    blended = weight * diffusivity + (1.0 - weight) * params.dwsat * power(s1, params.bexp + 2.0)
+    dry = params.dwsat * power(s1, params.bexp + 2.0, const.exp_log_pow)
+    blended = weight * diffusivity + (1.0 - weight) * dry
     diffusivity = jnp.where(ice_max > 0.0, blended, diffusivity)
     conductivity = params.dksat * pow_k
     return diffusivity, conductivity
@@ -47,7 +49,7 @@ def hydraulics_liquid_moisture(
 def conductivity_liquid_top(sh2o_1: jax.Array, params: SoilParams, const: Constants) -> jax.Array:
     """Layer-1 conductivity of OPT_INF=2 (m s-1), used by the Schaake infiltration whatever OPT_INF is."""
     s = jnp.maximum(const.min_saturation, div(sh2o_1, params.smcmax[..., 0]))
-    return params.dksat[..., 0] * power(s, 2.0 * params.bexp[..., 0] + 3.0)
+    return params.dksat[..., 0] * power(s, 2.0 * params.bexp[..., 0] + 3.0, const.exp_log_pow)
 
 
 def impermeable_fraction(ice: jax.Array, params: SoilParams, const: Constants) -> jax.Array:

@@ -23,11 +23,12 @@ def soil_heat_capacity_conductivity(
     heat_capacity = heat_capacity + ice * c.c_ice
 
     sat = div(smc, smcmax)
-    k_solids = power(c.k_quartz, params.quartz) * power(c.k_other, 1.0 - params.quartz)
+    fast = c.exp_log_pow
+    k_solids = power(c.k_quartz, params.quartz, fast) * power(c.k_other, 1.0 - params.quartz, fast)
     wet = smc > 0.0
     liquid_frac = jnp.where(wet, div(sh2o, safe_where(wet, smc, 1.0)), 1.0)
     xu = liquid_frac * smcmax
-    k_sat = power(k_solids, 1.0 - smcmax) * power(c.k_ice, smcmax - xu) * power(c.k_water, xu)
+    k_sat = power(k_solids, 1.0 - smcmax, fast) * power(c.k_ice, smcmax - xu, fast) * power(c.k_water, xu, fast)
     gamma_dry = (1.0 - smcmax) * c.rho_solid
     k_dry = div(c.kdry_a * gamma_dry + c.kdry_b, c.rho_solid - c.kdry_c * gamma_dry)
     frozen = (sh2o + c.kersten_frozen) < smc

@@ -15,7 +15,10 @@ physical.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import equinox as eqx
@@ -44,6 +47,7 @@ from .shapes import PerColumn
 from .snow_types import SnowpackOptions, SnowpackParams, SnowState, layer_mask
 from .soil_water import RICHARDS, AbstractTransport, soil_water
 from .stomata import ball_berry_canopy
+from .tangents import differentiated_as
 from .transpiration import RootParams, TranspirationOptions, soil_water_transpiration
 from .types import SoilGrid, SoilOptions, SoilParams, SoilState
 from .water_main import ground_water
@@ -120,6 +124,13 @@ class StationOptions(eqx.Module):
         """The time step, s (its one home is :attr:`SoilOptions.dt_s`)."""
         return self.soil.dt_s
 
+    @property
+    def derivative_options(self) -> StationOptions | None:
+        """The options of the step whose derivatives stand for this one's (:attr:`SoilOptions.derivative_options`),
+        or None where the step is differentiated itself."""
+        twin = self.soil.derivative_options
+        return None if twin is None else dataclasses.replace(self, soil=twin)
+
 
 class StationFluxes(eqx.Module):
     """Diagnostics of one step (grid means; W m-2 with SH, LH, net LW + up and G + down; water in mm s-1
@@ -170,7 +181,26 @@ def station_step(
     transport: AbstractTransport = RICHARDS,
     stomata: Callable = ball_berry_canopy,
 ) -> tuple[StationState, StationFluxes]:
-    """Advance the station column(s) by one step of ``options.dt_s`` seconds (any leading batch shape)."""
+    """Advance the station column(s) by one step of ``options.dt_s`` seconds (any leading batch shape).
+
+    Derivatives are those of the step with ``options.soil.derivative_pow`` (:mod:`dam.physics.tangents`)."""
+    twin = options.derivative_options
+    if twin is None:
+        return _station_step(state, forcing, params, grid, transport, stomata, options=options)
+    f, g = partial(_station_step, options=options), partial(_station_step, options=twin)
+    return differentiated_as(f, g, state, forcing, params, grid, transport, stomata)
+
+
+def _station_step(
+    state: StationState,
+    forcing: StationForcing,
+    params: StationParams,
+    grid: SoilGrid,
+    transport: AbstractTransport,
+    stomata: Callable,
+    *,
+    options: StationOptions,
+) -> tuple[StationState, StationFluxes]:
     dt = options.dt_s
     grid = grid.astype(state.soil.t.dtype)
     tfrz = options.soil.const.tfrz
@@ -293,6 +323,8 @@ def run_station(
     physical bounds or becomes non-finite (:mod:`dam.physics.guards`).
     """
     observe = observe or (lambda s, fl: None)
+    soil = options.soil.for_run(math.prod(state0.soil.t.shape[:-1]), checkpoint_every)
+    options = dataclasses.replace(options, soil=soil)
 
     def step(state, xs):
         frc, i = xs
@@ -301,4 +333,5 @@ def run_station(
             new = guard_station(new, params, i)
         return new, observe(new, fluxes)
 
-    return scan_checkpointed(step, state0, (forcing, step_numbers(forcing)), checkpoint_every)
+    keep = options.derivative_options is None
+    return scan_checkpointed(step, state0, (forcing, step_numbers(forcing)), checkpoint_every, keep)
