@@ -62,8 +62,8 @@ class SoilOptions(eqx.Module):
     ``"exp_log"`` a step's values come from ``pow`` and its derivatives from the same step evaluated with
     ``exp(y log x)`` at the same point (:func:`~dam.physics.tangents.differentiated_as`; float64 gradients within
     about 1e-13 of the step's own); ``"libm"`` differentiates the step itself; ``"auto"`` (default) lets the runners
-    take the twin where it was measured faster: per-step checkpoints (``checkpoint_every=1``, the default of
-    calibration and training) and at least :data:`TWIN_MIN_COLUMNS` columns (:meth:`for_run`).
+    take the twin where it was measured faster: on CPU with per-step checkpoints (``checkpoint_every=1``, the default
+    of calibration and training) and at least :data:`TWIN_MIN_COLUMNS` columns (:meth:`for_run`).
     """
 
     dt_s: float = eqx.field(static=True, default=1800.0)
@@ -106,12 +106,13 @@ class SoilOptions(eqx.Module):
 
     def for_run(self, n_columns: int, checkpoint_every: int | None) -> SoilOptions:
         """These options with ``derivative_pow="auto"`` decided for a run of ``n_columns`` columns: the
-        ``exp(y log x)`` twin with per-step checkpoints and at least :data:`TWIN_MIN_COLUMNS` columns. Elsewhere it
-        was measured slower (the forward pass or a segment's recomputation evaluates both, and one to a hundred
-        columns gain nothing from vectorised ``exp`` and ``log``)."""
+        ``exp(y log x)`` twin on CPU with per-step checkpoints and at least :data:`TWIN_MIN_COLUMNS` columns.
+        Elsewhere it was measured slower (the forward pass or a segment's recomputation evaluates both, and one to a
+        hundred columns gain nothing from vectorised ``exp`` and ``log``) or not measured (accelerators, whose
+        ``pow`` is vectorised already)."""
         if self.derivative_pow != "auto":
             return self
-        twin = checkpoint_every == 1 and n_columns >= TWIN_MIN_COLUMNS
+        twin = checkpoint_every == 1 and n_columns >= TWIN_MIN_COLUMNS and jax.default_backend() == "cpu"
         return dataclasses.replace(self, derivative_pow="exp_log" if twin else self.pow)
 
 

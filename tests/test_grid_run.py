@@ -107,6 +107,17 @@ def test_bad_config_is_named(tmp_path):
             GridRunConfig.from_yaml(path)
 
 
+def test_exp_log_pow_is_an_option_and_another_run(grid_files, grid_config):
+    """``options: {pow: exp_log}`` reaches the physics and is another run; runs started before the option existed
+    (libm's pow, the default) keep their fingerprint, so they still resume."""
+    root, _ = grid_files
+    exact = grid_config(root, "pow_libm")
+    fast = grid_config(root, "pow_libm", options={"pow": "exp_log"})
+    assert exact.options.build(1800.0).pow == "libm" and fast.options.build(1800.0).pow == "exp_log"
+    assert "pow" not in exact._identity()["options"] and fast._identity()["options"]["pow"] == "exp_log"
+    assert fast.fingerprint() != exact.fingerprint()
+
+
 def test_store_of_another_run_is_refused_naming_both(grid_files, grid_config):
     """Issue 16 item 2: a second configuration writing the same output silently overwrote a finished run."""
     root, _ = grid_files

@@ -52,8 +52,11 @@ def test_options_check_and_decide_where_the_twin_runs():
         SoilOptions(derivative_pow="vector")
     auto = SoilOptions()
     assert auto.pow == "libm" and auto.derivative_pow == "auto" and auto.derivative_options is None
-    assert auto.for_run(TWIN_MIN_COLUMNS, 1).derivative_pow == "exp_log"
-    assert auto.for_run(TWIN_MIN_COLUMNS, 1).derivative_options.const.exp_log_pow
+    if jax.default_backend() == "cpu":  # measured faster there; accelerators keep the step's own
+        assert auto.for_run(TWIN_MIN_COLUMNS, 1).derivative_pow == "exp_log"
+        assert auto.for_run(TWIN_MIN_COLUMNS, 1).derivative_options.const.exp_log_pow
+    else:
+        assert auto.for_run(TWIN_MIN_COLUMNS, 1).derivative_options is None
     assert auto.for_run(TWIN_MIN_COLUMNS - 1, 1).derivative_pow == "libm"  # few columns: the step itself
     assert auto.for_run(10 * TWIN_MIN_COLUMNS, 8).derivative_pow == "libm"  # segments recompute both
     assert auto.for_run(10 * TWIN_MIN_COLUMNS, None).derivative_options is None
