@@ -84,9 +84,9 @@ def soil_step(
 
     Works on one column or on any leading batch shape (state and forcing (..., N) / (...,); parameters
     broadcast against them; the grid is shared). ``transport`` moves the water within each water sub-step
-    (default Noah-MP's Richards solver; see :class:`~dam.physics.soil_water.AbstractTransport`). Derivatives are
-    those of the step with ``options.derivative_pow`` (:mod:`dam.physics.tangents`).
-    """
+    (default Noah-MP's Richards solver; see :class:`~dam.physics.soil_water.AbstractTransport`). With
+    ``options.derivative_pow="exp_log"`` its derivatives are those of its ``exp(y log x)`` twin
+    (:mod:`dam.physics.tangents`; :func:`run` decides ``"auto"``)."""
     twin = options.derivative_options
     if twin is None:
         return _soil_step(state, forcing, params, grid, transport, options=options)

@@ -183,7 +183,8 @@ def station_step(
 ) -> tuple[StationState, StationFluxes]:
     """Advance the station column(s) by one step of ``options.dt_s`` seconds (any leading batch shape).
 
-    Derivatives are those of the step with ``options.soil.derivative_pow`` (:mod:`dam.physics.tangents`)."""
+    With ``options.soil.derivative_pow="exp_log"`` its derivatives are those of its ``exp(y log x)`` twin
+    (:mod:`dam.physics.tangents`; :func:`run_station` decides ``"auto"``)."""
     twin = options.derivative_options
     if twin is None:
         return _station_step(state, forcing, params, grid, transport, stomata, options=options)

@@ -33,5 +33,5 @@ def _differentiated_as(*args: Any, f: Callable, g: Callable) -> Any:
 
 @_differentiated_as.def_jvp
 def _differentiated_as_jvp(primals, tangents, *, f, g):
-    _, t_out = eqx.filter_jvp(lambda *a: g(*a), primals, tangents)
+    _, t_out = eqx.filter_jvp(g, primals, tangents)
     return f(*primals), t_out
