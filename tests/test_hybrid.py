@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from soil_forcing import synthetic_soil_forcing
 
 from dam.coupling.hybrid import NeuralWaterTransport, physics_water_samples
 from dam.hybrid_training import pretrain_to_physics, train_hybrid
@@ -38,20 +39,6 @@ def _wild(net: NeuralWaterTransport, key, scale: float = 3.0) -> NeuralWaterTran
     return eqx.combine(jax.tree_util.tree_unflatten(tree, new), net)
 
 
-def _synthetic_forcing(n_steps: int, n_cols: int, n_layers: int, seed: int = 0) -> SoilForcing:
-    """Rain bursts up to 100 mm/h, evaporation and transpiration up to 1 mm/h, ground heat flux +-100 W m-2."""
-    rng = np.random.default_rng(seed)
-    rain = np.where(rng.random((n_steps, n_cols)) < 0.1, rng.random((n_steps, n_cols)) * 100.0 / 3.6e6, 0.0)
-    return SoilForcing(
-        ghf_wm2=jnp.asarray(rng.normal(0.0, 100.0, (n_steps, n_cols))),
-        qinsurf_mps=jnp.asarray(rain),
-        evap_mps=jnp.asarray(rng.random((n_steps, n_cols)) * 1.0 / 3.6e6),
-        etran_mps=jnp.asarray(rng.random((n_steps, n_cols, n_layers)) * 0.25 / 3.6e6),
-        frozen_ground=jnp.zeros((n_steps, n_cols)),
-        frz_top_ice_flux_mmps=jnp.zeros((n_steps, n_cols)),
-    )
-
-
 class PerColumn(AbstractTransport):
     """One network per column: stacked weights, the sub-step vmapped over the column axis."""
 
@@ -76,7 +63,7 @@ def test_conservation_and_bounds_with_random_weights(bondville):
     rng = np.random.default_rng(0)
     smc0 = jnp.asarray(rng.uniform(0.05, 0.45, (n_cols, n)))
     state0 = SoilState(t=jnp.full((n_cols, n), 285.0), smc=smc0, sh2o=smc0)
-    forcing = _synthetic_forcing(n_steps, n_cols, n)
+    forcing = synthetic_soil_forcing(n_steps, n_cols, n)
     params, grid, options = s.params.soil, s.grid, s.options.soil
     _, (states, fluxes) = _run_column(state0, forcing, params, grid, options, transport=transport)
 
@@ -120,7 +107,7 @@ def test_substep_conserves_and_richards_is_the_default(bondville):
     ) * 600.0
     np.testing.assert_allclose(stored, budget, rtol=0, atol=1e-15)
     assert (np.asarray(drain) >= 0).all()
-    forcing = jax.tree_util.tree_map(lambda x: jnp.asarray(x[:48, 0]), _synthetic_forcing(48, 1, 4, seed=6))
+    forcing = jax.tree_util.tree_map(lambda x: jnp.asarray(x[:48, 0]), synthetic_soil_forcing(48, 1, 4, seed=6))
     state0 = SoilState(t=jnp.full(4, 288.0), smc=sh2o[0], sh2o=sh2o[0])
     a = _run_column(state0, forcing, params, grid, options)
     b = _run_column(state0, forcing, params, grid, options, transport=Richards())
@@ -152,7 +139,7 @@ def test_gradients_through_150_steps_match_finite_differences(bondville):
     s = bondville
     net = NeuralWaterTransport(jax.random.PRNGKey(2))
     n = s.grid.n_layers
-    forcing = jax.tree_util.tree_map(lambda x: x[:, 0], _synthetic_forcing(150, 1, n, seed=3))
+    forcing = jax.tree_util.tree_map(lambda x: x[:, 0], synthetic_soil_forcing(150, 1, n, seed=3))
     smc0 = jnp.asarray([0.30, 0.32, 0.35, 0.38])
     state0 = SoilState(t=jnp.full(n, 290.0), smc=smc0, sh2o=smc0)
     params, grid, options = s.params.soil, s.grid, s.options.soil

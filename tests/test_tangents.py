@@ -11,13 +11,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from soil_forcing import synthetic_soil_forcing
 
 from dam.coupling.hybrid import NeuralWaterTransport
 from dam.physics.column import run
 from dam.physics.soil_water import RICHARDS
 from dam.physics.station import run_station
 from dam.physics.tangents import differentiated_as
-from dam.physics.types import TWIN_MIN_COLUMNS, SoilForcing, SoilOptions, SoilState
+from dam.physics.types import TWIN_MIN_COLUMNS, SoilOptions, SoilState
 from dam.site_run import setup_station
 from dam.sites import load_site, shipped_site_dir
 
@@ -67,21 +68,13 @@ def test_options_check_and_decide_where_the_twin_runs():
 
 @pytest.fixture(scope="module")
 def columns():
-    """24 columns of Bondville's soil with random moisture, x 48 half-hour steps of rain, sinks and heat flux."""
+    """24 columns of Bondville's soil with random moisture, x 48 half-hour steps of storms, sinks and heat flux."""
     s = setup_station(load_site(shipped_site_dir("bondville_1998")), start="1998-05-01", end="1998-05-03")
     rng = np.random.default_rng(0)
-    n_cols, n_steps, n = 24, 48, s.grid.n_layers
+    n_cols, n = 24, s.grid.n_layers
     smc = jnp.asarray(rng.uniform(0.1, 0.4, (n_cols, n)))
     state = SoilState(t=jnp.asarray(rng.uniform(280.0, 295.0, (n_cols, n))), smc=smc, sh2o=smc)
-    rain = np.where(rng.random((n_steps, n_cols)) < 0.2, rng.random((n_steps, n_cols)) * 30.0 / 3.6e6, 0.0)
-    forcing = SoilForcing(
-        ghf_wm2=jnp.asarray(rng.normal(0.0, 80.0, (n_steps, n_cols))),
-        qinsurf_mps=jnp.asarray(rain),
-        evap_mps=jnp.asarray(rng.random((n_steps, n_cols)) * 0.3 / 3.6e6),
-        etran_mps=jnp.asarray(rng.random((n_steps, n_cols, n)) * 0.1 / 3.6e6),
-        frozen_ground=jnp.zeros((n_steps, n_cols)),
-        frz_top_ice_flux_mmps=jnp.zeros((n_steps, n_cols)),
-    )
+    forcing = synthetic_soil_forcing(48, n_cols, n)
     return s, state, forcing
 
 
