@@ -30,7 +30,7 @@ PhaseChangeGradient = Literal["implicit", "exact"]
 Pow = Literal["libm", "exp_log"]
 DerivativePow = Literal["auto", "libm", "exp_log"]
 # Columns from which a run's gradient with per-step checkpoints is faster through the exp(y log x) twin (float64,
-# soil column: 3.98x instead of 6.05x the forward at 1,000 columns, 3.97x instead of 4.57x at 1e4; slower at 1-100).
+# soil column: 3.98x instead of 6.05x the forward at 1,000 columns, 3.98x instead of 4.55x at 1e4; slower at 1-100).
 TWIN_MIN_COLUMNS = 1000
 
 
