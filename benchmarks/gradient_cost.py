@@ -52,8 +52,8 @@ def measure(n_columns: int, n_steps: int, dtype: str) -> list[dict]:
         return jnp.sum(out.smc) + 1e-3 * jnp.sum(out.t)
 
     functions = {"forward": final}
+    grad = jax.value_and_grad(loss, (0, 1))
     for name, (every, derivative) in SETTINGS.items():
-        grad = jax.value_and_grad(loss, (0, 1))
         functions[f"gradient_{name}"] = lambda p, s, f, e=every, d=derivative: grad(p, s, f, e, d)
     rows, forward_s = [], None
     for name, fn in functions.items():

@@ -386,8 +386,9 @@ def test_pow_ceiling_benchmark_rows(tmp_path):
 
 @pytest.mark.slow  # compiles the soil column's forward and three gradients (about a minute on 2 cores)
 def test_gradient_cost_benchmark_rows(tmp_path):
-    """``benchmarks/gradient_cost.py`` on a tiny workload: the forward and the three rematerialisation settings,
-    each timed against the forward of the same run, the parts of one step, and the machine recorded."""
+    """``benchmarks/gradient_cost.py`` on a tiny workload: the forward and the rematerialisation settings (the
+    step's own derivative and its twin's), each timed against the forward of the same run, the parts of one step,
+    and the machine recorded."""
     out = tmp_path / "cost.json"
     cmd = [sys.executable, str(BENCHMARKS / "gradient_cost.py"), "--columns", "8", "--steps", "4", "--dtypes",
            "float64", "--json", str(out)]  # fmt: skip
@@ -396,11 +397,12 @@ def test_gradient_cost_benchmark_rows(tmp_path):
     result = json.loads(out.read_text())
     assert result["machine"]["cpu_count"] >= 1
     rows = {r["function"]: r for r in result["rows"]}
-    assert list(rows) == ["forward", "gradient_stored", "gradient_per_step", "gradient_segments_8"]
+    assert list(rows) == ["forward", "gradient_stored", "gradient_per_step", "gradient_segments_8",
+                          "gradient_per_step_twin", "gradient_segments_8_twin"]  # fmt: skip
     assert rows["forward"]["over_forward"] == 1.0
     assert all(_positive(r["seconds"]) and r["over_forward"] > 0 and r["temp_mib"] >= 0 for r in rows.values())
     parts = {r["part"]: r for r in result["parts"]}
-    assert len(parts) == 5 and "whole step" in parts
+    assert len(parts) == 6 and {"whole step", "whole step, exp_log twin"} <= set(parts)
     assert all(_positive(r["forward_s"]) and _positive(r["gradient_s"]) for r in parts.values())
 
 
