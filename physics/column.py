@@ -26,7 +26,7 @@ from .phase_change import phase_change
 from .soil_temperature import heat_diffusion
 from .soil_thermal_properties import soil_thermal_properties
 from .soil_water import RICHARDS, AbstractTransport, soil_water
-from .tangents import differentiated_as
+from .tangents import step_with_twin
 from .types import (
     LAYER_PARAMS,
     HeatDiagnostics,
@@ -87,11 +87,7 @@ def soil_step(
     (default Noah-MP's Richards solver; see :class:`~dam.physics.soil_water.AbstractTransport`). With
     ``options.derivative_pow="exp_log"`` its derivatives are those of its ``exp(y log x)`` twin
     (:mod:`dam.physics.tangents`; :func:`run` decides ``"auto"``)."""
-    twin = options.derivative_options
-    if twin is None:
-        return _soil_step(state, forcing, params, grid, transport, options=options)
-    f, g = partial(_soil_step, options=options), partial(_soil_step, options=twin)
-    return differentiated_as(f, g, state, forcing, params, grid, transport)
+    return step_with_twin(_soil_step, options, state, forcing, params, grid, transport)
 
 
 def _soil_step(

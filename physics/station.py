@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import equinox as eqx
@@ -47,7 +46,7 @@ from .shapes import PerColumn
 from .snow_types import SnowpackOptions, SnowpackParams, SnowState, layer_mask
 from .soil_water import RICHARDS, AbstractTransport, soil_water
 from .stomata import ball_berry_canopy
-from .tangents import differentiated_as
+from .tangents import step_with_twin
 from .transpiration import RootParams, TranspirationOptions, soil_water_transpiration
 from .types import SoilGrid, SoilOptions, SoilParams, SoilState
 from .water_main import ground_water
@@ -185,11 +184,7 @@ def station_step(
 
     With ``options.soil.derivative_pow="exp_log"`` its derivatives are those of its ``exp(y log x)`` twin
     (:mod:`dam.physics.tangents`; :func:`run_station` decides ``"auto"``)."""
-    twin = options.derivative_options
-    if twin is None:
-        return _station_step(state, forcing, params, grid, transport, stomata, options=options)
-    f, g = partial(_station_step, options=options), partial(_station_step, options=twin)
-    return differentiated_as(f, g, state, forcing, params, grid, transport, stomata)
+    return step_with_twin(_station_step, options, state, forcing, params, grid, transport, stomata)
 
 
 def _station_step(

@@ -11,6 +11,7 @@ pass recomputes only the twin.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import equinox as eqx
@@ -24,6 +25,15 @@ def differentiated_as(f: Callable, g: Callable, *args: Any) -> Any:
     Without differentiation only ``f`` runs.
     """
     return _differentiated_as(*args, f=f, g=g)
+
+
+def step_with_twin(step: Callable, options: Any, *args: Any) -> Any:
+    """``step(*args, options=options)``, differentiated as ``step(*args, options=options.derivative_options)`` where
+    the options name a twin (:attr:`dam.physics.types.SoilOptions.derivative_options`)."""
+    twin = options.derivative_options
+    if twin is None:
+        return step(*args, options=options)
+    return differentiated_as(partial(step, options=options), partial(step, options=twin), *args)
 
 
 @eqx.filter_custom_jvp
