@@ -28,6 +28,8 @@ import numpy as np
 from _common import best_time, machine_info, make_columns
 from scaling import _dtype, _soil_functions
 
+from dam.io_safety import write_text
+
 
 def compare(n_columns: int, n_steps: int, dtype: str, repeats: int = 3) -> dict:
     """Largest differences accelerator - CPU of the final state and the parameter gradient; both forward times."""
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(compare(args.columns, args.steps, dtype))
         if args.output:  # after each dtype, so that a run stopped by a time limit keeps the finished ones
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.output).write_text(json.dumps({"machine": machine_info(), "rows": rows}, indent=1))
+            write_text(args.output, json.dumps({"machine": machine_info(), "rows": rows}, indent=1))
         r = rows[-1]
         print(f"\n{r['dtype']}, {r['columns']:,} columns x {r['steps']} steps on {r['accelerator']} against the CPU:")
         print(f"forward {r['forward_seconds']['accelerator']:.4g} s against {r['forward_seconds']['cpu']:.4g} s "

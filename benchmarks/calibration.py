@@ -61,6 +61,8 @@ from pathlib import Path
 import numpy as np
 from _common import machine_info
 
+from dam.io_safety import save_figure, write_text
+
 HERE = Path(__file__).resolve().parent
 FIELDS = ("soil.bexp", "soil.dksat", "soil.smcmax", "soil.psisat")
 # site (name or folder name) -> (period start, end) of the benchmark: a warm season of half-hourly steps, two years
@@ -471,7 +473,7 @@ def plot(traces: dict, path: Path) -> None:
         ax_t.set(xscale="log", yscale="log", xlabel="run seconds (compilation excluded)", title=key)
         ax_n.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -508,7 +510,6 @@ def main(argv=None) -> None:
         ap.error("--recent takes a fraction in (0, 1) and a single gradient start")
     if args.quick:
         args.sites, args.params, args.seeds, args.steps = ["bondville_1998"], [4], 1, 10
-    from dam.io_safety import write_text
     from dam.precision import enable_x64
 
     enable_x64()

@@ -31,6 +31,8 @@ import numpy as np
 from _common import machine_info
 from cold_gradients import ROOT, load_case
 
+from dam.io_safety import save_figure, write_text
+
 SPECS = ("soil.bexp", "soil.smcmax", "soil.dksat")
 TRUTH = {"soil.bexp": 0.8, "soil.smcmax": 1.06, "soil.dksat": 0.4}  # multipliers of the table values
 TOLERANCE = 0.05
@@ -99,7 +101,7 @@ def main(argv=None) -> dict:
     print("relative error:", {k: f"{e:+.2%}" for k, e in result["relative_error"].items()},
           f"within {TOLERANCE:.0%}: {result['within_tolerance']}; {seconds:.0f} s")  # fmt: skip
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    write_text(args.json, json.dumps(result, indent=1) + "\n")
     _figure(result, args.figure)
     return result
 
@@ -121,7 +123,7 @@ def _figure(r: dict, path: str) -> None:
     b.set_ylabel("loss (RMSE, m3 m-3)")
     b.set_xlabel("gradient step")
     fig.suptitle(f"bondville_cold: recovery through a winter ({r['days']} days)")
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 

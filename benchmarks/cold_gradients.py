@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 from _common import machine_info
 
+from dam.io_safety import save_figure, write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ("smcmax", "smcref", "smcwlt", "bexp", "dksat", "dwsat", "psisat", "quartz", "csoil", "slope", "refkdt",
           "refdk", "frzk", "tbot")  # fmt: skip
@@ -168,7 +170,7 @@ def main(argv=None) -> dict:
         _report(result, water)
     result["finite_difference_seconds"] = fd_s
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    write_text(args.json, json.dumps(result, indent=1) + "\n")
     _figure(result, args.figure)
     return result
 
@@ -211,7 +213,7 @@ def _figure(result: dict, path: str) -> None:
     axes[-1].set_xticks(x, result["fields"], rotation=45)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"bondville_cold, {result['days']} days: gradient of each soil parameter field")
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 

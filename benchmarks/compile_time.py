@@ -24,6 +24,8 @@ from pathlib import Path
 
 from _common import machine_info
 
+from dam.io_safety import write_text
+
 PROGRAMS = ("soil_column", "station_forward", "station_gradient")
 
 
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"({cold / cached:.0f}x)", flush=True)  # fmt: skip
     result = {"steps": args.steps, "programs": rows, "machine": machine_info()}
     if args.output:
-        Path(args.output).write_text(json.dumps(result, indent=1))
+        write_text(args.output, json.dumps(result, indent=1))
     return result
 
 

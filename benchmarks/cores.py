@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 from _common import FORTRAN_COLUMN_STEPS_PER_S, machine_info
 
+from dam.io_safety import save_figure, write_text
+
 HERE = Path(__file__).resolve().parent
 TARGET = {"processes_over_one_core": 2.0, "condition": "dam on 2 cores >= 2x dam on 1 core (issue 17), float64"}
 
@@ -145,7 +147,7 @@ def _plot(result: dict, path: Path) -> None:
     ax.set_xlim(0, 1.12 * max(r["column_steps_per_s"] for r in rows))
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in result["grid_runs"]:
             print(f"{r['config']:30s} {r['seconds']:7.1f} s" + (f"  {r['speedup']:.2f}x" if "speedup" in r else ""))
     a.output.parent.mkdir(parents=True, exist_ok=True)
-    a.output.write_text(json.dumps(result, indent=1))
+    write_text(a.output, json.dumps(result, indent=1))
     _plot(result, a.output.with_suffix(".png"))
     print(f"wrote {a.output} and {a.output.with_suffix('.png')}")
     return 0

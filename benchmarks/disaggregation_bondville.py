@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dam.io_safety import save_figure, write_text
+
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"soil_moisture": 0.01, "soil_liquid_water": 0.01, "soil_temperature": 1.0}
 # name -> Disaggregation options (None: the truth; "daily": the daily means at a daily step)
@@ -255,7 +257,7 @@ def figure(result: dict, path: Path) -> None:
     axes[4].legend(fontsize=7)
     fig.suptitle("Bondville 1998: station physics on disaggregated daily forcing vs the original half-hourly forcing")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -281,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     outputs = result.pop("_outputs")
     result["machine"] = machine_info()
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=1))
+    write_text(args.output, json.dumps(result, indent=1))
     if not args.no_figure:
         figure({**result, "_outputs": outputs}, args.output.with_suffix(".png"))
     hdr = f"{'run':32s} " + " ".join(f"{v[:9]}{k + 1:>2}" for v in ("SM", "SMliq", "ST") for k in range(4))

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from _common import machine_info
 
+from dam.io_safety import save_figure, write_text
 from dam.precision import enable_x64, fortran_exact_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +110,7 @@ def main(argv=None) -> dict:
     }
     _report(result)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1))
+    write_text(args.json, json.dumps(result, indent=1))
     _figure(result, Path(args.figure))
     return result
 
@@ -155,7 +156,7 @@ def _figure(r: dict, path: Path) -> None:
     fig.suptitle("Gradients through soil freezing (shipped Bondville soil case)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from _common import best_time, machine_info, make_columns
 
 from dam import physics
+from dam.io_safety import write_text
 
 jax.config.update("jax_enable_x64", True)
 # row name: (checkpoint_every, derivative_pow)
@@ -121,8 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [r for d in args.dtypes for r in measure(args.columns, args.steps, d)]
     parts = [r for d in args.dtypes for r in measure_parts(args.columns, d)]
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine_info(), "rows": rows, "parts": parts}, f, indent=1)
+        write_text(args.json, json.dumps({"machine": machine_info(), "rows": rows, "parts": parts}, indent=1))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from dam.io_safety import write_text
+
 REFERENCE = Path(__file__).resolve().parents[1] / "dam" / "data" / "bondville_soil"  # the shipped copy
 
 
@@ -229,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     text = json.dumps(report, indent=1)
     print(text)
     if args.json:
-        args.json.write_text(text + "\n")
+        write_text(args.json, text + "\n")
     return report
 
 

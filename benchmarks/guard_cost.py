@@ -18,6 +18,8 @@ from pathlib import Path
 
 from _common import machine_info, make_columns
 
+from dam.io_safety import write_text
+
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"machine": machine_info(), "settings": vars(args), "rows": rows}
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(result, indent=1))
+        write_text(args.output, json.dumps(result, indent=1))
     return result
 
 

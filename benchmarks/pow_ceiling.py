@@ -30,6 +30,8 @@ from pathlib import Path
 
 from _common import FORTRAN_COLUMN_STEPS_PER_S, machine_info
 
+from dam.io_safety import write_text
+
 HERE = Path(__file__).resolve().parent
 VARIANTS = ("libm", "exp_log", "free")
 TARGET = {"x_fortran_one_core": 5.0, "condition": "float64 forward >= 5x the Fortran per core (issue 17)"}
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "target": TARGET | {"speedup_needed": needed, "pow_seconds_allowed": allowed},
     }
     a.output.parent.mkdir(parents=True, exist_ok=True)
-    a.output.write_text(json.dumps(result, indent=1))
+    write_text(a.output, json.dumps(result, indent=1))
     print(f"wrote {a.output}")
     return 0
 

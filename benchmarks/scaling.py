@@ -55,6 +55,8 @@ from pathlib import Path
 import numpy as np
 from _common import FORTRAN_COLUMN_STEPS_PER_S, best_time, machine_info, make_columns
 
+from dam.io_safety import save_figure, write_text
+
 HERE = Path(__file__).resolve().parent
 EMULATED_NOTE = "emulated: efficiency here measures sharding overhead, not hardware scaling"
 CHILD_MARK = "SCALING_JSON "
@@ -519,7 +521,7 @@ def plot(result: dict, path: Path) -> None:
     where = machine.get("cpu_model", "") if machine["backend"] == "cpu" else machine.get("device_kind", "")
     fig.suptitle(f"Soil column scaling, {where} / {machine['backend']}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -576,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         result.pop("partial", None)
         if partial:
             result["partial"] = partial
-        out.write_text(json.dumps(result, indent=1, default=_json_default))
+        write_text(out, json.dumps(result, indent=1, default=_json_default))
 
     try:
         # Written after every row, so that even a hard kill (mid-compile, where SIGINT waits) keeps finished rows.

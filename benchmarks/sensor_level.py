@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from dam.io_safety import write_text
+
 HERE = Path(__file__).resolve().parent
 ATTRIBUTES = ("abs_latitude", "elevation_m", "smcmax", "bexp", "precip_mm_d", "t_air_k", "sw_down_wm2", "q_air",
               "sw_over_precip")  # fmt: skip
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", type=Path, default=HERE / "results" / "sensor_level.json")
     args = ap.parse_args(argv)
     result = analyse(args.run, args.root)
-    args.output.write_text(json.dumps(result, indent=1) + "\n")
+    write_text(args.output, json.dumps(result, indent=1) + "\n")
     print(report(result))
     print(f"wrote {args.output}")
     return 0

@@ -19,6 +19,8 @@ import numpy as np
 from _common import FORTRAN_COLUMN_STEPS_PER_S, machine_info, make_columns
 from _common import best_time as _best_time
 
+from dam.io_safety import write_text
+
 
 def _time(fn, *args, repeats: int = 3) -> float:
     return _best_time(fn, *args, repeats=repeats)[0]
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "tridiagonal": tri,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(out, indent=1))
+    write_text(args.output, json.dumps(out, indent=1))
     print(f"wrote {args.output}")
     return 0
 

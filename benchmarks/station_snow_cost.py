@@ -25,6 +25,8 @@ from pathlib import Path
 from _common import machine_info
 from cold_gradients import ROOT, load_case
 
+from dam.io_safety import write_text
+
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -69,7 +71,7 @@ def main(argv=None) -> dict:
     result = {"machine": machine_info(), "rows": rows, "cold_over_bondville": ratio}
     print(tabulate(rows, headers="keys", floatfmt=".3g"))
     print("seconds, bondville_cold / bondville:", {k: round(v, 2) for k, v in ratio.items()})
-    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    write_text(args.json, json.dumps(result, indent=1) + "\n")
     return result
 
 

@@ -44,6 +44,8 @@ import numpy as np
 import xarray as xr
 import yaml
 
+from .io_safety import write_netcdf, write_text
+
 # The parts of a site live in their own modules; dam.sites re-exports them (one import for users).
 from .meteo import (
     EPS_WATER,
@@ -367,14 +369,16 @@ def write_site(site: Site, out_dir: str | os.PathLike, *, overwrite: bool = Fals
             (out / f).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     check_site(site)
-    (out / "site.yaml").write_text(
-        "# dam site metadata (format: docs/site_format.md)\n"
-        + yaml.safe_dump(site.meta.to_yaml_dict(), sort_keys=False, allow_unicode=True, width=110)
-    )
-    site.forcing.to_netcdf(out / "forcing.nc", encoding=_encoding(site.forcing), engine="netcdf4")
+    # Each file atomically, site.yaml last: a folder left by a crash is never read as a complete site.
+    write_netcdf(site.forcing, out / "forcing.nc", encoding=_encoding(site.forcing), engine="netcdf4")
     if site.observations is not None:
         obs = site.observations
-        obs.to_netcdf(out / "observations.nc", encoding=_encoding(obs), engine="netcdf4")
+        write_netcdf(obs, out / "observations.nc", encoding=_encoding(obs), engine="netcdf4")
+    write_text(
+        out / "site.yaml",
+        "# dam site metadata (format: docs/site_format.md)\n"
+        + yaml.safe_dump(site.meta.to_yaml_dict(), sort_keys=False, allow_unicode=True, width=110),
+    )
     return out
 
 
