@@ -406,6 +406,21 @@ def test_gradient_cost_benchmark_rows(tmp_path):
     assert all(_positive(r["forward_s"]) and _positive(r["gradient_s"]) for r in parts.values())
 
 
+def test_gradient_profile_groups_the_kernels_by_pass_and_line(tmp_path):
+    """``benchmarks/gradient_profile.py`` on a tiny workload: a profile of the forward and of the gradient, whose
+    kernels are attributed to the gradient's backward pass and to lines of the physics."""
+    out = tmp_path / "profile.json"
+    cmd = [sys.executable, str(BENCHMARKS / "gradient_profile.py"), "--columns", "8", "--steps", "2", "--runs", "1",
+           "--derivative-pow", "libm", "--json", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    profiles = json.loads(out.read_text())["profiles"]
+    forward, gradient = profiles["forward"], profiles["gradient"]
+    assert 0 < forward["kernels_per_step"] < gradient["kernels_per_step"]
+    assert "backward" not in forward["by_pass_ms"] and gradient["by_pass_ms"]["backward"] > 0
+    assert any(key.startswith("backward soil_water.py:") for key in gradient["by_line_ms"])
+
+
 def test_sensor_level_ceilings(tmp_path):
     """``benchmarks/sensor_level.py``: the leave-one-out level regression recovers an exact linear relation, the
     shifted RMSE is the ubRMSE when the shift is the bias, and the counts follow the metrics table they read."""
