@@ -65,8 +65,8 @@ def hlo_sources(hlo: str) -> dict[str, tuple[str, str, str]]:
     return out
 
 
-def kernel_times(compiled, args, runs: int) -> collections.Counter:
-    """Summed duration (ns) per kernel name over ``runs`` calls, from a profiler trace."""
+def kernel_times(compiled, args, runs: int) -> tuple[collections.Counter, int]:
+    """Summed duration (ns) per kernel name over ``runs`` calls, from a profiler trace, and the kernels launched."""
     from jax.profiler import ProfileData
 
     jax.block_until_ready(compiled(*args))
@@ -76,33 +76,29 @@ def kernel_times(compiled, args, runs: int) -> collections.Counter:
             jax.block_until_ready(compiled(*args))
         jax.profiler.stop_trace()
         trace = ProfileData.from_file(str(next(Path(folder).rglob("*.xplane.pb"))))
-    totals = collections.Counter()
+    totals, launched = collections.Counter(), 0
     for plane in trace.planes:
         for line in plane.lines:
             for event in line.events:
                 if KERNEL.fullmatch(event.name) and not event.name.startswith(CONTAINERS):
                     totals[event.name] += event.duration_ns
-                    totals[("count", event.name)] += 1
-    return totals
+                    launched += 1
+    return totals, launched
 
 
 def profile(compiled, args, n_steps: int, runs: int, top: int) -> dict:
     """Kernels per step, kernel milliseconds per run by pass, and the ``top`` groups by primitive and by line."""
     sources = hlo_sources(compiled.as_text())
-    totals = kernel_times(compiled, args, runs)
+    totals, launched = kernel_times(compiled, args, runs)
     by_pass, by_primitive, by_line = collections.Counter(), collections.Counter(), collections.Counter()
-    kernels = 0
     for name, ns in totals.items():
-        if isinstance(name, tuple):
-            kernels += ns
-            continue
         kind, primitive, line = sources.get(name, ("unattributed", re.sub(r"[.\d]+$", "", name), "?"))
         ms = ns / 1e6 / runs
         by_pass[kind] += ms
         by_primitive[f"{kind} {primitive}"] += ms
         by_line[f"{kind} {line}"] += ms
     return {
-        "kernels_per_step": kernels / runs / n_steps,
+        "kernels_per_step": launched / runs / n_steps,
         "kernel_ms_per_run": sum(by_pass.values()),
         "by_pass_ms": dict(by_pass.most_common()),
         "by_primitive_ms": dict(by_primitive.most_common(top)),
