@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 from _common import best_time, machine_info, make_columns
@@ -82,7 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     for dtype in args.dtypes:
         rows.append(compare(args.columns, args.steps, dtype))
         if args.output:  # after each dtype, so that a run stopped by a time limit keeps the finished ones
-            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
             write_text(args.output, json.dumps({"machine": machine_info(), "rows": rows}, indent=1))
         r = rows[-1]
         print(f"\n{r['dtype']}, {r['columns']:,} columns x {r['steps']} steps on {r['accelerator']} against the CPU:")

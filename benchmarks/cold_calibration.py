@@ -100,7 +100,6 @@ def main(argv=None) -> dict:
     }  # fmt: skip
     print("relative error:", {k: f"{e:+.2%}" for k, e in result["relative_error"].items()},
           f"within {TOLERANCE:.0%}: {result['within_tolerance']}; {seconds:.0f} s")  # fmt: skip
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     write_text(args.json, json.dumps(result, indent=1) + "\n")
     _figure(result, args.figure)
     return result

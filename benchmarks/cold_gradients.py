@@ -169,7 +169,6 @@ def main(argv=None) -> dict:
         }  # fmt: skip
         _report(result, water)
     result["finite_difference_seconds"] = fd_s
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     write_text(args.json, json.dumps(result, indent=1) + "\n")
     _figure(result, args.figure)
     return result

@@ -190,7 +190,6 @@ def main(argv: list[str] | None = None) -> int:
         result["grid_runs"] = grid_runs(n, *a.grid)
         for r in result["grid_runs"]:
             print(f"{r['config']:30s} {r['seconds']:7.1f} s" + (f"  {r['speedup']:.2f}x" if "speedup" in r else ""))
-    a.output.parent.mkdir(parents=True, exist_ok=True)
     write_text(a.output, json.dumps(result, indent=1))
     _plot(result, a.output.with_suffix(".png"))
     print(f"wrote {a.output} and {a.output.with_suffix('.png')}")

@@ -282,7 +282,6 @@ def main(argv: list[str] | None = None) -> int:
     result["temperature_rmse_K_by_method"] = temperature
     outputs = result.pop("_outputs")
     result["machine"] = machine_info()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     write_text(args.output, json.dumps(result, indent=1))
     if not args.no_figure:
         figure({**result, "_outputs": outputs}, args.output.with_suffix(".png"))

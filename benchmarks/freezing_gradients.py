@@ -109,7 +109,6 @@ def main(argv=None) -> dict:
         k: result["cost"]["implicit"][k] / result["cost"]["exact"][k] for k in ("compile_s", "run_s")
     }
     _report(result)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     write_text(args.json, json.dumps(result, indent=1))
     _figure(result, Path(args.figure))
     return result
@@ -155,7 +154,6 @@ def _figure(r: dict, path: Path) -> None:
     np.atleast_1d(axes)[0].legend(fontsize=8)
     fig.suptitle("Gradients through soil freezing (shipped Bondville soil case)", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, path, dpi=120)
     plt.close(fig)
 

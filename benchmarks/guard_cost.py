@@ -14,7 +14,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 from _common import machine_info, make_columns
 
@@ -76,7 +75,6 @@ def main(argv: list[str] | None = None) -> dict:
               f"x{r['ratio']:.3f} of the finite check")  # fmt: skip
     result = {"machine": machine_info(), "settings": vars(args), "rows": rows}
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         write_text(args.output, json.dumps(result, indent=1))
     return result
 

@@ -147,7 +147,6 @@ def main(argv: list[str] | None = None) -> int:
         "fortran_reference_column_steps_per_s": fortran,
         "target": TARGET | {"speedup_needed": needed, "pow_seconds_allowed": allowed},
     }
-    a.output.parent.mkdir(parents=True, exist_ok=True)
     write_text(a.output, json.dumps(result, indent=1))
     print(f"wrote {a.output}")
     return 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 from _common import FORTRAN_COLUMN_STEPS_PER_S, machine_info, make_columns
@@ -138,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "tridiagonal": tri,
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     write_text(args.output, json.dumps(out, indent=1))
     print(f"wrote {args.output}")
     return 0
